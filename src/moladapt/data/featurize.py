@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import repeat
 
 import numpy as np
 from rdkit import Chem, RDLogger
@@ -32,14 +34,32 @@ from moladapt.types import MolGraphs
 
 @dataclass(frozen=True)
 class Part:
-    """One categorical feature column: ``fn(atom_or_bond) -> int`` in ``[0, size)``."""
+    """One categorical feature column: ``fn(atom_or_bond) -> int`` in ``[0, size)``.
+
+    ``fn`` is the definition. The optional fields describe a faster, equivalent way to
+    compute the column in bulk, used by :meth:`Featurizer.featurize` (molecules parsed
+    from SMILES); :meth:`Featurizer.featurize_mol` always calls ``fn``:
+
+    * ``getter`` / ``codes`` / ``other``: the value is ``codes.get(getter(x), other)``
+      (``getter(x)`` itself when ``codes`` is None). ``getter`` should be an unbound
+      RDKit method, so a whole molecule is mapped without a Python-level call.
+    * ``zero_unless``: characters without which in the SMILES text this column is 0 on
+      every atom (bond) of the molecule, e.g. chirality needs ``@``; the column is then
+      filled with zeros without asking RDKit (whose enum getters cost ~1.5 µs a call).
+    """
 
     name: str
     size: int
     fn: Callable[[object], int]
+    getter: Callable[[object], object] | None = field(default=None, compare=False, repr=False)
+    codes: Mapping[object, int] | None = field(default=None, compare=False, repr=False)
+    other: int = field(default=0, compare=False, repr=False)
+    zero_unless: str = field(default="", compare=False, repr=False)
 
 
-def one_of(name: str, choices: Sequence, getter: Callable, extra: int = 0) -> Part:
+def one_of(
+    name: str, choices: Sequence, getter: Callable, extra: int = 0, zero_unless: str = ""
+) -> Part:
     """A part whose value is the index of ``getter(x)`` in ``choices``; unseen → 'other'.
 
     The vocabulary is ``len(choices)`` + 1 ('other') + ``extra`` reserved indices.
@@ -50,49 +70,86 @@ def one_of(name: str, choices: Sequence, getter: Callable, extra: int = 0) -> Pa
     def fn(x: object) -> int:
         return lookup.get(getter(x), other)
 
-    return Part(name, len(choices) + 1 + extra, fn)
+    return Part(name, len(choices) + 1 + extra, fn, getter, lookup, other, zero_unless)
 
 
 # --- atom parts --------------------------------------------------------------------------
+_ATOM, _BOND = Chem.rdchem.Atom, Chem.rdchem.Bond
+# Characters a SMILES needs for RDKit to set a chiral tag ('@', or a CXSMILES '|...|'
+# extension) or a bond direction / double-bond stereo ('/', '\\', or '|').
+_CHIRAL_CHARS = "@|"
+_DIRECTION_CHARS = "/\\|"
+
 # Atomic numbers 1..118 → 0..117, 118 = other (dummy atom '*'), 119 = MASK: 120, as pretrain-gnns.
-ATOM_TYPE = one_of("atomic_num", list(range(1, 119)), lambda a: a.GetAtomicNum(), extra=1)
+ATOM_TYPE = one_of("atomic_num", list(range(1, 119)), _ATOM.GetAtomicNum, extra=1)
 _CHI = Chem.rdchem.ChiralType
 # pretrain-gnns embeds 3 chirality tags; rarer tags (CHI_OTHER, allene, ...) map to 0.
 _BASIC_CHIRALITY = {_CHI.CHI_UNSPECIFIED: 0, _CHI.CHI_TETRAHEDRAL_CW: 1, _CHI.CHI_TETRAHEDRAL_CCW: 2}
-BASIC_CHIRALITY = Part("chirality", 3, lambda a: _BASIC_CHIRALITY.get(a.GetChiralTag(), 0))
+BASIC_CHIRALITY = Part(
+    "chirality",
+    3,
+    lambda a: _BASIC_CHIRALITY.get(a.GetChiralTag(), 0),
+    getter=_ATOM.GetChiralTag,
+    codes=_BASIC_CHIRALITY,
+    other=0,
+    zero_unless=_CHIRAL_CHARS,
+)
 CHIRALITY = one_of(
     "chirality",
     [_CHI.CHI_UNSPECIFIED, _CHI.CHI_TETRAHEDRAL_CW, _CHI.CHI_TETRAHEDRAL_CCW],
-    lambda a: a.GetChiralTag(),
+    _ATOM.GetChiralTag,
+    zero_unless=_CHIRAL_CHARS,
 )
-DEGREE = one_of("degree", list(range(11)), lambda a: a.GetTotalDegree())
-FORMAL_CHARGE = one_of("formal_charge", list(range(-5, 6)), lambda a: a.GetFormalCharge())
-NUM_HS = one_of("num_hs", list(range(9)), lambda a: a.GetTotalNumHs())
+DEGREE = one_of("degree", list(range(11)), _ATOM.GetTotalDegree)
+FORMAL_CHARGE = one_of("formal_charge", list(range(-5, 6)), _ATOM.GetFormalCharge)
+NUM_HS = one_of("num_hs", list(range(9)), _ATOM.GetTotalNumHs)
 _HYB = Chem.rdchem.HybridizationType
 HYBRIDIZATION = one_of(
     "hybridization",
     [_HYB.S, _HYB.SP, _HYB.SP2, _HYB.SP3, _HYB.SP3D, _HYB.SP3D2],
-    lambda a: a.GetHybridization(),
+    _ATOM.GetHybridization,
 )
-AROMATIC = Part("aromatic", 2, lambda a: int(a.GetIsAromatic()))
-IN_RING = Part("in_ring", 2, lambda a: int(a.IsInRing()))
+AROMATIC = Part("aromatic", 2, lambda a: int(a.GetIsAromatic()), getter=_ATOM.GetIsAromatic)
+IN_RING = Part("in_ring", 2, lambda a: int(a.IsInRing()), getter=_ATOM.IsInRing)
 
 # --- bond parts --------------------------------------------------------------------------
 _BT = Chem.rdchem.BondType
 # single/double/triple/aromatic = 0..3, 4 = self-loop (added by GIN), 5 = MASK. Rarer bond
 # types (dative, ...) fall back to single, as there is no slot for them in pretrain-gnns.
 _BOND_TYPES = {_BT.SINGLE: 0, _BT.DOUBLE: 1, _BT.TRIPLE: 2, _BT.AROMATIC: 3}
-BOND_TYPE = Part("bond_type", 6, lambda b: _BOND_TYPES.get(b.GetBondType(), 0))
+# Bulk path: the bond order as a float avoids the costly enum. It is the same map for every
+# bond type the SMILES parser creates (single, double, triple, aromatic, quadruple, dative);
+# only ONEANDAHALF (also 1.5), which no SMILES can produce, would differ.
+_BOND_ORDERS = {1.0: 0, 2.0: 1, 3.0: 2, 1.5: 3}
+BOND_TYPE = Part(
+    "bond_type",
+    6,
+    lambda b: _BOND_TYPES.get(b.GetBondType(), 0),
+    getter=_BOND.GetBondTypeAsDouble,
+    codes=_BOND_ORDERS,
+    other=0,
+)
 _BD = Chem.rdchem.BondDir
 _BOND_DIRS = {_BD.NONE: 0, _BD.ENDUPRIGHT: 1, _BD.ENDDOWNRIGHT: 2}
-BOND_DIRECTION = Part("bond_direction", 3, lambda b: _BOND_DIRS.get(b.GetBondDir(), 0))
+BOND_DIRECTION = Part(
+    "bond_direction",
+    3,
+    lambda b: _BOND_DIRS.get(b.GetBondDir(), 0),
+    getter=_BOND.GetBondDir,
+    codes=_BOND_DIRS,
+    other=0,
+    zero_unless=_DIRECTION_CHARS,
+)
 _BS = Chem.rdchem.BondStereo
 BOND_STEREO = one_of(
     "bond_stereo",
     [_BS.STEREONONE, _BS.STEREOZ, _BS.STEREOE, _BS.STEREOCIS, _BS.STEREOTRANS, _BS.STEREOANY],
-    lambda b: b.GetStereo(),
+    _BOND.GetStereo,
+    zero_unless=_DIRECTION_CHARS,
 )
-CONJUGATED = Part("conjugated", 2, lambda b: int(b.GetIsConjugated()))
+CONJUGATED = Part(
+    "conjugated", 2, lambda b: int(b.GetIsConjugated()), getter=_BOND.GetIsConjugated
+)
 
 
 @dataclass(frozen=True)
@@ -177,29 +234,121 @@ def _featurize_chunk(args: tuple[str, list[str], int]) -> dict:
     return _featurize_chunk_with(FEATURIZERS.get(name), smiles, offset)
 
 
-def _featurize_chunk_with(featurizer: Featurizer, smiles: list[str], offset: int) -> dict:
-    RDLogger.DisableLog("rdApp.*")
-    xs, eis, eas, kept, invalid = [], [], [], [], []
-    n_atom_cols, n_bond_cols = len(featurizer.atom_parts), len(featurizer.bond_parts)
-    for i, smi in enumerate(smiles):
-        mol = Chem.MolFromSmiles(smi.strip()) if isinstance(smi, str) and smi.strip() else None
-        if mol is None or mol.GetNumAtoms() == 0:
-            invalid.append(offset + i)
+# One bulk-path column: (values, getter, codes.get or None, other, guard.search or None).
+_Step = tuple[list, Callable, Callable | None, int, Callable | None]
+
+
+def _steps(parts: Sequence[Part]) -> list[_Step]:
+    """The bulk-path recipe of each column, with an empty list to collect its values."""
+    steps: list[_Step] = []
+    for p in parts:
+        if p.getter is None:
+            steps.append(([], p.fn, None, 0, None))
             continue
-        x, ei, ea = featurizer.featurize_mol(mol)
-        xs.append(x)
-        eis.append(ei)
-        eas.append(ea)
-        kept.append(offset + i)
+        guard = re.compile("|".join(map(re.escape, p.zero_unless))).search if p.zero_unless else None
+        steps.append(([], p.getter, None if p.codes is None else p.codes.get, p.other, guard))
+    return steps
+
+
+def _fill(steps: list[_Step], items: list, smiles: str) -> None:
+    """Append each column's values for ``items`` (the atoms or bonds of one molecule)."""
+    for values, getter, code, other, guard in steps:
+        if guard is not None and guard(smiles) is None:
+            values.extend(repeat(0, len(items)))
+        elif code is None:
+            values.extend(map(getter, items))
+        else:
+            values.extend(map(code, map(getter, items), repeat(other)))
+
+
+def _columns(steps: list[_Step], n_rows: int) -> np.ndarray:
+    out = np.empty((n_rows, len(steps)), dtype=np.int16)
+    for c, (values, *_) in enumerate(steps):
+        out[:, c] = values
+    return out
+
+
+def _featurize_chunk_with(featurizer: Featurizer, smiles: list[str], offset: int) -> dict:
+    """Featurize one chunk into flat per-column lists, converted to numpy once at the end.
+
+    Atoms and bonds are fetched by index (faster than iterating ``GetAtoms()``) and each
+    column is filled by mapping an RDKit getter over the whole molecule (see :class:`Part`).
+    The result is identical to concatenating :meth:`Featurizer.featurize_mol` outputs.
+    """
+    RDLogger.DisableLog("rdApp.*")
+    atom_steps, bond_steps = _steps(featurizer.atom_parts), _steps(featurizer.bond_parts)
+    begins: list[int] = []
+    ends: list[int] = []
+    n_nodes: list[int] = []
+    n_bonds: list[int] = []
+    kept: list[int] = []
+    invalid: list[int] = []
+    n_atom_rows = 0
+    parse = Chem.MolFromSmiles
+    begin_idx, end_idx = _BOND.GetBeginAtomIdx, _BOND.GetEndAtomIdx
+    for i, smi in enumerate(smiles, offset):
+        text = smi.strip() if isinstance(smi, str) else ""
+        mol = parse(text) if text else None
+        if mol is None:
+            invalid.append(i)
+            continue
+        n = mol.GetNumAtoms()
+        if n == 0:
+            invalid.append(i)
+            continue
+        nb = mol.GetNumBonds()
+        atoms = list(map(mol.GetAtomWithIdx, range(n)))
+        bonds = list(map(mol.GetBondWithIdx, range(nb)))
+        try:
+            _fill(atom_steps, atoms, text)
+            _fill(bond_steps, bonds, text)
+        except RuntimeError:
+            # A getter RDKit refuses for this molecule (e.g. the bond order of an exotic
+            # bond type): drop its partial rows and use the parts' own functions.
+            _redo_exact(featurizer, atom_steps, bond_steps, atoms, bonds, n_atom_rows, len(begins))
+        n_atom_rows += n
+        begins.extend(map(begin_idx, bonds))
+        ends.extend(map(end_idx, bonds))
+        n_nodes.append(n)
+        n_bonds.append(nb)
+        kept.append(i)
+
+    n_bond_rows = len(begins)
+    src = np.array(begins, dtype=np.int32)
+    dst = np.array(ends, dtype=np.int32)
+    edge_index = np.empty((2, 2 * n_bond_rows), dtype=np.int32)
+    edge_index[0, 0::2] = src
+    edge_index[0, 1::2] = dst
+    edge_index[1, 0::2] = dst
+    edge_index[1, 1::2] = src
     return {
-        "x": np.concatenate(xs) if xs else np.zeros((0, n_atom_cols), np.int16),
-        "edge_index": np.concatenate(eis, axis=1) if eis else np.zeros((2, 0), np.int32),
-        "edge_attr": np.concatenate(eas) if eas else np.zeros((0, n_bond_cols), np.int16),
-        "n_nodes": np.array([len(x) for x in xs], dtype=np.int64),
-        "n_edges": np.array([e.shape[1] for e in eis], dtype=np.int64),
+        "x": _columns(atom_steps, n_atom_rows),
+        "edge_index": edge_index,
+        # Both directions of a bond share its features.
+        "edge_attr": np.repeat(_columns(bond_steps, n_bond_rows), 2, axis=0),
+        "n_nodes": np.array(n_nodes, dtype=np.int64),
+        "n_edges": 2 * np.array(n_bonds, dtype=np.int64),
         "kept": np.array(kept, dtype=np.int64),
         "invalid": invalid,
     }
+
+
+def _redo_exact(
+    featurizer: Featurizer,
+    atom_steps: list[_Step],
+    bond_steps: list[_Step],
+    atoms: list,
+    bonds: list,
+    n_atom_rows: int,
+    n_bond_rows: int,
+) -> None:
+    for steps, parts, items, start in (
+        (atom_steps, featurizer.atom_parts, atoms, n_atom_rows),
+        (bond_steps, featurizer.bond_parts, bonds, n_bond_rows),
+    ):
+        for (values, *_), part in zip(steps, parts, strict=True):
+            del values[start:]
+            values.extend(map(part.fn, items))
 
 
 def _concat(featurizer: Featurizer, smiles: list[str], parts: list[dict]) -> MolGraphs:

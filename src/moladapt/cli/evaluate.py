@@ -1,0 +1,52 @@
+"""`moladapt evaluate`: score a saved model on a dataset or CSV."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from moladapt.cli.common import friendly_errors, split_list
+
+
+@friendly_errors
+def evaluate(
+    checkpoint: Path = typer.Argument(..., help="model.pt written by `moladapt train`."),
+    dataset: str = typer.Option(None, help="A benchmark by name."),
+    data: Path = typer.Option(None, help="Your CSV instead of --dataset."),
+    smiles_column: str = typer.Option("smiles"),
+    target_columns: str = typer.Option(None, help="Comma-separated label columns (default: the model's tasks)."),
+    part: str = typer.Option(None, help="train | valid | test: score one part of the run's split (needs the run's config.yaml beside the checkpoint)."),
+    output: Path = typer.Option(Path("runs/evaluate"), help="Directory for metrics.json and config.yaml."),
+) -> None:
+    """Evaluate a trained model; metrics are written to OUTPUT/metrics.json."""
+    from moladapt.config import RunConfig
+    from moladapt.data.sources import load_csv, load_dataset
+    from moladapt.experiment import evaluate_checkpoint
+    from moladapt.training import load_checkpoint
+    from moladapt.utils import write_json
+
+    cfg = None
+    run_cfg_path = checkpoint.parent / "config.yaml"
+    if run_cfg_path.exists():
+        cfg = RunConfig.load(run_cfg_path)
+    if data is not None:
+        targets = split_list(target_columns) or tuple(load_checkpoint(checkpoint).task_names)
+        labeled = load_csv(data, smiles_column, targets)
+    elif dataset is not None:
+        labeled = load_dataset(dataset)
+    elif cfg is not None:
+        from moladapt.experiment import load_data
+
+        labeled = load_data(cfg)
+    else:
+        raise ValueError("give --dataset or --data (no config.yaml beside the checkpoint)")
+    report, prepared = evaluate_checkpoint(checkpoint, labeled, split=part, cfg=cfg)
+    output.mkdir(parents=True, exist_ok=True)
+    if cfg is not None:
+        cfg.save(output / "config.yaml")
+    write_json(output / "metrics.json", {"checkpoint": str(checkpoint), "source": labeled.source,
+                                         "part": part or "all", "metrics": report.to_dict(),
+                                         "n_invalid_smiles": len(prepared.invalid)})
+    typer.echo(report.summary())
+    typer.echo(f"wrote {output}/metrics.json")

@@ -1,0 +1,22 @@
+"""moladapt's command line. Each subcommand lives in its own module; logic lives in the library."""
+
+from __future__ import annotations
+
+import typer
+
+from moladapt.cli.datasets import datasets
+from moladapt.cli.demo import demo
+from moladapt.cli.evaluate import evaluate
+from moladapt.cli.predict import predict
+from moladapt.cli.train import train
+
+app = typer.Typer(help="Molecular property prediction when labels are scarce.", no_args_is_help=True,
+                  add_completion=False, pretty_exceptions_enable=False)
+app.command()(datasets)
+app.command()(train)
+app.command()(evaluate)
+app.command()(predict)
+app.command()(demo)
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,62 @@
+"""`moladapt train`: train and evaluate one model; write config.yaml, metrics.json, model.pt."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from moladapt.cli.common import friendly_errors, split_list
+
+
+@friendly_errors
+def train(
+    dataset: str = typer.Option(None, help="A benchmark by name (see `moladapt datasets`)."),
+    data: Path = typer.Option(None, help="Your own CSV/CSV.gz file instead of --dataset."),
+    smiles_column: str = typer.Option("smiles", help="SMILES column of --data."),
+    target_columns: str = typer.Option(None, help="Comma-separated label columns of --data (default: all others)."),
+    task_type: str = typer.Option(None, help="classification | regression (default: inferred)."),
+    split: str = typer.Option("scaffold", help="random | scaffold | balanced_scaffold | stratified_random | predefined."),
+    featurizer: str = typer.Option("basic", help="basic (pretrain-gnns) | rich (OGB-like)."),
+    encoder: str = typer.Option("gin", help="gin | gcn | gat | sage."),
+    hidden_dim: int = typer.Option(300),
+    num_layers: int = typer.Option(5),
+    dropout: float = typer.Option(0.5),
+    pooling: str = typer.Option("mean", help="mean | sum | max | attention."),
+    epochs: int = typer.Option(100),
+    batch_size: int = typer.Option(32),
+    lr: float = typer.Option(1e-3),
+    patience: int = typer.Option(None, help="Stop after this many epochs without validation improvement."),
+    seed: int = typer.Option(0),
+    init: Path = typer.Option(None, help="Start the encoder from this checkpoint."),
+    freeze_encoder: bool = typer.Option(False, help="Train the head only (linear probe)."),
+    threads: int = typer.Option(None, help="torch threads (default: torch's choice)."),
+    config: Path = typer.Option(None, help="A config.yaml to start from (options given here override it)."),
+    output: Path = typer.Option(Path("runs/train"), help="Directory for config.yaml, metrics.json, model.pt."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Train a model on a benchmark or on your CSV and report its test metrics."""
+    from moladapt.config import RunConfig
+    from moladapt.experiment import run_training
+
+    cfg = RunConfig.load(config) if config else RunConfig()
+    data_cfg = {"featurizer": featurizer, "split": split}
+    if data is not None:
+        data_cfg.update(dataset=None, csv=str(data), smiles_column=smiles_column,
+                        target_columns=split_list(target_columns), task_type=task_type)
+    elif dataset is not None:
+        data_cfg.update(dataset=dataset, csv=None)
+    cfg = cfg.replace(
+        data=data_cfg,
+        model={"encoder": encoder, "hidden_dim": hidden_dim, "num_layers": num_layers,
+               "dropout": dropout, "pooling": pooling},
+        train={"epochs": epochs, "batch_size": batch_size, "lr": lr, "patience": patience,
+               "seed": seed, "init": str(init) if init else None,
+               "freeze_encoder": freeze_encoder, "num_threads": threads},
+    )
+    result = run_training(cfg, output, progress=progress, log=lambda m: typer.secho(m, fg=typer.colors.YELLOW, err=True))
+    typer.echo(f"split sizes (train/valid/test): {'/'.join(map(str, result.split_sizes))}; "
+               f"best epoch {result.best_epoch}; {result.molecules_per_second:.0f} mol/s")
+    typer.echo(f"valid: {result.valid.summary()}")
+    typer.echo(f"test:  {result.test.summary()}")
+    typer.echo(f"wrote {output}/config.yaml, metrics.json, model.pt")

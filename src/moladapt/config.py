@@ -1,0 +1,121 @@
+"""Frozen, serialisable configurations. Every run writes its resolved config as YAML."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which molecules and labels, how they are featurized and split.
+
+    Exactly one of ``dataset`` (a registered benchmark) and ``csv`` (a user's file).
+    """
+
+    dataset: str | None = "bbbp"
+    csv: str | None = None
+    smiles_column: str = "smiles"
+    target_columns: tuple[str, ...] | None = None
+    task_type: str | None = None
+    featurizer: str = "basic"
+    split: str = "scaffold"
+    split_frac: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    split_seed: int | None = None  # None: use the training seed
+
+    def __post_init__(self) -> None:
+        if (self.dataset is None) == (self.csv is None):
+            raise ValueError("give exactly one of dataset= (a benchmark name) and csv= (a file)")
+        if abs(sum(self.split_frac) - 1.0) > 1e-6 or min(self.split_frac) < 0:
+            raise ValueError(f"split_frac must be 3 non-negative numbers summing to 1, got {self.split_frac}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Encoder and head. Defaults: the pretrain-gnns GIN (5 layers × 300, JK last, mean pool)."""
+
+    encoder: str = "gin"
+    hidden_dim: int = 300
+    num_layers: int = 5
+    dropout: float = 0.5
+    jk: str = "last"
+    pooling: str = "mean"
+    head_hidden_dims: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation. Defaults follow pretrain-gnns fine-tuning (Adam 1e-3, batch 32, 100 epochs)."""
+
+    epochs: int = 100
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int | None = None  # early stopping on the validation metric; None = run all epochs
+    seed: int = 0
+    num_threads: int | None = None
+    eval_batch_size: int = 256
+    init: str | None = None  # checkpoint to start from
+    freeze_encoder: bool = False
+    encoder_lr_scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_plain(asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        return cls(
+            data=from_dict(DataConfig, d.get("data", {})),
+            model=from_dict(ModelConfig, d.get("model", {})),
+            train=from_dict(TrainConfig, d.get("train", {})),
+        )
+
+    def replace(self, **sections: dict[str, Any]) -> RunConfig:
+        """A copy with some fields changed, e.g. ``cfg.replace(train={"epochs": 5})``."""
+        parts = {name: getattr(self, name) for name in ("data", "model", "train")}
+        for name, changes in sections.items():
+            parts[name] = dataclasses.replace(parts[name], **changes)
+        return RunConfig(**parts)
+
+    def save(self, path: str | Path) -> None:
+        from moladapt.utils import atomic_write_text
+
+        atomic_write_text(Path(path), yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunConfig:
+        return cls.from_dict(yaml.safe_load(Path(path).read_text()) or {})
+
+
+def to_plain(obj: Any) -> Any:
+    """Tuples → lists, recursively, so the result is YAML/JSON/torch-weights_only safe."""
+    if isinstance(obj, dict):
+        return {k: to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    return obj
+
+
+def from_dict(cls: type, d: dict[str, Any]):
+    """Build dataclass ``cls`` from a plain dict, rejecting unknown keys with their names."""
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(d) - set(known))
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} option(s) {unknown}; known: {sorted(known)}")
+    kwargs = {}
+    for key, value in d.items():
+        if isinstance(value, list):
+            value = tuple(value)
+        kwargs[key] = value
+    return cls(**kwargs)

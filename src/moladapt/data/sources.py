@@ -1,0 +1,444 @@
+"""Datasets by name, and a user's own CSV.
+
+Each standard benchmark is one :class:`DatasetSpec`. A file is resolved in this order:
+
+1. ``$MOLADAPT_DATA_DIR/<filename>`` (tests and benchmarks point it at ``../shared/data``);
+2. files bundled inside the package (``moladapt/bundled``: the demo datasets);
+3. the download cache (``$MOLADAPT_CACHE_DIR/downloads``), else a download from the
+   dataset's canonical public URL, verified against its checksum before it is kept.
+
+Offline, step 3 fails within ``timeout`` seconds with a message that says where to put the
+file — it never hangs.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from moladapt.registry import Registry
+
+CLASSIFICATION = "classification"
+REGRESSION = "regression"
+
+
+class DataError(ValueError):
+    """Bad input data: the message names the file, and the row and column where known."""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Where a benchmark lives and how to read it.
+
+    ``task_columns=None`` means every column except ``smiles_column`` and ``exclude``.
+    ``filter`` selects rows of a long-format file (``{column: value}``); ``split_column``
+    names a column with a predefined train/valid/test split. ``checksum`` is
+    ``"sha256:<hex>"`` or ``"md5:<hex>"`` of the file served at ``url``.
+    """
+
+    name: str
+    filename: str
+    smiles_column: str
+    task_type: str
+    metric: str
+    citation: str
+    url: str | None
+    checksum: str | None = None
+    task_columns: tuple[str, ...] | None = None
+    exclude: tuple[str, ...] = ()
+    filter: tuple[tuple[str, str], ...] = ()
+    split_column: str | None = None
+    description: str = ""
+    group: str = "moleculenet"
+    download_name: str | None = None  # file name at the URL when it differs (e.g. not gzipped)
+
+
+@dataclass
+class LabeledData:
+    """Molecules with a label matrix: ``labels[i, t]`` is molecule i's value for task t.
+
+    ``rows`` are the 0-based data rows of the source file (header excluded), so every
+    report can point a user back to the line of their file. ``predefined_split`` holds
+    "train"/"valid"/"test" per molecule when the source defines one.
+    """
+
+    name: str
+    smiles: list[str]
+    labels: np.ndarray
+    task_names: list[str]
+    task_type: str
+    source: str
+    rows: np.ndarray
+    predefined_split: np.ndarray | None = None
+    metadata: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.smiles)
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.task_names)
+
+
+DATASETS: Registry[DatasetSpec] = Registry("dataset")
+
+_DC = "https://deepchemdata.s3-us-west-1.amazonaws.com/datasets/"
+_MOLNET = "Wu et al., MoleculeNet: a benchmark for molecular machine learning, Chem. Sci. 2018"
+
+
+def _add(spec: DatasetSpec) -> None:
+    DATASETS.add(spec.name, spec)
+
+
+_add(DatasetSpec("bbbp", "BBBP.csv", "smiles", CLASSIFICATION, "roc_auc",
+                 f"Martins et al. 2012; {_MOLNET}", _DC + "BBBP.csv",
+                 "md5:66286cb9e6b148bd75d80c870df580fb", ("p_np",),
+                 description="blood-brain barrier penetration"))
+_add(DatasetSpec("bace", "bace.csv.gz", "mol", CLASSIFICATION, "roc_auc",
+                 f"Subramanian et al. 2016; {_MOLNET}", _DC + "bace.csv",
+                 "md5:ba7f8fa3fdf463a811fa7edea8c982c2", ("Class",), download_name="bace.csv",
+                 description="BACE-1 inhibition (binary)"))
+_add(DatasetSpec("bace_pic50", "bace.csv.gz", "mol", REGRESSION, "rmse",
+                 f"Subramanian et al. 2016; {_MOLNET}", _DC + "bace.csv",
+                 "md5:ba7f8fa3fdf463a811fa7edea8c982c2", ("pIC50",), download_name="bace.csv",
+                 description="BACE-1 pIC50"))
+_add(DatasetSpec("clintox", "clintox.csv.gz", "smiles", CLASSIFICATION, "roc_auc",
+                 f"Gayvert et al. 2016; {_MOLNET}", _DC + "clintox.csv.gz",
+                 "md5:db4f2df08be8ae92814e9d6a2d015284", ("FDA_APPROVED", "CT_TOX"),
+                 description="FDA approval and clinical-trial toxicity"))
+_add(DatasetSpec("sider", "sider.csv.gz", "smiles", CLASSIFICATION, "roc_auc",
+                 f"Kuhn et al. 2016; {_MOLNET}", _DC + "sider.csv.gz",
+                 "md5:77c0ef421f7cc8ce963c5836c8761fd2",
+                 description="27 side-effect system-organ classes"))
+_add(DatasetSpec("tox21", "tox21.csv", "smiles", CLASSIFICATION, "roc_auc",
+                 f"Tox21 Data Challenge 2014; {_MOLNET}", _DC + "tox21.csv.gz", None,
+                 exclude=("mol_id",), download_name="tox21.csv.gz",
+                 description="12 nuclear-receptor and stress-response assays"))
+_add(DatasetSpec("toxcast", "toxcast_data.csv.gz", "smiles", CLASSIFICATION, "roc_auc",
+                 f"Richard et al. 2016; {_MOLNET}", _DC + "toxcast_data.csv.gz",
+                 "md5:92911bbf9c1e2ad85231014859388cd6",
+                 description="617 in-vitro high-throughput toxicity assays"))
+_add(DatasetSpec("hiv", "HIV.csv.gz", "smiles", CLASSIFICATION, "roc_auc",
+                 f"DTP AIDS antiviral screen; {_MOLNET}", _DC + "HIV.csv",
+                 "md5:9ad10c88f82f1dac7eb5c52b668c30a7", ("HIV_active",), download_name="HIV.csv",
+                 description="inhibition of HIV replication"))
+_add(DatasetSpec("muv", "muv.csv.gz", "smiles", CLASSIFICATION, "roc_auc",
+                 f"Rohrer & Baumann 2009; {_MOLNET}", _DC + "muv.csv.gz",
+                 "md5:9c40bd41310991efd40f4d4868fa3ddf", exclude=("mol_id",),
+                 description="17 maximum-unbiased-validation virtual-screening targets"))
+_add(DatasetSpec("esol", "delaney-processed.csv", "smiles", REGRESSION, "rmse",
+                 f"Delaney 2004; {_MOLNET}", _DC + "delaney-processed.csv",
+                 "md5:0c90a51668d446b9e3ab77e67662bd1c",
+                 ("measured log solubility in mols per litre",),
+                 description="aqueous solubility (log mol/L)"))
+_add(DatasetSpec("freesolv", "SAMPL.csv", "smiles", REGRESSION, "rmse",
+                 f"Mobley & Guthrie 2014; {_MOLNET}", _DC + "SAMPL.csv", None, ("expt",),
+                 description="hydration free energy (kcal/mol)"))
+_add(DatasetSpec("lipophilicity", "Lipophilicity.csv", "smiles", REGRESSION, "rmse",
+                 f"AstraZeneca deposition in ChEMBL; {_MOLNET}", _DC + "Lipophilicity.csv",
+                 "md5:85a0e1cb8b38b0dfc3f96ff47a57f0ab", ("exp",),
+                 description="octanol/water distribution coefficient (logD7.4)"))
+
+# --- TDC ADMET benchmark group: one long-format file, one dataset per name -----------------
+_TDC_CITATION = "Huang et al., Therapeutics Data Commons, NeurIPS Datasets and Benchmarks 2021"
+_TDC = {
+    "caco2_wang": (REGRESSION, "mae"), "hia_hou": (CLASSIFICATION, "roc_auc"),
+    "pgp_broccatelli": (CLASSIFICATION, "roc_auc"), "bioavailability_ma": (CLASSIFICATION, "roc_auc"),
+    "lipophilicity_astrazeneca": (REGRESSION, "mae"), "solubility_aqsoldb": (REGRESSION, "mae"),
+    "bbb_martins": (CLASSIFICATION, "roc_auc"), "ppbr_az": (REGRESSION, "mae"),
+    "vdss_lombardo": (REGRESSION, "spearman"), "cyp2c9_veith": (CLASSIFICATION, "auprc"),
+    "cyp2d6_veith": (CLASSIFICATION, "auprc"), "cyp3a4_veith": (CLASSIFICATION, "auprc"),
+    "cyp2c9_substrate_carbonmangels": (CLASSIFICATION, "auprc"),
+    "cyp2d6_substrate_carbonmangels": (CLASSIFICATION, "auprc"),
+    "cyp3a4_substrate_carbonmangels": (CLASSIFICATION, "roc_auc"),
+    "half_life_obach": (REGRESSION, "spearman"), "clearance_hepatocyte_az": (REGRESSION, "spearman"),
+    "clearance_microsome_az": (REGRESSION, "spearman"), "ld50_zhu": (REGRESSION, "mae"),
+    "herg": (CLASSIFICATION, "roc_auc"), "ames": (CLASSIFICATION, "roc_auc"),
+    "dili": (CLASSIFICATION, "roc_auc"),
+}
+for _name, (_type, _metric) in _TDC.items():
+    _add(DatasetSpec(
+        f"tdc_{_name}", "tdc_admet_group.csv.gz", "Drug", _type, _metric, _TDC_CITATION,
+        url=None, task_columns=("Y",), filter=(("dataset", _name),), split_column="split",
+        group="tdc_admet",
+        description=f"TDC ADMET group: {_name} (predefined scaffold split; build the file "
+        "with moladapt.data.sources.build_tdc_admet_csv)",
+    ))
+
+FSMOL = DatasetSpec(
+    "fsmol", "fsmol.csv.gz", "smiles", CLASSIFICATION, "delta_auprc",
+    "Stanley et al., FS-Mol: A Few-Shot Learning Dataset of Molecules, NeurIPS 2021",
+    url="https://figshare.com/ndownloader/files/31345321", checksum=None,
+    group="fsmol", download_name="fsmol.tar",
+    description="5,131 ChEMBL assays as few-shot tasks with FS-Mol's train/valid/test task split "
+    "(long format; use load_fsmol_tasks)",
+)
+
+
+# --- file resolution and download ---------------------------------------------------------
+def data_dirs() -> list[Path]:
+    """Directories searched for dataset files, in order."""
+    dirs = []
+    if os.environ.get("MOLADAPT_DATA_DIR"):
+        dirs.append(Path(os.environ["MOLADAPT_DATA_DIR"]))
+    dirs.append(Path(str(resources.files("moladapt") / "bundled")))
+    from moladapt.data.cache import default_cache_dir
+
+    dirs.append(default_cache_dir() / "downloads")
+    return dirs
+
+
+def resolve_file(spec: DatasetSpec, download: bool = True, timeout: float = 30.0) -> Path:
+    """The local path of ``spec``'s file, downloading it if no local copy exists."""
+    for d in data_dirs():
+        candidate = d / spec.filename
+        if candidate.exists():
+            return candidate
+    if not download or spec.url is None:
+        raise FileNotFoundError(
+            f"dataset {spec.name!r}: {spec.filename} not found in "
+            f"{', '.join(str(d) for d in data_dirs())}"
+            + ("" if spec.url else " and it has no direct download URL")
+            + f". Put the file in one of these directories (or set MOLADAPT_DATA_DIR). {spec.description}"
+        )
+    target = data_dirs()[-1] / spec.filename
+    download_file(spec.url, target, spec.checksum, timeout=timeout,
+                  gzip_after=spec.filename.endswith(".gz") and not
+                  (spec.download_name or spec.filename).endswith(".gz"))
+    return target
+
+
+def file_checksum(path: Path, algorithm: str) -> str:
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def download_file(url: str, target: Path, checksum: str | None, timeout: float = 30.0,
+                  gzip_after: bool = False) -> Path:
+    """Download ``url`` to ``target`` atomically, verifying ``checksum`` first.
+
+    ``checksum`` (``"sha256:…"`` / ``"md5:…"``) is of the bytes served. ``url`` may be a
+    ``file://`` URL (how the tests exercise this path offline). Raises ``ConnectionError``
+    with instructions when the network is unreachable, ``DataError`` on a checksum mismatch.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")
+    os.close(fd)
+    try:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as out:
+                shutil.copyfileobj(resp, out, 1 << 20)
+        except (urllib.error.URLError, TimeoutError, OSError) as exc:
+            raise ConnectionError(
+                f"could not download {url} ({exc}). If this machine is offline, download the "
+                f"file elsewhere and put it at {target} or in $MOLADAPT_DATA_DIR."
+            ) from exc
+        if checksum:
+            algorithm, _, expected = checksum.partition(":")
+            actual = file_checksum(Path(tmp), algorithm)
+            if actual != expected:
+                raise DataError(
+                    f"checksum mismatch for {url}: expected {algorithm} {expected}, got {actual}; "
+                    "the file was not kept"
+                )
+        if gzip_after:
+            gz_tmp = tmp + ".gz"
+            with open(tmp, "rb") as src, gzip.open(gz_tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            os.replace(gz_tmp, tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+# --- reading -------------------------------------------------------------------------------
+def _read_table(path: Path) -> pd.DataFrame:
+    try:
+        frame = pd.read_csv(path, low_memory=False)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: the file is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError, EOFError) as exc:
+        raise DataError(f"{path}: not a readable CSV file ({exc})") from None
+    if frame.empty:
+        raise DataError(f"{path}: the file has a header but no data rows")
+    return frame
+
+
+def _labels_matrix(frame: pd.DataFrame, columns: Sequence[str], path: Path,
+                   rows: np.ndarray) -> np.ndarray:
+    """Numeric ``[M, T]`` labels; empty cells → NaN; anything else non-numeric → DataError."""
+    out = np.empty((len(frame), len(columns)), dtype=np.float32)
+    for j, col in enumerate(columns):
+        raw = frame[col]
+        values = pd.to_numeric(raw, errors="coerce")
+        bad = values.isna() & raw.notna() & (raw.astype(str).str.strip() != "")
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            raise DataError(
+                f"{path}: column {col!r} has a non-numeric label {raw.iloc[i]!r} at row "
+                f"{int(rows[i]) + 2} (line in the file, header = line 1); "
+                f"{int(bad.sum())} such value(s) in total"
+            )
+        out[:, j] = values.to_numpy(dtype=np.float32)
+    return out
+
+
+def infer_task_type(labels: np.ndarray) -> str:
+    present = labels[~np.isnan(labels)]
+    return CLASSIFICATION if present.size and np.isin(present, (0.0, 1.0)).all() else REGRESSION
+
+
+def check_classification_labels(labels: np.ndarray, task_names: Sequence[str], source: str,
+                                strict: bool = True) -> list[str]:
+    """Validate binary labels; return (or, with ``strict``, raise on) one-class tasks."""
+    single = []
+    for j, name in enumerate(task_names):
+        col = labels[:, j]
+        present = col[~np.isnan(col)]
+        odd = present[~np.isin(present, (0.0, 1.0))]
+        if odd.size:
+            raise DataError(
+                f"{source}: task {name!r} is classification but has label values "
+                f"{sorted(set(odd.tolist()))[:5]}; expected 0/1 (use --task-type regression?)"
+            )
+        if np.unique(present).size < 2:
+            single.append(name)
+    if single and strict:
+        detail = ", ".join(
+            f"{n!r} ({int((~np.isnan(labels[:, task_names.index(n)])).sum())} labels, "
+            f"all {labels[~np.isnan(labels[:, task_names.index(n)]), task_names.index(n)][:1].tolist() or 'missing'})"
+            for n in single[:5]
+        )
+        raise DataError(
+            f"{source}: classification task(s) with only one class cannot be learned or "
+            f"scored: {detail}. Drop these columns or add labels of the other class."
+        )
+    return single
+
+
+def load_csv(
+    path: str | Path,
+    smiles_column: str = "smiles",
+    target_columns: Sequence[str] | None = None,
+    task_type: str | None = None,
+    name: str | None = None,
+    exclude: Sequence[str] = (),
+) -> LabeledData:
+    """Read a user's CSV/CSV.gz of SMILES and one or many label columns.
+
+    NaN / empty cells are unmeasured labels. ``target_columns=None`` takes every column
+    but the SMILES column and ``exclude``; ``task_type=None`` infers classification when
+    every label is 0/1. Raises :class:`DataError` naming the file, row and column.
+    """
+    path = Path(path)
+    frame = _read_table(path)
+    return _from_frame(frame, path, smiles_column, target_columns, task_type,
+                       name or path.name.split(".")[0], np.arange(len(frame)), exclude)
+
+
+def _from_frame(frame: pd.DataFrame, path: Path, smiles_column: str,
+                target_columns: Sequence[str] | None, task_type: str | None, name: str,
+                rows: np.ndarray, exclude: Sequence[str] = (), strict: bool = True) -> LabeledData:
+    columns = list(frame.columns)
+    if smiles_column not in columns:
+        raise DataError(
+            f"{path}: no SMILES column {smiles_column!r}; the columns are {columns[:20]}"
+        )
+    if target_columns is None:
+        target_columns = [c for c in columns if c != smiles_column and c not in exclude]
+    missing = [c for c in target_columns if c not in columns]
+    if missing:
+        raise DataError(f"{path}: unknown target column(s) {missing}; the columns are {columns[:20]}")
+    if not target_columns:
+        raise DataError(f"{path}: no target columns")
+    labels = _labels_matrix(frame, target_columns, path, rows)
+    task_type = task_type or infer_task_type(labels)
+    if task_type not in (CLASSIFICATION, REGRESSION):
+        raise DataError(f"task_type must be {CLASSIFICATION!r} or {REGRESSION!r}, got {task_type!r}")
+    one_class = []
+    if task_type == CLASSIFICATION:
+        one_class = check_classification_labels(labels, list(target_columns), str(path), strict)
+    smiles = frame[smiles_column].astype(str).where(frame[smiles_column].notna(), "").tolist()
+    return LabeledData(name=name, smiles=[s.strip() for s in smiles], labels=labels,
+                       task_names=list(target_columns), task_type=task_type, source=str(path),
+                       rows=rows, metadata={"one_class_tasks": one_class})
+
+
+def load_dataset(name: str, download: bool = True) -> LabeledData:
+    """Load a benchmark by name (see ``moladapt datasets``)."""
+    spec = DATASETS.get(name.lower())
+    path = resolve_file(spec, download=download)
+    frame = _read_table(path)
+    keep = np.ones(len(frame), dtype=bool)
+    for column, value in spec.filter:
+        keep &= (frame[column] == value).to_numpy()
+    rows = np.flatnonzero(keep)
+    frame = frame.iloc[rows].reset_index(drop=True)
+    # A named benchmark is used as published: report one-class tasks rather than refuse them.
+    data = _from_frame(frame, path, spec.smiles_column, spec.task_columns, spec.task_type,
+                       spec.name, rows,
+                       exclude=tuple(spec.exclude) + tuple(c for c, _ in spec.filter)
+                       + ((spec.split_column,) if spec.split_column else ()),
+                       strict=False)
+    if spec.split_column:
+        data.predefined_split = frame[spec.split_column].astype(str).to_numpy()
+    data.metadata.update(spec=spec.name, citation=spec.citation, metric=spec.metric)
+    return data
+
+
+def dataset_table() -> pd.DataFrame:
+    """One row per registered dataset: name, group, task type, metric, file, where found."""
+    records = []
+    for name in DATASETS:
+        spec = DATASETS.get(name)
+        try:
+            where = str(resolve_file(spec, download=False))
+        except FileNotFoundError:
+            where = f"not local (download: {spec.url or 'see description'})"
+        records.append({"name": name, "group": spec.group, "task_type": spec.task_type,
+                        "metric": spec.metric, "file": spec.filename, "location": where,
+                        "description": spec.description})
+    return pd.DataFrame.from_records(records)
+
+
+# --- builders for derived files -----------------------------------------------------------
+def build_tdc_admet_csv(target: Path) -> Path:
+    """Build ``tdc_admet_group.csv.gz`` (long format) with PyTDC (``pip install PyTDC``).
+
+    Columns: dataset, Drug_ID, Drug, Y, split — the layout ``load_dataset("tdc_*")`` reads.
+    Needs network access to TDC's servers (PyTDC downloads and caches the files).
+    """
+    try:
+        from tdc.benchmark_group import admet_group  # type: ignore[import-not-found]
+    except ImportError as exc:
+        raise ImportError("building the TDC ADMET file needs PyTDC: pip install PyTDC") from exc
+    group = admet_group(path=str(Path(target).parent / "tdc_cache"))
+    frames = []
+    for name in _TDC:
+        bench = group.get(name)
+        train, valid = group.get_train_valid_split(seed=1, benchmark=bench["name"], split_type="default")
+        for part, frame in (("train", train), ("valid", valid), ("test", bench["test"])):
+            frames.append(frame.assign(dataset=name, split=part)[["dataset", "Drug_ID", "Drug", "Y", "split"]])
+    out = pd.concat(frames, ignore_index=True)
+    out.to_csv(target, index=False, compression="gzip")
+    return Path(target)

@@ -1,0 +1,187 @@
+"""End-to-end runs: config → data → featurize → split → train → evaluate → files.
+
+The CLI and the benchmarks call these functions; they hold no logic of their own.
+Every run directory gets ``config.yaml`` (resolved), ``metrics.json`` and ``model.pt``.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from moladapt.config import RunConfig
+from moladapt.data.sources import DataError, LabeledData, load_csv, load_dataset
+from moladapt.data.splits import Split, make_split
+from moladapt.evaluate.metrics import MetricReport, compute_metrics
+from moladapt.training import (
+    PreparedData,
+    Trainer,
+    build_model,
+    load_checkpoint,
+    predict,
+    prepare,
+    save_checkpoint,
+)
+from moladapt.utils import seed_everything, write_json
+
+
+def load_data(cfg: RunConfig) -> LabeledData:
+    d = cfg.data
+    if d.dataset is not None:
+        return load_dataset(d.dataset)
+    return load_csv(d.csv, d.smiles_column, d.target_columns, d.task_type)
+
+
+def split_data(prepared: PreparedData, cfg: RunConfig) -> Split:
+    d = cfg.data
+    seed = cfg.train.seed if d.split_seed is None else d.split_seed
+    if d.split == "predefined":
+        parts = prepared.data.predefined_split
+        if parts is None:
+            raise DataError(f"{prepared.data.source}: split 'predefined' but the dataset defines none")
+        parts = parts[prepared.graphs.source_rows]
+        return Split(*(np.flatnonzero(parts == p) for p in ("train", "valid", "test")))
+    return make_split(d.split, prepared.graphs.smiles, prepared.y, d.split_frac, seed)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    config: RunConfig
+    test: MetricReport
+    valid: MetricReport
+    split_sizes: tuple[int, int, int]
+    n_invalid: int
+    train_seconds: float
+    molecules_per_second: float
+    best_epoch: int
+    output: Path | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "test": self.test.to_dict(), "valid": self.valid.to_dict(),
+            "split_sizes": dict(zip(("train", "valid", "test"), self.split_sizes, strict=True)),
+            "n_invalid_smiles": self.n_invalid, "train_seconds": self.train_seconds,
+            "molecules_per_second": self.molecules_per_second, "best_epoch": self.best_epoch,
+        }
+
+
+def environment() -> dict[str, str]:
+    import rdkit
+    import torch
+
+    import moladapt
+
+    return {"moladapt": moladapt.__version__, "torch": torch.__version__,
+            "rdkit": rdkit.__version__, "python": platform.python_version(),
+            "machine": platform.machine()}
+
+
+def check_choices(cfg: RunConfig) -> None:
+    """Fail before any data is read when a name in ``cfg`` is not registered."""
+    from moladapt.data.featurize import FEATURIZERS
+    from moladapt.data.splits import SPLITTERS
+    from moladapt.models.encoders import ENCODERS, POOLINGS
+
+    FEATURIZERS.get(cfg.data.featurizer)
+    ENCODERS.get(cfg.model.encoder)
+    if cfg.data.split != "predefined":
+        SPLITTERS.get(cfg.data.split)
+    if cfg.model.pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {cfg.model.pooling!r}; choose one of: {', '.join(POOLINGS)}")
+
+
+def run_training(cfg: RunConfig, output: str | Path | None = None, progress: bool = True,
+                 log=print) -> RunResult:
+    """Train and evaluate one model as ``cfg`` says; write its files to ``output``."""
+    check_choices(cfg)
+    out = Path(output) if output is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        cfg.save(out / "config.yaml")  # saved first, so a crashed run still says what it was
+    seed_everything(cfg.train.seed)
+    data = load_data(cfg)
+    prepared = prepare(data, cfg.data.featurizer)
+    if prepared.invalid:
+        log(prepared.invalid_summary())
+    split = split_data(prepared, cfg)
+    model = build_model(cfg.model, prepared.featurizer, data.num_tasks)
+    if cfg.train.init:
+        init = load_checkpoint(cfg.train.init, expected_featurizer=prepared.featurizer)
+        model.encoder.load_state_dict(init.model.encoder.state_dict())
+    trainer = Trainer(model, data.task_type, cfg.train, progress=progress)
+    t0 = time.perf_counter()
+    trainer.fit(prepared.graphs, prepared.y, split.train, split.valid)
+    wall = time.perf_counter() - t0
+    test = trainer.score(prepared.graphs, prepared.y, split.test, data.task_names)
+    valid = trainer.score(prepared.graphs, prepared.y, split.valid, data.task_names)
+    result = RunResult(cfg, test, valid, tuple(len(p) for p in (split.train, split.valid, split.test)),
+                       len(prepared.invalid), trainer.history_.train_seconds,
+                       trainer.history_.molecules_per_second, trainer.history_.best_epoch, out)
+    if out is not None:
+        save_checkpoint(out / "model.pt", model, prepared.featurizer, cfg.model, data.task_names,
+                        data.task_type, trainer.target_mean_, trainer.target_std_,
+                        extra={"run_config": cfg.to_dict()})
+        write_json(out / "metrics.json", {
+            **result.to_dict(), "wall_seconds": wall, "dataset": data.name, "source": data.source,
+            "invalid_smiles": [{"line": line, "smiles": s} for line, s in prepared.invalid],
+            "history": trainer.history_.to_dict(), "environment": environment(),
+        })
+    return result
+
+
+def evaluate_checkpoint(checkpoint: str | Path, data: LabeledData, split: str | None = None,
+                        cfg: RunConfig | None = None) -> tuple[MetricReport, PreparedData]:
+    """Score a saved model on ``data`` (all of it, or one part of a split: ``split='test'``)."""
+    loaded = load_checkpoint(checkpoint)
+    missing = [t for t in loaded.task_names if t not in data.task_names]
+    if missing:
+        raise DataError(f"{data.source}: the model predicts task(s) {missing} that the data lacks; "
+                        f"the data has {data.task_names}")
+    cols = [data.task_names.index(t) for t in loaded.task_names]
+    prepared = prepare(data, loaded.featurizer)
+    idx = np.arange(len(prepared.graphs))
+    if split is not None:
+        if cfg is None:
+            raise ValueError("evaluating one part of a split needs the run's config")
+        idx = getattr(split_data(prepared, cfg), split)
+    y_pred = predict(loaded.model, prepared.graphs, loaded.task_type, idx,
+                     target_mean=loaded.target_mean, target_std=loaded.target_std)
+    report = compute_metrics(loaded.task_type, prepared.y[idx][:, cols], y_pred, loaded.task_names)
+    return report, prepared
+
+
+def predict_csv(checkpoint: str | Path, input_csv: str | Path, output_csv: str | Path,
+                smiles_column: str = "smiles") -> pd.DataFrame:
+    """Predict every row of ``input_csv``; write it back with one column per task.
+
+    Rows whose SMILES RDKit cannot parse keep their place, get empty predictions and
+    ``valid_smiles = False``: the output has exactly the input's rows, in order.
+    """
+    from moladapt.data.sources import _read_table
+    from moladapt.utils import atomic_write_text
+
+    loaded = load_checkpoint(checkpoint)
+    frame = _read_table(Path(input_csv))
+    if smiles_column not in frame.columns:
+        raise DataError(f"{input_csv}: no SMILES column {smiles_column!r}; the columns are {list(frame.columns)[:20]}")
+    smiles = frame[smiles_column].astype(str).where(frame[smiles_column].notna(), "").tolist()
+    graphs = loaded.featurizer.featurize(smiles)
+    values = np.full((len(frame), len(loaded.task_names)), np.nan)
+    if len(graphs):
+        values[graphs.source_rows] = predict(loaded.model, graphs, loaded.task_type,
+                                             target_mean=loaded.target_mean,
+                                             target_std=loaded.target_std)
+    out = frame.copy()
+    out["valid_smiles"] = True
+    out.loc[graphs.invalid_rows, "valid_smiles"] = False
+    suffix = "_probability" if loaded.task_type == "classification" else "_prediction"
+    for j, task in enumerate(loaded.task_names):
+        out[f"{task}{suffix}"] = values[:, j]
+    atomic_write_text(Path(output_csv), out.to_csv(index=False))
+    return out

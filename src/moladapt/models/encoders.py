@@ -1,0 +1,498 @@
+"""Graph encoders: molecular graph → node embeddings → graph embedding.
+
+All encoders follow the architecture of the pretrain-gnns reference (Hu et al., "Strategies
+for Pre-training Graph Neural Networks", ICLR 2020; github.com/snap-stanford/pretrain-gnns,
+``chem/model.py``) and differ only in their message-passing layer:
+
+.. math::
+
+    h_v^{(0)} = \\sum_c \\mathrm{Emb}^{atom}_c(x_{v,c})
+
+    \\tilde h_v^{(l)} = \\mathrm{BN}^{(l)}\\big(\\mathrm{Conv}^{(l)}(h^{(l-1)}, E)_v\\big)
+
+    h_v^{(l)} = \\mathrm{Dropout}\\big(\\mathrm{ReLU}(\\tilde h_v^{(l)})\\big)
+    \\quad (\\text{no ReLU for } l = L)
+
+Every convolution adds a self-loop to each atom whose bond features are
+``(self_loop_index, 0, ..., 0)`` (bond column 0 index ``size - 2``) and embeds bond
+features with one table per bond column, summed (a separate table per layer).
+
+The node representation is a jumping-knowledge (JK) combination of the layer outputs
+``h^{(1)} .. h^{(L)}``: ``last`` (``h^{(L)}``), ``concat``, elementwise ``max`` or ``sum``.
+Unlike the reference, the input embedding ``h^{(0)}`` is not part of the JK combination
+(the reference's ``concat`` gives ``(L + 1) * d``; ours gives ``L * d``; ``last``, the
+setting all published pretrain-gnns results use, is identical).
+
+Shapes (PyG style): ``x [N, F_atom]``, ``edge_index [2, E]``, ``edge_attr [E, F_bond]``,
+``batch [N]`` → ``node_embeddings [N, out_dim]`` → ``forward [B, out_dim]``, where
+``out_dim = num_layers * hidden_dim`` for ``jk="concat"`` and ``hidden_dim`` otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.nn import MessagePassing
+from torch_geometric.nn.aggr import AttentionalAggregation
+from torch_geometric.nn.pool import global_add_pool, global_max_pool, global_mean_pool
+from torch_geometric.utils import degree, softmax
+
+from moladapt.registry import Registry
+from moladapt.types import GraphBatch
+
+JK_MODES = ("last", "concat", "max", "sum")
+POOLINGS = ("mean", "sum", "max", "attention")
+
+
+class CategoricalEmbedding(nn.Module):
+    """Sum of one embedding table per categorical column (pretrain-gnns / OGB style).
+
+    .. math:: e = \\sum_{c=1}^{C} W_c[\\,\\text{idx}_c\\,]
+
+    Tables are initialised with ``xavier_uniform_`` as in pretrain-gnns.
+
+    Shapes: ``[*, C]`` long → ``[*, dim]``.
+    """
+
+    def __init__(self, vocab_sizes: Sequence[int], dim: int) -> None:
+        super().__init__()
+        if len(vocab_sizes) == 0:
+            raise ValueError("need at least one categorical column")
+        self.vocab_sizes = tuple(int(s) for s in vocab_sizes)
+        self.embeddings = nn.ModuleList(nn.Embedding(s, dim) for s in self.vocab_sizes)
+        for emb in self.embeddings:
+            nn.init.xavier_uniform_(emb.weight.data)
+
+    def forward(self, idx: Tensor) -> Tensor:
+        if idx.shape[-1] != len(self.embeddings):
+            raise ValueError(
+                f"expected {len(self.embeddings)} feature columns, got {idx.shape[-1]}"
+            )
+        out = self.embeddings[0](idx[..., 0])
+        for c in range(1, len(self.embeddings)):
+            out = out + self.embeddings[c](idx[..., c])
+        return out
+
+
+def add_self_loops_with_attr(
+    edge_index: Tensor, edge_attr: Tensor, num_nodes: int, self_loop_index: int
+) -> tuple[Tensor, Tensor]:
+    """Append one self-loop per node, with bond features ``(self_loop_index, 0, ..., 0)``.
+
+    Shapes: ``[2, E]``, ``[E, F_bond]`` → ``[2, E + N]``, ``[E + N, F_bond]`` (self-loops
+    last, as ``torch_geometric.utils.add_self_loops`` and the reference order them).
+    """
+    loop = torch.arange(num_nodes, device=edge_index.device, dtype=edge_index.dtype)
+    loop_attr = torch.zeros(
+        (num_nodes, edge_attr.shape[1]), device=edge_attr.device, dtype=edge_attr.dtype
+    )
+    loop_attr[:, 0] = self_loop_index
+    return (
+        torch.cat([edge_index, torch.stack([loop, loop])], dim=1),
+        torch.cat([edge_attr, loop_attr], dim=0),
+    )
+
+
+# --- convolutions ---------------------------------------------------------------------------
+# Each takes (x [N, d], edge_index [2, E'], edge_attr [E', F_bond]) with self-loops already
+# added (E' = E + N) and returns [N, d]. Bond features are embedded inside each layer.
+
+
+class GINConv(MessagePassing):
+    """GIN layer with edge features (Hu et al. 2020; Xu et al., ICLR 2019).
+
+    .. math::
+        h_i' = \\mathrm{MLP}\\Big(\\sum_{j \\in \\mathcal{N}(i) \\cup \\{i\\}}
+        h_j + \\mathrm{Emb}^{bond}(e_{ji})\\Big),
+        \\quad \\mathrm{MLP} = \\mathrm{Linear}(d, 2d) \\to \\mathrm{ReLU}
+        \\to \\mathrm{Linear}(2d, d)
+    """
+
+    def __init__(self, dim: int, bond_vocab_sizes: Sequence[int]) -> None:
+        super().__init__(aggr="add")
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.ReLU(), nn.Linear(2 * dim, dim))
+        self.edge_encoder = CategoricalEmbedding(bond_vocab_sizes, dim)
+
+    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor) -> Tensor:
+        return self.propagate(edge_index, x=x, edge_attr=self.edge_encoder(edge_attr))
+
+    def message(self, x_j: Tensor, edge_attr: Tensor) -> Tensor:
+        return x_j + edge_attr
+
+    def update(self, aggr_out: Tensor) -> Tensor:
+        return self.mlp(aggr_out)
+
+
+class GCNConv(MessagePassing):
+    """GCN layer with edge features (Kipf & Welling, ICLR 2017; as in pretrain-gnns).
+
+    .. math::
+        h_i' = \\sum_{j \\in \\mathcal{N}(i) \\cup \\{i\\}} \\frac{1}{\\sqrt{\\hat d_i \\hat d_j}}
+        \\big(W h_j + b + \\mathrm{Emb}^{bond}(e_{ji})\\big)
+
+    with :math:`\\hat d` the degree including the self-loop.
+    """
+
+    def __init__(self, dim: int, bond_vocab_sizes: Sequence[int]) -> None:
+        super().__init__(aggr="add")
+        self.linear = nn.Linear(dim, dim)
+        self.edge_encoder = CategoricalEmbedding(bond_vocab_sizes, dim)
+
+    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor) -> Tensor:
+        row, col = edge_index
+        deg = degree(col, x.shape[0], dtype=x.dtype)
+        deg_inv_sqrt = deg.pow(-0.5)
+        deg_inv_sqrt[torch.isinf(deg_inv_sqrt)] = 0.0
+        norm = deg_inv_sqrt[row] * deg_inv_sqrt[col]
+        return self.propagate(
+            edge_index, x=self.linear(x), edge_attr=self.edge_encoder(edge_attr), norm=norm
+        )
+
+    def message(self, x_j: Tensor, edge_attr: Tensor, norm: Tensor) -> Tensor:
+        return norm.view(-1, 1) * (x_j + edge_attr)
+
+
+class GATConv(MessagePassing):
+    """Graph attention layer with edge features (Veličković et al., ICLR 2018; as pretrain-gnns).
+
+    With ``K = heads`` heads, ``W: d → K·d``, and ``m_{ji}^k = (W h_j)^k + \\mathrm{Emb}^{bond}
+    (e_{ji})^k``:
+
+    .. math::
+        \\alpha_{ij}^k = \\operatorname{softmax}_{j \\in \\mathcal{N}(i) \\cup \\{i\\}}
+        \\mathrm{LeakyReLU}_{0.2}\\big(a_k^\\top [(W h_i)^k \\,\\|\\, m_{ji}^k]\\big),
+        \\qquad
+        h_i' = \\frac{1}{K} \\sum_k \\sum_j \\alpha_{ij}^k m_{ji}^k + b
+
+    Heads are averaged back to ``d`` (as the reference; no extra projection). The softmax
+    normalises over the incoming edges of each node (the aggregation index).
+    """
+
+    def __init__(
+        self, dim: int, bond_vocab_sizes: Sequence[int], heads: int = 2, negative_slope: float = 0.2
+    ) -> None:
+        super().__init__(aggr="add", node_dim=0)
+        self.dim, self.heads, self.negative_slope = dim, heads, negative_slope
+        self.lin = nn.Linear(dim, heads * dim)
+        self.att = nn.Parameter(torch.empty(1, heads, 2 * dim))
+        self.bias = nn.Parameter(torch.zeros(dim))
+        self.edge_encoder = CategoricalEmbedding(bond_vocab_sizes, heads * dim)
+        nn.init.xavier_uniform_(self.att)
+
+    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor) -> Tensor:
+        h = self.lin(x).view(-1, self.heads, self.dim)
+        e = self.edge_encoder(edge_attr).view(-1, self.heads, self.dim)
+        return self.propagate(edge_index, x=h, edge_attr=e)
+
+    def message(
+        self,
+        x_i: Tensor,
+        x_j: Tensor,
+        edge_attr: Tensor,
+        index: Tensor,
+        ptr: Tensor | None,
+        size_i: int | None,
+    ) -> Tensor:
+        m = x_j + edge_attr
+        alpha = (torch.cat([x_i, m], dim=-1) * self.att).sum(dim=-1)
+        alpha = softmax(F.leaky_relu(alpha, self.negative_slope), index, ptr, size_i)
+        return m * alpha.unsqueeze(-1)
+
+    def update(self, aggr_out: Tensor) -> Tensor:
+        return aggr_out.mean(dim=1) + self.bias
+
+
+class SAGEConv(MessagePassing):
+    """GraphSAGE layer, mean aggregation, with edge features (Hamilton et al., NeurIPS 2017).
+
+    .. math::
+        h_i' = \\frac{z_i}{\\lVert z_i \\rVert_2}, \\qquad
+        z_i = \\operatorname{mean}_{j \\in \\mathcal{N}(i) \\cup \\{i\\}}
+        \\big(W h_j + b + \\mathrm{Emb}^{bond}(e_{ji})\\big)
+    """
+
+    def __init__(self, dim: int, bond_vocab_sizes: Sequence[int]) -> None:
+        super().__init__(aggr="mean")
+        self.linear = nn.Linear(dim, dim)
+        self.edge_encoder = CategoricalEmbedding(bond_vocab_sizes, dim)
+
+    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor) -> Tensor:
+        return self.propagate(edge_index, x=self.linear(x), edge_attr=self.edge_encoder(edge_attr))
+
+    def message(self, x_j: Tensor, edge_attr: Tensor) -> Tensor:
+        return x_j + edge_attr
+
+    def update(self, aggr_out: Tensor) -> Tensor:
+        return F.normalize(aggr_out, p=2, dim=-1)
+
+
+# --- encoders -------------------------------------------------------------------------------
+
+
+class Encoder(nn.Module):
+    """Common interface of the graph encoders (see the module docstring for the equations).
+
+    Args:
+        atom_vocab_sizes: vocabulary size of each atom-feature column (``featurizer.atom_vocab_sizes``).
+        bond_vocab_sizes: vocabulary size of each bond-feature column; column 0 index
+            ``size - 2`` is used for the self-loops.
+        hidden_dim: ``d``, the width of every layer.
+        num_layers: ``L``, the number of message-passing layers.
+        dropout: dropout rate after every layer.
+        jk: ``last``, ``concat``, ``max`` or ``sum`` over the ``L`` layer outputs.
+        pooling: ``mean``, ``sum``, ``max`` or ``attention`` (gated attention:
+            :math:`\\sum_v \\operatorname{softmax}_v(w^\\top h_v + c)\\, h_v`).
+
+    Attributes:
+        out_dim: width of both node and graph embeddings: ``L * d`` for ``jk="concat"``,
+            ``d`` otherwise.
+        hparams: the constructor arguments (JSON-friendly), so that
+            ``type(enc)(**enc.hparams)`` or ``build_encoder(enc.name, **enc.hparams)``
+            rebuilds the architecture.
+        name: the registry key (``gin``, ``gcn``, ``gat``, ``sage``).
+    """
+
+    name: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        atom_vocab_sizes: Sequence[int],
+        bond_vocab_sizes: Sequence[int],
+        hidden_dim: int = 300,
+        num_layers: int = 5,
+        dropout: float = 0.5,
+        jk: str = "last",
+        pooling: str = "mean",
+    ) -> None:
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        if jk not in JK_MODES:
+            raise ValueError(f"unknown jk {jk!r}; choose one of: {', '.join(JK_MODES)}")
+        if pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {pooling!r}; choose one of: {', '.join(POOLINGS)}")
+        if len(bond_vocab_sizes) == 0 or bond_vocab_sizes[0] < 3:
+            raise ValueError("bond column 0 needs room for the self-loop and MASK indices")
+        self.hparams: dict[str, Any] = {
+            "atom_vocab_sizes": [int(s) for s in atom_vocab_sizes],
+            "bond_vocab_sizes": [int(s) for s in bond_vocab_sizes],
+            "hidden_dim": int(hidden_dim),
+            "num_layers": int(num_layers),
+            "dropout": float(dropout),
+            "jk": jk,
+            "pooling": pooling,
+        }
+        self.hidden_dim, self.num_layers = hidden_dim, num_layers
+        self.dropout, self.jk = dropout, jk
+        self.self_loop_index = int(bond_vocab_sizes[0]) - 2
+        self.out_dim = num_layers * hidden_dim if jk == "concat" else hidden_dim
+
+        self.atom_encoder = CategoricalEmbedding(atom_vocab_sizes, hidden_dim)
+        self.gnns = nn.ModuleList(
+            self.make_conv(hidden_dim, tuple(bond_vocab_sizes)) for _ in range(num_layers)
+        )
+        self.batch_norms = nn.ModuleList(nn.BatchNorm1d(hidden_dim) for _ in range(num_layers))
+        self.pooling = pooling
+        self.attention_pool = (
+            AttentionalAggregation(gate_nn=nn.Linear(self.out_dim, 1))
+            if pooling == "attention"
+            else None
+        )
+
+    def make_conv(self, dim: int, bond_vocab_sizes: Sequence[int]) -> MessagePassing:
+        raise NotImplementedError
+
+    def node_embeddings(self, batch: GraphBatch) -> Tensor:
+        """JK node representation, ``[N, out_dim]``."""
+        n = batch.x.shape[0]
+        edge_index, edge_attr = add_self_loops_with_attr(
+            batch.edge_index, batch.edge_attr, n, self.self_loop_index
+        )
+        h = self.atom_encoder(batch.x)
+        layers = []
+        for i, (conv, bn) in enumerate(zip(self.gnns, self.batch_norms, strict=True)):
+            h = bn(conv(h, edge_index, edge_attr))
+            if i < self.num_layers - 1:
+                h = F.relu(h)
+            h = F.dropout(h, self.dropout, training=self.training)
+            layers.append(h)
+        if self.jk == "last":
+            return layers[-1]
+        if self.jk == "concat":
+            return torch.cat(layers, dim=1)
+        stacked = torch.stack(layers, dim=0)
+        return stacked.max(dim=0).values if self.jk == "max" else stacked.sum(dim=0)
+
+    def pool(self, h: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
+        """Graph readout: ``[N, out_dim]`` node embeddings → ``[B, out_dim]``."""
+        if self.pooling == "mean":
+            return global_mean_pool(h, batch, num_graphs)
+        if self.pooling == "sum":
+            return global_add_pool(h, batch, num_graphs)
+        if self.pooling == "max":
+            return global_max_pool(h, batch, num_graphs)
+        assert self.attention_pool is not None
+        return self.attention_pool(h, index=batch, dim_size=num_graphs)
+
+    def forward(self, batch: GraphBatch) -> Tensor:
+        """Graph embeddings, ``[B, out_dim]``."""
+        return self.pool(self.node_embeddings(batch), batch.batch, batch.num_graphs)
+
+    def extra_repr(self) -> str:
+        return (
+            f"name={self.name!r}, out_dim={self.out_dim}, jk={self.jk!r}, pooling={self.pooling!r}"
+        )
+
+
+ENCODERS: Registry[type[Encoder]] = Registry("encoder")
+
+
+@ENCODERS.register("gin")
+class GIN(Encoder):
+    """Graph Isomorphism Network with edge features, exactly pretrain-gnns' ``GNN(gnn_type="gin")``.
+
+    Hu et al., "Strategies for Pre-training Graph Neural Networks", ICLR 2020; Xu et al.,
+    "How Powerful are Graph Neural Networks?", ICLR 2019. Layer: :class:`GINConv`.
+    """
+
+    name = "gin"
+
+    def make_conv(self, dim: int, bond_vocab_sizes: Sequence[int]) -> MessagePassing:
+        return GINConv(dim, bond_vocab_sizes)
+
+
+@ENCODERS.register("gcn")
+class GCN(Encoder):
+    """GCN encoder as pretrain-gnns' ``GNN(gnn_type="gcn")`` (Kipf & Welling, ICLR 2017).
+
+    Layer: :class:`GCNConv`.
+    """
+
+    name = "gcn"
+
+    def make_conv(self, dim: int, bond_vocab_sizes: Sequence[int]) -> MessagePassing:
+        return GCNConv(dim, bond_vocab_sizes)
+
+
+@ENCODERS.register("gat")
+class GAT(Encoder):
+    """GAT encoder as pretrain-gnns' ``GNN(gnn_type="gat")`` (Veličković et al., ICLR 2018).
+
+    Layer: :class:`GATConv` with 2 heads averaged back to ``hidden_dim``.
+    """
+
+    name = "gat"
+
+    def make_conv(self, dim: int, bond_vocab_sizes: Sequence[int]) -> MessagePassing:
+        return GATConv(dim, bond_vocab_sizes, heads=2)
+
+
+@ENCODERS.register("sage")
+class GraphSAGE(Encoder):
+    """GraphSAGE encoder as pretrain-gnns' ``GNN(gnn_type="graphsage")`` (Hamilton et al., 2017).
+
+    Layer: :class:`SAGEConv` (mean aggregation, L2-normalised output).
+    """
+
+    name = "sage"
+
+    def make_conv(self, dim: int, bond_vocab_sizes: Sequence[int]) -> MessagePassing:
+        return SAGEConv(dim, bond_vocab_sizes)
+
+
+def build_encoder(
+    name: str, atom_vocab_sizes: Sequence[int], bond_vocab_sizes: Sequence[int], **hparams: Any
+) -> Encoder:
+    """Build the encoder registered as ``name`` (``gin``, ``gcn``, ``gat``, ``sage``)."""
+    return ENCODERS.get(name)(atom_vocab_sizes, bond_vocab_sizes, **hparams)
+
+
+# --- pretrain-gnns checkpoints -------------------------------------------------------------
+
+_BN_SUFFIXES = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+
+
+def _pretrain_gnns_key_map(num_layers: int) -> dict[str, str]:
+    """pretrain-gnns ``GNN`` state-dict key → our :class:`GIN` key."""
+    mapping = {
+        "x_embedding1.weight": "atom_encoder.embeddings.0.weight",
+        "x_embedding2.weight": "atom_encoder.embeddings.1.weight",
+    }
+    for i in range(num_layers):
+        for k in (0, 2):
+            for p in ("weight", "bias"):
+                mapping[f"gnns.{i}.mlp.{k}.{p}"] = f"gnns.{i}.mlp.{k}.{p}"
+        for c in (1, 2):
+            mapping[f"gnns.{i}.edge_embedding{c}.weight"] = (
+                f"gnns.{i}.edge_encoder.embeddings.{c - 1}.weight"
+            )
+        for p in _BN_SUFFIXES:
+            mapping[f"batch_norms.{i}.{p}"] = f"batch_norms.{i}.{p}"
+    return mapping
+
+
+def load_pretrain_gnns_state_dict(encoder: Encoder, state_dict: Mapping[str, Tensor]) -> list[str]:
+    """Load a pretrain-gnns GIN checkpoint (e.g. ``model_gin/contextpred.pth``) into ``encoder``.
+
+    ``encoder`` must be a :class:`GIN` built for the ``basic`` featurizer (2 atom columns,
+    2 bond columns) with the checkpoint's depth and width (published ones: 5 × 300). A
+    ``GNN_graphpred`` state dict is accepted too: its ``gnn.`` keys are used and the
+    prediction head / pooling keys ignored.
+
+    Returns the encoder keys the checkpoint does not provide (only pooling parameters, e.g.
+    the attention gate). Raises ``ValueError`` naming the key on any missing, unexpected or
+    wrongly shaped entry; nothing is loaded in that case.
+    """
+    if not isinstance(encoder, GIN):
+        raise ValueError(
+            f"pretrain-gnns GIN checkpoints need a GIN encoder, got {type(encoder).__name__}"
+        )
+    if (
+        len(encoder.atom_encoder.embeddings) != 2
+        or len(encoder.gnns[0].edge_encoder.embeddings) != 2
+    ):
+        raise ValueError(
+            "pretrain-gnns checkpoints need the 'basic' featurizer (2 atom and 2 bond columns); "
+            f"encoder has atom_vocab_sizes={encoder.hparams['atom_vocab_sizes']}, "
+            f"bond_vocab_sizes={encoder.hparams['bond_vocab_sizes']}"
+        )
+    sd = dict(state_dict)
+    if any(k.startswith("gnn.") for k in sd):  # GNN_graphpred: keep the GNN part only
+        sd = {k[len("gnn.") :]: v for k, v in sd.items() if k.startswith("gnn.")}
+
+    mapping = _pretrain_gnns_key_map(encoder.num_layers)
+    unexpected = sorted(k for k in sd if k not in mapping)
+    if unexpected:
+        raise ValueError(
+            f"unexpected key {unexpected[0]!r} in pretrain-gnns state dict "
+            f"({len(unexpected)} in all; encoder has num_layers={encoder.num_layers})"
+        )
+    # num_batches_tracked is absent from checkpoints saved by old torch versions.
+    missing = sorted(k for k in mapping if k not in sd and not k.endswith("num_batches_tracked"))
+    if missing:
+        raise ValueError(
+            f"missing key {missing[0]!r} in pretrain-gnns state dict ({len(missing)} in all; "
+            f"encoder has num_layers={encoder.num_layers})"
+        )
+    ours = encoder.state_dict()
+    mapped: dict[str, Tensor] = {}
+    for key, value in sd.items():
+        target = mapping[key]
+        if tuple(value.shape) != tuple(ours[target].shape):
+            raise ValueError(
+                f"shape mismatch for {key!r}: checkpoint {tuple(value.shape)} vs encoder "
+                f"{target!r} {tuple(ours[target].shape)}"
+            )
+        mapped[target] = value
+    result = encoder.load_state_dict(mapped, strict=False)
+    assert not result.unexpected_keys
+    not_loaded = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
+    # Everything but the pooling parameters must have come from the checkpoint.
+    stray = [k for k in not_loaded if not k.startswith("attention_pool.")]
+    if stray:  # pragma: no cover - the key map covers every GIN parameter
+        raise ValueError(f"encoder key {stray[0]!r} not provided by the checkpoint")
+    return not_loaded

@@ -1,0 +1,324 @@
+"""Supervised (multi-task) training, prediction and checkpoints.
+
+Loss: masked BCE-with-logits (classification) or MSE on standardised targets (regression),
+averaged over the labels that are present — a NaN label contributes nothing, as in
+pretrain-gnns (``loss_mat / is_valid.sum()``). Model selection: the epoch with the best
+validation metric (ROC-AUC, or RMSE for regression); optional early stopping.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from moladapt.config import ModelConfig, TrainConfig, to_plain
+from moladapt.data.cache import featurize_cached
+from moladapt.data.featurize import Featurizer, get_featurizer
+from moladapt.data.sources import CLASSIFICATION, DataError, LabeledData
+from moladapt.evaluate.metrics import MetricReport, compute_metrics
+from moladapt.models.encoders import build_encoder
+from moladapt.models.heads import MolecularModel, PredictionHead
+from moladapt.types import MolGraphs
+
+CHECKPOINT_FORMAT = "moladapt-checkpoint/1"
+
+
+@dataclass
+class PreparedData:
+    """Labelled molecules featurized: ``y[i]`` are the labels of ``graphs`` molecule i."""
+
+    data: LabeledData
+    graphs: MolGraphs
+    y: np.ndarray
+    featurizer: Featurizer
+
+    @property
+    def invalid(self) -> list[tuple[int, str]]:
+        """(line in the source file, SMILES) of every molecule RDKit could not parse."""
+        return [(int(self.data.rows[i]) + 2, self.data.smiles[i]) for i in self.graphs.invalid_rows]
+
+    def invalid_summary(self, limit: int = 10) -> str:
+        bad = self.invalid
+        if not bad:
+            return ""
+        shown = "; ".join(f"line {line}: {smi!r}" for line, smi in bad[:limit])
+        more = f" … and {len(bad) - limit} more" if len(bad) > limit else ""
+        return f"{self.data.source}: skipped {len(bad)} invalid SMILES ({shown}{more})"
+
+
+def prepare(data: LabeledData, featurizer: str | Featurizer = "basic", n_jobs: int = 1,
+            use_cache: bool = True, cache_dir: Path | None = None) -> PreparedData:
+    """Featurize ``data`` (with the on-disk cache) and align the labels to the kept molecules."""
+    feat = get_featurizer(featurizer) if isinstance(featurizer, str) else featurizer
+    if n_jobs == 1 and len(data) > 20000:
+        n_jobs = -1
+    graphs = featurize_cached(data.smiles, feat, cache_dir=cache_dir, n_jobs=n_jobs, use_cache=use_cache)
+    if len(graphs) == 0:
+        raise DataError(
+            f"{data.source}: none of the {len(data)} SMILES could be parsed by RDKit "
+            f"(first: line {int(data.rows[0]) + 2 if len(data) else '-'}: "
+            f"{data.smiles[0] if len(data) else ''!r})"
+        )
+    return PreparedData(data=data, graphs=graphs, y=data.labels[graphs.source_rows], featurizer=feat)
+
+
+def build_model(model_cfg: ModelConfig, featurizer: Featurizer, num_tasks: int) -> MolecularModel:
+    encoder = build_encoder(
+        model_cfg.encoder, featurizer.atom_vocab_sizes, featurizer.bond_vocab_sizes,
+        hidden_dim=model_cfg.hidden_dim, num_layers=model_cfg.num_layers,
+        dropout=model_cfg.dropout, jk=model_cfg.jk, pooling=model_cfg.pooling,
+    )
+    head = PredictionHead(encoder.out_dim, num_tasks, hidden_dims=tuple(model_cfg.head_hidden_dims),
+                          dropout=0.0)
+    return MolecularModel(encoder, head)
+
+
+def masked_loss(output: torch.Tensor, y: torch.Tensor, task_type: str,
+                pos_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean loss over present labels. ``output``/``y``: ``[B, T]``; NaN in ``y`` = missing."""
+    present = ~torch.isnan(y)
+    target = torch.where(present, y, torch.zeros_like(y))
+    if task_type == CLASSIFICATION:
+        loss = F.binary_cross_entropy_with_logits(output, target, reduction="none", pos_weight=pos_weight)
+    else:
+        loss = (output - target) ** 2
+    loss = torch.where(present, loss, torch.zeros_like(loss))
+    return loss.sum() / present.sum().clamp(min=1)
+
+
+@dataclass
+class EpochLog:
+    epoch: int
+    train_loss: float
+    valid_metric: float
+    seconds: float
+
+
+@dataclass
+class TrainHistory:
+    epochs: list[EpochLog] = field(default_factory=list)
+    best_epoch: int = -1
+    best_valid: float = float("nan")
+    train_seconds: float = 0.0
+    molecules_per_second: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "best_epoch": self.best_epoch, "best_valid": self.best_valid,
+            "train_seconds": self.train_seconds, "molecules_per_second": self.molecules_per_second,
+            "epochs": [e.__dict__ for e in self.epochs],
+        }
+
+
+class Trainer:
+    """Trains a :class:`MolecularModel` on one labelled dataset.
+
+    ``fit`` returns self; fitted state ends in ``_`` (``history_``, ``target_mean_``, ``target_std_``).
+    """
+
+    def __init__(self, model: MolecularModel, task_type: str, config: TrainConfig,
+                 progress: bool = True, device: str = "cpu") -> None:
+        self.model = model
+        self.task_type = task_type
+        self.config = config
+        self.progress = progress
+        self.device = torch.device(device)
+
+    # -- optimisation ------------------------------------------------------------------
+    def _optimizer(self) -> torch.optim.Optimizer:
+        cfg = self.config
+        head_params = list(self.model.head.parameters())
+        enc_params = [] if cfg.freeze_encoder else list(self.model.encoder.parameters())
+        groups = [{"params": head_params, "lr": cfg.lr}]
+        if enc_params:
+            groups.append({"params": enc_params, "lr": cfg.lr * cfg.encoder_lr_scale})
+        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def fit(self, graphs: MolGraphs, y: np.ndarray, train_idx: np.ndarray,
+            valid_idx: np.ndarray | None = None) -> Trainer:
+        cfg = self.config
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        torch.manual_seed(cfg.seed)
+        rng = np.random.default_rng(cfg.seed)
+        y = np.asarray(y, dtype=np.float32)
+        train_idx = np.asarray(train_idx)
+        if self.task_type == CLASSIFICATION:
+            self.target_mean_, self.target_std_ = None, None
+            y_fit = y
+        else:
+            self.target_mean_ = np.nanmean(y[train_idx], axis=0)
+            self.target_std_ = np.nanstd(y[train_idx], axis=0) + 1e-8
+            y_fit = (y - self.target_mean_) / self.target_std_
+        if cfg.freeze_encoder:
+            for p in self.model.encoder.parameters():
+                p.requires_grad_(False)
+        self.model.to(self.device)
+        optimizer = self._optimizer()
+        history = TrainHistory()
+        better = (lambda a, b: a > b) if self.task_type == CLASSIFICATION else (lambda a, b: a < b)
+        best_state, since_best = None, 0
+        n_seen, t_train = 0, 0.0
+        bar = tqdm(range(cfg.epochs), desc="train", disable=not self.progress, leave=False)
+        for epoch in bar:
+            t0 = time.perf_counter()
+            self.model.train()
+            if cfg.freeze_encoder:
+                self.model.encoder.eval()  # frozen BatchNorm statistics too (a true linear probe)
+            order = rng.permutation(train_idx)
+            total, batches = 0.0, 0
+            for start in range(0, len(order), cfg.batch_size):
+                idx = order[start : start + cfg.batch_size]
+                if len(idx) < 2 and len(order) > 1:
+                    continue  # BatchNorm cannot train on a batch of one
+                batch = graphs.collate(idx, y_fit).to(self.device)
+                loss = masked_loss(self.model(batch), batch.y, self.task_type)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += loss.item()
+                batches += 1
+                n_seen += len(idx)
+            t_train += time.perf_counter() - t0
+            valid_metric = float("nan")
+            if valid_idx is not None and len(valid_idx):
+                valid_metric = self.score(graphs, y, valid_idx).primary
+            log = EpochLog(epoch, total / max(batches, 1), valid_metric, time.perf_counter() - t0)
+            history.epochs.append(log)
+            bar.set_postfix(loss=f"{log.train_loss:.4f}", valid=f"{valid_metric:.4f}")
+            improved = not np.isnan(valid_metric) and (
+                np.isnan(history.best_valid) or better(valid_metric, history.best_valid))
+            if improved or valid_idx is None:
+                history.best_epoch, history.best_valid = epoch, valid_metric
+                best_state = copy.deepcopy(self.model.state_dict())
+                since_best = 0
+            else:
+                since_best += 1
+                if cfg.patience is not None and since_best > cfg.patience:
+                    break
+        if best_state is not None:
+            self.model.load_state_dict(best_state)
+        history.train_seconds = t_train
+        history.molecules_per_second = n_seen / t_train if t_train > 0 else float("nan")
+        self.history_ = history
+        return self
+
+    # -- inference ---------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, graphs: MolGraphs, idx: np.ndarray | None = None) -> np.ndarray:
+        """Probabilities (classification) or values in original units: ``[len(idx), T]``."""
+        return predict(self.model, graphs, self.task_type, idx, self.config.eval_batch_size,
+                       getattr(self, "target_mean_", None), getattr(self, "target_std_", None),
+                       self.device)
+
+    def score(self, graphs: MolGraphs, y: np.ndarray, idx: np.ndarray,
+              task_names: list[str] | None = None) -> MetricReport:
+        return compute_metrics(self.task_type, y[idx], self.predict(graphs, idx), task_names)
+
+
+@torch.no_grad()
+def predict(model: MolecularModel, graphs: MolGraphs, task_type: str,
+            idx: np.ndarray | None = None, batch_size: int = 256,
+            target_mean: np.ndarray | None = None, target_std: np.ndarray | None = None,
+            device: torch.device | str = "cpu") -> np.ndarray:
+    idx = np.arange(len(graphs)) if idx is None else np.asarray(idx)
+    was_training = model.training
+    model.eval()
+    outs = []
+    for start in range(0, len(idx), batch_size):
+        out = model(graphs.collate(idx[start : start + batch_size]).to(device))
+        outs.append(out.float().cpu().numpy())
+    model.train(was_training)
+    n_tasks = model.head.num_tasks
+    raw = np.concatenate(outs) if outs else np.zeros((0, n_tasks), np.float32)
+    if task_type == CLASSIFICATION:
+        return 1.0 / (1.0 + np.exp(-raw))
+    if target_mean is not None:
+        raw = raw * np.asarray(target_std) + np.asarray(target_mean)
+    return raw
+
+
+# -- checkpoints --------------------------------------------------------------------------
+def save_checkpoint(path: str | Path, model: MolecularModel, featurizer: Featurizer,
+                    model_cfg: ModelConfig, task_names: list[str], task_type: str,
+                    target_mean: np.ndarray | None = None, target_std: np.ndarray | None = None,
+                    extra: dict[str, Any] | None = None) -> None:
+    """Weights + everything needed to rebuild and check them, written atomically."""
+    from dataclasses import asdict
+
+    import moladapt
+
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "moladapt_version": moladapt.__version__,
+        "state_dict": model.state_dict(),
+        "model_config": to_plain(asdict(model_cfg)),
+        "featurizer": {"name": featurizer.name, "version": featurizer.version,
+                       "fingerprint": featurizer.fingerprint},
+        "task_names": list(task_names),
+        "task_type": task_type,
+        "target_mean": None if target_mean is None else [float(v) for v in target_mean],
+        "target_std": None if target_std is None else [float(v) for v in target_std],
+        "extra": to_plain(extra or {}),
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+
+
+@dataclass
+class LoadedModel:
+    model: MolecularModel
+    featurizer: Featurizer
+    model_config: ModelConfig
+    task_names: list[str]
+    task_type: str
+    target_mean: np.ndarray | None
+    target_std: np.ndarray | None
+    extra: dict[str, Any]
+
+
+def load_checkpoint(path: str | Path, expected_featurizer: str | Featurizer | None = None) -> LoadedModel:
+    """Load a checkpoint with ``torch.load(weights_only=True)``; refuse a featurizer mismatch."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
+        raise ValueError(f"{path}: not a readable moladapt checkpoint ({exc})") from exc
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not a moladapt checkpoint (format {payload.get('format') if isinstance(payload, dict) else type(payload).__name__})")
+    feat_info = payload["featurizer"]
+    featurizer = get_featurizer(feat_info["name"])
+    if featurizer.fingerprint != feat_info["fingerprint"]:
+        raise ValueError(
+            f"{path}: trained with featurizer {feat_info['fingerprint']}, but this moladapt's "
+            f"{feat_info['name']!r} is {featurizer.fingerprint}; re-train or use a matching version"
+        )
+    if expected_featurizer is not None:
+        want = get_featurizer(expected_featurizer) if isinstance(expected_featurizer, str) else expected_featurizer
+        if want.fingerprint != featurizer.fingerprint:
+            raise ValueError(
+                f"{path}: checkpoint was trained on featurizer {featurizer.name!r} "
+                f"(v{featurizer.version}) but featurizer {want.name!r} (v{want.version}) was "
+                f"requested; use --featurizer {featurizer.name} or another checkpoint"
+            )
+    from moladapt.config import from_dict
+
+    model_cfg = from_dict(ModelConfig, payload["model_config"])
+    model = build_model(model_cfg, featurizer, len(payload["task_names"]))
+    model.load_state_dict(payload["state_dict"])
+    arr = (lambda v: None if v is None else np.asarray(v, dtype=np.float32))
+    return LoadedModel(model, featurizer, model_cfg, payload["task_names"], payload["task_type"],
+                       arr(payload["target_mean"]), arr(payload["target_std"]), payload.get("extra", {}))

@@ -1,0 +1,96 @@
+"""The CLI end to end, through the installed `moladapt` entry point."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+MOLADAPT = str(Path(sys.executable).parent / "moladapt")
+TINY = ["--hidden-dim", "32", "--num-layers", "2", "--epochs", "2", "--batch-size", "64",
+        "--no-progress", "--threads", "1"]
+
+
+def run(*args, check=True):
+    proc = subprocess.run([MOLADAPT, *args], capture_output=True, text=True, env=os.environ.copy(), timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"moladapt {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def test_train_evaluate_predict_on_a_user_csv(tmp_path, data_dir):
+    frame = pd.read_csv(data_dir / "BBBP.csv").iloc[:400][["smiles", "p_np"]]
+    frame.loc[5, "smiles"] = "this is not smiles"
+    csv = tmp_path / "mine.csv"
+    frame.to_csv(csv, index=False)
+    out = tmp_path / "run"
+    proc = run("train", "--data", str(csv), "--target-columns", "p_np", "--split", "random",
+               "--output", str(out), *TINY)
+    assert "test:" in proc.stdout
+    assert "skipped 1 invalid SMILES (line 7: 'this is not smiles')" in proc.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["invalid_smiles"] == [{"line": 7, "smiles": "this is not smiles"}]
+    assert 0.0 <= metrics["test"]["mean"]["roc_auc"] <= 1.0
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["data"]["csv"] == str(csv) and cfg["model"]["hidden_dim"] == 32
+
+    ev = tmp_path / "eval"
+    run("evaluate", str(out / "model.pt"), "--part", "test", "--output", str(ev))
+    ev_metrics = json.loads((ev / "metrics.json").read_text())
+    assert ev_metrics["metrics"]["mean"]["roc_auc"] == pytest.approx(metrics["test"]["mean"]["roc_auc"], abs=1e-6)
+    assert (ev / "config.yaml").exists()
+
+    pred = tmp_path / "pred.csv"
+    run("predict", str(out / "model.pt"), "-i", str(csv), "-o", str(pred))
+    scored = pd.read_csv(pred)
+    assert len(scored) == 400 and not scored.loc[5, "valid_smiles"]
+    assert scored["p_np_probability"].isna().sum() == 1
+
+
+def test_train_by_dataset_name_regression(tmp_path, data_dir):
+    out = tmp_path / "esol"
+    run("train", "--dataset", "esol", "--featurizer", "rich", "--encoder", "sage",
+        "--split", "random", "--output", str(out), *TINY)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test"]["mean"]["rmse"] > 0
+
+
+def test_datasets_lists_benchmarks(data_dir):
+    proc = run("datasets")
+    for name in ("bbbp", "tox21", "toxcast", "muv", "hiv", "tdc_herg", "lipophilicity"):
+        assert name in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "content, extra, message",
+    [
+        ("", [], "empty"),
+        ("smi,y\nCCO,1\n", [], "no SMILES column 'smiles'"),
+        ("smiles,y\nCCO,1\nCC,0\n", ["--target-columns", "nope"], "unknown target column"),
+        ("smiles,y\nxx,1\nyy,0\n", [], "none of the 2 SMILES could be parsed"),
+        ("smiles,y\nCCO,1\nCC,1\n", ["--task-type", "classification"], "only one class"),
+        ("smiles,y\nCCO,1\nCC,high\n", [], "non-numeric label 'high'"),
+    ],
+)
+def test_bad_input_gives_one_clear_line(tmp_path, content, extra, message):
+    csv = tmp_path / "bad.csv"
+    csv.write_text(content)
+    proc = run("train", "--data", str(csv), "--output", str(tmp_path / "o"), *extra, *TINY, check=False)
+    assert proc.returncode == 2
+    assert message in proc.stderr and "bad.csv" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_unknown_choice_lists_the_options(tmp_path, data_dir):
+    proc = run("train", "--dataset", "bbbp", "--encoder", "transformer", "--output", str(tmp_path), *TINY, check=False)
+    assert proc.returncode == 2 and "gin" in proc.stderr and "sage" in proc.stderr
+
+
+@pytest.mark.slow
+def test_demo_runs(tmp_path):
+    proc = run("demo", "--output", str(tmp_path / "demo"), "--epochs", "3")
+    assert "test ROC-AUC" in proc.stdout and "caffeine" in proc.stdout
