@@ -15,7 +15,7 @@ def datasets(
     for _, row in table.iterrows():
         spec = DATASETS.get(row["name"])
         line = f"{row['name']:<36} {row['task_type']:<14} {row['metric']:<11} {row['location']}"
-        if sizes and not str(row["location"]).startswith("not local"):
+        if sizes and spec.group != "fsmol" and not str(row["location"]).startswith("not local"):
             data = load_dataset(row["name"], download=False)
             line += f"  [{len(data)} molecules × {data.num_tasks} tasks]"
         typer.echo(line)

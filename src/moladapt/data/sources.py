@@ -183,8 +183,9 @@ FSMOL = DatasetSpec(
     url="https://figshare.com/ndownloader/files/31345321", checksum=None,
     group="fsmol", download_name="fsmol.tar",
     description="5,131 ChEMBL assays as few-shot tasks with FS-Mol's train/valid/test task split "
-    "(long format; use load_fsmol_tasks)",
+    "(long format; use moladapt.data.tasks.load_fsmol_tasks)",
 )
+_add(FSMOL)
 
 
 # --- file resolution and download ---------------------------------------------------------
@@ -387,6 +388,9 @@ def _from_frame(frame: pd.DataFrame, path: Path, smiles_column: str,
 def load_dataset(name: str, download: bool = True) -> LabeledData:
     """Load a benchmark by name (see ``moladapt datasets``)."""
     spec = DATASETS.get(name.lower())
+    if spec.group == "fsmol":
+        raise DataError(f"{name!r} is a collection of {spec.description.split(' as ')[0]}, not one table: "
+                        "load it with moladapt.data.tasks.load_fsmol_tasks(split)")
     path = resolve_file(spec, download=download)
     frame = _read_table(path)
     keep = np.ones(len(frame), dtype=bool)
