@@ -8,7 +8,12 @@ from pathlib import Path
 import numpy as np
 
 from moladapt.config import ModelConfig, TrainConfig
-from moladapt.data.sources import CLASSIFICATION, DataError, check_classification_labels, infer_task_type
+from moladapt.data.sources import (
+    CLASSIFICATION,
+    DataError,
+    check_classification_labels,
+    infer_task_type,
+)
 from moladapt.data.splits import make_split
 
 

@@ -319,6 +319,10 @@ def load_checkpoint(path: str | Path, expected_featurizer: str | Featurizer | No
     model_cfg = from_dict(ModelConfig, payload["model_config"])
     model = build_model(model_cfg, featurizer, len(payload["task_names"]))
     model.load_state_dict(payload["state_dict"])
-    arr = (lambda v: None if v is None else np.asarray(v, dtype=np.float32))
     return LoadedModel(model, featurizer, model_cfg, payload["task_names"], payload["task_type"],
-                       arr(payload["target_mean"]), arr(payload["target_std"]), payload.get("extra", {}))
+                       _array_or_none(payload["target_mean"]), _array_or_none(payload["target_std"]),
+                       payload.get("extra", {}))
+
+
+def _array_or_none(values: list[float] | None) -> np.ndarray | None:
+    return None if values is None else np.asarray(values, dtype=np.float32)
