@@ -8,6 +8,8 @@ from moladapt.cli.datasets import datasets
 from moladapt.cli.demo import demo
 from moladapt.cli.evaluate import evaluate
 from moladapt.cli.predict import predict
+from moladapt.cli.report import report
+from moladapt.cli.study import study_app
 from moladapt.cli.train import train
 
 app = typer.Typer(help="Molecular property prediction when labels are scarce.", no_args_is_help=True,
@@ -17,6 +19,8 @@ app.command()(train)
 app.command()(evaluate)
 app.command()(predict)
 app.command()(demo)
+app.command()(report)
+app.add_typer(study_app, name="study", help="Declarative experiment grids: plan, run, status, export.")
 
 if __name__ == "__main__":
     app()

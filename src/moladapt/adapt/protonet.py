@@ -1,0 +1,178 @@
+"""Prototypical networks (Snell, Swersky & Zemel, NeurIPS 2017) for binary molecular tasks.
+
+A class prototype is the mean support embedding of the class; a molecule's class
+probabilities are a softmax over negative distances to the two prototypes,
+
+.. math:: p(y = 1 \\mid x) = \\frac{e^{-d(z, c_1)}}{e^{-d(z, c_0)} + e^{-d(z, c_1)}}
+    = \\sigma\\big(d(z, c_0) - d(z, c_1)\\big).
+
+Distances: ``"euclidean"`` (default) is the *squared* Euclidean distance, as Snell et al.
+use; ``"mahalanobis"`` is :math:`(z - c)^\\top \\Sigma^{-1} (z - c)` with the pooled
+within-class covariance of the support embeddings shrunk towards a scaled identity,
+:math:`\\Sigma = (1 - \\lambda) S + \\lambda \\tfrac{\\operatorname{tr} S}{d} I` (needed: with
+k ≪ d, :math:`S` is singular); FS-Mol's ProtoNet baseline also uses a regularised
+Mahalanobis distance.
+
+Meta-training (optional, ``meta_steps > 0``): episodic training of the encoder with the
+cross-entropy of these probabilities on the query (unweighted, as Snell et al.), encoder in
+train mode. Adaptation and prediction use the encoder in eval mode (running statistics);
+adaptation has no parameters to fit, only prototypes (and Σ) to compute.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from moladapt.adapt.base import (
+    ADAPTERS,
+    Adapter,
+    EpisodeStream,
+    TaskFeatureCache,
+    TrainingEpisode,
+    embed,
+    labels_tensor,
+    outer_loop,
+)
+from moladapt.data.featurize import Featurizer
+from moladapt.types import MolGraphs, Task
+
+__all__ = ["DISTANCES", "ProtoNet", "ProtoPredictor", "prototype_logits"]
+
+DISTANCES = ("euclidean", "mahalanobis")
+
+
+def _metric(z_support: Tensor, y: Tensor, distance: str, shrinkage: float) -> tuple[Tensor, Tensor | None]:
+    """Prototypes ``[2, d]`` (row 0: negatives, row 1: positives) and, for Mahalanobis,
+    the Cholesky factor of the shrunk covariance."""
+    if distance not in DISTANCES:
+        raise ValueError(f"unknown distance {distance!r}; choose one of: {', '.join(DISTANCES)}")
+    pos = y.reshape(-1) > 0.5
+    if not bool(pos.any()) or bool(pos.all()):
+        raise ValueError("the support set needs at least one molecule of each class")
+    protos = torch.stack([z_support[~pos].mean(0), z_support[pos].mean(0)])
+    if distance == "euclidean":
+        return protos, None
+    d = z_support.shape[1]
+    centred = z_support - protos[pos.long()]
+    dof = max(z_support.shape[0] - 2, 1)
+    cov = centred.T @ centred / dof
+    eye = torch.eye(d, dtype=z_support.dtype, device=z_support.device)
+    scale = torch.clamp(torch.trace(cov) / d, min=1e-6)
+    sigma = (1 - shrinkage) * cov + shrinkage * scale * eye + 1e-6 * scale * eye
+    return protos, torch.linalg.cholesky(sigma)
+
+
+def _sq_distances(z: Tensor, protos: Tensor, chol: Tensor | None) -> Tensor:
+    diff = z[:, None, :] - protos[None, :, :]  # [n, 2, d]
+    if chol is None:
+        return (diff**2).sum(-1)
+    n = diff.shape[0]
+    flat = diff.reshape(-1, diff.shape[-1]).T  # [d, 2n]
+    white = torch.linalg.solve_triangular(chol, flat, upper=False)
+    return (white**2).sum(0).reshape(n, 2)
+
+
+def prototype_logits(
+    z_support: Tensor, y_support: Tensor, z_query: Tensor,
+    distance: str = "euclidean", shrinkage: float = 0.5,
+) -> Tensor:
+    """Log-odds of the positive class, ``d(z, c_0) - d(z, c_1)``, for each query embedding."""
+    protos, chol = _metric(z_support, y_support, distance, shrinkage)
+    dist = _sq_distances(z_query, protos, chol)
+    return dist[:, 0] - dist[:, 1]
+
+
+class ProtoPredictor:
+    """A frozen encoder and the two prototypes (and Σ) of one task."""
+
+    def __init__(self, encoder: nn.Module, protos: Tensor, chol: Tensor | None) -> None:
+        self.encoder = encoder.eval()
+        self.prototypes = protos
+        self.chol = chol
+
+    @torch.no_grad()
+    def predict_proba(self, graphs: MolGraphs) -> np.ndarray:
+        z = embed(self.encoder, graphs)
+        dist = _sq_distances(z, self.prototypes, self.chol)
+        # softmax over negative distances; column 1 = positive class
+        return torch.softmax(-dist.double(), dim=1)[:, 1].cpu().numpy()
+
+
+@ADAPTERS.register("protonet")
+class ProtoNet(Adapter):
+    """Prototypical network (see the module docstring).
+
+    Args:
+        distance: ``"euclidean"`` (squared) or ``"mahalanobis"``.
+        shrinkage: λ of the Mahalanobis covariance (in ``[0, 1]``; unused for Euclidean).
+        meta_steps: episodic meta-training steps (0: use the encoder as given).
+        meta_batch_size, meta_lr, train_k, query_size, grad_clip, seed: as for MAML.
+    """
+
+    def __init__(
+        self,
+        distance: str = "euclidean",
+        shrinkage: float = 0.5,
+        meta_steps: int = 300,
+        meta_batch_size: int = 4,
+        meta_lr: float = 1e-3,
+        train_k: int = 16,
+        query_size: int = 64,
+        grad_clip: float | None = 10.0,
+        seed: int = 0,
+    ) -> None:
+        self.distance = distance
+        self.shrinkage = shrinkage
+        self.meta_steps = meta_steps
+        self.meta_batch_size = meta_batch_size
+        self.meta_lr = meta_lr
+        self.train_k = train_k
+        self.query_size = query_size
+        self.grad_clip = grad_clip
+        self.seed = seed
+
+    def meta_train(
+        self,
+        encoder: nn.Module,
+        train_tasks: Sequence[Task],
+        featurizer: str | Featurizer | TaskFeatureCache = "basic",
+    ) -> ProtoNet:
+        if self.meta_steps <= 0:
+            return self
+        stream = EpisodeStream(train_tasks, featurizer, self.train_k, self.query_size, self.seed)
+        was_training = encoder.training
+        encoder.train()
+
+        def episode_loss(ep: TrainingEpisode) -> Tensor:
+            logits = prototype_logits(
+                encoder(ep.support), ep.support_y, encoder(ep.query), self.distance, self.shrinkage
+            )
+            return F.binary_cross_entropy_with_logits(logits, ep.query_y.to(logits.dtype))
+
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seed)
+                self.history_ = outer_loop(
+                    list(encoder.parameters()), stream, episode_loss, self.meta_steps,
+                    self.meta_batch_size, self.meta_lr, self.grad_clip, encoder,
+                )
+        finally:
+            encoder.train(was_training)
+        return self
+
+    def adapt(
+        self, encoder: nn.Module, support_graphs: MolGraphs, support_y: np.ndarray
+    ) -> ProtoPredictor:
+        frozen = copy.deepcopy(encoder).eval()
+        for p in frozen.parameters():
+            p.requires_grad_(False)
+            p.grad = None
+        z = embed(frozen, support_graphs)
+        protos, chol = _metric(z, labels_tensor(support_y, frozen), self.distance, self.shrinkage)
+        return ProtoPredictor(frozen, protos, chol)

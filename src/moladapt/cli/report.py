@@ -1,0 +1,35 @@
+"""`moladapt report STUDY.db --output DIR`: tables, significance and plots of a study."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from moladapt.cli.common import friendly_errors, split_list
+
+
+@friendly_errors
+def report(
+    db: Path = typer.Argument(..., help="The study's SQLite results (from `moladapt study run`)."),
+    output: Path = typer.Option(Path("runs/report"), help="Directory for report.html, report.md and PNGs."),
+    metric: str = typer.Option("roc_auc", help="Test metric to report (roc_auc, auprc, delta_auprc, rmse, ...)."),
+    baseline: str = typer.Option(None, help="Method the others are tested against (default: the first)."),
+    study: str = typer.Option(None, help="Only this study's rows (a DB may hold several)."),
+    method_axes: str = typer.Option(None, help="Comma-separated axes that define a method (default: all varied non-unit axes)."),
+    heatmap: str = typer.Option(None, help="Two columns for a heatmap, e.g. featurizer,encoder."),
+) -> None:
+    """Write a self-contained HTML + Markdown report of a study's results."""
+    from moladapt.evaluate.report import write_report
+    from moladapt.study.results import tidy_results
+
+    if not db.exists():
+        raise FileNotFoundError(f"{db}: no such study database")
+    frame = tidy_results(db, study, split_list(method_axes))
+    if metric not in frame.columns:
+        raise ValueError(f"metric {metric!r} not in the results; available: "
+                         f"{sorted(c for c in frame.columns if frame[c].dtype.kind == 'f')}")
+    axes = tuple(split_list(heatmap)) if heatmap else None
+    out = write_report(frame, output, metric=metric, baseline=baseline,
+                       title=f"moladapt study {study or db.stem}", heatmap=axes)
+    typer.echo(f"wrote {out}/report.html and report.md ({len(frame)} runs)")

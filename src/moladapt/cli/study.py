@@ -1,0 +1,99 @@
+"""`moladapt study`: plan, run, inspect and export a grid of runs described by a YAML file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from moladapt.cli.common import friendly_errors
+
+study_app = typer.Typer(help="Grids of runs from a study YAML: plan, run (resumable), status, export.",
+                        no_args_is_help=True, add_completion=False)
+
+
+def _require_db(db: Path) -> None:
+    if not db.exists():
+        raise FileNotFoundError(f"no study database at {db} (create one with `moladapt study run`)")
+
+
+@study_app.command("plan")
+@friendly_errors
+def plan_cmd(file: Path = typer.Argument(..., help="The study YAML file.")) -> None:
+    """Show the grid a study file expands to, and an estimate of its cost."""
+    from moladapt.study.spec import StudySpec, plan
+
+    typer.echo(plan(StudySpec.load(file)))
+
+
+@study_app.command("run")
+@friendly_errors
+def run_cmd(
+    file: Path = typer.Argument(..., help="The study YAML file."),
+    db: Path = typer.Option(..., help="SQLite results database (created if missing; run files go "
+                            "next to it, under runs/<key>/)."),
+    executor: str = typer.Option("local", help="local (process pool) | ray."),
+    address: str = typer.Option(None, help="Ray cluster address (default: auto)."),
+    workers: int = typer.Option(None, help="Runs at once (default: CPU count, or the cluster's CPUs)."),
+    retry_failed: bool = typer.Option(False, help="Run failed runs again."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Run every run of a study not done yet. Safe to interrupt and to run twice at once."""
+    from moladapt.study.executors import run_study
+
+    try:
+        counts = run_study(file, db, executor=executor, workers=workers, retry_failed=retry_failed,
+                           address=address, progress=progress)
+    except ImportError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    typer.echo(_counts_line(counts))
+    if counts["failed"]:
+        typer.secho(f"{counts['failed']} run(s) failed: see `moladapt study status {db}`; "
+                    "rerun with --retry-failed", fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(1)
+
+
+@study_app.command("status")
+@friendly_errors
+def status_cmd(db: Path = typer.Argument(..., help="SQLite results database.")) -> None:
+    """Runs per study and status, and the last error line of failed runs."""
+    from moladapt.study.store import ResultStore
+
+    _require_db(db)
+    store = ResultStore(db)
+    frame = store.to_frame()
+    if frame.empty:
+        typer.echo("no runs")
+        return
+    for study, part in frame.groupby("study", sort=False):
+        counts = part["status"].value_counts().to_dict()
+        typer.echo(f"{study}: " + _counts_line({**{s: counts.get(s, 0) for s in
+                                                    ("pending", "running", "done", "failed")},
+                                                 "total": len(part)}))
+        for _, row in part[part["status"] == "failed"].iterrows():
+            typer.echo(f"  failed {row['key']}: {row['error']}")
+
+
+@study_app.command("export")
+@friendly_errors
+def export_cmd(
+    db: Path = typer.Argument(..., help="SQLite results database."),
+    output: Path = typer.Option(..., help="A .csv, .csv.gz or .parquet file."),
+    study: str = typer.Option(None, help="Only this study's runs."),
+) -> None:
+    """One row per run: axes (e.g. data.dataset) and metrics (e.g. test.roc_auc)."""
+    from moladapt.study.store import ResultStore
+
+    _require_db(db)
+    try:
+        frame = ResultStore(db).export(output, study=study)
+    except ImportError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"wrote {len(frame)} run(s) to {output}")
+
+
+def _counts_line(counts: dict[str, int]) -> str:
+    return (f"{counts['done']} done, {counts['failed']} failed, {counts['running']} running, "
+            f"{counts['pending']} pending (of {counts['total']})")

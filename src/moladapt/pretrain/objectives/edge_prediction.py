@@ -1,0 +1,89 @@
+"""Edge prediction (Hamilton et al. 2017; the baseline of Hu et al., ICLR 2020).
+
+As pretrain-gnns ``chem/pretrain_edgepred.py`` with ``NegativeEdge``: every bond of the
+batch (once, ``u < v``) is a positive pair; an equal number of negative pairs are drawn
+uniformly among the non-bonded, distinct atom pairs of the same graph (rejection
+sampling; a graph with no non-bonded pair contributes no negative). The score of a pair
+is the dot product of the node embeddings:
+
+.. math::
+    \\mathcal{L} = \\mathrm{BCE}\\big(\\sigma(h_u^\\top h_v), 1\\big)_{(u,v) \\in E^+}
+    + \\mathrm{BCE}\\big(\\sigma(h_u^\\top h_v), 0\\big)_{(u,v) \\in E^-}
+
+(each term averaged over its pairs). Shapes: ``h [N, out_dim]``, pairs ``[2, P]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from moladapt.data.featurize import Featurizer
+from moladapt.models.encoders import Encoder
+from moladapt.pretrain import graph_ops
+from moladapt.pretrain.objectives.base import OBJECTIVES, PretrainObjective, zero_loss
+from moladapt.types import GraphBatch
+
+
+@dataclass
+class EdgePairs:
+    batch: GraphBatch
+    positive: Tensor  # [2, P]
+    negative: Tensor  # [2, Q], Q <= P
+
+
+def sample_non_edges(
+    batch: GraphBatch, graph_of_pair: Tensor, generator: torch.Generator, rounds: int = 10
+) -> Tensor:
+    """One random non-bonded distinct atom pair in graph ``graph_of_pair[i]`` for each i.
+
+    Pairs still failing after ``rounds`` rejection rounds are dropped. ``[2, <= len]``.
+    """
+    n = batch.num_nodes
+    device = batch.x.device
+    sizes = graph_ops.graph_sizes(batch)
+    ptr = graph_ops.graph_ptr(batch)
+    existing = batch.edge_index[0] * n + batch.edge_index[1]
+    g = graph_of_pair
+    size, start = sizes[g], ptr[g]
+    u = start + (graph_ops.rand(len(g), generator, device) * size).long()
+    v = start + (graph_ops.rand(len(g), generator, device) * size).long()
+    for _ in range(rounds):
+        bad = (u == v) | torch.isin(u * n + v, existing)
+        if not bool(bad.any()):
+            break
+        k = int(bad.sum())
+        u[bad] = start[bad] + (graph_ops.rand(k, generator, device) * size[bad]).long()
+        v[bad] = start[bad] + (graph_ops.rand(k, generator, device) * size[bad]).long()
+    good = (u != v) & ~torch.isin(u * n + v, existing)
+    return torch.stack([u[good], v[good]])
+
+
+@OBJECTIVES.register("edge_prediction")
+class EdgePrediction(PretrainObjective):
+    """Bond vs sampled non-bond classification by dot product; see the module docstring."""
+
+    name = "edge_prediction"
+
+    def __init__(self, featurizer: Featurizer, out_dim: int) -> None:
+        super().__init__(featurizer, out_dim)
+
+    def transform(self, batch: GraphBatch, generator: torch.Generator) -> EdgePairs:
+        src, dst = batch.edge_index
+        positive = batch.edge_index[:, src < dst]
+        negative = sample_non_edges(batch, batch.batch[positive[0]], generator)
+        return EdgePairs(batch, positive, negative)
+
+    def loss(self, encoder: Encoder, transformed: EdgePairs) -> Tensor:
+        if transformed.positive.shape[1] == 0:
+            return zero_loss(transformed.batch.x.device)
+        h = encoder.node_embeddings(transformed.batch)
+        pos = (h[transformed.positive[0]] * h[transformed.positive[1]]).sum(-1)
+        loss = F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos))
+        if transformed.negative.shape[1] > 0:
+            neg = (h[transformed.negative[0]] * h[transformed.negative[1]]).sum(-1)
+            loss = loss + F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg))
+        return loss

@@ -1,0 +1,435 @@
+"""Pretraining loop: one encoder, one or more objectives, resumable checkpoints.
+
+:func:`pretrain` minimises the sum of the objectives' losses with Adam over the encoder
+and the objectives' own heads, optionally as a pipeline of stages (e.g. supervised, then
+context prediction, each stage with a fresh optimizer, as pretrain-gnns runs them).
+
+After every epoch ``checkpoint_dir/last.pt`` is written atomically (temporary file +
+``os.replace``) with the encoder, objective and optimizer states, the number of completed
+epochs, the torch RNG state, the featurizer identity, the config and the history. It holds
+only tensors, dicts, lists and plain values, so ``torch.load(weights_only=True)`` reads
+it. A later call with the same ``checkpoint_dir`` resumes after the last completed epoch
+(``epochs`` is the *total* number of epochs): the shuffling and the corruptions of epoch
+``e`` come from a generator seeded by ``(seed, e)`` and dropout from the restored global
+RNG, so a resumed run reproduces an uninterrupted one on CPU.
+
+``graphs`` may also be a :class:`~moladapt.pretrain.corpus.ShardedCorpus` (a large
+unlabelled corpus read one cache shard at a time; see :mod:`moladapt.pretrain.corpus`), and
+``stage_data`` gives a stage its own molecules (e.g. a labelled set for ``supervised``
+followed by a corpus for ``context_prediction``). Under ``torchrun`` the same call trains
+data-parallel (:mod:`moladapt.pretrain.distributed`).
+
+When training ends, ``checkpoint_dir/encoder.pt`` is written by
+:func:`save_pretrained_encoder`: a regular moladapt checkpoint, so
+``moladapt train --init checkpoint_dir/encoder.pt`` starts from the pretrained encoder.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from moladapt.config import ModelConfig, to_plain
+from moladapt.data.featurize import Featurizer, get_featurizer
+from moladapt.data.sources import CLASSIFICATION
+from moladapt.models.encoders import Encoder
+from moladapt.pretrain import distributed as ddp
+from moladapt.pretrain.corpus import ShardedCorpus
+from moladapt.pretrain.objectives import PretrainObjective, build_objective
+from moladapt.training import build_model, load_checkpoint, save_checkpoint
+from moladapt.types import MolGraphs
+
+PRETRAIN_CHECKPOINT_FORMAT = "moladapt-pretrain/1"
+LAST_CHECKPOINT = "last.pt"
+ENCODER_CHECKPOINT = "encoder.pt"
+
+ObjectiveSpec = str | tuple[str, dict[str, Any]] | PretrainObjective
+PretrainData = MolGraphs | ShardedCorpus
+
+
+@dataclass
+class PretrainHistory:
+    """Per-epoch records of a pretraining run (including epochs done before a resume).
+
+    Each record: ``epoch`` (0-based), ``stage``, ``loss`` (mean summed loss per batch),
+    ``losses`` (mean per objective), ``batches``, ``seconds``.
+    ``start_epoch``: epochs already completed when this call started (0 unless resumed).
+    """
+
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    start_epoch: int = 0
+    checkpoint: str | None = None
+    encoder_checkpoint: str | None = None
+
+    @property
+    def epochs_run(self) -> list[int]:
+        """The epochs this call trained."""
+        return [r["epoch"] for r in self.epochs if r["epoch"] >= self.start_epoch]
+
+    @property
+    def losses(self) -> list[float]:
+        return [r["loss"] for r in self.epochs]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"epochs": self.epochs, "start_epoch": self.start_epoch,
+                "checkpoint": self.checkpoint, "encoder_checkpoint": self.encoder_checkpoint}
+
+
+# -- building ---------------------------------------------------------------------------------
+def _make_objective(
+    spec: ObjectiveSpec, featurizer: Featurizer, encoder: Encoder, y: np.ndarray | None
+) -> PretrainObjective:
+    if isinstance(spec, PretrainObjective):
+        return spec
+    if isinstance(spec, str):
+        name, options = spec, {}
+    else:
+        name, options = spec[0], dict(spec[1])
+    from moladapt.pretrain.objectives import OBJECTIVES
+
+    if OBJECTIVES.get(name).needs_labels:
+        if y is None:
+            raise ValueError(f"objective {name!r} needs labels: pass y= to pretrain()")
+        options.setdefault("num_tasks", int(y.shape[1]))
+    return build_objective(name, featurizer, encoder, **options)
+
+
+def _stage_specs(
+    objectives: Sequence[ObjectiveSpec] | ObjectiveSpec | None,
+    epochs: int | None,
+    stages: Sequence[tuple[Any, int]] | None,
+) -> list[tuple[list[ObjectiveSpec], int]]:
+    def as_list(spec: Any) -> list[ObjectiveSpec]:
+        if isinstance(spec, (str, PretrainObjective)):
+            return [spec]
+        if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[1], dict):
+            return [spec]
+        return list(spec)
+
+    if stages is not None:
+        if objectives is not None or epochs is not None:
+            raise ValueError("give either objectives= and epochs=, or stages=, not both")
+        out = [(as_list(spec), int(n)) for spec, n in stages]
+    else:
+        if objectives is None:
+            raise ValueError("give the objectives to pretrain with (or stages=)")
+        out = [(as_list(objectives), 100 if epochs is None else int(epochs))]
+    for specs, n in out:
+        if not specs:
+            raise ValueError("every stage needs at least one objective")
+        if n < 0:
+            raise ValueError(f"epochs must be >= 0, got {n}")
+    return out
+
+
+def _keys(objs: Sequence[PretrainObjective]) -> list[str]:
+    keys: list[str] = []
+    for o in objs:
+        key, k = o.name, 2
+        while key in keys:
+            key, k = f"{o.name}#{k}", k + 1
+        keys.append(key)
+    return keys
+
+
+def _describe(stages: list[list[PretrainObjective]]) -> list[list[dict[str, Any]]]:
+    return [[{"name": o.name, "hparams": to_plain(o.hparams)} for o in objs] for objs in stages]
+
+
+def _epoch_generator(seed: int, epoch: int, *rank: int) -> torch.Generator:
+    state = np.random.SeedSequence([int(seed), int(epoch), *rank]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def _check_data(data: PretrainData, y: np.ndarray | None, featurizer: Featurizer) -> np.ndarray | None:
+    """Validate one stage's molecules (and labels) against the featurizer; ``y`` as ``[M, T]``."""
+    if data.featurizer != featurizer.name or data.featurizer_version != featurizer.version:
+        raise ValueError(f"graphs were featurized with {data.featurizer} v{data.featurizer_version}, "
+                         f"the encoder's featurizer is {featurizer.name} v{featurizer.version}")
+    if y is None:
+        return None
+    if isinstance(data, ShardedCorpus):
+        raise ValueError("labels (y) cannot go with a ShardedCorpus: give the supervised stage "
+                         "its labelled molecules with stage_data=")
+    y = np.asarray(y, dtype=np.float32)
+    y = y.reshape(-1, 1) if y.ndim == 1 else y
+    if y.shape[0] != len(data):
+        raise ValueError(f"y has {y.shape[0]} rows for {len(data)} molecules")
+    return y
+
+
+# -- checkpoints ------------------------------------------------------------------------------
+def _atomic_save(payload: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def load_pretrain_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The raw ``last.pt`` payload (``torch.load(weights_only=True)``), format-checked."""
+    payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != PRETRAIN_CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not a moladapt pretraining checkpoint")
+    return payload
+
+
+def save_pretrained_encoder(
+    path: str | Path, encoder: Encoder, featurizer: Featurizer, info: dict[str, Any] | None = None
+) -> None:
+    """Write ``encoder`` as a regular moladapt checkpoint (:func:`moladapt.training.save_checkpoint`).
+
+    The model is the encoder plus a randomly initialised 1-task dummy head (task
+    ``"pretrain_dummy"``); ``info`` is stored under ``extra["pretrain"]``. Load it with
+    :func:`moladapt.training.load_checkpoint` (``.model.encoder``), or pass it to
+    ``moladapt train --init`` / ``MolPropertyPredictor(init=...)``, which copy the encoder
+    weights (the training run must use the same encoder, hidden_dim, num_layers, jk and
+    pooling, and the same featurizer).
+    """
+    hp = encoder.hparams
+    if list(hp["atom_vocab_sizes"]) != list(featurizer.atom_vocab_sizes) or list(
+        hp["bond_vocab_sizes"]
+    ) != list(featurizer.bond_vocab_sizes):
+        raise ValueError(f"encoder vocabulary sizes do not match featurizer {featurizer.fingerprint}")
+    cfg = ModelConfig(encoder=encoder.name, hidden_dim=hp["hidden_dim"], num_layers=hp["num_layers"],
+                      dropout=hp["dropout"], jk=hp["jk"], pooling=hp["pooling"])
+    model = build_model(cfg, featurizer, 1)
+    model.encoder.load_state_dict({k: v.detach().cpu() for k, v in encoder.state_dict().items()})
+    save_checkpoint(path, model, featurizer, cfg, ["pretrain_dummy"], CLASSIFICATION,
+                    extra={"pretrain": info or {}})
+
+
+def load_pretrained_encoder(
+    path: str | Path, expected_featurizer: str | Featurizer | None = None
+) -> Encoder:
+    """The encoder of a checkpoint written by :func:`save_pretrained_encoder` (or any model)."""
+    return load_checkpoint(path, expected_featurizer).model.encoder
+
+
+# -- training ---------------------------------------------------------------------------------
+def pretrain(
+    encoder: Encoder,
+    objectives: Sequence[ObjectiveSpec] | ObjectiveSpec | None,
+    graphs: PretrainData,
+    y: np.ndarray | None = None,
+    *,
+    epochs: int | None = None,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    seed: int = 0,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    stages: Sequence[tuple[Any, int]] | None = None,
+    device: str | torch.device = "cpu",
+    stage_data: Sequence[tuple[PretrainData, np.ndarray | None] | None] | None = None,
+) -> PretrainHistory:
+    """Pretrain ``encoder`` (in place) on ``graphs`` with the given objectives.
+
+    Args:
+        encoder: built for the featurizer of ``graphs``.
+        objectives: names (``"context_prediction"``), ``(name, options)`` pairs or built
+            :class:`PretrainObjective` instances; their losses are summed.
+        graphs: the molecules (:class:`MolGraphs`, or a
+            :class:`~moladapt.pretrain.corpus.ShardedCorpus` read shard by shard); ``y``
+            ``[M, T]`` (NaN = missing) only for ``supervised`` (not with a corpus).
+        epochs: total number of epochs (default 100); with a checkpoint, only the epochs
+            after the saved one run.
+        stages: instead of ``objectives``/``epochs``: ``[(objectives, epochs), ...]`` run one
+            after the other, each with a fresh Adam (e.g.
+            ``[("supervised", 10), ("context_prediction", 10)]``).
+        checkpoint_dir: where ``last.pt`` (every epoch) and ``encoder.pt`` (at the end) go.
+        resume: continue from ``checkpoint_dir/last.pt`` if it exists (it must match the
+            encoder, objectives and featurizer); ``False`` starts over and overwrites it.
+        stage_data: one entry per stage: ``(graphs, y)`` that stage trains on instead of
+            ``graphs``/``y``, or None to use them.
+        device: under ``torchrun`` on GPUs, ``"cuda"`` means ``cuda:<LOCAL_RANK>``.
+
+    Returns:
+        the :class:`PretrainHistory` (the objectives are in ``history`` only by name; the
+        trained heads live in the checkpoint).
+    """
+    featurizer = get_featurizer(graphs.featurizer)
+    if featurizer.version != graphs.featurizer_version:
+        raise ValueError(f"graphs were featurized with {graphs.featurizer} v{graphs.featurizer_version}, "
+                         f"this moladapt has v{featurizer.version}")
+    hp = encoder.hparams
+    if list(hp["atom_vocab_sizes"]) != list(featurizer.atom_vocab_sizes) or list(
+        hp["bond_vocab_sizes"]
+    ) != list(featurizer.bond_vocab_sizes):
+        raise ValueError(f"the encoder was not built for featurizer {featurizer.fingerprint}")
+    y = _check_data(graphs, y, featurizer)
+    if batch_size < 2:
+        raise ValueError("batch_size must be >= 2 (BatchNorm and the contrastive objectives)")
+
+    specs = _stage_specs(objectives, epochs, stages)
+    if stage_data is not None and len(stage_data) != len(specs):
+        raise ValueError(f"stage_data has {len(stage_data)} entries for {len(specs)} stage(s)")
+    inputs: list[tuple[PretrainData, np.ndarray | None]] = []
+    for k in range(len(specs)):
+        own = None if stage_data is None else stage_data[k]
+        inputs.append((graphs, y) if own is None else
+                      (own[0], _check_data(own[0], own[1], featurizer)))
+    torch.manual_seed(seed)
+    stage_objs = [[_make_objective(s, featurizer, encoder, y_) for s in stage]
+                  for (stage, _), (_, y_) in zip(specs, inputs, strict=True)]
+    ctx = ddp.init_from_env(device)
+    try:
+        return _train(encoder, featurizer, specs, stage_objs, inputs, ctx, ddp.resolve_device(device, ctx),
+                      batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
+                      checkpoint_dir=checkpoint_dir, resume=resume, progress=progress)
+    finally:
+        ddp.shutdown(ctx)
+
+
+def _train(encoder: Encoder, featurizer: Featurizer, specs: list[tuple[list[ObjectiveSpec], int]],
+           stage_objs: list[list[PretrainObjective]],
+           inputs: list[tuple[PretrainData, np.ndarray | None]], ctx: ddp.DistContext,
+           device: torch.device, *, batch_size: int, lr: float, weight_decay: float, seed: int,
+           checkpoint_dir: str | Path | None, resume: bool, progress: bool) -> PretrainHistory:
+    hp = encoder.hparams
+    stage_epochs = [n for _, n in specs]
+    bounds = np.cumsum([0, *stage_epochs])
+    total_epochs = int(bounds[-1])
+    encoder.to(device)
+    for objs in stage_objs:
+        for o in objs:
+            o.to(device)
+
+    config = {"epochs": total_epochs, "stage_epochs": stage_epochs, "batch_size": int(batch_size),
+              "lr": float(lr), "weight_decay": float(weight_decay), "seed": int(seed)}
+    featurizer_info = {"name": featurizer.name, "version": featurizer.version,
+                       "fingerprint": featurizer.fingerprint}
+    history = PretrainHistory()
+    ckpt_path = None if checkpoint_dir is None else Path(checkpoint_dir) / LAST_CHECKPOINT
+    history.checkpoint = None if ckpt_path is None else str(ckpt_path)
+
+    start, saved_opt, saved_opt_stage = 0, None, -1
+    if ckpt_path is not None and resume and ckpt_path.exists():
+        payload = load_pretrain_checkpoint(ckpt_path)
+        if payload["featurizer"]["fingerprint"] != featurizer.fingerprint:
+            raise ValueError(f"{ckpt_path}: featurizer {payload['featurizer']['fingerprint']} "
+                             f"!= {featurizer.fingerprint}; use another checkpoint_dir or resume=False")
+        if payload["encoder"]["name"] != encoder.name or payload["encoder"]["hparams"] != to_plain(hp):
+            raise ValueError(f"{ckpt_path}: saved encoder {payload['encoder']['name']} "
+                             f"{payload['encoder']['hparams']} differs from this one; "
+                             "use another checkpoint_dir or resume=False")
+        if payload["objectives"] != _describe(stage_objs):
+            raise ValueError(f"{ckpt_path}: saved objectives {payload['objectives']} differ from "
+                             f"{_describe(stage_objs)}; use another checkpoint_dir or resume=False")
+        encoder.load_state_dict(payload["encoder"]["state_dict"])
+        for objs, states in zip(stage_objs, payload["objective_states"], strict=True):
+            for o, state in zip(objs, states, strict=True):
+                o.load_state_dict(state)
+        torch.set_rng_state(payload["rng"]["torch"])
+        start = int(payload["epoch"])
+        saved_opt, saved_opt_stage = payload["optimizer"], int(payload["stage"])
+        history.epochs = list(payload["history"])
+    history.start_epoch = start
+
+    optimizer, opt_stage, model = None, -1, None
+    bar = tqdm(range(start, total_epochs), desc="pretrain", disable=not progress or not ctx.is_main,
+               leave=False)
+    for epoch in bar:
+        stage = int(np.searchsorted(bounds, epoch, side="right") - 1)
+        objs = stage_objs[stage]
+        keys = _keys(objs)
+        if stage != opt_stage:
+            params = list(encoder.parameters()) + [p for o in objs for p in o.parameters()]
+            optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+            model = ddp.wrap(encoder, objs, ctx)  # DDP broadcasts rank 0's parameters
+            if saved_opt is not None and saved_opt_stage == stage:
+                optimizer.load_state_dict(saved_opt)
+            saved_opt, opt_stage = None, stage
+        assert optimizer is not None and model is not None
+        t0 = time.perf_counter()
+        encoder.train()
+        for o in objs:
+            o.train()
+        data, data_y = inputs[stage]
+        gen = _epoch_generator(seed, epoch)
+        if isinstance(data, ShardedCorpus):
+            batches_iter = data.batches(epoch, seed, batch_size, ctx.rank, ctx.world_size)
+        else:
+            batches_iter = _graph_batches(data, data_y, gen, batch_size, ctx)
+        if ctx.enabled:  # same shuffle on every rank, different corruptions
+            gen = _epoch_generator(seed, epoch, ctx.rank)
+        sums = dict.fromkeys(keys, 0.0)
+        total, batches = 0.0, 0
+        for batch in batches_iter:
+            losses = model(batch.to(device), gen)
+            loss = losses.sum()
+            if not loss.requires_grad:
+                continue  # (never under DDP: JointModel keeps every rank's loss differentiable)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            for key, value in zip(keys, losses.detach().tolist(), strict=True):
+                sums[key] += value
+            total += float(loss.detach())
+            batches += 1
+        if ctx.enabled:
+            total, *means = ddp.mean_across([total, *sums.values()], ctx, device)
+            sums = dict(zip(keys, means, strict=True))
+            ddp.sync_buffers(encoder, ctx)
+            for o in objs:
+                ddp.sync_buffers(o, ctx)
+        record = {"epoch": epoch, "stage": stage, "loss": total / max(batches, 1),
+                  "losses": {k: v / max(batches, 1) for k, v in sums.items()},
+                  "batches": batches, "seconds": time.perf_counter() - t0}
+        history.epochs.append(record)
+        bar.set_postfix(loss=f"{record['loss']:.4f}", stage=stage)
+        if ckpt_path is not None and ctx.is_main:
+            _atomic_save({
+                "format": PRETRAIN_CHECKPOINT_FORMAT,
+                "epoch": epoch + 1,
+                "stage": stage,
+                "encoder": {"name": encoder.name, "hparams": to_plain(hp),
+                            "state_dict": encoder.state_dict()},
+                "objectives": _describe(stage_objs),
+                "objective_states": [[o.state_dict() for o in objs_] for objs_ in stage_objs],
+                "optimizer": optimizer.state_dict(),
+                "rng": {"torch": torch.get_rng_state()},
+                "featurizer": featurizer_info,
+                "config": config,
+                "history": to_plain(history.epochs),
+            }, ckpt_path)
+        ddp.barrier(ctx)
+
+    if checkpoint_dir is not None:
+        enc_path = Path(checkpoint_dir) / ENCODER_CHECKPOINT
+        if ctx.is_main:
+            save_pretrained_encoder(enc_path, encoder, featurizer, {
+                "objectives": _describe(stage_objs), "config": config,
+                "epochs_completed": len(history.epochs),
+                "final_loss": history.epochs[-1]["loss"] if history.epochs else None,
+                "world_size": ctx.world_size,
+            })
+        history.encoder_checkpoint = str(enc_path)
+    ddp.barrier(ctx)
+    return history
+
+
+def _graph_batches(graphs: MolGraphs, y: np.ndarray | None, gen: torch.Generator,
+                   batch_size: int, ctx: ddp.DistContext):
+    """The epoch's batches of an in-memory set: shuffled by ``gen`` (drawn now, before any
+    corruption uses it), this rank's share when distributed, batches of fewer than 2 skipped."""
+    order = ddp.shard_indices(torch.randperm(len(graphs), generator=gen).numpy(), ctx)
+    chunks = (order[begin : begin + batch_size] for begin in range(0, len(order), batch_size))
+    return (graphs.collate(idx, y) for idx in chunks if len(idx) >= 2)

@@ -1,0 +1,405 @@
+"""Run a study's pending runs: locally in a process pool, or on a Ray cluster.
+
+Runners (:data:`RUNNERS`) turn one resolved config into a plain JSON-able dict of metrics.
+Executors claim a run in the :class:`~moladapt.study.store.ResultStore` just before starting
+it, so several processes can work on one study at once and a killed study resumes where it
+stopped. A failing run records its traceback and never stops the study.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from moladapt.registry import Registry
+from moladapt.study.spec import RunSpec, StudySpec
+from moladapt.study.store import ResultStore
+
+
+# --- runners ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Runner:
+    """``run(config, run_dir) -> metrics`` and ``resolve(config) -> config`` (validate, fill
+    defaults; raise ValueError naming a bad key)."""
+
+    run: Callable[[dict[str, Any], Path], dict[str, Any]]
+    resolve: Callable[[dict[str, Any]], dict[str, Any]]
+
+
+RUNNERS: Registry[Runner] = Registry("runner")
+
+
+def _resolve_train(config: dict[str, Any]) -> dict[str, Any]:
+    from dataclasses import fields
+
+    from moladapt.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+
+    sections = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+    for section, values in config.items():
+        if section not in sections:
+            raise ValueError(f"unknown key {section!r}; a train config has sections "
+                             f"{', '.join(sections)}")
+        if not isinstance(values, dict):
+            raise ValueError(f"{section!r} must be a mapping of options, got {values!r}")
+        known = {f.name: str(f.type) for f in fields(sections[section])}
+        for name, value in list(values.items()):
+            if name not in known:
+                raise ValueError(f"unknown key '{section}.{name}'; {section} options are: "
+                                 f"{', '.join(sorted(known))}")
+            values[name] = _coerce(f"{section}.{name}", known[name], value)
+    cfg = RunConfig.from_dict(config)
+    _check_names(cfg)
+    return cfg.to_dict()
+
+
+def _coerce(name: str, annotation: str, value: Any) -> Any:
+    """Floats stay floats: ``lr: 1e-3`` (a string to YAML) and ``dropout: 0`` (an int) become
+    floats, so equal configs get equal keys and a typo fails here, not hours into a study."""
+    def to_float(v: Any) -> Any:
+        if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+            return v
+        try:
+            return float(v)
+        except ValueError:
+            raise ValueError(f"{name} must be a number, got {v!r}") from None
+
+    if value is None:
+        return value
+    if annotation in ("float", "float | None"):
+        return to_float(value)
+    if annotation.startswith("tuple[float") and isinstance(value, (list, tuple)):
+        return [to_float(v) for v in value]
+    return value
+
+
+def _check_names(cfg) -> None:
+    """Registered names (dataset, featurizer, encoder, split, pooling) exist: fail at plan time."""
+    from moladapt.experiment import check_choices
+
+    if cfg.data.dataset is not None:
+        from moladapt.data.sources import DATASETS
+
+        DATASETS.get(cfg.data.dataset.lower())
+    check_choices(cfg)
+
+
+def _run_train(config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    from moladapt.config import RunConfig
+    from moladapt.experiment import run_training
+    from moladapt.utils import json_safe
+
+    threads = int(os.environ.get("MOLADAPT_STUDY_THREADS", "0"))
+    cfg = RunConfig.from_dict(config)
+    if threads and cfg.train.num_threads is None:
+        cfg = cfg.replace(train={"num_threads": threads})
+    result = run_training(cfg, run_dir, progress=False, log=lambda m: None)
+    metrics: dict[str, Any] = {}
+    for part, report in (("test", result.test), ("valid", result.valid)):
+        metrics[f"{part}.primary"] = float(report.primary)
+        metrics[f"{part}.primary_metric"] = report.primary_name
+        for name, value in report.mean.items():
+            metrics[f"{part}.{name}"] = float(value)
+        metrics[f"{part}.n_tasks_scored"] = int(report.n_tasks_scored)
+    n_train, n_valid, n_test = (int(n) for n in result.split_sizes)
+    metrics.update(train_seconds=float(result.train_seconds),
+                   molecules_per_second=float(result.molecules_per_second),
+                   best_epoch=int(result.best_epoch), n_train=n_train, n_valid=n_valid,
+                   n_test=n_test, n_invalid_smiles=int(result.n_invalid),
+                   run_dir=str(run_dir))
+    return json_safe(metrics)
+
+
+def _run_sleep(config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """For tests: sleep ``config['seconds']``; raise if ``config['fail']``."""
+    t0 = time.perf_counter()
+    time.sleep(float(config.get("seconds", 0.0)))
+    if config.get("fail"):
+        raise RuntimeError(f"sleep run asked to fail: {config.get('fail')}")
+    return {"slept": time.perf_counter() - t0, "pid": os.getpid(),
+            **{k: v for k, v in config.items() if isinstance(v, (int, float, str, bool))}}
+
+
+def _resolve_any(config: dict[str, Any]) -> dict[str, Any]:
+    return config
+
+
+RUNNERS.add("train", Runner(_run_train, _resolve_train))
+RUNNERS.add("sleep", Runner(_run_sleep, _resolve_any))
+
+
+def execute(runner: str, config: dict[str, Any], run_dir: str) -> tuple[bool, Any]:
+    """Run one run in this process: ``(True, metrics)`` or ``(False, traceback text)``."""
+    try:
+        return True, RUNNERS.get(runner).run(config, Path(run_dir))
+    except BaseException:  # noqa: BLE001 - a run's failure is data, never a crash of the study
+        return False, traceback.format_exc()
+
+
+def threads_per_worker(workers: int) -> int:
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+def _init_worker(threads: int) -> None:
+    """Pool worker start: limit BLAS/OpenMP/torch threads so workers do not oversubscribe."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    os.environ["MOLADAPT_STUDY_THREADS"] = str(threads)
+    if "torch" in sys.modules:  # already imported (fork): set it now; else the runner does
+        sys.modules["torch"].set_num_threads(threads)
+
+
+def _worker_task(runner: str, config: dict[str, Any], run_dir: str, threads: int) -> tuple[bool, Any]:
+    _init_worker(threads)
+    if runner == "train":
+        import torch
+
+        torch.set_num_threads(threads)
+    return execute(runner, config, run_dir)
+
+
+# --- executors --------------------------------------------------------------------------------
+class Executor:
+    """Runs the pending runs of a study. Subclasses say how to start, submit and wait."""
+
+    def __init__(self, study_dir: str | Path = ".") -> None:
+        self.study_dir = Path(study_dir)
+
+    def run_dir(self, run: RunSpec) -> Path:
+        return self.study_dir / "runs" / run.key
+
+    def default_workers(self) -> int:
+        return os.cpu_count() or 1
+
+    # subclass hooks
+    def _start(self, workers: int) -> None:
+        raise NotImplementedError
+
+    def _submit(self, run: RunSpec) -> Any:
+        raise NotImplementedError
+
+    def _wait(self, handles: list[Any]) -> list[Any]:
+        """Block until at least one handle is finished; return the finished ones."""
+        raise NotImplementedError
+
+    def _result(self, handle: Any) -> tuple[bool, Any]:
+        raise NotImplementedError
+
+    def _stop(self) -> None:
+        pass
+
+    def run(self, store: ResultStore, runs: list[RunSpec], max_workers: int | None = None,
+            retry_failed: bool = False, progress: bool = True) -> dict[str, int]:
+        """Run every pending run of ``runs``; return the counts per status afterwards."""
+        workers = max(1, max_workers or self.default_workers())
+        keys = [r.key for r in runs]
+        if retry_failed:
+            store.retry_failed(keys)
+        counts = store.counts(keys=keys)
+        bar = _ProgressBar(counts, progress)
+        todo = iter([r for r in runs if store.status(r.key) == "pending"])
+        in_flight: dict[Any, RunSpec] = {}
+        pid = os.getpid()
+        self._start(workers)
+        try:
+            def fill() -> None:
+                while len(in_flight) < workers:
+                    run = next(todo, None)
+                    if run is None:
+                        return
+                    if store.claim(run.key, pid):  # another process may have taken it
+                        in_flight[self._submit(run)] = run
+                    else:
+                        bar.taken()
+
+            fill()
+            while in_flight:
+                for handle in self._wait(list(in_flight)):
+                    run = in_flight.pop(handle)
+                    try:
+                        ok, value = self._result(handle)
+                    except BaseException as exc:  # worker died (OOM, segfault) or task lost
+                        if isinstance(exc, KeyboardInterrupt):
+                            raise
+                        ok, value = False, traceback.format_exc()
+                    if ok:
+                        store.finish(run.key, value)
+                    else:
+                        store.fail(run.key, str(value))
+                    bar.update(ok)
+                fill()
+        except BaseException:
+            for run in in_flight.values():  # interrupted: give the claims back
+                store.release(run.key)
+            raise
+        finally:
+            self._stop()
+            bar.close()
+        return store.counts(keys=keys)
+
+
+class LocalExecutor(Executor):
+    """A process pool on this machine (``spawn``ed workers, each with cpu_count // workers threads)."""
+
+    def _start(self, workers: int) -> None:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.threads = threads_per_worker(workers)
+        self.workers = workers
+        self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                        initializer=_init_worker, initargs=(self.threads,))
+
+    def _submit(self, run: RunSpec) -> Any:
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
+            return self.pool.submit(_worker_task, run.runner, run.config, str(self.run_dir(run)),
+                                    self.threads)
+        except BrokenProcessPool:  # a worker died earlier: start a fresh pool
+            self._stop()
+            self._start(self.workers)
+            return self.pool.submit(_worker_task, run.runner, run.config, str(self.run_dir(run)),
+                                    self.threads)
+
+    def _wait(self, handles: list[Any]) -> list[Any]:
+        from concurrent.futures import FIRST_COMPLETED, wait
+
+        done, _ = wait(handles, return_when=FIRST_COMPLETED)
+        return list(done)
+
+    def _result(self, handle: Any) -> tuple[bool, Any]:
+        return handle.result()
+
+    def _stop(self) -> None:
+        pool = getattr(self, "pool", None)
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise ImportError("the ray executor needs Ray: pip install 'moladapt[ray]'") from None
+    return ray
+
+
+class RayExecutor(Executor):
+    """Ray tasks (one CPU each unless ``num_cpus`` says otherwise) on the cluster at ``address``.
+
+    ``address="auto"`` joins a running cluster (``ray start --head``); ``"local"`` starts one
+    in this process. The store stays with the driver: run directories are written by the
+    workers under ``study_dir``, which must be a path every node can reach for the files to
+    be found later (metrics always come back to the driver's database).
+    """
+
+    def __init__(self, study_dir: str | Path = ".", address: str | None = "auto",
+                 num_cpus: float | None = None) -> None:
+        super().__init__(study_dir)
+        self.address = address or "auto"
+        self.num_cpus = num_cpus
+        self.ray = _import_ray()
+
+    def _init(self) -> None:
+        if not self.ray.is_initialized():
+            kwargs = {} if self.address == "local" else {"address": self.address}
+            self.ray.init(ignore_reinit_error=True, log_to_driver=False, **kwargs)
+
+    def default_workers(self) -> int:
+        self._init()
+        return max(1, int(self.ray.cluster_resources().get("CPU", 1)))
+
+    def _start(self, workers: int) -> None:
+        self._init()
+        cpus = self.num_cpus or 1
+        self.threads = max(1, int(cpus))
+        self.task = self.ray.remote(num_cpus=cpus, max_retries=0)(_worker_task)
+
+    def _submit(self, run: RunSpec) -> Any:
+        return self.task.remote(run.runner, run.config, str(self.run_dir(run)), self.threads)
+
+    def _wait(self, handles: list[Any]) -> list[Any]:
+        done, _ = self.ray.wait(handles, num_returns=1)
+        return list(done)
+
+    def _result(self, handle: Any) -> tuple[bool, Any]:
+        return self.ray.get(handle)
+
+
+EXECUTORS = ("local", "ray")
+
+
+def make_executor(name: str, study_dir: str | Path, address: str | None = None) -> Executor:
+    if name == "local":
+        return LocalExecutor(study_dir)
+    if name == "ray":
+        return RayExecutor(study_dir, address=address or "auto")
+    raise ValueError(f"unknown executor {name!r}; choose one of: {', '.join(EXECUTORS)}")
+
+
+def run_study(spec_path: str | Path, db_path: str | Path, executor: str = "local",
+              workers: int | None = None, retry_failed: bool = False, address: str | None = None,
+              progress: bool = True, study_dir: str | Path | None = None) -> dict[str, int]:
+    """Load a study file, add its runs to the database, run those not done; return the counts.
+
+    Run directories go to ``<study_dir>/runs/<key>/`` (default ``study_dir``: the database's
+    folder). Rows left ``running`` by a dead process are reset to pending first, so running the
+    same command again resumes an interrupted study.
+    """
+    spec = StudySpec.load(spec_path)
+    runs = spec.runs()
+    study_dir = Path(db_path).resolve().parent if study_dir is None else Path(study_dir)
+    runner = make_executor(executor, study_dir, address)  # e.g. "no ray" before touching the db
+    store = ResultStore(db_path)
+    store.recover()
+    store.sync(spec.name, runs)
+    return runner.run(store, runs, max_workers=workers, retry_failed=retry_failed,
+                      progress=progress)
+
+
+# --- progress ---------------------------------------------------------------------------------
+class _ProgressBar:
+    def __init__(self, counts: dict[str, int], enabled: bool) -> None:
+        self.done, self.failed = counts["done"], counts["failed"]
+        self.total = counts["total"]
+        self.skipped = 0
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=self.total, initial=self.done + self.failed, unit="run",
+                            desc="study", file=sys.stderr, dynamic_ncols=True)
+            self._postfix()
+
+    def _postfix(self, refresh: bool = True) -> None:
+        if self.bar is not None:
+            remaining = self.total - self.done - self.failed - self.skipped
+            self.bar.set_postfix(done=self.done, failed=self.failed, remaining=remaining,
+                                 refresh=refresh)
+
+    def update(self, ok: bool) -> None:
+        if ok:
+            self.done += 1
+        else:
+            self.failed += 1
+        if self.bar is not None:
+            self._postfix(refresh=False)
+            self.bar.update(1)
+
+    def taken(self) -> None:
+        """A run claimed by another process: not ours to wait for."""
+        self.skipped += 1
+        if self.bar is not None:
+            self.bar.total = max(self.bar.n, self.bar.total - 1)
+            self._postfix()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -1,0 +1,61 @@
+"""A study's SQLite rows → the tidy table that statistics and reports consume."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from moladapt.study.store import ResultStore
+
+# Config fields that name *where* a run was measured (its unit), not *what* was compared.
+UNIT_FIELDS = {"data.dataset": "dataset", "data.split": "split", "train.seed": "seed",
+               "data.featurizer": "featurizer", "model.encoder": "encoder"}
+
+
+def _get(config: dict, dotted: str):
+    node = config
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def tidy_results(db_path: str | Path, study: str | None = None,
+                 method_axes: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per finished run with ``method``, ``dataset``, ``split``, ``seed``,
+    ``featurizer``, ``encoder`` and the metrics (``test.roc_auc`` → ``roc_auc``).
+
+    ``method`` joins the values of ``method_axes``; by default every varied axis that is
+    not a unit field (dataset, split, seed), so a study over ``model.encoder`` compares
+    encoders and one over ``train.init`` compares pretrained checkpoints.
+    """
+    store = ResultStore(db_path)
+    rows = [r for r in store.rows(study) if r["status"] == "done"]
+    if not rows:
+        raise ValueError(f"{db_path}: no finished runs" + (f" in study {study!r}" if study else ""))
+    axes_seen: list[str] = []
+    for r in rows:
+        for name in json.loads(r["axes_json"] or "{}"):
+            if name not in axes_seen:
+                axes_seen.append(name)
+    if method_axes is None:
+        method_axes = [a for a in axes_seen if a not in ("data.dataset", "data.split", "train.seed")]
+    records = []
+    for r in rows:
+        config = json.loads(r["config_json"])
+        axes = json.loads(r["axes_json"] or "{}")
+        # a field that defines the method cannot also pair the runs: leave it out
+        record = {short: _get(config, dotted) for dotted, short in UNIT_FIELDS.items()
+                  if dotted not in method_axes}
+        record["method"] = " / ".join(f"{axes.get(a, _get(config, a))}" for a in method_axes) or "run"
+        for name, value in json.loads(r["metrics_json"] or "{}").items():
+            if name.startswith("test.") and isinstance(value, (int, float)):
+                record[name[len("test."):]] = value
+            elif isinstance(value, (int, float)):
+                record[name] = value
+        records.append(record)
+    return pd.DataFrame.from_records(records)

@@ -1,0 +1,259 @@
+"""SQLite store of a study's runs: what is pending, running, done or failed, and the results.
+
+One row per run key. Several ``moladapt study run`` processes may share one database on a
+local disk (WAL mode, busy timeout): a run is *claimed* (pending → running) in one statement
+before it starts, so no key ever runs twice at once. A process killed with ``kill -9`` leaves
+its rows ``running``; :meth:`ResultStore.recover` puts rows whose claiming process is gone back
+to pending. Liveness is checked with the pid on this host: do not share one database between
+machines (SQLite over a network file system is unsafe anyway).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from moladapt.study.spec import RunSpec, flatten
+from moladapt.utils import json_safe
+
+STATUSES = ("pending", "running", "done", "failed")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    key TEXT PRIMARY KEY,
+    study TEXT NOT NULL,
+    runner TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending'
+        CHECK (status IN ('pending', 'running', 'done', 'failed')),
+    config_json TEXT NOT NULL,
+    axes_json TEXT NOT NULL,
+    metrics_json TEXT,
+    error TEXT,
+    started_at REAL,
+    finished_at REAL,
+    seconds REAL,
+    worker_pid INTEGER,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    versions_json TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_study_status ON runs (study, status);
+"""
+
+
+def pid_alive(pid: int | None) -> bool:
+    """Whether process ``pid`` exists on this host and is not a zombie."""
+    if not pid or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    try:  # Linux: a killed child not yet reaped by its parent is a zombie, i.e. dead
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def versions() -> dict[str, str]:
+    """Versions of the packages behind a result (read from metadata: imports nothing heavy)."""
+    import platform
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for dist in ("moladapt", "torch", "torch_geometric", "rdkit", "numpy"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+class ResultStore:
+    """The runs of one or more studies in one SQLite file (created on first use)."""
+
+    def __init__(self, path: str | Path, timeout: float = 60.0) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.timeout = timeout
+        self._versions: dict[str, str] | None = None
+        with self._connect() as con:
+            con.executescript(SCHEMA)
+
+    # --- connection -----------------------------------------------------------------------
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        # A short-lived connection per operation: safe across fork, cheap at this scale.
+        con = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+        try:
+            con.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+            con.execute("PRAGMA journal_mode = WAL")
+            con.execute("PRAGMA synchronous = NORMAL")
+            con.row_factory = sqlite3.Row
+            yield con
+        finally:
+            con.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._connect() as con:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+
+    # --- writing --------------------------------------------------------------------------
+    def sync(self, study: str, runs: Iterable[RunSpec]) -> int:
+        """Insert a pending row for each run not stored yet; return how many were new.
+
+        Existing keys are left untouched (status, results and attempts are kept).
+        """
+        rows = [(r.key, study, r.runner, json.dumps(json_safe(r.config), sort_keys=True),
+                 json.dumps(json_safe(r.axes))) for r in runs]
+        with self._transaction() as con:
+            before = con.total_changes
+            con.executemany("INSERT OR IGNORE INTO runs (key, study, runner, status, config_json, "
+                            "axes_json) VALUES (?, ?, ?, 'pending', ?, ?)", rows)
+            return con.total_changes - before
+
+    def claim(self, key: str, pid: int | None = None) -> bool:
+        """Atomically move ``key`` pending → running for process ``pid``; False if not pending."""
+        pid = os.getpid() if pid is None else pid
+        with self._transaction() as con:
+            cur = con.execute(
+                "UPDATE runs SET status = 'running', worker_pid = ?, started_at = ?, "
+                "finished_at = NULL, seconds = NULL, error = NULL, attempts = attempts + 1 "
+                "WHERE key = ? AND status = 'pending'", (pid, time.time(), key))
+            return cur.rowcount == 1
+
+    def finish(self, key: str, metrics: dict[str, Any]) -> None:
+        """Record a run's metrics (a JSON-able dict) and mark it done."""
+        self._versions = self._versions or versions()
+        now = time.time()
+        with self._transaction() as con:
+            con.execute("UPDATE runs SET status = 'done', metrics_json = ?, error = NULL, "
+                        "finished_at = ?, seconds = ? - COALESCE(started_at, ?), versions_json = ? "
+                        "WHERE key = ?",
+                        (json.dumps(json_safe(metrics)), now, now, now,
+                         json.dumps(self._versions), key))
+
+    def fail(self, key: str, error: str) -> None:
+        """Mark a run failed with its traceback (or any message)."""
+        self._versions = self._versions or versions()
+        now = time.time()
+        with self._transaction() as con:
+            con.execute("UPDATE runs SET status = 'failed', error = ?, finished_at = ?, "
+                        "seconds = ? - COALESCE(started_at, ?), versions_json = ? WHERE key = ?",
+                        (error, now, now, now, json.dumps(self._versions), key))
+
+    def release(self, key: str) -> None:
+        """Put a claimed run back to pending (e.g. the process was interrupted)."""
+        with self._transaction() as con:
+            con.execute("UPDATE runs SET status = 'pending', worker_pid = NULL, started_at = NULL "
+                        "WHERE key = ? AND status = 'running'", (key,))
+
+    def recover(self) -> list[str]:
+        """Reset ``running`` rows whose claiming process is dead to pending; return their keys."""
+        with self._transaction() as con:
+            rows = con.execute("SELECT key, worker_pid FROM runs WHERE status = 'running'").fetchall()
+            dead = [r["key"] for r in rows if not pid_alive(r["worker_pid"])]
+            con.executemany("UPDATE runs SET status = 'pending', worker_pid = NULL, started_at = NULL "
+                            "WHERE key = ? AND status = 'running'", [(k,) for k in dead])
+        return dead
+
+    def retry_failed(self, keys: Iterable[str] | None = None) -> int:
+        """Put failed runs (all, or those of ``keys``) back to pending; return how many."""
+        with self._transaction() as con:
+            if keys is None:
+                cur = con.execute("UPDATE runs SET status = 'pending' WHERE status = 'failed'")
+                return cur.rowcount
+            n = 0
+            for key in keys:
+                n += con.execute("UPDATE runs SET status = 'pending' WHERE status = 'failed' "
+                                 "AND key = ?", (key,)).rowcount
+            return n
+
+    # --- reading --------------------------------------------------------------------------
+    def status(self, key: str) -> str | None:
+        with self._connect() as con:
+            row = con.execute("SELECT status FROM runs WHERE key = ?", (key,)).fetchone()
+        return row["status"] if row else None
+
+    def counts(self, study: str | None = None, keys: Iterable[str] | None = None) -> dict[str, int]:
+        """Runs per status (every status present, zeros included), plus ``total``."""
+        sql, args = "SELECT key, status FROM runs", ()
+        if study is not None:
+            sql, args = sql + " WHERE study = ?", (study,)
+        with self._connect() as con:
+            rows = con.execute(sql, args).fetchall()
+        wanted = set(keys) if keys is not None else None
+        out = dict.fromkeys(STATUSES, 0)
+        for row in rows:
+            if wanted is None or row["key"] in wanted:
+                out[row["status"]] += 1
+        out["total"] = sum(out[s] for s in STATUSES)
+        return out
+
+    def rows(self, study: str | None = None) -> list[dict[str, Any]]:
+        sql, args = "SELECT * FROM runs", ()
+        if study is not None:
+            sql, args = sql + " WHERE study = ?", (study,)
+        with self._connect() as con:
+            return [dict(r) for r in con.execute(sql + " ORDER BY rowid", args).fetchall()]
+
+    def to_frame(self, study: str | None = None) -> pd.DataFrame:
+        """One row per run: key, study, runner, status, attempts, seconds, then the axes
+        (dotted names, e.g. ``data.dataset``) and the flattened metrics (e.g. ``test.roc_auc``)."""
+        records = []
+        for row in self.rows(study):
+            record: dict[str, Any] = {k: row[k] for k in ("key", "study", "runner", "status",
+                                                           "attempts", "seconds", "started_at",
+                                                           "finished_at")}
+            axes = json.loads(row["axes_json"] or "{}")
+            record.update(axes)
+            for name, value in flatten(json.loads(row["metrics_json"] or "{}")).items():
+                if isinstance(value, list):
+                    value = json.dumps(value)
+                record[name if name not in record else f"metrics.{name}"] = value
+            record["error"] = (row["error"] or "").strip().splitlines()[-1] if row["error"] else None
+            records.append(record)
+        return pd.DataFrame.from_records(records)
+
+    def export(self, path: str | Path, study: str | None = None) -> pd.DataFrame:
+        """Write :meth:`to_frame` as CSV (``.csv``, ``.csv.gz``) or Parquet (``.parquet``)."""
+        path = Path(path)
+        frame = self.to_frame(study)
+        name = path.name.lower()
+        if name.endswith(".parquet") or name.endswith(".pq"):
+            try:
+                import pyarrow  # noqa: F401
+            except ImportError:
+                raise ImportError("writing Parquet needs pyarrow: pip install 'moladapt[parquet]' "
+                                  "(or export to a .csv file)") from None
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".tmp")
+            frame.to_parquet(tmp, index=False)
+            os.replace(tmp, path)
+        elif name.endswith(".csv") or name.endswith(".csv.gz"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".tmp" + (".gz" if name.endswith(".gz") else ""))
+            frame.to_csv(tmp, index=False)
+            os.replace(tmp, path)
+        else:
+            raise ValueError(f"{path}: export to a .csv, .csv.gz or .parquet file")
+        return frame

@@ -1,0 +1,228 @@
+"""Meta-learning adapters: MAML/FO-MAML gradients, ANIL, ProtoNet and the Adapter contract.
+
+The finite-difference check runs on a real (tiny) graph model: GIN, 1 layer x 8 dims, with
+BatchNorm in train mode, in float64 (second-order terms through BatchNorm's batch statistics
+drift in float32).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call
+from torch_geometric.nn.pool import global_add_pool
+
+from moladapt.adapt import ADAPTERS, TaskFeatureCache
+from moladapt.adapt.anil import ANIL
+from moladapt.adapt.base import balanced_bce, new_head, support_pos_weight
+from moladapt.adapt.maml import inner_adapt, maml_query_loss
+from moladapt.adapt.protonet import ProtoNet
+from moladapt.data.episodes import EpisodeSampler
+from moladapt.data.featurize import get_featurizer
+from moladapt.evaluate.metrics import classification_metrics
+from moladapt.models.encoders import build_encoder
+from moladapt.models.heads import MolecularModel, PredictionHead
+
+FEAT = get_featurizer("basic")
+SMILES = [
+    "CCO", "c1ccccc1", "CC(=O)O", "CCN", "CCCl", "c1ccncc1", "OCC(O)CO", "CC(C)C",
+    "C1CCCCC1", "CC=O", "NC(=O)N", "c1ccc(O)cc1", "CCOC(=O)C", "CS(=O)C", "C#N", "CCBr",
+]
+TINY = dict(meta_steps=2, meta_batch_size=2, inner_steps=1, steps=3, train_k=8, query_size=16)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # The test machine's cores are shared: intra-op threads only add contention here.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def graphs():
+    return FEAT.featurize(SMILES)
+
+
+def _tiny_model(dtype=torch.float64) -> MolecularModel:
+    torch.manual_seed(0)
+    enc = build_encoder("gin", FEAT.atom_vocab_sizes, FEAT.bond_vocab_sizes,
+                        hidden_dim=8, num_layers=1, dropout=0.0)
+    return MolecularModel(enc, PredictionHead(8, 1)).to(dtype).train()
+
+
+def _episode(graphs, dtype=torch.float64):
+    y = torch.tensor([0, 1, 0, 1, 1, 0, 0, 1] * 2, dtype=dtype)
+    return (graphs.collate(np.arange(8)), y[:8], graphs.collate(np.arange(8, 16)), y[8:])
+
+
+def _leaves(model):
+    return {n: p.detach().clone().requires_grad_(True) for n, p in model.named_parameters()}
+
+
+def _bufs(model):
+    return {n: b.clone() for n, b in model.named_buffers()}
+
+
+STEPS, LR = 2, 0.5
+
+
+def _meta_grad(model, params, episode, first_order):
+    loss = maml_query_loss(model, params, _bufs(model), *episode, STEPS, LR, first_order)
+    grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+    return [torch.zeros_like(p) if g is None else g for p, g in zip(params.values(), grads, strict=True)]
+
+
+def test_maml_second_order_meta_gradient_matches_finite_differences(graphs):
+    model = _tiny_model()
+    episode = _episode(graphs)
+    params = _leaves(model)
+    grads = _meta_grad(model, params, episode, first_order=False)
+    fo_grads = _meta_grad(model, params, episode, first_order=True)
+    gen = torch.Generator().manual_seed(1)
+    eps = 1e-6
+    for _ in range(3):
+        direction = {n: torch.randn(p.shape, generator=gen, dtype=p.dtype) for n, p in params.items()}
+
+        def loss_at(sign, direction=direction):
+            shifted = {n: (p + sign * eps * direction[n]).detach().requires_grad_(True)
+                       for n, p in params.items()}
+            # the inner loop needs gradients; its value is the same with or without 2nd order
+            return float(maml_query_loss(model, shifted, _bufs(model), *episode, STEPS, LR, True).detach())
+
+        numeric = (loss_at(+1) - loss_at(-1)) / (2 * eps)
+        analytic = float(sum((g * direction[n]).sum() for g, n in zip(grads, params, strict=True)))
+        first = float(sum((g * direction[n]).sum() for g, n in zip(fo_grads, params, strict=True)))
+        assert analytic == pytest.approx(numeric, rel=1e-5, abs=1e-8)
+        # FO-MAML drops the second-order terms: visibly different here (lr 0.5, 2 steps)
+        assert abs(first - numeric) > 1e-3 * max(abs(numeric), 1e-3)
+
+
+def test_fomaml_meta_gradient_is_query_gradient_at_adapted_params(graphs):
+    model = _tiny_model()
+    support, y_s, query, y_q = _episode(graphs)
+    params = _leaves(model)
+    fo = _meta_grad(model, params, (support, y_s, query, y_q), first_order=True)
+    so = _meta_grad(model, params, (support, y_s, query, y_q), first_order=False)
+
+    adapted = inner_adapt(model, params, _bufs(model), support, y_s, STEPS, LR, create_graph=False)
+    at = {n: a.detach().requires_grad_(True) for n, a in adapted.items()}
+    q_loss = balanced_bce(functional_call(model, (at, _bufs(model)), (query,)), y_q,
+                          support_pos_weight(y_s))
+    direct = torch.autograd.grad(q_loss, list(at.values()), allow_unused=True)
+    for g_fo, g_direct in zip(fo, direct, strict=True):
+        expected = torch.zeros_like(g_fo) if g_direct is None else g_direct
+        torch.testing.assert_close(g_fo, expected, rtol=1e-10, atol=1e-12)
+    diff = sum(float((a - b).abs().sum()) for a, b in zip(fo, so, strict=True))
+    assert diff > 1e-4
+
+
+def test_inner_adapt_is_pure(graphs):
+    model = _tiny_model()
+    support, y_s, _, _ = _episode(graphs)
+    params = _leaves(model)
+    before = {n: p.detach().clone() for n, p in params.items()}
+    ids = {n: id(p) for n, p in params.items()}
+    adapted = inner_adapt(model, params, _bufs(model), support, y_s, 2, 0.1, create_graph=True)
+    assert {n: id(p) for n, p in params.items()} == ids
+    for n, p in params.items():
+        assert torch.equal(p.detach(), before[n])
+    assert set(adapted) == set(params)
+    assert any(not torch.equal(adapted[n].detach(), before[n]) for n in params)
+
+
+def test_anil_adapts_only_the_head(graphs):
+    torch.manual_seed(0)
+    enc = build_encoder("gin", FEAT.atom_vocab_sizes, FEAT.bond_vocab_sizes,
+                        hidden_dim=16, num_layers=2, dropout=0.1)
+    anil = ANIL(inner_steps=5, inner_lr=0.5)
+    init = new_head(enc.out_dim, enc, anil.seed)
+    y = np.array([0, 1] * 4, dtype=np.float64)
+    predictor = anil.adapt(enc, graphs.subset(np.arange(8)), y)
+    adapted = predictor.module
+    for (n, a), (_, b) in zip(adapted.encoder.state_dict().items(), enc.state_dict().items(),
+                              strict=True):
+        assert torch.equal(a, b), n
+    changed = [not torch.equal(a, b) for a, b in zip(adapted.head.parameters(), init.parameters(),
+                                                       strict=True)]
+    assert all(changed)
+
+
+class _AtomCounts(nn.Module):
+    """A fixed 'encoder': [number of atoms, number of atoms mod 3] per molecule."""
+
+    out_dim = 2
+
+    def forward(self, batch):
+        ones = torch.ones(batch.x.shape[0], 1, dtype=torch.float64)
+        n = global_add_pool(ones, batch.batch, batch.num_graphs)
+        return torch.cat([n, torch.remainder(n, 3)], dim=1)
+
+
+@pytest.mark.parametrize("distance", ["euclidean", "mahalanobis"])
+def test_protonet_is_perfect_on_separable_embeddings(distance):
+    small = ["C" * i for i in range(1, 7)] * 2
+    large = ["C" * i for i in range(12, 24)]
+    graphs = FEAT.featurize(small + large)
+    y = np.array([0] * len(small) + [1] * len(large), dtype=np.float64)
+    support = np.array([0, 2, 4, 7, 12, 15, 18, 21])
+    query = np.setdiff1d(np.arange(len(y)), support)
+    predictor = ProtoNet(distance=distance, meta_steps=0).adapt(
+        _AtomCounts(), graphs.subset(support), y[support]
+    )
+    proba = predictor.predict_proba(graphs.subset(query))
+    assert proba.shape == (len(query),)
+    assert classification_metrics(y[query], proba).mean["roc_auc"] == 1.0
+    assert np.array_equal(proba > 0.5, y[query] == 1)
+
+
+# --- conformance of every registered adapter on real FS-Mol tasks -------------------------
+
+
+@pytest.fixture(scope="module")
+def real_tasks(data_dir):
+    from moladapt.data.tasks import load_fsmol_tasks
+
+    if not (data_dir / "fsmol.csv.gz").exists():
+        pytest.skip("FS-Mol not found in the data directory")
+    tasks = sorted(load_fsmol_tasks("valid", download=False), key=len)[:3]
+    return tasks, TaskFeatureCache(FEAT)
+
+
+def _state(adapter, encoder):
+    state = {f"encoder.{k}": v.detach().clone() for k, v in encoder.state_dict().items()}
+    head = getattr(adapter, "head_", None)
+    if head is not None:
+        state.update({f"head.{k}": v.detach().clone() for k, v in head.state_dict().items()})
+    return state
+
+
+def _assert_same(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+@pytest.mark.parametrize("name", ADAPTERS.names())
+def test_every_adapter_conforms(name, real_tasks):
+    tasks, cache = real_tasks
+    torch.manual_seed(0)
+    encoder = build_encoder("gin", FEAT.atom_vocab_sizes, FEAT.bond_vocab_sizes,
+                            hidden_dim=16, num_layers=2, dropout=0.1)
+    adapter = ADAPTERS.get(name)()
+    adapter.set_params(**{k: v for k, v in TINY.items() if k in adapter.get_params()})
+    assert adapter.meta_train(encoder, tasks, cache) is adapter
+
+    item = cache(tasks[0])
+    episode = EpisodeSampler().sample(item.task, 16, seed=0)
+    support, query = item.graphs.subset(episode.support), item.graphs.subset(episode.query)
+    before = _state(adapter, encoder)
+    proba = adapter.adapt(encoder, support, item.y[episode.support]).predict_proba(query)
+    _assert_same(before, _state(adapter, encoder))  # adapt never touches meta-parameters
+    assert proba.shape == (len(episode.query),)
+    assert np.all(np.isfinite(proba)) and np.all((proba >= 0) & (proba <= 1))
+    again = adapter.fit_predict(encoder)(support, item.y[episode.support], query)
+    np.testing.assert_allclose(again, proba, rtol=1e-6, atol=1e-9)  # same support, same model

@@ -1,0 +1,127 @@
+"""The pretraining loop: checkpoints, resume, stages, export for `moladapt train --init`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from moladapt.config import ModelConfig
+from moladapt.data.featurize import get_featurizer
+from moladapt.models.encoders import build_encoder
+from moladapt.pretrain import (
+    load_pretrain_checkpoint,
+    load_pretrained_encoder,
+    pretrain,
+    save_pretrained_encoder,
+)
+from moladapt.training import build_model, load_checkpoint
+
+BBBP = Path("/work/shared/data/BBBP.csv")
+N_MOLS = 40
+KW = {"batch_size": 16, "lr": 1e-3, "seed": 0, "progress": False}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data():
+    if not BBBP.exists():
+        pytest.skip(f"{BBBP} not available")
+    import pandas as pd
+
+    df = pd.read_csv(BBBP).iloc[:N_MOLS]
+    feat = get_featurizer("basic")
+    graphs = feat.featurize(df["smiles"].tolist())
+    y = df["p_np"].to_numpy(np.float32)[graphs.source_rows].reshape(-1, 1)
+    return feat, graphs, y
+
+
+def _encoder(feat, seed=0):
+    torch.manual_seed(seed)
+    return build_encoder("gin", feat.atom_vocab_sizes, feat.bond_vocab_sizes,
+                         hidden_dim=16, num_layers=2, dropout=0.1)
+
+
+def _same_state(a, b) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_checkpoint_round_trip_and_resume(data, tmp_path):
+    feat, graphs, _ = data
+    objectives = ["attribute_masking", ("context_prediction", {"csize": 2})]
+    enc = _encoder(feat)
+    h1 = pretrain(enc, objectives, graphs, epochs=1, checkpoint_dir=tmp_path, **KW)
+    assert h1.epochs_run == [0] and h1.start_epoch == 0
+    raw = torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=True)
+    assert raw["epoch"] == 1 and raw["featurizer"]["fingerprint"] == feat.fingerprint
+    assert raw["objectives"][0][1]["hparams"]["r2"] == 3
+    assert "context_encoder.gnns.0.mlp.0.weight" in raw["objective_states"][0][1]
+    assert raw["optimizer"]["state"]  # Adam moments were saved
+
+    # a fresh process would rebuild the encoder from scratch: the checkpoint restores it
+    enc2 = _encoder(feat, seed=123)
+    h2 = pretrain(enc2, objectives, graphs, epochs=2, checkpoint_dir=tmp_path, **KW)
+    assert h2.start_epoch == 1 and h2.epochs_run == [1]
+    assert [r["epoch"] for r in h2.epochs] == [0, 1]
+    assert load_pretrain_checkpoint(tmp_path / "last.pt")["epoch"] == 2
+
+    # resumed == uninterrupted (same shuffles, corruptions, dropout and Adam state)
+    enc3 = _encoder(feat)
+    h3 = pretrain(enc3, objectives, graphs, epochs=2, checkpoint_dir=tmp_path / "straight", **KW)
+    assert _same_state(enc2, enc3)
+    assert h3.losses == pytest.approx(h2.losses)
+
+    # nothing left to do
+    h4 = pretrain(_encoder(feat), objectives, graphs, epochs=2, checkpoint_dir=tmp_path, **KW)
+    assert h4.epochs_run == []
+
+    # a different objective set is refused rather than silently mixed
+    with pytest.raises(ValueError, match="objectives"):
+        pretrain(_encoder(feat), ["infomax"], graphs, epochs=3, checkpoint_dir=tmp_path, **KW)
+    h5 = pretrain(_encoder(feat), ["infomax"], graphs, epochs=1, checkpoint_dir=tmp_path,
+                  resume=False, **KW)
+    assert h5.epochs_run == [0]
+
+
+def test_stages_and_encoder_export(data, tmp_path):
+    feat, graphs, y = data
+    enc = _encoder(feat)
+    stages = [("supervised", 1), (["edge_prediction", "infomax"], 1)]
+    hist = pretrain(enc, None, graphs, y, stages=stages, checkpoint_dir=tmp_path, **KW)
+    assert [r["stage"] for r in hist.epochs] == [0, 1]
+    assert set(hist.epochs[1]["losses"]) == {"edge_prediction", "infomax"}
+    assert all(np.isfinite(r["loss"]) and r["batches"] == 3 for r in hist.epochs)
+
+    # encoder.pt is a regular checkpoint that `moladapt train --init` can use
+    loaded = load_checkpoint(hist.encoder_checkpoint, expected_featurizer="basic")
+    assert _same_state(loaded.model.encoder, enc)
+    assert loaded.extra["pretrain"]["epochs_completed"] == 2
+    cfg = ModelConfig(hidden_dim=16, num_layers=2)
+    model = build_model(cfg, feat, 3)
+    model.encoder.load_state_dict(loaded.model.encoder.state_dict())  # what experiment.py does
+    assert _same_state(load_pretrained_encoder(hist.encoder_checkpoint), enc)
+
+
+def test_save_pretrained_encoder_and_errors(data, tmp_path):
+    feat, graphs, _ = data
+    enc = _encoder(feat)
+    save_pretrained_encoder(tmp_path / "enc.pt", enc, feat, {"note": "x"})
+    assert load_checkpoint(tmp_path / "enc.pt").extra == {"pretrain": {"note": "x"}}
+    with pytest.raises(ValueError, match="labels"):
+        pretrain(enc, ["supervised"], graphs, epochs=1, **KW)
+    rich = get_featurizer("rich")
+    with pytest.raises(ValueError, match="featurizer"):
+        pretrain(build_encoder("gin", rich.atom_vocab_sizes, rich.bond_vocab_sizes, hidden_dim=8,
+                               num_layers=1), ["infomax"], graphs, epochs=1, **KW)
+    with pytest.raises(KeyError, match="pretrain objective"):
+        pretrain(enc, ["nope"], graphs, epochs=1, **KW)

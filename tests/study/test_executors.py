@@ -1,0 +1,138 @@
+"""Running studies: failures recorded, kill -9 resume, a real training run, the CLI."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pandas as pd
+import pytest
+import typer
+import yaml
+from typer.testing import CliRunner
+
+from moladapt.cli.study import study_app
+from moladapt.study.executors import LocalExecutor, run_study
+from moladapt.study.spec import StudySpec
+from moladapt.study.store import ResultStore
+
+
+def write(path, study):
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    return path
+
+
+def test_failures_are_recorded_and_the_others_done(tmp_path):
+    spec = StudySpec.from_dict({"name": "f", "runner": "sleep", "fixed": {"seconds": 0.01},
+                                "axes": {"i": [0, 1, 2, 3], "fail": [False, True, False, False]},
+                                "zip": [["i", "fail"]]})
+    runs = spec.runs()
+    store = ResultStore(tmp_path / "s.db")
+    store.sync("f", runs)
+    counts = LocalExecutor(tmp_path).run(store, runs, max_workers=2, progress=False)
+    assert counts == {"pending": 0, "running": 0, "done": 3, "failed": 1, "total": 4}
+    rows = {json.loads(r["axes_json"])["i"]: r for r in store.rows()}
+    assert "RuntimeError: sleep run asked to fail" in rows[1]["error"]
+    assert "Traceback" in rows[1]["error"]
+    assert json.loads(rows[0]["metrics_json"])["i"] == 0
+    # nothing pending: running again does nothing; --retry-failed reruns the failure only
+    assert LocalExecutor(tmp_path).run(store, runs, 2, progress=False)["failed"] == 1
+    LocalExecutor(tmp_path).run(store, runs, 1, retry_failed=True, progress=False)
+    assert store.rows()[1]["attempts"] == 2 and store.rows()[0]["attempts"] == 1
+
+
+def test_kill_9_then_resume_runs_each_key_once(tmp_path):
+    study = write(tmp_path / "sleepy.yaml", {"name": "sleepy", "runner": "sleep",
+                                             "fixed": {"seconds": 0.5}, "axes": {"i": list(range(6))}})
+    db = tmp_path / "s.db"
+    code = textwrap.dedent(f"""
+        from moladapt.study.executors import run_study
+        run_study({str(study)!r}, {str(db)!r}, workers=1, progress=False)
+    """)
+    t0 = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-c", code], env=os.environ.copy())
+    try:
+        # kill once some runs are done and one is in flight (≈ 1.2 s after the first run starts)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and proc.poll() is None:
+            if db.exists() and ResultStore(db).counts()["done"] >= 1:
+                time.sleep(0.2)
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    before = ResultStore(db).counts()
+    assert before["done"] < 6 and before["running"] == 1, before
+    counts = run_study(study, db, workers=1, progress=False)
+    assert counts == {"pending": 0, "running": 0, "done": 6, "failed": 0, "total": 6}
+    frame = ResultStore(db).to_frame()
+    assert len(frame) == 6 and frame["key"].is_unique and sorted(frame["i"]) == list(range(6))
+    assert (frame["attempts"] >= 1).all() and frame["attempts"].max() == 2
+    assert time.monotonic() - t0 < 15
+
+
+def test_two_concurrent_study_processes_share_the_work(tmp_path):
+    study = write(tmp_path / "shared.yaml", {"name": "shared", "runner": "sleep",
+                                             "fixed": {"seconds": 0.3}, "axes": {"i": list(range(6))}})
+    db = tmp_path / "s.db"
+    code = f"from moladapt.study.executors import run_study; run_study({str(study)!r}, {str(db)!r}, workers=1, progress=False)"
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=os.environ.copy()) for _ in range(2)]
+    assert [p.wait(timeout=60) for p in procs] == [0, 0]
+    rows = ResultStore(db).rows()
+    assert len(rows) == 6 and all(r["status"] == "done" and r["attempts"] == 1 for r in rows)
+
+
+def test_ray_executor_says_how_to_install_ray(tmp_path):
+    try:
+        import ray  # noqa: F401
+        pytest.skip("ray is installed")
+    except ImportError:
+        pass
+    study = write(tmp_path / "s.yaml", {"runner": "sleep", "axes": {"i": [0]}})
+    with pytest.raises(ImportError, match=r"pip install 'moladapt\[ray\]'"):
+        run_study(study, tmp_path / "s.db", executor="ray")
+    assert not (tmp_path / "s.db").exists()
+
+
+def test_a_real_training_run_end_to_end(tmp_path, data_dir):
+    study = write(tmp_path / "tiny.yaml", {
+        "name": "tiny",
+        "fixed": {"data": {"dataset": "bbbp", "split": "scaffold"},
+                  "model": {"encoder": "gin", "hidden_dim": 32, "num_layers": 2},
+                  "train": {"epochs": 1, "batch_size": 64, "num_threads": 1}},
+        "axes": {"train.seed": [0]}})
+    db = tmp_path / "out" / "study.db"
+    counts = run_study(study, db, workers=1, progress=False)
+    frame = ResultStore(db).to_frame()
+    assert counts["done"] == 1, frame.get("error")
+    row = frame.iloc[0]
+    assert 0 <= row["test.roc_auc"] <= 1 and 0 <= row["valid.roc_auc"] <= 1
+    assert row["train_seconds"] > 0 and row["n_train"] > 1000 and row["train.seed"] == 0
+    run_dir = tmp_path / "out" / "runs" / row["key"]
+    assert (run_dir / "metrics.json").exists() and (run_dir / "model.pt").exists()
+
+
+def test_cli_plan_run_status_export(tmp_path):
+    app = typer.Typer()
+    app.add_typer(study_app, name="study")
+    runner = CliRunner()
+    study = write(tmp_path / "s.yaml", {"name": "cli", "runner": "sleep", "fixed": {"seconds": 0},
+                                        "axes": {"i": [0, 1], "fail": [False, True]},
+                                        "zip": [["i", "fail"]]})
+    db = tmp_path / "s.db"
+    out = runner.invoke(app, ["study", "plan", str(study)])
+    assert out.exit_code == 0 and "runs: 2" in out.output
+    out = runner.invoke(app, ["study", "run", str(study), "--db", str(db), "--workers", "1",
+                              "--no-progress"])
+    assert out.exit_code == 1 and "1 done, 1 failed" in out.output
+    out = runner.invoke(app, ["study", "status", str(db)])
+    assert out.exit_code == 0 and "cli: 1 done, 1 failed" in out.output and "RuntimeError" in out.output
+    out = runner.invoke(app, ["study", "export", str(db), "--output", str(tmp_path / "r.csv")])
+    assert out.exit_code == 0 and len(pd.read_csv(tmp_path / "r.csv")) == 2
+    bad = write(tmp_path / "bad.yaml", {"axes": {"model.hiden_dim": [3]}})
+    out = runner.invoke(app, ["study", "plan", str(bad)])
+    assert out.exit_code == 2 and "model.hiden_dim" in out.output

@@ -1,0 +1,101 @@
+"""Study files → grids of resolved runs."""
+
+import pytest
+import yaml
+
+from moladapt.study.spec import StudyError, StudySpec, plan
+
+
+def write(tmp_path, study, name="study.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    return path
+
+
+BASE = {"name": "s", "fixed": {"model": {"hidden_dim": 32, "num_layers": 2}, "train": {"epochs": 1}}}
+
+
+def test_grid_is_the_product_of_the_axes(tmp_path):
+    spec = StudySpec.load(write(tmp_path, {**BASE, "axes": {
+        "data.dataset": ["bbbp", "bace"], "model.encoder": ["gin", "sage"], "train.seed": [0, 1, 2]}}))
+    runs = spec.runs()
+    assert len(runs) == 12
+    assert runs[0].axes == {"data.dataset": "bbbp", "model.encoder": "gin", "train.seed": 0}
+    assert runs[-1].axes == {"data.dataset": "bace", "model.encoder": "sage", "train.seed": 2}
+    cfg = runs[-1].config
+    assert cfg["data"]["dataset"] == "bace" and cfg["model"]["encoder"] == "sage"
+    assert cfg["model"]["hidden_dim"] == 32 and cfg["train"]["seed"] == 2
+    assert cfg["model"]["pooling"] == "mean"  # resolved: defaults filled in
+    assert len({r.key for r in runs}) == 12
+    assert all(len(r.key) == 16 and r.runner == "train" for r in runs)
+
+
+def test_zip_and_exclude(tmp_path):
+    spec = StudySpec.load(write(tmp_path, {**BASE, "axes": {
+        "model.hidden_dim": [16, 32, 64], "train.lr": [0.01, 0.003, 0.001], "train.seed": [0, 1]},
+        "zip": [["model.hidden_dim", "train.lr"]],
+        "exclude": [{"model.hidden_dim": 64, "train.seed": 1}, {"train.lr": 0.01}]}))
+    points = [r.axes for r in spec.runs()]
+    assert spec.grid_size() == 6
+    assert points == [
+        {"model.hidden_dim": 32, "train.lr": 0.003, "train.seed": 0},
+        {"model.hidden_dim": 32, "train.lr": 0.003, "train.seed": 1},
+        {"model.hidden_dim": 64, "train.lr": 0.001, "train.seed": 0},
+    ]
+    text = plan(spec)
+    assert "runs: 3 (grid 6, 3 excluded)" in text
+    assert "zip(model.hidden_dim, train.lr): 3" in text and "train.seed: 2" in text
+
+
+def test_keys_are_stable_and_ignore_axis_order(tmp_path):
+    a = StudySpec.load(write(tmp_path, {**BASE, "axes": {"train.seed": [0, 1], "model.encoder": ["gin"]}}, "a.yaml"))
+    b = StudySpec.load(write(tmp_path, {"name": "other", "fixed": {"train": {"epochs": 1}},
+                                        "axes": {"model.encoder": ["gin"], "train.seed": [1, 0],
+                                                 "model.num_layers": [2], "model.hidden_dim": [32]}}, "b.yaml"))
+    assert {r.key for r in a.runs()} == {r.key for r in b.runs()}
+    assert [r.key for r in a.runs()] == [r.key for r in a.runs()]
+    # runner name is part of the key
+    c = StudySpec.from_dict({"runner": "sleep", "axes": {"seconds": [0]}})
+    d = StudySpec.from_dict({"runner": "sleep", "axes": {"seconds": [0], "x": [1]}})
+    assert c.runs()[0].key != d.runs()[0].key
+
+
+@pytest.mark.parametrize("study, needle", [
+    ({"axes": {"model.hiden_dim": [1]}}, "'model.hiden_dim'"),
+    ({"fixed": {"modle": {"hidden_dim": 3}}}, "'modle'"),
+    ({"axes": {"train.seed": [0]}, "exlude": []}, "'exlude'"),
+    ({"axes": {"train.seed": [0]}, "exclude": [{"train.sed": 0}]}, "'train.sed'"),
+    ({"axes": {"train.seed": [0]}, "zip": [["train.seed", "model.encoder"]]}, "'model.encoder'"),
+    ({"axes": {"model.encoder": ["gni"]}}, "'gni'"),
+    ({"runner": "trian"}, "'trian'"),
+])
+def test_unknown_keys_name_the_key_and_the_file(tmp_path, study, needle):
+    path = write(tmp_path, {**BASE, **study}, "bad.yaml")
+    with pytest.raises(StudyError) as info:
+        StudySpec.load(path).runs()
+    assert needle in str(info.value) and str(path) in str(info.value)
+
+
+def test_zipped_axes_need_equal_lengths(tmp_path):
+    path = write(tmp_path, {**BASE, "axes": {"train.seed": [0, 1], "train.lr": [0.1]},
+                            "zip": [["train.seed", "train.lr"]]})
+    with pytest.raises(StudyError, match="equal lengths"):
+        StudySpec.load(path)
+
+
+def test_demo_study_plans(data_dir):
+    from pathlib import Path
+
+    spec = StudySpec.load(Path(__file__).resolve().parents[2] / "studies" / "demo.yaml")
+    runs = spec.runs()
+    assert len(runs) == 6
+    text = plan(spec, runs)
+    assert "bbbp: 2,050" in text and "molecule-epochs" in text and "estimated time" in text
+
+
+def test_numbers_are_normalised_so_equal_configs_share_a_key():
+    a = StudySpec.from_dict({**BASE, "axes": {"train.lr": ["1e-3"], "model.dropout": [0]}}).runs()[0]
+    b = StudySpec.from_dict({**BASE, "axes": {"train.lr": [0.001], "model.dropout": [0.0]}}).runs()[0]
+    assert a.key == b.key and a.config["train"]["lr"] == 0.001
+    with pytest.raises(StudyError, match="train.lr must be a number"):
+        StudySpec.from_dict({**BASE, "axes": {"train.lr": ["fast"]}}).runs()
