@@ -134,3 +134,15 @@ def test_same_seed_same_model(data_dir):
         t = Trainer(model, "classification", TrainConfig(epochs=1, batch_size=64, seed=5), progress=False)
         outs.append(t.fit(prepared.graphs, prepared.y, np.arange(300)).predict(prepared.graphs, np.arange(50)))
     np.testing.assert_allclose(outs[0], outs[1], atol=1e-6)
+
+
+def test_staged_unfreezing_trains_head_first_then_encoder(data_dir):
+    prepared = prepare(load_dataset("bbbp"), "basic")
+    model = build_model(SMALL, prepared.featurizer, 1)
+    cfg = TrainConfig(epochs=1, batch_size=64, head_only_epochs=1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer = Trainer(model, "classification", cfg, progress=False).fit(prepared.graphs, prepared.y, np.arange(256))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items() if k.startswith("encoder."))
+    trainer.config = TrainConfig(epochs=2, batch_size=64, head_only_epochs=1)
+    trainer.fit(prepared.graphs, prepared.y, np.arange(256))
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items() if k.startswith("encoder."))

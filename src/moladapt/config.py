@@ -60,8 +60,9 @@ class TrainConfig:
     num_threads: int | None = None
     eval_batch_size: int = 256
     init: str | None = None  # checkpoint to start from
-    freeze_encoder: bool = False
-    encoder_lr_scale: float = 1.0
+    freeze_encoder: bool = False  # linear probe: only the head trains
+    head_only_epochs: int = 0  # staged unfreezing: head only for this many epochs, then all
+    encoder_lr_scale: float = 1.0  # encoder lr = lr × this (e.g. 0.1 when fine-tuning a pretrained encoder)
 
 
 @dataclass(frozen=True)

@@ -133,6 +133,10 @@ class Trainer:
         self.device = torch.device(device)
 
     # -- optimisation ------------------------------------------------------------------
+    def _set_encoder_trainable(self, trainable: bool) -> None:
+        for p in self.model.encoder.parameters():
+            p.requires_grad_(trainable)
+
     def _optimizer(self) -> torch.optim.Optimizer:
         cfg = self.config
         head_params = list(self.model.head.parameters())
@@ -158,9 +162,7 @@ class Trainer:
             self.target_mean_ = np.nanmean(y[train_idx], axis=0)
             self.target_std_ = np.nanstd(y[train_idx], axis=0) + 1e-8
             y_fit = (y - self.target_mean_) / self.target_std_
-        if cfg.freeze_encoder:
-            for p in self.model.encoder.parameters():
-                p.requires_grad_(False)
+        self._set_encoder_trainable(not (cfg.freeze_encoder or cfg.head_only_epochs > 0))
         self.model.to(self.device)
         optimizer = self._optimizer()
         history = TrainHistory()
@@ -170,8 +172,11 @@ class Trainer:
         bar = tqdm(range(cfg.epochs), desc="train", disable=not self.progress, leave=False)
         for epoch in bar:
             t0 = time.perf_counter()
+            if epoch == cfg.head_only_epochs and not cfg.freeze_encoder:
+                self._set_encoder_trainable(True)
+            encoder_frozen = cfg.freeze_encoder or epoch < cfg.head_only_epochs
             self.model.train()
-            if cfg.freeze_encoder:
+            if encoder_frozen:
                 self.model.encoder.eval()  # frozen BatchNorm statistics too (a true linear probe)
             order = rng.permutation(train_idx)
             total, batches = 0.0, 0

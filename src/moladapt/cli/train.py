@@ -30,6 +30,8 @@ def train(
     seed: int = typer.Option(0),
     init: Path = typer.Option(None, help="Start the encoder from this checkpoint."),
     freeze_encoder: bool = typer.Option(False, help="Train the head only (linear probe)."),
+    head_only_epochs: int = typer.Option(0, help="Staged unfreezing: train the head only for this many epochs, then everything."),
+    encoder_lr_scale: float = typer.Option(1.0, help="Encoder learning rate = lr × this (e.g. 0.1 for a pretrained encoder)."),
     threads: int = typer.Option(None, help="torch threads (default: torch's choice)."),
     config: Path = typer.Option(None, help="A config.yaml to start from (options given here override it)."),
     output: Path = typer.Option(Path("runs/train"), help="Directory for config.yaml, metrics.json, model.pt."),
@@ -52,7 +54,8 @@ def train(
                "dropout": dropout, "pooling": pooling},
         train={"epochs": epochs, "batch_size": batch_size, "lr": lr, "patience": patience,
                "seed": seed, "init": str(init) if init else None,
-               "freeze_encoder": freeze_encoder, "num_threads": threads},
+               "freeze_encoder": freeze_encoder, "head_only_epochs": head_only_epochs,
+               "encoder_lr_scale": encoder_lr_scale, "num_threads": threads},
     )
     result = run_training(cfg, output, progress=progress, log=lambda m: typer.secho(m, fg=typer.colors.YELLOW, err=True))
     typer.echo(f"split sizes (train/valid/test): {'/'.join(map(str, result.split_sizes))}; "

@@ -1,0 +1,659 @@
+"""Few-shot experiments end to end: task collections by name, meta-training, the protocol,
+summaries with confidence intervals, and the ΔAUPRC-vs-k plot.
+
+The command line (``moladapt meta-train``, ``few-shot``, ``few-shot-plot``) is a thin layer
+over these functions:
+
+* :func:`resolve_tasks` — ``"fsmol-train"`` / ``"fsmol-valid"`` / ``"fsmol-test"`` (FS-Mol's
+  task split) or the name of a multi-task classification benchmark (``"tox21"``,
+  ``"toxcast"``, ...: one task per label column), optionally ``"<spec>:<max_tasks>"`` for a
+  seeded random subset of the tasks.
+* :func:`meta_train` — meta-train an adapter of :data:`moladapt.adapt.ADAPTERS` (``maml``,
+  ``fomaml``, ``anil``, ``protonet``, ...) on many tasks and save the result to a directory:
+  ``model.pt`` (encoder + meta-learned head; a regular
+  :func:`moladapt.training.save_checkpoint` file, so ``moladapt train --init`` and
+  :func:`moladapt.training.load_checkpoint` read it too; the method and its hyper-parameters
+  are in ``extra["meta"]``), ``meta.json`` (method state: hyper-parameters, whether the head
+  is meta-learned, the meta-training loss of every outer step, timings) and ``config.yaml``.
+* :func:`few_shot` — run :func:`moladapt.evaluate.protocol.evaluate_few_shot` for one method
+  (an adapter, from a checkpoint or a fresh encoder, or a fingerprint baseline of
+  :data:`BASELINES`), resumable, into ``results.csv``; writes ``config.yaml``,
+  ``summary.csv`` (:func:`summarize_few_shot`) and the plot.
+* :func:`plot_delta_auprc_vs_k` — mean ΔAUPRC against k, one line per method, with 95%
+  bootstrap confidence bands over tasks.
+
+Averaging, as in FS-Mol: a task's score at k is the mean over its draws (episodes); the
+reported number is the mean over tasks, and its confidence interval is a percentile
+bootstrap over tasks (:func:`moladapt.evaluate.statistics.bootstrap_mean_ci`). Tasks too
+small for a k are skipped by the protocol, so large k may average fewer tasks: summaries
+and plots report the task counts.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import inspect
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+from torch import nn
+
+from moladapt.adapt import ADAPTERS, Adapter, TaskFeatureCache
+from moladapt.adapt.base import FitPredict, new_head
+from moladapt.adapt.fingerprint_baselines import KNNECFP, RandomForestECFP
+from moladapt.config import ModelConfig, from_dict, to_plain
+from moladapt.data.featurize import Featurizer, get_featurizer
+from moladapt.data.sources import CLASSIFICATION, DataError, load_dataset
+from moladapt.data.tasks import FSMOL_SPLITS, load_fsmol_tasks, tasks_from_table
+from moladapt.evaluate.protocol import DEFAULT_SUPPORT_SIZES, evaluate_few_shot, load_results
+from moladapt.evaluate.statistics import bootstrap_mean_ci
+from moladapt.registry import Registry
+from moladapt.types import Task
+from moladapt.utils import atomic_write_text, write_json
+
+__all__ = [
+    "BASELINES",
+    "DEFAULT_SUPPORT_SIZES",
+    "FewShotRun",
+    "MetaTrained",
+    "SUMMARY_METRICS",
+    "build_adapter",
+    "build_baseline",
+    "encoder_config",
+    "few_shot",
+    "load_meta_checkpoint",
+    "meta_train",
+    "method_names",
+    "plot_delta_auprc_vs_k",
+    "resolve_tasks",
+    "summarize_few_shot",
+]
+
+#: Few-shot methods that need no encoder: ``BASELINES.get(name)(seed=..., **hparams)`` is a
+#: ``fit_predict`` callback of :func:`moladapt.evaluate.protocol.evaluate_few_shot`.
+BASELINES: Registry[Callable[..., FitPredict]] = Registry("baseline")
+BASELINES.add("rf-ecfp", RandomForestECFP)
+BASELINES.add("knn-ecfp", KNNECFP)
+
+SUMMARY_METRICS = ("delta_auprc", "auprc", "roc_auc")
+_METRIC_LABELS = {"delta_auprc": "ΔAUPRC", "auprc": "AUPRC", "roc_auc": "ROC-AUC"}
+CHECKPOINT_TASK = "few-shot"
+#: config.yaml keys that must match for ``few_shot`` to resume into an existing directory.
+_RUN_IDENTITY = ("method", "label", "checkpoint_sha256", "featurizer", "encoder", "params")
+
+
+def method_names() -> list[str]:
+    """Every method :func:`few_shot` accepts: adapters, then fingerprint baselines."""
+    return [*ADAPTERS.names(), *BASELINES.names()]
+
+
+# --- tasks -------------------------------------------------------------------------------
+
+
+def resolve_tasks(
+    spec: str, min_size: int = 0, max_tasks: int | None = None, seed: int = 0, download: bool = True
+) -> list[Task]:
+    """The tasks named by ``spec``.
+
+    Args:
+        spec: ``"fsmol-train"``, ``"fsmol-valid"``, ``"fsmol-test"`` (FS-Mol's task split,
+            tasks sorted by id) or a multi-task classification benchmark (``"tox21"``,
+            ``"toxcast"``, ``"muv"``, ...: one task per label column, molecules measured on
+            it). ``"<spec>:<n>"`` keeps a random subset of ``n`` tasks.
+        min_size: leave out tasks with fewer molecules.
+        max_tasks: as ``":<n>"`` (give one or the other).
+        seed: the random subset's seed (a subset is kept in the collection's order).
+    """
+    name, sep, limit = str(spec).strip().partition(":")
+    name = name.strip().lower()
+    if sep:
+        if max_tasks is not None:
+            raise ValueError(f"give the number of tasks once: {spec!r} and max_tasks={max_tasks}")
+        try:
+            max_tasks = int(limit)
+        except ValueError:
+            raise ValueError(f"task spec {spec!r}: expected '<tasks>:<max_tasks>' with an integer") from None
+    if max_tasks is not None and max_tasks < 1:
+        raise ValueError(f"max_tasks must be >= 1, got {max_tasks}")
+    if name.startswith("fsmol"):
+        split = name[len("fsmol"):].lstrip("-_")
+        if split not in FSMOL_SPLITS:
+            raise ValueError(f"FS-Mol tasks are named {', '.join('fsmol-' + s for s in FSMOL_SPLITS)}; got {spec!r}")
+        tasks = load_fsmol_tasks(split, min_size=min_size, download=download)
+    else:
+        tasks = [t for t in tasks_from_table(load_dataset(name, download=download)) if len(t) >= min_size]
+    if not tasks:
+        raise DataError(f"{spec}: no task has at least {min_size} molecules")
+    if max_tasks is not None and max_tasks < len(tasks):
+        keep = np.sort(np.random.default_rng(seed).choice(len(tasks), size=max_tasks, replace=False))
+        tasks = [tasks[i] for i in keep]
+    return tasks
+
+
+# --- methods -----------------------------------------------------------------------------
+
+
+def _construct(factory: Callable[..., Any], params: Mapping[str, Any], method: str) -> Any:
+    sig = inspect.signature(factory)
+    known = [n for n, p in sig.parameters.items() if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise ValueError(f"{method} has no hyper-parameter(s) {unknown}; it takes: {', '.join(known)}")
+    return factory(**params)
+
+
+def _check_method(method: str) -> None:
+    if method not in ADAPTERS and method not in BASELINES:
+        raise ValueError(f"unknown few-shot method {method!r}; choose one of: {', '.join(method_names())}")
+
+
+def build_adapter(method: str, hparams: Mapping[str, Any] | None = None, seed: int | None = None) -> Adapter:
+    """``ADAPTERS.get(method)(**hparams)``, with ``seed`` unless ``hparams`` sets one."""
+    _check_method(method)
+    if method in BASELINES:
+        raise ValueError(f"{method!r} is a fingerprint baseline: it has no encoder to meta-train")
+    params = dict(hparams or {})
+    if seed is not None:
+        params.setdefault("seed", int(seed))
+    return _construct(ADAPTERS.get(method), params, method)
+
+
+def build_baseline(method: str, hparams: Mapping[str, Any] | None = None, seed: int | None = None) -> FitPredict:
+    """A fingerprint baseline of :data:`BASELINES` as a ``fit_predict`` callback."""
+    _check_method(method)
+    if method not in BASELINES:
+        raise ValueError(f"{method!r} is not a fingerprint baseline (those are: {', '.join(BASELINES.names())})")
+    params = dict(hparams or {})
+    if seed is not None:
+        params.setdefault("seed", int(seed))
+    return _construct(BASELINES.get(method), params, method)
+
+
+_ENCODER_ALIASES = {"name": "encoder", "hidden": "hidden_dim", "layers": "num_layers"}
+
+
+def encoder_config(cfg: ModelConfig | Mapping[str, Any] | None = None) -> ModelConfig:
+    """A :class:`ModelConfig` from ``cfg`` (fields of ModelConfig; ``name``/``hidden``/``layers``
+    are accepted for ``encoder``/``hidden_dim``/``num_layers``). Unlike supervised training,
+    dropout defaults to 0 (inner loops and prototypes are computed in train/eval modes that
+    should not differ by dropout noise); the default encoder is GIN 5 × 300."""
+    if isinstance(cfg, ModelConfig):
+        return cfg
+    d = {_ENCODER_ALIASES.get(k, k): v for k, v in dict(cfg or {}).items()}
+    d.setdefault("dropout", 0.0)
+    return from_dict(ModelConfig, d)
+
+
+def _new_encoder(model_cfg: ModelConfig, featurizer: Featurizer, seed: int) -> nn.Module:
+    from moladapt.training import build_model
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        return build_model(model_cfg, featurizer, 1).encoder
+
+
+# --- meta-training -----------------------------------------------------------------------
+
+
+@dataclass
+class MetaTrained:
+    """A meta-trained method: ``adapter`` (with ``head_`` where it has one) and ``encoder``."""
+
+    method: str
+    adapter: Adapter
+    encoder: nn.Module
+    featurizer: Featurizer
+    model_config: ModelConfig
+    info: dict[str, Any]
+    history: list[float] = field(default_factory=list)
+    checkpoint: Path | None = None
+
+
+def meta_train(
+    method: str,
+    train_tasks: Sequence[Task] | str,
+    encoder_cfg: ModelConfig | Mapping[str, Any] | None = None,
+    featurizer: str | Featurizer = "basic",
+    hparams: Mapping[str, Any] | None = None,
+    init: str | Path | None = None,
+    output: str | Path | None = None,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> MetaTrained:
+    """Meta-train ``method`` on ``train_tasks`` and (with ``output``) save it.
+
+    Args:
+        method: an adapter name (``maml``, ``fomaml``, ``anil``, ``protonet``, ...).
+        train_tasks: tasks, or a :func:`resolve_tasks` spec such as ``"fsmol-train:500"``.
+        encoder_cfg: the encoder to build (see :func:`encoder_config`); ignored with ``init``
+            except that a conflicting architecture is an error.
+        featurizer: featurizer name (must match ``init``'s).
+        hparams: the adapter's hyper-parameters (``meta_steps``, ``inner_lr``, ...).
+        init: start from this checkpoint's encoder (``moladapt train``, pretraining, or a
+            previous meta-training; the latter's head too, when the method is the same).
+        output: directory for ``model.pt``, ``meta.json`` and ``config.yaml``.
+        seed: encoder initialisation and the adapter's seed (episodes, head), unless
+            ``hparams`` sets ``seed``.
+    """
+    from moladapt.training import load_checkpoint
+
+    tasks_spec = train_tasks if isinstance(train_tasks, str) else None
+    tasks = resolve_tasks(train_tasks) if isinstance(train_tasks, str) else list(train_tasks)
+    adapter = build_adapter(method, hparams, seed)
+    feat = get_featurizer(featurizer) if isinstance(featurizer, str) else featurizer
+    warm_head = False
+    if init is not None:
+        loaded = load_checkpoint(init, expected_featurizer=feat)
+        model_cfg = dataclasses.replace(loaded.model_config, head_hidden_dims=())
+        if encoder_cfg is not None:
+            wanted = encoder_config(encoder_cfg)
+            arch = ("encoder", "hidden_dim", "num_layers", "jk", "pooling")
+            diff = {a: (getattr(wanted, a), getattr(model_cfg, a)) for a in arch if getattr(wanted, a) != getattr(model_cfg, a)}
+            if diff:
+                raise ValueError(f"--init {init} holds a different encoder: {', '.join(f'{a}: asked {w}, checkpoint {c}' for a, (w, c) in diff.items())}")
+        encoder = loaded.model.encoder
+        meta = loaded.extra.get("meta") or {}
+        if meta.get("method") == method and meta.get("has_head") and hasattr(adapter, "head_"):
+            adapter.head_ = loaded.model.head  # type: ignore[attr-defined]
+            warm_head = True
+    else:
+        model_cfg = dataclasses.replace(encoder_config(encoder_cfg), head_hidden_dims=())
+        encoder = _new_encoder(model_cfg, feat, seed)
+    encoder.to(device)
+    if getattr(adapter, "head_", None) is not None:
+        adapter.head_.to(device)  # type: ignore[attr-defined]
+    start = time.perf_counter()
+    adapter.meta_train(encoder, tasks, TaskFeatureCache(feat))
+    seconds = time.perf_counter() - start
+    history = [float(v) for v in getattr(adapter, "history_", [])]
+    tail = history[-max(1, len(history) // 10):] if history else []
+    info = {
+        "method": method,
+        "params": to_plain(adapter.get_params()),
+        "has_head": getattr(adapter, "head_", None) is not None,
+        "tasks": tasks_spec,
+        "n_train_tasks": len(tasks),
+        "init": None if init is None else str(init),
+        "warm_start_head": warm_head,
+        "seed": int(seed),
+        "seconds": seconds,
+        "final_loss": float(np.mean(tail)) if tail else None,
+    }
+    result = MetaTrained(method, adapter, encoder, feat, model_cfg, info, history)
+    if output is not None:
+        result.checkpoint = save_meta_trained(output, result)
+    return result
+
+
+def save_meta_trained(output: str | Path, result: MetaTrained) -> Path:
+    """Write ``model.pt``, ``meta.json`` and ``config.yaml`` into ``output``; returns model.pt."""
+    from moladapt.training import save_checkpoint
+
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    encoder = result.encoder
+    head = getattr(result.adapter, "head_", None)
+    if head is None:  # e.g. ProtoNet: a placeholder so the file is a regular 1-task model
+        head = new_head(int(encoder.out_dim), encoder, int(result.info["seed"]))  # type: ignore[arg-type]
+    from moladapt.models.heads import MolecularModel
+
+    model = copy.deepcopy(MolecularModel(encoder, head)).cpu()  # type: ignore[arg-type]
+    path = out / "model.pt"
+    save_checkpoint(path, model, result.featurizer, result.model_config, [CHECKPOINT_TASK],
+                    CLASSIFICATION, extra={"meta": result.info})
+    write_json(out / "meta.json", {**result.info, "history": result.history})
+    config = {"command": "meta-train", **{k: result.info[k] for k in ("method", "tasks", "n_train_tasks", "init", "seed")},
+              "featurizer": result.featurizer.name, "encoder": to_plain(dataclasses.asdict(result.model_config)),
+              "params": result.info["params"], "moladapt_version": _version()}
+    atomic_write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+@dataclass
+class LoadedMethod:
+    """An adapter ready for few-shot evaluation from a checkpoint."""
+
+    adapter: Adapter
+    encoder: nn.Module
+    featurizer: Featurizer
+    model_config: ModelConfig
+    meta: dict[str, Any]
+    used_meta_head: bool
+
+
+def load_meta_checkpoint(
+    path: str | Path, method: str | None = None, hparams: Mapping[str, Any] | None = None,
+    seed: int | None = None,
+) -> LoadedMethod:
+    """An adapter + encoder from a checkpoint.
+
+    ``method`` defaults to the one the checkpoint was meta-trained with. When it is that
+    method, the adapter starts from the checkpoint's hyper-parameters (``hparams``
+    override them) and its meta-learned head; otherwise (e.g. ``finetune`` on a
+    meta-trained or pretrained encoder) only the encoder is used.
+    """
+    from moladapt.training import load_checkpoint
+
+    loaded = load_checkpoint(path)
+    meta = dict(loaded.extra.get("meta") or {})
+    method = method or meta.get("method")
+    if method is None:
+        raise ValueError(f"{path} was not written by meta-training: say which method to evaluate")
+    same = meta.get("method") == method
+    params = dict(meta.get("params") or {}) if same else {}
+    params.update(hparams or {})
+    adapter = build_adapter(method, params, seed)
+    used_head = bool(same and meta.get("has_head") and hasattr(adapter, "head_"))
+    if used_head:
+        adapter.head_ = loaded.model.head  # type: ignore[attr-defined]
+    return LoadedMethod(adapter, loaded.model.encoder, loaded.featurizer, loaded.model_config, meta, used_head)
+
+
+# --- the few-shot protocol ---------------------------------------------------------------
+
+
+@dataclass
+class FewShotRun:
+    """What :func:`few_shot` did: its rows, their summary, and where they were written."""
+
+    results: pd.DataFrame
+    summary: pd.DataFrame
+    config: dict[str, Any]
+    output: Path | None = None
+    plot: Path | None = None
+    n_new: int = 0
+
+
+def few_shot(
+    method: str,
+    tasks: Sequence[Task] | str,
+    checkpoint: str | Path | None = None,
+    support_sizes: Sequence[int] = DEFAULT_SUPPORT_SIZES,
+    draws: int = 10,
+    output: str | Path | None = None,
+    seed: int = 0,
+    featurizer: str | Featurizer = "basic",
+    hparams: Mapping[str, Any] | None = None,
+    encoder_cfg: ModelConfig | Mapping[str, Any] | None = None,
+    label: str | None = None,
+    plot: bool = True,
+    device: str | torch.device = "cpu",
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> FewShotRun:
+    """Evaluate one method with the few-shot protocol (resumable with ``output``).
+
+    Args:
+        method: an adapter (``protonet``, ``maml``, ``finetune``, ...) or a baseline
+            (``rf-ecfp``, ``knn-ecfp``).
+        tasks: tasks or a :func:`resolve_tasks` spec (``"fsmol-test"``, ``"tox21"``).
+        checkpoint: the encoder (and meta-learned head / hyper-parameters, see
+            :func:`load_meta_checkpoint`); ``None``: a freshly initialised encoder
+            (``encoder_cfg``, seeded by ``seed``). Baselines take none.
+        support_sizes, draws, seed: the protocol's k values, episodes per (task, k), and
+            episode seed (also the seed of a baseline or of a method without checkpoint).
+        output: directory for ``results.csv`` (appended row by row; a rerun computes only the
+            missing rows), ``config.yaml``, ``summary.csv`` and ``delta_auprc_vs_k.png``.
+            Resuming into a directory written with another method, label, checkpoint,
+            featurizer, encoder or hyper-parameters is refused.
+        featurizer: graph featurizer when there is no checkpoint.
+        hparams: hyper-parameters of the method (over the checkpoint's).
+        label: the ``method`` column of the results (default: ``method``).
+    """
+    _check_method(method)
+    ks = sorted({int(k) for k in support_sizes})
+    if not ks or ks[0] < 2:
+        raise ValueError(f"support sizes must be integers >= 2, got {list(support_sizes)}")
+    if int(draws) < 1:
+        raise ValueError(f"draws must be >= 1, got {draws}")
+    tasks_spec = tasks if isinstance(tasks, str) else None
+    task_list = resolve_tasks(tasks) if isinstance(tasks, str) else list(tasks)
+    label = label or method
+    used_head = False
+    model_cfg: ModelConfig | None = None
+    if method in BASELINES:
+        if checkpoint is not None:
+            raise ValueError(f"{method} works on fingerprints: it takes no checkpoint")
+        fit_predict = build_baseline(method, hparams, seed)
+        params = fit_predict.get_params()  # type: ignore[attr-defined]
+        feat = get_featurizer("basic")  # only to parse the molecules; the baseline reads SMILES
+    else:
+        if checkpoint is not None:
+            loaded = load_meta_checkpoint(checkpoint, method, hparams, seed)
+            adapter, encoder, feat = loaded.adapter, loaded.encoder, loaded.featurizer
+            model_cfg, used_head = loaded.model_config, loaded.used_meta_head
+        else:
+            feat = get_featurizer(featurizer) if isinstance(featurizer, str) else featurizer
+            model_cfg = dataclasses.replace(encoder_config(encoder_cfg), head_hidden_dims=())
+            encoder = _new_encoder(model_cfg, feat, seed)
+            adapter = build_adapter(method, hparams, seed)
+        encoder.to(device)
+        if getattr(adapter, "head_", None) is not None:
+            adapter.head_.to(device)  # type: ignore[attr-defined]
+        fit_predict = adapter.fit_predict(encoder)
+        params = adapter.get_params()
+    config = _plain_yaml({
+        "command": "few-shot",
+        "method": method,
+        "label": label,
+        "tasks": tasks_spec if tasks_spec is not None else f"{len(task_list)} tasks given",
+        "task_groups": sorted({t.group for t in task_list}),
+        "n_tasks": len(task_list),
+        "checkpoint": None if checkpoint is None else str(checkpoint),
+        "checkpoint_sha256": None if checkpoint is None else _sha256(Path(checkpoint)),
+        "featurizer": None if method in BASELINES else feat.name,
+        "encoder": None if model_cfg is None else dataclasses.asdict(model_cfg),
+        "params": params,
+        "meta_learned_head": used_head,
+        "support_sizes": ks,
+        "draws": int(draws),
+        "seed": int(seed),
+        "moladapt_version": _version(),
+    })
+    out = None if output is None else Path(output)
+    results_path = None
+    if out is not None:
+        _check_resume(out / "config.yaml", config)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+        results_path = out / "results.csv"
+    n_new = 0
+
+    def on_row(row: dict[str, Any]) -> None:
+        nonlocal n_new
+        n_new += 1
+        if progress is not None:
+            progress(row)
+
+    results = evaluate_few_shot(
+        task_list, fit_predict, label, ks, int(draws), featurizer=TaskFeatureCache(feat),
+        results_path=results_path, seed=int(seed), progress=on_row,
+    )
+    summary = summarize_few_shot(results)
+    run = FewShotRun(results, summary, config, out, n_new=n_new)
+    if out is not None:
+        atomic_write_text(out / "summary.csv", summary.to_csv(index=False))
+        if plot and (results["status"] == "ok").any():
+            run.plot = plot_delta_auprc_vs_k(results, out / "delta_auprc_vs_k.png")
+    return run
+
+
+def _check_resume(config_path: Path, config: dict[str, Any]) -> None:
+    if not config_path.exists():
+        return
+    old = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
+    diffs = [k for k in _RUN_IDENTITY if old.get(k) != config.get(k)]
+    if diffs:
+        shown = "; ".join(f"{k}: {old.get(k)!r} there, {config.get(k)!r} now" for k in diffs)
+        raise ValueError(
+            f"{config_path.parent} holds results of a different run ({shown}); "
+            "use another output directory (or delete that one) to start afresh"
+        )
+
+
+def _plain_yaml(obj: Any) -> Any:
+    """What ``obj`` reads back as from YAML (tuples → lists), so configs compare equal."""
+    return yaml.safe_load(yaml.safe_dump(to_plain(obj), sort_keys=False, allow_unicode=True))
+
+
+def _sha256(path: Path) -> str:
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
+def _version() -> str:
+    import moladapt
+
+    return moladapt.__version__
+
+
+# --- summaries and the plot --------------------------------------------------------------
+
+
+def summarize_few_shot(
+    results: pd.DataFrame, metrics: Sequence[str] = SUMMARY_METRICS, ci: float = 0.95,
+    n_boot: int = 10000, seed: int = 0,
+) -> pd.DataFrame:
+    """One row per (method, k): task-level means and bootstrap CIs of ``metrics``.
+
+    A task's value is its mean over the draws that ran (``status == "ok"``); the row holds
+    ``n_tasks`` (tasks with at least one episode), ``n_tasks_skipped`` (tasks the k was too
+    large for), ``n_episodes``, ``draws_per_task`` (the most draws of a task), and for each
+    metric ``<metric>_mean`` (mean over tasks) and ``<metric>_ci_low``/``_ci_high``: a
+    percentile bootstrap CI (level ``ci``) over tasks, NaN with fewer than 2 tasks.
+    Methods keep their order of appearance; k ascends.
+    """
+    columns = ["method", "k", "n_tasks", "n_tasks_skipped", "n_episodes", "draws_per_task"]
+    for m in metrics:
+        columns += [f"{m}_mean", f"{m}_ci_low", f"{m}_ci_high"]
+    rows = []
+    methods = list(pd.unique(results["method"]))
+    for method in methods:
+        part_m = results[results["method"] == method]
+        for k in sorted(pd.unique(part_m["k"])):
+            part = part_m[part_m["k"] == k]
+            ok = part[part["status"] == "ok"]
+            per_task = ok.groupby("task_id")[list(metrics)].mean()
+            row: dict[str, Any] = {
+                "method": method, "k": int(k), "n_tasks": len(per_task),
+                "n_tasks_skipped": int(part["task_id"].nunique() - len(per_task)),
+                "n_episodes": len(ok),
+                "draws_per_task": int(ok.groupby("task_id").size().max()) if len(ok) else 0,
+            }
+            for m in metrics:
+                values = per_task[m].dropna().to_numpy(dtype=np.float64)
+                row[f"{m}_mean"] = float(values.mean()) if values.size else math.nan
+                row[f"{m}_ci_low"], row[f"{m}_ci_high"] = bootstrap_mean_ci(values, ci, n_boot, seed)
+            rows.append(row)
+    return pd.DataFrame(rows, columns=columns)
+
+
+ResultsLike = pd.DataFrame | str | Path
+
+
+def _combine_results(results: ResultsLike | Sequence[ResultsLike]) -> pd.DataFrame:
+    """Concatenate result tables; a method name found in several inputs gets the input's name."""
+    items = [results] if isinstance(results, (pd.DataFrame, str, Path)) else list(results)
+    if not items:
+        raise ValueError("no results to plot")
+    frames, names = [], []
+    for i, item in enumerate(items):
+        if isinstance(item, pd.DataFrame):
+            frames.append(item.copy())
+            names.append(f"#{i + 1}")
+        else:
+            path = Path(item)
+            if not path.exists():
+                raise FileNotFoundError(f"results file {path} does not exist")
+            frames.append(load_results(path))
+            names.append(path.parent.name if path.name == "results.csv" and path.parent.name else path.stem)
+    seen: dict[str, int] = {}
+    for frame in frames:
+        for m in pd.unique(frame["method"]):
+            seen[m] = seen.get(m, 0) + 1
+    for frame, name in zip(frames, names, strict=True):
+        frame["method"] = [f"{m} [{name}]" if seen[m] > 1 else m for m in frame["method"]]
+    return pd.concat(frames, ignore_index=True)
+
+
+def _span(values: Sequence[int]) -> str:
+    values = sorted(set(int(v) for v in values))
+    if not values:
+        return "0"
+    return str(values[0]) if len(values) == 1 else f"{values[0]}–{values[-1]}"
+
+
+def plot_delta_auprc_vs_k(
+    results: ResultsLike | Sequence[ResultsLike],
+    path: str | Path,
+    metric: str = "delta_auprc",
+    title: str | None = None,
+    ci: float = 0.95,
+    n_boot: int = 10000,
+    seed: int = 0,
+) -> Path:
+    """Plot mean ``metric`` (default ΔAUPRC) against support size k, one line per method.
+
+    ``results``: result tables (:func:`moladapt.evaluate.protocol.load_results` frames) or
+    CSV paths, several allowed. Bands: percentile bootstrap CI (level ``ci``) over tasks of
+    the task-level means. x: k on a log2 axis with the k values as ticks. The title says how
+    many tasks and draws each point averages (a range where k or methods differ). Writes a
+    PNG to ``path`` and returns it.
+    """
+    from matplotlib.figure import Figure
+
+    frame = _combine_results(results)
+    summary = summarize_few_shot(frame, (metric,), ci, n_boot, seed)
+    summary = summary[summary["n_tasks"] > 0]
+    if summary.empty:
+        raise ValueError("no successful episodes to plot (every row was skipped)")
+    name = _METRIC_LABELS.get(metric, metric)
+    fig = Figure(figsize=(7.0, 4.6))
+    ax = fig.add_subplot()
+    for method in pd.unique(summary["method"]):
+        part = summary[summary["method"] == method].sort_values("k")
+        ks = part["k"].to_numpy(dtype=float)
+        (line,) = ax.plot(ks, part[f"{metric}_mean"], marker="o", ms=4, label=str(method))
+        ax.fill_between(ks, part[f"{metric}_ci_low"].to_numpy(dtype=float),
+                        part[f"{metric}_ci_high"].to_numpy(dtype=float),
+                        color=line.get_color(), alpha=0.2, lw=0)
+    if metric == "delta_auprc":
+        ax.axhline(0.0, color="grey", ls="--", lw=1, label="random ranking (ΔAUPRC = 0)")
+    elif metric == "roc_auc":
+        ax.axhline(0.5, color="grey", ls="--", lw=1, label="random ranking (ROC-AUC = 0.5)")
+    ks_all = sorted(set(summary["k"].astype(int)))
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ks_all, [str(k) for k in ks_all])
+    ax.minorticks_off()
+    if len(ks_all) == 1:
+        ax.set_xlim(ks_all[0] / 1.5, ks_all[0] * 1.5)
+    ax.set_xlabel("support size k (molecules; log2 scale)")
+    ax.set_ylabel(f"mean {name} over tasks")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title is None:
+        groups = ", ".join(sorted(g for g in pd.unique(frame["group"].astype(str)) if g and g != "nan")) or "few-shot tasks"
+        varying = summary["n_tasks"].nunique() > 1
+        tasks_text = f"{_span(summary['n_tasks'])} tasks" + (" (tasks too small for a k are left out)" if varying else "")
+        title = (f"{groups}: mean {name} vs support size\n{tasks_text}, {_span(summary['draws_per_task'])} "
+                 f"draw(s) per task and k; bands: {ci:.0%} bootstrap CI over tasks")
+    ax.set_title(title, fontsize=9)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=120, bbox_inches="tight")
+    return path
+
