@@ -57,6 +57,7 @@ from moladapt.data.sources import CLASSIFICATION, DataError, load_dataset
 from moladapt.data.tasks import FSMOL_SPLITS, load_fsmol_tasks, tasks_from_table
 from moladapt.evaluate.protocol import DEFAULT_SUPPORT_SIZES, evaluate_few_shot, load_results
 from moladapt.evaluate.statistics import bootstrap_mean_ci
+from moladapt.models.heads import MolecularModel
 from moladapt.registry import Registry
 from moladapt.types import Task
 from moladapt.utils import atomic_write_text, write_json
@@ -69,6 +70,7 @@ __all__ = [
     "SUMMARY_METRICS",
     "build_adapter",
     "build_baseline",
+    "check_method",
     "encoder_config",
     "few_shot",
     "load_meta_checkpoint",
@@ -89,7 +91,7 @@ SUMMARY_METRICS = ("delta_auprc", "auprc", "roc_auc")
 _METRIC_LABELS = {"delta_auprc": "ΔAUPRC", "auprc": "AUPRC", "roc_auc": "ROC-AUC"}
 CHECKPOINT_TASK = "few-shot"
 #: config.yaml keys that must match for ``few_shot`` to resume into an existing directory.
-_RUN_IDENTITY = ("method", "label", "checkpoint_sha256", "featurizer", "encoder", "params")
+_RUN_IDENTITY = ("method", "label", "checkpoint_sha256", "featurizer", "encoder", "params", "seed")
 
 
 def method_names() -> list[str]:
@@ -152,14 +154,17 @@ def _construct(factory: Callable[..., Any], params: Mapping[str, Any], method: s
     return factory(**params)
 
 
-def _check_method(method: str) -> None:
+def check_method(method: str, checkpoint: str | Path | None = None) -> None:
+    """Raise ``ValueError`` for an unknown method, or a checkpoint given to a baseline."""
     if method not in ADAPTERS and method not in BASELINES:
         raise ValueError(f"unknown few-shot method {method!r}; choose one of: {', '.join(method_names())}")
+    if method in BASELINES and checkpoint is not None:
+        raise ValueError(f"{method} works on fingerprints: it takes no checkpoint")
 
 
 def build_adapter(method: str, hparams: Mapping[str, Any] | None = None, seed: int | None = None) -> Adapter:
     """``ADAPTERS.get(method)(**hparams)``, with ``seed`` unless ``hparams`` sets one."""
-    _check_method(method)
+    check_method(method)
     if method in BASELINES:
         raise ValueError(f"{method!r} is a fingerprint baseline: it has no encoder to meta-train")
     params = dict(hparams or {})
@@ -170,7 +175,7 @@ def build_adapter(method: str, hparams: Mapping[str, Any] | None = None, seed: i
 
 def build_baseline(method: str, hparams: Mapping[str, Any] | None = None, seed: int | None = None) -> FitPredict:
     """A fingerprint baseline of :data:`BASELINES` as a ``fit_predict`` callback."""
-    _check_method(method)
+    check_method(method)
     if method not in BASELINES:
         raise ValueError(f"{method!r} is not a fingerprint baseline (those are: {', '.join(BASELINES.names())})")
     params = dict(hparams or {})
@@ -229,6 +234,7 @@ def meta_train(
     output: str | Path | None = None,
     seed: int = 0,
     device: str | torch.device = "cpu",
+    tasks_name: str | None = None,
 ) -> MetaTrained:
     """Meta-train ``method`` on ``train_tasks`` and (with ``output``) save it.
 
@@ -244,12 +250,13 @@ def meta_train(
         output: directory for ``model.pt``, ``meta.json`` and ``config.yaml``.
         seed: encoder initialisation and the adapter's seed (episodes, head), unless
             ``hparams`` sets ``seed``.
+        tasks_name: how ``train_tasks`` were chosen (e.g. their spec), for the records.
     """
     from moladapt.training import load_checkpoint
 
-    tasks_spec = train_tasks if isinstance(train_tasks, str) else None
-    tasks = resolve_tasks(train_tasks) if isinstance(train_tasks, str) else list(train_tasks)
     adapter = build_adapter(method, hparams, seed)
+    tasks_spec = train_tasks if isinstance(train_tasks, str) else tasks_name
+    tasks = resolve_tasks(train_tasks) if isinstance(train_tasks, str) else list(train_tasks)
     feat = get_featurizer(featurizer) if isinstance(featurizer, str) else featurizer
     warm_head = False
     if init is not None:
@@ -260,7 +267,7 @@ def meta_train(
             arch = ("encoder", "hidden_dim", "num_layers", "jk", "pooling")
             diff = {a: (getattr(wanted, a), getattr(model_cfg, a)) for a in arch if getattr(wanted, a) != getattr(model_cfg, a)}
             if diff:
-                raise ValueError(f"--init {init} holds a different encoder: {', '.join(f'{a}: asked {w}, checkpoint {c}' for a, (w, c) in diff.items())}")
+                raise ValueError(f"init checkpoint {init} holds a different encoder: {', '.join(f'{a}: asked {w}, checkpoint {c}' for a, (w, c) in diff.items())}")
         encoder = loaded.model.encoder
         meta = loaded.extra.get("meta") or {}
         if meta.get("method") == method and meta.get("has_head") and hasattr(adapter, "head_"):
@@ -305,8 +312,6 @@ def save_meta_trained(output: str | Path, result: MetaTrained) -> Path:
     head = getattr(result.adapter, "head_", None)
     if head is None:  # e.g. ProtoNet: a placeholder so the file is a regular 1-task model
         head = new_head(int(encoder.out_dim), encoder, int(result.info["seed"]))  # type: ignore[arg-type]
-    from moladapt.models.heads import MolecularModel
-
     model = copy.deepcopy(MolecularModel(encoder, head)).cpu()  # type: ignore[arg-type]
     path = out / "model.pt"
     save_checkpoint(path, model, result.featurizer, result.model_config, [CHECKPOINT_TASK],
@@ -389,6 +394,7 @@ def few_shot(
     plot: bool = True,
     device: str | torch.device = "cpu",
     progress: Callable[[dict[str, Any]], None] | None = None,
+    tasks_name: str | None = None,
 ) -> FewShotRun:
     """Evaluate one method with the few-shot protocol (resumable with ``output``).
 
@@ -403,26 +409,26 @@ def few_shot(
             episode seed (also the seed of a baseline or of a method without checkpoint).
         output: directory for ``results.csv`` (appended row by row; a rerun computes only the
             missing rows), ``config.yaml``, ``summary.csv`` and ``delta_auprc_vs_k.png``.
-            Resuming into a directory written with another method, label, checkpoint,
+            Resuming into a directory written with another method, label, checkpoint, seed,
             featurizer, encoder or hyper-parameters is refused.
         featurizer: graph featurizer when there is no checkpoint.
         hparams: hyper-parameters of the method (over the checkpoint's).
         label: the ``method`` column of the results (default: ``method``).
+        progress: called with each newly computed result row.
+        tasks_name: how ``tasks`` were chosen (e.g. their spec), for config.yaml.
     """
-    _check_method(method)
+    check_method(method, checkpoint)
     ks = sorted({int(k) for k in support_sizes})
     if not ks or ks[0] < 2:
         raise ValueError(f"support sizes must be integers >= 2, got {list(support_sizes)}")
     if int(draws) < 1:
         raise ValueError(f"draws must be >= 1, got {draws}")
-    tasks_spec = tasks if isinstance(tasks, str) else None
+    tasks_spec = tasks if isinstance(tasks, str) else tasks_name
     task_list = resolve_tasks(tasks) if isinstance(tasks, str) else list(tasks)
     label = label or method
     used_head = False
     model_cfg: ModelConfig | None = None
     if method in BASELINES:
-        if checkpoint is not None:
-            raise ValueError(f"{method} works on fingerprints: it takes no checkpoint")
         fit_predict = build_baseline(method, hparams, seed)
         params = fit_predict.get_params()  # type: ignore[attr-defined]
         feat = get_featurizer("basic")  # only to parse the molecules; the baseline reads SMILES
@@ -491,9 +497,18 @@ def _check_resume(config_path: Path, config: dict[str, Any]) -> None:
     if not config_path.exists():
         return
     old = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
-    diffs = [k for k in _RUN_IDENTITY if old.get(k) != config.get(k)]
+    diffs = []
+    for key in _RUN_IDENTITY:
+        before, now = old.get(key), config.get(key)
+        if before == now:
+            continue
+        if isinstance(before, dict) and isinstance(now, dict):
+            diffs += [f"{key}.{k}: {before.get(k)!r} there, {now.get(k)!r} now"
+                      for k in dict.fromkeys([*before, *now]) if before.get(k) != now.get(k)]
+        else:
+            diffs.append(f"{key}: {before!r} there, {now!r} now")
     if diffs:
-        shown = "; ".join(f"{k}: {old.get(k)!r} there, {config.get(k)!r} now" for k in diffs)
+        shown = "; ".join(diffs)
         raise ValueError(
             f"{config_path.parent} holds results of a different run ({shown}); "
             "use another output directory (or delete that one) to start afresh"
@@ -649,8 +664,9 @@ def plot_delta_auprc_vs_k(
         groups = ", ".join(sorted(g for g in pd.unique(frame["group"].astype(str)) if g and g != "nan")) or "few-shot tasks"
         varying = summary["n_tasks"].nunique() > 1
         tasks_text = f"{_span(summary['n_tasks'])} tasks" + (" (tasks too small for a k are left out)" if varying else "")
-        title = (f"{groups}: mean {name} vs support size\n{tasks_text}, {_span(summary['draws_per_task'])} "
-                 f"draw(s) per task and k; bands: {ci:.0%} bootstrap CI over tasks")
+        draws = _span(summary["draws_per_task"])
+        title = (f"{groups}: mean {name} vs support size\n{tasks_text}, {draws} "
+                 f"draw{'' if draws == '1' else 's'} per task and k; bands: {ci:.0%} bootstrap CI over tasks")
     ax.set_title(title, fontsize=9)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

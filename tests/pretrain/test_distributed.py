@@ -38,6 +38,16 @@ WORKER = textwrap.dedent('''
                     checkpoint_dir=out / "ckpt", progress=False)
     torch.save(enc.state_dict(), out / f"rank{rank}.pt")
     (out / f"rank{rank}.json").write_text(json.dumps({"n": len(graphs), "epochs": hist.epochs}))
+
+    # the same from a sharded corpus: 40 molecules in shards of 15 (uneven, padded per rank)
+    from moladapt.pretrain.corpus import featurize_corpus
+    smi = out / f"corpus{rank}.smi"
+    smi.write_text("\\n".join(smiles[:40]) + "\\n")
+    corpus = featurize_corpus(smi, shard_size=15, cache_dir=out / f"cache{rank}")
+    hist = pretrain(enc, ["attribute_masking"], corpus, epochs=1, batch_size=4, seed=1,
+                    progress=False)
+    torch.save(enc.state_dict(), out / f"corpus_rank{rank}.pt")
+    (out / f"corpus_rank{rank}.json").write_text(json.dumps(hist.epochs))
 ''')
 
 
@@ -58,12 +68,17 @@ def test_two_cpu_ranks_hold_identical_weights(data_dir, tmp_path):
          str(script), str(tmp_path), str(data_dir / "moses_test.csv.gz")],
         env=env, capture_output=True, text=True, timeout=110,
     )
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
     s0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     s1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     assert s0.keys() == s1.keys()
     for k in s0:  # parameters (all-reduced gradients) and BatchNorm buffers (synced from rank 0)
         assert torch.equal(s0[k], s1[k]), k
+    c0 = torch.load(tmp_path / "corpus_rank0.pt", weights_only=True)
+    c1 = torch.load(tmp_path / "corpus_rank1.pt", weights_only=True)
+    assert all(torch.equal(c0[k], c1[k]) for k in c0) and not torch.equal(c0[k], s0[k])
+    # shards of 15, 15, 10 → 8, 8, 5 molecules per rank → 2 + 2 + 1 batches (a batch of 1 is skipped)
+    assert json.loads((tmp_path / "corpus_rank0.json").read_text())[0]["batches"] == 5
     h0, h1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert h0["n"] == 64
     # each rank saw half of the 64 molecules per epoch: 32 / 16 = 2 batches; losses averaged

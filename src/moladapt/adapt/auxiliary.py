@@ -74,6 +74,8 @@ __all__ = [
     "AuxiliaryFineTuner",
     "ObjectiveSpec",
     "build_aux_objectives",
+    "featurizer_of",
+    "objective_names",
     "safe_task_gradients",
     "task_weight_vector",
 ]
@@ -82,7 +84,7 @@ __all__ = [
 ObjectiveSpec = str | tuple[str, Mapping[str, Any]] | PretrainObjective
 
 
-def _featurizer_of(graphs: MolGraphs, featurizer: str | Featurizer | None) -> Featurizer:
+def featurizer_of(graphs: MolGraphs, featurizer: str | Featurizer | None) -> Featurizer:
     if featurizer is None:
         return get_featurizer(graphs.featurizer)
     return get_featurizer(featurizer) if isinstance(featurizer, str) else featurizer
@@ -279,7 +281,7 @@ class AuxiliaryFineTuner:
             y_fit = (y - self.target_mean_) / self.target_std_
         pos_weight = self._pos_weight(y[train_idx], ref)
 
-        featurizer = _featurizer_of(graphs, self.featurizer)
+        featurizer = featurizer_of(graphs, self.featurizer)
         self.model_ = model
         self.objectives_ = build_aux_objectives(self.aux_objectives, featurizer, model.encoder)
         self.aux_names_ = objective_names(self.objectives_)
@@ -469,6 +471,10 @@ class AuxiliaryAdapter(Adapter):
             aux = [aux]
         # Built objectives are copied so their heads (meta-parameters of no one) stay untouched.
         tuner.aux_objectives = [copy.deepcopy(a) if isinstance(a, nn.Module) else a for a in aux]
-        tuner.fit(model, support_graphs, y[:, None], np.arange(len(y)), None)
+        # objective heads and dropout draw from the global RNG: fork it, so the same support
+        # always gives the same predictor (the Adapter contract)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            tuner.fit(model, support_graphs, y[:, None], np.arange(len(y)), None)
         self.gradient_log_ = tuner.gradient_log_
         return ModulePredictor(model)

@@ -67,10 +67,12 @@ class ECFPFeaturizer:
         if missing:
             for smi, bits in zip(missing, ecfp(missing, self.radius, self.n_bits), strict=True):
                 self._cache[smi] = np.packbits(bits)
-        out = np.empty((len(smiles), self.n_bits), dtype=bool)
-        for i, smi in enumerate(smiles):
-            out[i] = np.unpackbits(self._cache[smi], count=self.n_bits).astype(bool)
+        if not len(smiles):
+            return np.zeros((0, self.n_bits), dtype=bool)
+        packed = np.stack([self._cache[smi] for smi in smiles])
+        for smi in dict.fromkeys(smiles):
             self._cache.move_to_end(smi)
+        out = np.unpackbits(packed, axis=1, count=self.n_bits).astype(bool)
         while len(self._cache) > self.max_items:
             self._cache.popitem(last=False)
         return out

@@ -16,7 +16,8 @@
 
 ``L_t`` is the masked per-task loss of the batch: the mean over the molecules measured on
 task t. Tasks with no measured label in a batch are left out of that step (their weights
-stay).
+stay). Regression works too (per-task MSE), but unlike ``Trainer`` the targets are not
+standardised: use these for classification, or standardise ``y`` first.
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ class BalancedMultiTaskTrainer:
                     opt.step()
                 else:
                     loss = self._gradnorm_step(losses, present, weights, initial, shared, opt, w_opt)
-                total += float(loss)
+                total += float(loss.detach())
                 n_b += 1
             log: dict[str, Any] = {"epoch": epoch, "train_loss": total / max(n_b, 1),
                                    "valid_metric": math.nan}

@@ -13,6 +13,7 @@ checkpoints, and synchronises (buffers from rank 0, barrier) at the end of each 
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -29,7 +30,6 @@ class DistContext:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
-    owns_group: bool = False  # this module created the process group (and will destroy it)
 
     @property
     def enabled(self) -> bool:
@@ -48,19 +48,26 @@ def init_from_env(device: str | torch.device = "cpu") -> DistContext:
     """Join the process group described by ``torchrun``'s environment, if there is one.
 
     Single-process (``WORLD_SIZE`` unset or 1, and no group initialised): a no-op context.
-    An already-initialised group is used as is.
+    An already-initialised group is used as is. A group created here stays up for later
+    calls (re-creating one in the same process is fragile) and is destroyed at exit.
     """
     if dist.is_available() and dist.is_initialized():
         return DistContext(dist.get_rank(), dist.get_world_size(),
-                           int(os.environ.get("LOCAL_RANK", "0")), owns_group=False)
+                           int(os.environ.get("LOCAL_RANK", "0")))
     if env_world_size() <= 1:
         return DistContext()
     if not dist.is_available():
         raise RuntimeError("WORLD_SIZE > 1 but torch.distributed is not available")
     backend = "nccl" if torch.device(device).type == "cuda" else "gloo"
     dist.init_process_group(backend=backend)
+    atexit.register(_destroy)
     return DistContext(dist.get_rank(), dist.get_world_size(),
-                       int(os.environ.get("LOCAL_RANK", "0")), owns_group=True)
+                       int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _destroy() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def resolve_device(device: str | torch.device, ctx: DistContext) -> torch.device:
@@ -135,8 +142,3 @@ def barrier(ctx: DistContext) -> None:
     if ctx.enabled:
         dist.barrier()
 
-
-def shutdown(ctx: DistContext) -> None:
-    """Destroy the process group if :func:`init_from_env` created it."""
-    if ctx.owns_group and dist.is_initialized():
-        dist.destroy_process_group()

@@ -290,12 +290,9 @@ def pretrain(
     stage_objs = [[_make_objective(s, featurizer, encoder, y_) for s in stage]
                   for (stage, _), (_, y_) in zip(specs, inputs, strict=True)]
     ctx = ddp.init_from_env(device)
-    try:
-        return _train(encoder, featurizer, specs, stage_objs, inputs, ctx, ddp.resolve_device(device, ctx),
-                      batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
-                      checkpoint_dir=checkpoint_dir, resume=resume, progress=progress)
-    finally:
-        ddp.shutdown(ctx)
+    return _train(encoder, featurizer, specs, stage_objs, inputs, ctx, ddp.resolve_device(device, ctx),
+                  batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
+                  checkpoint_dir=checkpoint_dir, resume=resume, progress=progress)
 
 
 def _train(encoder: Encoder, featurizer: Featurizer, specs: list[tuple[list[ObjectiveSpec], int]],
@@ -372,7 +369,8 @@ def _train(encoder: Encoder, featurizer: Featurizer, specs: list[tuple[list[Obje
             gen = _epoch_generator(seed, epoch, ctx.rank)
         sums = dict.fromkeys(keys, 0.0)
         total, batches = 0.0, 0
-        for batch in batches_iter:
+        for batch in tqdm(batches_iter, desc=f"epoch {epoch}", unit="batch", leave=False,
+                          disable=not progress or not ctx.is_main):
             losses = model(batch.to(device), gen)
             loss = losses.sum()
             if not loss.requires_grad:

@@ -1,0 +1,166 @@
+"""`moladapt meta-train`, `moladapt few-shot`, `moladapt few-shot-plot`: the few-shot protocol.
+
+Thin wrappers over :mod:`moladapt.fewshot` (the library does the work).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from moladapt.cli.common import friendly_errors, split_list
+
+_METHOD_HELP = "maml | fomaml | anil | protonet | finetune | linear_probe, or (few-shot only) rf-ecfp | knn-ecfp."
+_TASKS_HELP = ("fsmol-train | fsmol-valid | fsmol-test, or a multi-task classification benchmark "
+               "(tox21, toxcast, ...); '<tasks>:<n>' keeps a seeded random subset of n tasks.")
+_PARAM_HELP = "Another hyper-parameter of the method, as name=value (repeatable), e.g. distance=mahalanobis."
+
+
+def _parse_params(values: list[str] | None) -> dict:
+    import yaml
+
+    params: dict = {}
+    for item in values or []:
+        name, sep, raw = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--param expects name=value, got {item!r}")
+        params[name.strip()] = yaml.safe_load(raw) if raw.strip() else None
+    return params
+
+
+def _spec(tasks: str, max_tasks: int | None) -> str:
+    return tasks if max_tasks is None else f"{tasks}:{max_tasks}"
+
+
+def _threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _summary_lines(summary) -> list[str]:
+    lines = []
+    for row in summary.itertuples(index=False):
+        ci = ("" if row.delta_auprc_ci_low != row.delta_auprc_ci_low  # NaN: fewer than 2 tasks
+              else f" [{row.delta_auprc_ci_low:+.3f}, {row.delta_auprc_ci_high:+.3f}]")
+        lines.append(f"  {row.method:>12}  k={row.k:<4d} ΔAUPRC {row.delta_auprc_mean:+.3f}{ci}  "
+                     f"AUPRC {row.auprc_mean:.3f}  ROC-AUC {row.roc_auc_mean:.3f}  "
+                     f"({row.n_tasks} tasks, {row.n_tasks_skipped} too small)")
+    return lines
+
+
+@friendly_errors
+def meta_train_command(
+    method: str = typer.Option(..., help="maml | fomaml | anil | protonet (an adapter with meta-training)."),
+    tasks: str = typer.Option("fsmol-train", help=_TASKS_HELP),
+    max_tasks: int = typer.Option(None, help="Meta-train on a seeded random subset of this many tasks."),
+    encoder: str = typer.Option("gin", help="gin | gcn | gat | sage (ignored with --init)."),
+    hidden_dim: int = typer.Option(300),
+    num_layers: int = typer.Option(5),
+    dropout: float = typer.Option(0.0),
+    featurizer: str = typer.Option("basic", help="basic (pretrain-gnns) | rich (OGB-like)."),
+    meta_steps: int = typer.Option(None, help="Outer (meta) steps (default: the method's, 300)."),
+    inner_steps: int = typer.Option(None, help="Inner-loop steps (MAML family; default: the method's)."),
+    inner_lr: float = typer.Option(None, help="Inner-loop learning rate (MAML family)."),
+    meta_batch_size: int = typer.Option(None, help="Tasks per outer step (default 4)."),
+    meta_lr: float = typer.Option(None, help="Outer Adam learning rate (default 1e-3)."),
+    param: list[str] = typer.Option(None, "--param", "-p", help=_PARAM_HELP),
+    seed: int = typer.Option(0, help="Encoder initialisation, episodes and head."),
+    init: Path = typer.Option(None, help="Start from this checkpoint's encoder (train / pretrain / meta-train)."),
+    threads: int = typer.Option(None, help="torch threads (default: torch's choice)."),
+    output: Path = typer.Option(Path("runs/meta-train"), help="Directory for model.pt, meta.json, config.yaml."),
+) -> None:
+    """Meta-train a few-shot method on many tasks (FS-Mol's training tasks by default)."""
+    from moladapt.fewshot import build_adapter, meta_train, resolve_tasks
+
+    _threads(threads)
+    hparams = {name: value for name, value in (
+        ("meta_steps", meta_steps), ("inner_steps", inner_steps), ("inner_lr", inner_lr),
+        ("meta_batch_size", meta_batch_size), ("meta_lr", meta_lr)) if value is not None}
+    hparams.update(_parse_params(param))
+    build_adapter(method, hparams, seed)  # a bad method or hyper-parameter fails before loading tasks
+    task_list = resolve_tasks(tasks, max_tasks=max_tasks)
+    typer.echo(f"meta-training {method} on {len(task_list)} tasks ({_spec(tasks, max_tasks)})", err=True)
+    result = meta_train(
+        method, task_list,
+        encoder_cfg=None if init is not None else {"encoder": encoder, "hidden_dim": hidden_dim,
+                                                   "num_layers": num_layers, "dropout": dropout},
+        featurizer=featurizer, hparams=hparams, init=init, output=output, seed=seed,
+        tasks_name=_spec(tasks, max_tasks),
+    )
+    info = result.info
+    loss = "" if info["final_loss"] is None else f"; final meta-loss {info['final_loss']:.4f}"
+    typer.echo(f"{method}: {len(result.history)} meta steps in {info['seconds']:.1f}s{loss}")
+    typer.echo(f"wrote {output}/model.pt, meta.json, config.yaml")
+
+
+@friendly_errors
+def few_shot_command(
+    method: str = typer.Option(..., help=_METHOD_HELP),
+    tasks: str = typer.Option("fsmol-test", help=_TASKS_HELP),
+    max_tasks: int = typer.Option(None, help="Evaluate on a seeded random subset of this many tasks."),
+    checkpoint: Path = typer.Option(None, help="model.pt from `moladapt meta-train` (or any moladapt checkpoint). "
+                                    "Without one, adapters start from a random GIN; baselines need none."),
+    support: str = typer.Option("16,32,64,128,256", help="Comma-separated support sizes k."),
+    draws: int = typer.Option(10, help="Episodes per task and k."),
+    seed: int = typer.Option(0, help="Episode seed (draw d uses seed + d)."),
+    param: list[str] = typer.Option(None, "--param", "-p", help=_PARAM_HELP),
+    label: str = typer.Option(None, help="Name of the method in the results (default: --method)."),
+    threads: int = typer.Option(None, help="torch threads (default: torch's choice)."),
+    output: Path = typer.Option(Path("runs/few-shot"), help="Directory for results.csv, summary.csv, config.yaml and the plot."),
+    plot: bool = typer.Option(True, help="Write OUTPUT/delta_auprc_vs_k.png."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Evaluate a method with the few-shot protocol (resumable: rerun to finish a killed run)."""
+    from tqdm.auto import tqdm
+
+    from moladapt.fewshot import BASELINES, check_method, few_shot, resolve_tasks
+
+    _threads(threads)
+    check_method(method, checkpoint)
+    sizes = split_list(support)
+    if not sizes:
+        raise ValueError("--support needs at least one support size")
+    try:
+        ks = [int(k) for k in sizes]
+    except ValueError:
+        raise ValueError(f"--support must be comma-separated integers, got {support!r}") from None
+    task_list = resolve_tasks(tasks, max_tasks=max_tasks)
+    if checkpoint is None and method not in BASELINES:
+        typer.secho(f"note: no --checkpoint: {method} adapts a randomly initialised GIN (5 x 300)",
+                    fg=typer.colors.YELLOW, err=True)
+    total = len(task_list) * len(set(ks)) * draws
+    bar = tqdm(total=total, desc=f"{label or method}", unit="episode", disable=not progress, leave=False)
+    try:
+        run = few_shot(method, task_list, checkpoint=checkpoint, support_sizes=ks, draws=draws,
+                       output=output, seed=seed, hparams=_parse_params(param), label=label, plot=plot,
+                       progress=lambda row: bar.update(1), tasks_name=_spec(tasks, max_tasks))
+    finally:
+        bar.close()
+    done = int((run.results["status"] == "ok").sum())
+    skipped = int((run.results["status"] == "skipped").sum())
+    typer.echo(f"{len(task_list)} tasks × k in {{{', '.join(map(str, sorted(set(ks))))}}} × {draws} draws: "
+               f"{run.n_new} new episodes, {len(run.results) - run.n_new} from {output}/results.csv; "
+               f"{done} scored, {skipped} skipped (task too small for k)")
+    for line in _summary_lines(run.summary):
+        typer.echo(line)
+    written = "results.csv, summary.csv, config.yaml" + (", delta_auprc_vs_k.png" if run.plot else "")
+    typer.echo(f"wrote {output}/{written}")
+
+
+@friendly_errors
+def plot_command(
+    results: list[Path] = typer.Argument(..., help="results.csv files written by `moladapt few-shot`."),
+    output: Path = typer.Option(Path("delta_auprc_vs_k.png"), "--output", "-o", help="PNG to write."),
+    metric: str = typer.Option("delta_auprc", help="delta_auprc | auprc | roc_auc."),
+    title: str = typer.Option(None, help="Plot title (default: says the tasks and draws behind each point)."),
+) -> None:
+    """Plot mean ΔAUPRC against support size k, one line per method, with 95% bootstrap bands."""
+    from moladapt.fewshot import SUMMARY_METRICS, plot_delta_auprc_vs_k
+
+    if metric not in SUMMARY_METRICS:
+        raise ValueError(f"--metric must be one of {', '.join(SUMMARY_METRICS)}, got {metric!r}")
+    path = plot_delta_auprc_vs_k(list(results), output, metric=metric, title=title)
+    typer.echo(f"wrote {path}")

@@ -1,0 +1,163 @@
+"""`moladapt pretrain`: pretrain an encoder; write config.yaml, last.pt, encoder.pt, history.json.
+
+``--objective`` takes objective names joined by ``,`` (their losses are summed, for
+``--epochs`` epochs), or stages ``name:epochs`` joined by ``,`` run one after the other,
+with ``+`` joining objectives within a stage, e.g. ``supervised:5,context_prediction:10``
+or ``attribute_masking+infomax:20``. Self-supervised stages train on ``--corpus``;
+``supervised`` stages on ``--labels-dataset`` (a benchmark name or a CSV of 0/1 labels).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from moladapt.cli.common import friendly_errors
+
+
+def parse_objectives(spec: str, epochs: int) -> list[tuple[list[str], int]]:
+    """``"a,b"`` → ``[(["a", "b"], epochs)]``; ``"a:5,b+c:10"`` → ``[(["a"], 5), (["b", "c"], 10)]``."""
+    items = [s.strip() for s in spec.split(",") if s.strip()]
+    if not items:
+        raise ValueError("--objective: give at least one objective")
+    staged = [":" in s for s in items]
+    if not any(staged):
+        return [([s for item in items for s in item.split("+")], int(epochs))]
+    if not all(staged):
+        raise ValueError(f"--objective {spec!r}: give every stage its epochs (name:epochs), or none")
+    stages = []
+    for item in items:
+        names, _, n = item.rpartition(":")
+        try:
+            n_epochs = int(n)
+        except ValueError:
+            raise ValueError(f"--objective: {item!r} is not name:epochs") from None
+        stages.append(([s.strip() for s in names.split("+") if s.strip()], n_epochs))
+    return stages
+
+
+def _load_labels(labels: str, smiles_column: str, featurizer: str, log) -> Any:
+    from moladapt.data.sources import CLASSIFICATION, DATASETS, DataError, load_csv, load_dataset
+    from moladapt.training import prepare
+
+    data = (load_dataset(labels) if labels.lower() in DATASETS.names() and not Path(labels).exists()
+            else load_csv(labels, smiles_column))
+    if data.task_type != CLASSIFICATION:
+        raise DataError(f"{data.source}: supervised pretraining needs 0/1 labels (masked BCE), "
+                        f"this is a {data.task_type} dataset")
+    prepared = prepare(data, featurizer)
+    if prepared.invalid:
+        log(prepared.invalid_summary())
+    return prepared
+
+
+@friendly_errors
+def pretrain_command(
+    objective: str = typer.Option("attribute_masking", help="Objectives, comma-separated (summed), or stages "
+                                  "'supervised:5,context_prediction:10' ('+' joins objectives in a stage)."),
+    corpus: str = typer.Option(None, help="Unlabelled SMILES: moses_train | moses_test | "
+                               "moses_test_scaffolds, or a CSV/CSV.gz/.smi/.txt file."),
+    smiles_column: str = typer.Option(None, help="SMILES column of a CSV corpus (default: 'smiles' in any case)."),
+    labels_dataset: str = typer.Option(None, help="Labelled molecules for 'supervised' stages: a benchmark "
+                                       "name (e.g. toxcast) or a CSV of 0/1 labels."),
+    labels_smiles_column: str = typer.Option("smiles", help="SMILES column of a --labels-dataset CSV."),
+    featurizer: str = typer.Option("basic", help="basic (pretrain-gnns) | rich (OGB-like)."),
+    encoder: str = typer.Option("gin", help="gin | gcn | gat | sage."),
+    hidden_dim: int = typer.Option(300),
+    num_layers: int = typer.Option(5),
+    dropout: float = typer.Option(0.0, help="Encoder dropout while pretraining."),
+    jk: str = typer.Option("last", help="Jumping knowledge: last | concat | max | sum."),
+    pooling: str = typer.Option("mean", help="mean | sum | max | attention."),
+    epochs: int = typer.Option(100, help="Epochs when --objective gives no stages."),
+    batch_size: int = typer.Option(256, help="Molecules per batch (per process under torchrun)."),
+    lr: float = typer.Option(1e-3),
+    limit: int = typer.Option(None, help="Use only the first N rows of the corpus."),
+    shard_size: int = typer.Option(100_000, help="Corpus rows per featurization-cache shard."),
+    jobs: int = typer.Option(1, help="Featurization worker processes (-1: all cores)."),
+    seed: int = typer.Option(0),
+    threads: int = typer.Option(None, help="torch threads (default: torch's choice)."),
+    device: str = typer.Option("cpu", help="cpu | cuda (cuda:<LOCAL_RANK> under torchrun)."),
+    output: Path = typer.Option(Path("runs/pretrain"), help="Directory for config.yaml, last.pt, "
+                                "encoder.pt, history.json."),
+    resume: bool = typer.Option(True, help="Continue from OUTPUT/last.pt if it exists."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Pretrain a graph encoder (self-supervised and/or supervised) for `moladapt train --init`."""
+    import torch
+    import yaml
+
+    from moladapt.data.featurize import get_featurizer
+    from moladapt.models.encoders import build_encoder
+    from moladapt.pretrain import OBJECTIVES, pretrain
+    from moladapt.pretrain import distributed as ddp
+    from moladapt.pretrain.corpus import featurize_corpus
+    from moladapt.utils import atomic_write_text, write_json
+
+    def log(message: str) -> None:
+        typer.secho(message, fg=typer.colors.YELLOW, err=True)
+
+    ctx = ddp.init_from_env(device)  # under torchrun: join the group now (pretrain() reuses it)
+    main = ctx.is_main
+    if threads:
+        torch.set_num_threads(threads)
+    stages = parse_objectives(objective, epochs)
+    needs = [any(OBJECTIVES.get(n).needs_labels for n in names) for names, _ in stages]
+    if any(needs) and not labels_dataset:
+        raise ValueError("a 'supervised' stage needs --labels-dataset")
+    if not all(needs) and not corpus:
+        raise ValueError("self-supervised objectives need --corpus")
+    feat = get_featurizer(featurizer)
+
+    if not main:
+        ddp.barrier(ctx)  # rank 0 featurizes first; the other ranks then read its cache entries
+    corpus_data = None
+    if not all(needs):
+        corpus_data = featurize_corpus(corpus, smiles_column, feat, limit=limit, shard_size=shard_size,
+                                       n_jobs=jobs, log=log if main else None)
+        if main:
+            typer.echo(f"corpus {corpus_data.source}: {len(corpus_data)} molecules in "
+                       f"{corpus_data.num_shards} shard(s), {corpus_data.num_invalid} invalid SMILES skipped")
+    labelled = _load_labels(labels_dataset, labels_smiles_column, feat, log) if any(needs) else None
+    if main:
+        ddp.barrier(ctx)
+
+    torch.manual_seed(seed)
+    enc = build_encoder(encoder, feat.atom_vocab_sizes, feat.bond_vocab_sizes, hidden_dim=hidden_dim,
+                        num_layers=num_layers, dropout=dropout, jk=jk, pooling=pooling)
+    config = {
+        "objective": objective, "stages": [{"objectives": n, "epochs": e} for n, e in stages],
+        "corpus": corpus, "smiles_column": smiles_column, "limit": limit, "shard_size": shard_size,
+        "labels_dataset": labels_dataset, "featurizer": featurizer,
+        "model": {"encoder": encoder, "hidden_dim": hidden_dim, "num_layers": num_layers,
+                  "dropout": dropout, "jk": jk, "pooling": pooling},
+        "batch_size": batch_size, "lr": lr, "seed": seed, "device": device,
+        "world_size": ctx.world_size,
+    }
+    if main:
+        atomic_write_text(output / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+
+    default = corpus_data if corpus_data is not None else labelled.graphs
+    stage_data = [(labelled.graphs, labelled.y) if need else None for need in needs]
+    history = pretrain(enc, None, default, stages=[(names, n) for names, n in stages], batch_size=batch_size,
+                       lr=lr, seed=seed, checkpoint_dir=output, resume=resume, progress=progress,
+                       device=device, stage_data=stage_data)
+    if not main:
+        return
+    summary: dict[str, Any] = {**history.to_dict()}
+    if corpus_data is not None:
+        summary["corpus"] = {k: v for k, v in corpus_data.to_dict().items() if k != "shards"}
+        summary["corpus"]["invalid_examples"] = [{"line": line, "smiles": s} for line, s in corpus_data.invalid]
+    if labelled is not None:
+        summary["labels"] = {"source": labelled.data.source, "molecules": len(labelled.graphs),
+                             "tasks": len(labelled.data.task_names), "invalid": len(labelled.invalid)}
+    write_json(output / "history.json", summary)
+    if history.start_epoch and not history.epochs_run:
+        typer.echo(f"nothing to do: {output}/last.pt already has all {history.start_epoch} epochs")
+    elif history.epochs:
+        typer.echo(f"trained epochs {history.epochs_run[0]}..{history.epochs_run[-1]}; "
+                   f"final loss {history.epochs[-1]['loss']:.4f}")
+    typer.echo(f"wrote {output}/config.yaml, last.pt, encoder.pt, history.json; "
+               f"fine-tune with: moladapt train --init {output}/encoder.pt "
+               f"--encoder {encoder} --hidden-dim {hidden_dim} --num-layers {num_layers} --pooling {pooling}")

@@ -1,0 +1,92 @@
+"""The few-shot commands (meta-train, few-shot, few-shot-plot) on a tiny typer app."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+import typer
+import yaml
+from typer.testing import CliRunner
+
+from moladapt.cli.fewshot import few_shot_command, meta_train_command, plot_command
+
+torch.set_num_threads(1)
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+app.command("meta-train")(meta_train_command)
+app.command("few-shot")(few_shot_command)
+app.command("few-shot-plot")(plot_command)
+
+
+def invoke(*args, code=0):
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    if result.exit_code != code:
+        raise AssertionError(f"{' '.join(map(str, args))} exited {result.exit_code}:\n{result.output}"
+                             f"\n{result.exception!r}")
+    return result
+
+
+def test_meta_train_then_few_shot_then_plot(tmp_path, data_dir):
+    mt = tmp_path / "meta"
+    out = invoke("meta-train", "--method", "fomaml", "--tasks", "fsmol-train", "--max-tasks", 4,
+                 "--hidden-dim", 16, "--num-layers", 2, "--meta-steps", 2, "--inner-steps", 1,
+                 "--threads", 1, "--output", mt)
+    assert "fomaml: 2 meta steps" in out.output
+    for name in ("model.pt", "meta.json", "config.yaml"):
+        assert (mt / name).exists()
+    meta = json.loads((mt / "meta.json").read_text())
+    assert meta["method"] == "fomaml" and meta["has_head"] and len(meta["history"]) == 2
+    assert meta["n_train_tasks"] == 4 and meta["params"]["inner_steps"] == 1
+    config = yaml.safe_load((mt / "config.yaml").read_text())
+    assert config["tasks"] == "fsmol-train:4" and config["encoder"]["hidden_dim"] == 16
+
+    from moladapt.training import load_checkpoint
+
+    loaded = load_checkpoint(mt / "model.pt")  # a regular checkpoint: `train --init` reads it
+    assert loaded.extra["meta"]["method"] == "fomaml" and loaded.model.encoder.out_dim == 16
+
+    fs = tmp_path / "fs"
+    args = ["few-shot", "--method", "fomaml", "--checkpoint", mt / "model.pt",
+            "--tasks", "fsmol-test:2", "--support", "16", "--draws", 1, "--no-progress",
+            "--threads", 1, "--output", fs]
+    out = invoke(*args)
+    assert "2 new episodes" in out.output and "ΔAUPRC" in out.output
+    for name in ("results.csv", "summary.csv", "config.yaml", "delta_auprc_vs_k.png"):
+        assert (fs / name).exists(), name
+    results = pd.read_csv(fs / "results.csv")
+    assert len(results) == 2 and set(results["k"]) == {16} and set(results["method"]) == {"fomaml"}
+    summary = pd.read_csv(fs / "summary.csv")
+    assert list(summary["n_tasks"]) == [2] and summary["delta_auprc_mean"].notna().all()
+    config = yaml.safe_load((fs / "config.yaml").read_text())
+    assert config["meta_learned_head"] and config["params"]["inner_steps"] == 1
+    assert config["tasks"] == "fsmol-test:2" and config["n_tasks"] == 2
+
+    # rerunning resumes: nothing new is computed, no row is added
+    out = invoke(*args)
+    assert "0 new episodes, 2 from" in out.output
+    assert len(pd.read_csv(fs / "results.csv")) == 2
+
+    # a baseline beside it, then both in one plot
+    rf = tmp_path / "rf"
+    invoke("few-shot", "--method", "rf-ecfp", "--tasks", "fsmol-test:2", "--support", "16",
+           "--draws", 1, "--no-progress", "--no-plot", "--output", rf)
+    assert not (rf / "delta_auprc_vs_k.png").exists()
+    png = tmp_path / "both.png"
+    out = invoke("few-shot-plot", fs / "results.csv", rf / "results.csv", "-o", png)
+    assert png.read_bytes()[:4] == b"\x89PNG" and f"wrote {png}" in out.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["few-shot", "--method", "rf-ecfp", "--checkpoint", "nope.pt"], "takes no checkpoint"),
+    (["few-shot", "--method", "reptile"], "unknown few-shot method"),
+    (["few-shot", "--method", "rf-ecfp", "--support", "16,x"], "comma-separated integers"),
+    (["meta-train", "--method", "protonet", "--inner-lr", "0.1"], "no hyper-parameter"),
+    (["meta-train", "--method", "rf-ecfp"], "fingerprint baseline"),
+    (["few-shot-plot", "missing.csv"], "does not exist"),
+])
+def test_bad_input_is_one_clean_line(tmp_path, data_dir, args, message):
+    result = invoke(*args, "--output", tmp_path / "out", code=2)
+    assert message in result.output

@@ -1,0 +1,148 @@
+"""moladapt.fewshot: task specs, fingerprint baselines, summaries and the ΔAUPRC-vs-k plot."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from moladapt.evaluate.protocol import COLUMNS
+from moladapt.fewshot import (
+    BASELINES,
+    build_adapter,
+    few_shot,
+    method_names,
+    plot_delta_auprc_vs_k,
+    resolve_tasks,
+    summarize_few_shot,
+)
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def valid_tasks(data_dir):
+    return resolve_tasks("fsmol-valid")
+
+
+def test_resolve_fsmol_valid(valid_tasks):
+    assert len(valid_tasks) == 39  # FS-Mol's validation split
+    ids = [t.task_id for t in valid_tasks]
+    assert ids == sorted(ids) and all(t.group == "fsmol-valid" for t in valid_tasks)
+    assert all(set(np.unique(t.labels)) <= {0.0, 1.0} for t in valid_tasks)
+    subset = resolve_tasks("fsmol-valid:3")
+    assert len(subset) == 3 and {t.task_id for t in subset} <= set(ids)
+    assert [t.task_id for t in resolve_tasks("fsmol-valid", max_tasks=3)] == [t.task_id for t in subset]
+    assert [t.task_id for t in subset] == sorted(t.task_id for t in subset)  # collection order kept
+
+
+def test_resolve_tox21(data_dir):
+    tasks = resolve_tasks("tox21")
+    assert [t.task_id for t in tasks][:2] == ["NR-AR", "NR-AR-LBD"] and len(tasks) == 12
+    for t in tasks:
+        assert t.group == "tox21" and len(t) == len(t.labels) > 5000
+        assert not np.isnan(t.labels).any() and 0 < t.labels.mean() < 0.5
+    assert len(resolve_tasks("TOX21:4")) == 4
+    large = [t.task_id for t in tasks if len(t) >= 7000]
+    assert 0 < len(large) < 12 and [t.task_id for t in resolve_tasks("tox21", min_size=7000)] == large
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("fsmol-dev", "fsmol-train"), ("tox21:many", "integer"), ("tox21:0", ">= 1"),
+    ("no_such_set", "unknown dataset"),
+])
+def test_resolve_rejects_bad_specs(data_dir, spec, message):
+    with pytest.raises((ValueError, KeyError), match=message):
+        resolve_tasks(spec)
+
+
+def test_rf_ecfp_beats_chance_on_fsmol_valid(valid_tasks):
+    tasks = sorted(valid_tasks, key=len)[:3]  # the smallest: 138-149 molecules
+    run = few_shot("rf-ecfp", tasks, support_sizes=[32], draws=2)
+    assert len(run.results) == 6 and (run.results["status"] == "ok").all()
+    row = run.summary.iloc[0]
+    assert row["method"] == "rf-ecfp" and row["n_tasks"] == 3 and row["draws_per_task"] == 2
+    assert row["roc_auc_mean"] > 0.55
+    assert row["delta_auprc_ci_low"] <= row["delta_auprc_mean"] <= row["delta_auprc_ci_high"]
+    # the same episodes and seed give the same forest scores
+    again = few_shot("rf-ecfp", tasks, support_sizes=[32], draws=2)
+    np.testing.assert_allclose(again.results["auprc"], run.results["auprc"])
+    knn = few_shot("knn-ecfp", tasks, support_sizes=[32], draws=2)
+    assert knn.summary.iloc[0]["roc_auc_mean"] > 0.55
+
+
+def test_method_registries():
+    assert {"rf-ecfp", "knn-ecfp"} == set(BASELINES.names())
+    assert {"maml", "fomaml", "anil", "protonet", "rf-ecfp"} <= set(method_names())
+    assert build_adapter("fomaml", {"meta_steps": 3}, seed=7).get_params()["seed"] == 7
+    with pytest.raises(ValueError, match="no hyper-parameter"):
+        build_adapter("protonet", {"inner_lr": 0.1})
+    with pytest.raises(ValueError, match="unknown few-shot method"):
+        build_adapter("reptile")
+    with pytest.raises(ValueError, match="takes no checkpoint"):
+        few_shot("rf-ecfp", [], checkpoint="model.pt")
+
+
+def _rows(method, task, k, draw, auprc, status="ok", positive_rate=0.25):
+    row = {c: math.nan for c in COLUMNS}
+    row.update(task_id=task, group="g", method=method, k=k, draw=draw, status=status, reason="",
+               n_support=k, n_query=50, query_positive_rate=positive_rate)
+    if status == "ok":
+        row.update(roc_auc=0.5 + auprc / 2, auprc=auprc, delta_auprc=auprc - positive_rate, seconds=0.1)
+    return row
+
+
+def _frame():
+    rows = []
+    for task, base in (("a", 0.4), ("b", 0.5), ("c", 0.6)):
+        for draw in range(2):
+            rows.append(_rows("m1", task, 16, draw, base + 0.1 * draw))
+            rows.append(_rows("m2", task, 16, draw, base - 0.05))
+            status = "skipped" if task == "c" else "ok"
+            rows.append(_rows("m1", task, 64, draw, base + 0.2, status=status))
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def test_summary_averages_draws_then_tasks():
+    summary = summarize_few_shot(_frame(), n_boot=500)
+    assert list(summary["method"]) == ["m1", "m1", "m2"] and list(summary["k"]) == [16, 64, 16]
+    first = summary.iloc[0]
+    assert first["n_tasks"] == 3 and first["n_episodes"] == 6 and first["draws_per_task"] == 2
+    assert first["auprc_mean"] == pytest.approx(np.mean([0.45, 0.55, 0.65]))
+    assert first["delta_auprc_mean"] == pytest.approx(0.55 - 0.25)
+    assert first["auprc_ci_low"] < first["auprc_mean"] < first["auprc_ci_high"]
+    big = summary.iloc[1]  # task c is too small for k=64
+    assert big["n_tasks"] == 2 and big["n_tasks_skipped"] == 1
+    assert big["auprc_mean"] == pytest.approx(0.65)
+
+
+def test_plot_writes_png(tmp_path):
+    frame = _frame()
+    path = plot_delta_auprc_vs_k(frame, tmp_path / "sub" / "plot.png", n_boot=200)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the same method in two inputs gets the input's name, and both are plotted
+    csv = tmp_path / "run1" / "results.csv"
+    csv.parent.mkdir()
+    frame.to_csv(csv, index=False)
+    assert plot_delta_auprc_vs_k([csv, frame], tmp_path / "two.png", n_boot=200).exists()
+    with pytest.raises(ValueError, match="no successful episodes"):
+        plot_delta_auprc_vs_k(frame.assign(status="skipped"), tmp_path / "none.png")
+
+
+def test_resume_adds_nothing_and_refuses_a_different_run(tmp_path):
+    from moladapt.types import Task
+
+    smiles = tuple(f"C{'C' * (i % 12)}{'O' * (i // 12)}" for i in range(60))
+    task = Task("t", smiles, np.array([i % 3 == 0 for i in range(60)], np.float32), group="g")
+    args = dict(support_sizes=[16], draws=2, output=tmp_path, hparams={"n_estimators": 10}, plot=False)
+    first = few_shot("rf-ecfp", [task], **args)
+    assert first.n_new == 2 and (tmp_path / "summary.csv").exists()
+    again = few_shot("rf-ecfp", [task], **args)
+    assert again.n_new == 0 and len(pd.read_csv(tmp_path / "results.csv")) == 2
+    with pytest.raises(ValueError, match="different run.*seed: 0 there, 1 now"):
+        few_shot("rf-ecfp", [task], **{**args, "seed": 1})
+    with pytest.raises(ValueError, match="params.n_estimators: 10 there, 20 now"):
+        few_shot("rf-ecfp", [task], **{**args, "hparams": {"n_estimators": 20}})
