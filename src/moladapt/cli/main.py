@@ -7,6 +7,7 @@ import typer
 from moladapt.cli.datasets import datasets
 from moladapt.cli.demo import demo
 from moladapt.cli.evaluate import evaluate
+from moladapt.cli.fewshot import few_shot_command, meta_train_command, plot_command
 from moladapt.cli.predict import predict
 from moladapt.cli.report import report
 from moladapt.cli.study import study_app
@@ -20,6 +21,9 @@ app.command()(evaluate)
 app.command()(predict)
 app.command()(demo)
 app.command()(report)
+app.command("meta-train")(meta_train_command)
+app.command("few-shot")(few_shot_command)
+app.command("few-shot-plot")(plot_command)
 app.add_typer(study_app, name="study", help="Declarative experiment grids: plan, run, status, export.")
 
 if __name__ == "__main__":
