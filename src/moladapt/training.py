@@ -207,7 +207,9 @@ class Trainer:
                 since_best = 0
             else:
                 since_best += 1
-                if cfg.patience is not None and since_best > cfg.patience:
+                # never stop while the encoder is still waiting to be unfrozen
+                if cfg.patience is not None and since_best > cfg.patience and not (
+                        epoch < cfg.head_only_epochs and not cfg.freeze_encoder):
                     break
         if best_state is not None:
             self.model.load_state_dict(best_state)

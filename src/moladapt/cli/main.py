@@ -9,6 +9,7 @@ from moladapt.cli.demo import demo
 from moladapt.cli.evaluate import evaluate
 from moladapt.cli.fewshot import few_shot_command, meta_train_command, plot_command
 from moladapt.cli.predict import predict
+from moladapt.cli.pretrain import pretrain_command
 from moladapt.cli.report import report
 from moladapt.cli.study import study_app
 from moladapt.cli.train import train
@@ -20,6 +21,7 @@ app.command()(train)
 app.command()(evaluate)
 app.command()(predict)
 app.command()(demo)
+app.command("pretrain")(pretrain_command)
 app.command()(report)
 app.command("meta-train")(meta_train_command)
 app.command("few-shot")(few_shot_command)

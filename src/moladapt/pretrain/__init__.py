@@ -6,6 +6,7 @@
 ``moladapt train --init`` accepts.
 """
 
+from moladapt.pretrain.corpus import ShardedCorpus, featurize_corpus
 from moladapt.pretrain.objectives import OBJECTIVES, PretrainObjective, build_objective
 from moladapt.pretrain.trainer import (
     PretrainHistory,
@@ -19,7 +20,9 @@ __all__ = [
     "OBJECTIVES",
     "PretrainHistory",
     "PretrainObjective",
+    "ShardedCorpus",
     "build_objective",
+    "featurize_corpus",
     "load_pretrain_checkpoint",
     "load_pretrained_encoder",
     "pretrain",

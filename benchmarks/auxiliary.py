@@ -1,0 +1,229 @@
+"""Fine-tuning with auxiliary tasks vs plain fine-tuning (Dey & Ning, J Cheminform 16:85, 2024).
+
+For every dataset and seed, the same (optionally pretrained: ``--init``) encoder is
+fine-tuned on the target
+
+* ``finetune``: without auxiliary tasks (the baseline; the same training loop);
+* ``sum``, ``gcs``, ``gns``, ``pcgrad``, ``rcgrad``: jointly with the auxiliary objectives
+  (``--aux``), the encoder's per-task gradients merged by that combiner;
+* ``blo``, ``blo+rcgrad``: the auxiliary tasks' weights learned by bi-level optimisation,
+  with the weighted-sum / RCGrad direction in the inner loop.
+
+Datasets: the TDC ADMET classification sets (their predefined scaffold split) and BBBP,
+BACE and ClinTox (scaffold split 80/10/10). Every finished run writes
+``<raw-dir>/<dataset>/<method>_seed<s>/summary.json`` at once, so an interrupted benchmark
+resumes where it stopped. The table (``--table``) gives the test metric, mean ± std over
+seeds, per dataset and method, and paired tests of each method against ``finetune`` over
+the (dataset, seed) units: Wilcoxon signed-rank and paired t, Holm-corrected across the
+methods (:func:`moladapt.evaluate.statistics.paired_comparisons`).
+
+    MOLADAPT_DATA_DIR=../shared/data python benchmarks/auxiliary.py --init pretrained.pt \
+        --seeds 0,1,2 --jobs 2
+
+Smoke test (writes nothing under benchmarks/results):
+
+    python benchmarks/auxiliary.py --datasets bbbp --seeds 0 --methods finetune,rcgrad \
+        --hidden-dim 32 --num-layers 2 --epochs 2 --output /tmp/aux_smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+METHODS = ("finetune", "sum", "gcs", "gns", "pcgrad", "rcgrad", "blo", "blo+rcgrad")
+MOLECULENET = ("bbbp", "bace", "clintox")
+DEFAULT_AUX = "attribute_masking,edge_prediction,context_prediction,infomax,graphcl"
+BASELINE = "finetune"
+
+
+def default_datasets() -> list[str]:
+    from moladapt.data.sources import CLASSIFICATION, DATASETS
+
+    tdc = [name for name in DATASETS.names()
+           if DATASETS.get(name).group == "tdc_admet" and DATASETS.get(name).task_type == CLASSIFICATION]
+    return [*tdc, *MOLECULENET]
+
+
+def aux_section(method: str, aux: tuple[str, ...], inner_steps: int) -> dict:
+    if method == "finetune":
+        return {"method": "auxiliary", "aux_objectives": []}
+    if method in ("blo", "blo+rcgrad"):
+        return {"method": "bilevel", "aux_objectives": list(aux), "inner_steps": inner_steps,
+                "combiner": None if method == "blo" else "rcgrad"}
+    return {"method": "auxiliary", "aux_objectives": list(aux), "combiner": method}
+
+
+def run_one(dataset: str, method: str, seed: int, args: dict, raw_dir: str) -> dict:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+    from moladapt.auxiliary_runs import AuxConfig, run_auxiliary
+    from moladapt.config import RunConfig
+
+    split = "predefined" if dataset.startswith("tdc_") else "scaffold"
+    run_cfg = RunConfig.from_dict({
+        "data": {"dataset": dataset, "split": split, "featurizer": args["featurizer"]},
+        "model": {"encoder": args["encoder"], "hidden_dim": args["hidden_dim"],
+                  "num_layers": args["num_layers"], "dropout": args["dropout"]},
+        "train": {"epochs": args["epochs"], "batch_size": args["batch_size"], "lr": args["lr"],
+                  "seed": seed, "patience": args["patience"], "num_threads": 1,
+                  "init": args["init"], "encoder_lr_scale": args["encoder_lr_scale"]},
+    })
+    aux_cfg = AuxConfig.from_dict(aux_section(method, tuple(args["aux"]), args["inner_steps"]))
+    out = Path(raw_dir) / dataset / f"{method}_seed{seed}"
+    result = run_auxiliary(run_cfg, aux_cfg, out, log=lambda m: None)
+    record = {"dataset": dataset, "method": method, "seed": seed, "split": split,
+              "test_roc_auc": result.test.mean.get("roc_auc"),
+              "test_auprc": result.test.mean.get("auprc"),
+              "valid_roc_auc": result.valid.mean.get("roc_auc"),
+              "best_epoch": result.best_epoch, "train_seconds": result.train_seconds,
+              "mol_per_s": result.molecules_per_second,
+              "gradient_log": result.details.get("gradient_log"),
+              "weights": result.details.get("weights"),
+              "settings": {k: v for k, v in args.items() if k != "aux"} | {"aux": list(args["aux"])}}
+    (out / "summary.json").write_text(json.dumps(record, indent=2, default=float))
+    (out / "model.pt").unlink(missing_ok=True)  # keep results, not weights
+    return record
+
+
+def fmt(values: np.ndarray) -> str:
+    if len(values) == 0:
+        return "–"
+    std = values.std(ddof=1) if len(values) > 1 else 0.0
+    return f"{values.mean():.1f} ± {std:.1f}"
+
+
+def table(records: list[dict], metric: str, methods: list[str]) -> str:
+    import pandas as pd
+
+    from moladapt.evaluate.statistics import paired_comparisons
+
+    frame = pd.DataFrame([{k: r[k] for k in ("dataset", "method", "seed")} | {metric: r.get(metric)}
+                          for r in records])
+    frame[metric] = frame[metric].astype(float) * 100
+    methods = [m for m in methods if m in set(frame["method"])]
+    lines = ["| dataset | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    for dataset in dict.fromkeys(frame["dataset"]):
+        sub = frame[frame["dataset"] == dataset]
+        cells = [fmt(sub.loc[sub["method"] == m, metric].dropna().to_numpy()) for m in methods]
+        lines.append(f"| {dataset} | " + " | ".join(cells) + " |")
+    means = [frame.loc[frame["method"] == m].groupby("dataset")[metric].mean().mean() for m in methods]
+    lines.append("| **mean over datasets** | " + " | ".join(f"{v:.1f}" for v in means) + " |")
+    out = "\n".join(lines)
+    if BASELINE in methods and len(methods) > 1:
+        comp = paired_comparisons(frame, metric, baseline=BASELINE, unit_cols=("dataset", "seed"),
+                                  n_boot=2000)
+        rows = ["| method | pairs | mean Δ vs finetune | 95% CI | p Wilcoxon (Holm) | "
+                "p t-test (Holm) | direction | note |", "|---|---|---|---|---|---|---|---|"]
+
+        def p(v: float) -> str:
+            return "–" if np.isnan(v) else f"{v:.3g}"
+
+        for r in comp.itertuples():
+            rows.append(f"| {r.method} | {r.n_pairs} | {r.mean_diff:+.2f} | [{r.ci_low:+.2f}, "
+                        f"{r.ci_high:+.2f}] | {p(r.p_wilcoxon_holm)} | {p(r.p_ttest_holm)} | "
+                        f"{r.direction}{' *' if r.significant else ''} | {r.note} |")
+        out += ("\n\nPaired over (dataset, seed) units, each method vs `finetune`; Holm-corrected "
+                "across the methods; `*`: Wilcoxon (Holm) p < 0.05.\n\n" + "\n".join(rows))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", default=None, help="comma-separated (default: TDC ADMET "
+                        "classification sets + bbbp,bace,clintox)")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--aux", default=DEFAULT_AUX, help="auxiliary objectives")
+    parser.add_argument("--init", default=None, help="pretrained encoder checkpoint (optional)")
+    parser.add_argument("--featurizer", default="basic")
+    parser.add_argument("--encoder", default="gin")
+    parser.add_argument("--hidden-dim", type=int, default=300)
+    parser.add_argument("--num-layers", type=int, default=5)
+    parser.add_argument("--dropout", type=float, default=0.5)
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--encoder-lr-scale", type=float, default=1.0)
+    parser.add_argument("--patience", type=int, default=None)
+    parser.add_argument("--inner-steps", type=int, default=10, help="bi-level: steps per weight update")
+    parser.add_argument("--metric", default="test_roc_auc", choices=("test_roc_auc", "test_auprc"))
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--output", default=None, help="write raw runs and the table here instead "
+                        "of benchmarks/results (for smoke tests)")
+    args = parser.parse_args()
+
+    datasets = args.datasets.split(",") if args.datasets else default_datasets()
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        parser.error(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
+    if args.output:
+        root = Path(args.output)
+        raw, table_path = root / "raw", root / "auxiliary.md"
+    else:
+        raw, table_path = RESULTS / "raw" / "auxiliary", RESULTS / "auxiliary.md"
+    raw.mkdir(parents=True, exist_ok=True)
+    if args.init:
+        args.init = str(Path(args.init).resolve())
+    settings = {"featurizer": args.featurizer, "encoder": args.encoder, "hidden_dim": args.hidden_dim,
+                "num_layers": args.num_layers, "dropout": args.dropout, "epochs": args.epochs,
+                "batch_size": args.batch_size, "lr": args.lr, "patience": args.patience,
+                "init": args.init, "encoder_lr_scale": args.encoder_lr_scale,
+                "inner_steps": args.inner_steps,
+                "aux": [a.strip() for a in args.aux.split(",") if a.strip()]}
+    todo = []
+    for d in datasets:
+        for s in (int(s) for s in args.seeds.split(",")):
+            for m in methods:
+                run_dir = raw / d / f"{m}_seed{s}"
+                if (run_dir / "summary.json").exists():
+                    continue
+                if run_dir.exists():  # an interrupted run: start it again
+                    shutil.rmtree(run_dir)
+                todo.append((d, m, s))
+    print(f"{len(todo)} runs to do ({args.jobs} processes)", flush=True)
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        futures = {pool.submit(run_one, d, m, s, settings, str(raw)): (d, m, s) for d, m, s in todo}
+        for fut in as_completed(futures):
+            d, m, s = futures[fut]
+            try:
+                r = fut.result()
+                print(f"{d} {m} seed {s}: test ROC-AUC {r['test_roc_auc']:.4f} "
+                      f"({r['train_seconds']:.0f} s)", flush=True)
+            except Exception as exc:  # noqa: BLE001 - report and go on with the other runs
+                print(f"{d} {m} seed {s}: FAILED {exc!r}", flush=True)
+    records = [json.loads(p.read_text()) for p in sorted(raw.glob("*/*/summary.json"))]
+    records = [r for r in records if r["dataset"] in datasets and r["method"] in methods]
+    if not records:
+        print("no finished runs")
+        return
+    init = f" --init {args.init}" if args.init else ""
+    md = (f"# Fine-tuning with auxiliary tasks (Dey & Ning 2024 style)\n\n"
+          f"Test {args.metric.removeprefix('test_')} (%) at the best validation epoch; "
+          f"{args.encoder.upper()} {args.num_layers}×{args.hidden_dim}, `{args.featurizer}` "
+          f"features, auxiliary objectives {', '.join(settings['aux'])}; encoder "
+          f"{'from ' + Path(args.init).name if args.init else 'randomly initialised'}. "
+          f"Date {dt.date.today()}, {platform.machine()} with {os.cpu_count()} cores, one "
+          f"thread per run.\n\n"
+          f"Command: `python benchmarks/auxiliary.py --datasets {','.join(datasets)} --methods "
+          f"{','.join(methods)} --seeds {args.seeds} --epochs {args.epochs} --hidden-dim "
+          f"{args.hidden_dim} --num-layers {args.num_layers}{init}`\n\n"
+          + table(records, args.metric, methods) + "\n")
+    table_path.write_text(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""End-to-end runs with auxiliary tasks (moladapt.auxiliary_runs) and the study runner."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from moladapt.auxiliary_runs import (
+    AuxConfig,
+    load_configs,
+    resolve_columns,
+    run_auxiliary,
+)
+from moladapt.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from moladapt.study.executors import RUNNERS
+from moladapt.training import load_checkpoint
+
+torch.set_num_threads(1)
+
+TINY_MODEL = ModelConfig(hidden_dim=32, num_layers=2)
+
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("aux_cache"))
+
+
+@pytest.fixture
+def cache(shared_cache, monkeypatch):
+    """One featurization cache for this module's tests (bbbp is featurized once)."""
+    monkeypatch.setenv("MOLADAPT_CACHE_DIR", shared_cache)
+
+
+@pytest.fixture(scope="module")
+def tox21_csv(tmp_path_factory, data_dir):
+    frame = pd.read_csv(data_dir / "tox21.csv").iloc[:400]
+    path = tmp_path_factory.mktemp("tox21") / "tox21_400.csv"
+    frame[["smiles", "NR-AhR", "NR-AR", "SR-ARE"]].to_csv(path, index=False)
+    return path
+
+
+def test_config_validation_and_labels():
+    assert AuxConfig().label() == "rcgrad"
+    assert AuxConfig(aux_objectives=()).label() == "finetune"
+    assert AuxConfig(method="bilevel", combiner=None).label() == "blo"
+    assert AuxConfig(method="bilevel").label() == "blo+rcgrad"
+    assert AuxConfig(method="bilevel", source_tasks="a, b").source_tasks == ("a", "b")
+    with pytest.raises(ValueError, match="need method 'bilevel'"):
+        AuxConfig(source_tasks=("a",))
+    with pytest.raises(ValueError, match="unknown method"):
+        AuxConfig(method="magic")
+    with pytest.raises(ValueError, match="needs source_tasks and/or aux_objectives"):
+        AuxConfig(method="bilevel", aux_objectives=())
+    with pytest.raises(KeyError, match="unknown objective|unknown .*'nope'"):
+        AuxConfig(aux_objectives=("nope",)).validate()
+    with pytest.raises(ValueError, match="needs labels"):
+        AuxConfig(aux_objectives=("supervised",)).validate()
+    with pytest.raises(KeyError, match="combiner"):
+        AuxConfig(combiner="magic").validate()
+    cols = ["a", "b", "c"]
+    assert resolve_columns(cols, AuxConfig()) == ([0, 1, 2], [])
+    assert resolve_columns(cols, AuxConfig(method="bilevel", target="b", source_tasks="all")) == ([1], [0, 2])
+    assert resolve_columns(cols, AuxConfig(method="bilevel", source_tasks=("c",))) == ([0], [2])
+    with pytest.raises(ValueError, match="not a label column"):
+        resolve_columns(cols, AuxConfig(method="bilevel", source_tasks=("z",)))
+    with pytest.raises(ValueError, match="cannot also be a source"):
+        resolve_columns(cols, AuxConfig(method="bilevel", target="a", source_tasks=("a",)))
+
+
+def test_auxiliary_run_on_bbbp_writes_files(tmp_path, data_dir, cache):
+    cfg = RunConfig(data=DataConfig(dataset="bbbp"), model=TINY_MODEL,
+                    train=TrainConfig(epochs=1, batch_size=128, num_threads=1))
+    aux = AuxConfig(aux_objectives=("attribute_masking", "edge_prediction"), combiner="rcgrad")
+    out = tmp_path / "run"
+    result = run_auxiliary(cfg, aux, out, log=lambda m: None)
+    assert {p.name for p in out.iterdir()} >= {"config.yaml", "metrics.json", "model.pt"}
+    run_cfg, aux_cfg = load_configs(out / "config.yaml")
+    assert run_cfg == cfg and aux_cfg == aux
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["method"] == "auxiliary" and metrics["label"] == "rcgrad"
+    assert 0.0 <= metrics["test"]["mean"]["roc_auc"] <= 1.0
+    assert metrics["test"]["primary"] == pytest.approx(result.test.primary)
+    log = metrics["gradient_log"]
+    assert log["steps"] == metrics["steps"] > 0
+    assert set(log["tasks"]) == {"attribute_masking", "edge_prediction"}
+    assert -1.0 <= log["tasks"]["edge_prediction"]["mean_cosine"] <= 1.0
+    assert set(metrics["final_losses"]) == {"target", "attribute_masking", "edge_prediction"}
+    assert sum(metrics["split_sizes"].values()) == 2039  # 2,050 rows, 11 invalid SMILES
+    loaded = load_checkpoint(out / "model.pt")
+    assert loaded.task_names == ["p_np"] and loaded.extra["aux_config"]["combiner"] == "rcgrad"
+
+
+def test_bilevel_with_source_columns_records_weights(tmp_path, tox21_csv, cache):
+    cfg = RunConfig(data=DataConfig(dataset=None, csv=str(tox21_csv), split="random"),
+                    model=TINY_MODEL, train=TrainConfig(batch_size=64, num_threads=1))
+    aux = AuxConfig(method="bilevel", aux_objectives=(), combiner=None,
+                    source_tasks=("NR-AR", "SR-ARE"), outer_steps=3, inner_steps=2,
+                    hypergradient="unrolled")
+    result = run_auxiliary(cfg, aux, tmp_path / "blo", log=lambda m: None)
+    metrics = json.loads((tmp_path / "blo" / "metrics.json").read_text())
+    assert metrics["task_names"] == ["NR-AhR"] and result.task_names == ["NR-AhR"]
+    assert metrics["source_tasks"] == ["NR-AR", "SR-ARE"] and metrics["aux_tasks"] == []
+    history = metrics["weights_history"]
+    assert len(history) == 4 and all(len(row) == 2 for row in history)
+    assert history[0] == pytest.approx([0.5, 0.5])
+    assert set(metrics["weights"]) == {"NR-AR", "SR-ARE"}
+    assert list(metrics["weights"].values()) == pytest.approx(history[-1])
+    assert len(metrics["hypergradient_history"]) == 3 and len(metrics["valid_metric_history"]) == 3
+    assert 0.0 <= metrics["test"]["mean"]["roc_auc"] <= 1.0
+    assert yaml.safe_load((tmp_path / "blo" / "config.yaml").read_text())["aux"]["source_tasks"] == [
+        "NR-AR", "SR-ARE"]
+
+
+def test_study_runner_resolves_and_runs(tmp_path, tox21_csv, cache):
+    runner = RUNNERS.get("auxiliary")
+    config = {"data": {"csv": str(tox21_csv), "dataset": None, "split": "random",
+                       "target_columns": ["NR-AhR", "NR-AR"]},
+              "model": {"hidden_dim": 32, "num_layers": 2},
+              "train": {"epochs": 1, "batch_size": 128, "num_threads": 1, "lr": "1e-3"},
+              "aux": {"aux_objectives": ["edge_prediction"], "combiner": "pcgrad", "grad_clip": 1}}
+    resolved = runner.resolve(config)
+    assert resolved["aux"]["combiner"] == "pcgrad" and resolved["aux"]["grad_clip"] == 1.0
+    assert resolved["train"]["lr"] == 1e-3 and resolved["model"]["encoder"] == "gin"
+    assert config["aux"]["grad_clip"] == 1  # the input is not changed
+    assert runner.resolve(resolved) == resolved
+    metrics = runner.run(resolved, tmp_path / "run")
+    assert metrics["label"] == "pcgrad" and metrics["n_train"] > 0
+    assert 0.0 <= metrics["test.roc_auc"] <= 1.0 and "cosine.edge_prediction" in metrics
+    assert (tmp_path / "run" / "model.pt").exists()
+    with pytest.raises(ValueError, match="unknown key 'aux.combinr'"):
+        runner.resolve({"aux": {"combinr": "sum"}})
+    with pytest.raises(ValueError, match="unknown key 'extra'"):
+        runner.resolve({"extra": {}})
+    with pytest.raises(KeyError, match="combiner"):
+        runner.resolve({"aux": {"combiner": "magic"}})
