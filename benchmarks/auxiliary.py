@@ -131,8 +131,9 @@ def table(records: list[dict], metric: str, methods: list[str]) -> str:
             return "–" if np.isnan(v) else f"{v:.3g}"
 
         for r in comp.itertuples():
-            rows.append(f"| {r.method} | {r.n_pairs} | {r.mean_diff:+.2f} | [{r.ci_low:+.2f}, "
-                        f"{r.ci_high:+.2f}] | {p(r.p_wilcoxon_holm)} | {p(r.p_ttest_holm)} | "
+            ci = "–" if np.isnan(r.ci_low) else f"[{r.ci_low:+.2f}, {r.ci_high:+.2f}]"
+            rows.append(f"| {r.method} | {r.n_pairs} | {r.mean_diff:+.2f} | {ci} | "
+                        f"{p(r.p_wilcoxon_holm)} | {p(r.p_ttest_holm)} | "
                         f"{r.direction}{' *' if r.significant else ''} | {r.note} |")
         out += ("\n\nPaired over (dataset, seed) units, each method vs `finetune`; Holm-corrected "
                 "across the methods; `*`: Wilcoxon (Holm) p < 0.05.\n\n" + "\n".join(rows))

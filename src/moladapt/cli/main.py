@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import typer
 
+from moladapt.cli.auxiliary import auxiliary_command
 from moladapt.cli.datasets import datasets
 from moladapt.cli.demo import demo
 from moladapt.cli.evaluate import evaluate
 from moladapt.cli.fewshot import few_shot_command, meta_train_command, plot_command
+from moladapt.cli.multitask import multitask_command
 from moladapt.cli.predict import predict
 from moladapt.cli.pretrain import pretrain_command
 from moladapt.cli.report import report
@@ -22,6 +24,8 @@ app.command()(evaluate)
 app.command()(predict)
 app.command()(demo)
 app.command("pretrain")(pretrain_command)
+app.command("auxiliary")(auxiliary_command)
+app.command("multitask")(multitask_command)
 app.command()(report)
 app.command("meta-train")(meta_train_command)
 app.command("few-shot")(few_shot_command)
