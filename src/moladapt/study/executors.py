@@ -26,10 +26,17 @@ from moladapt.study.store import ResultStore
 @dataclass(frozen=True)
 class Runner:
     """``run(config, run_dir) -> metrics`` and ``resolve(config) -> config`` (validate, fill
-    defaults; raise ValueError naming a bad key)."""
+    defaults; raise ValueError naming a bad key).
+
+    ``plan_cost(runs) -> (molecule-epochs, seconds, lines)``, optional: work done once per study
+    on top of each run's training (e.g. shared pretraining). A runner that has it takes the
+    ``train`` runner's data/model/train sections, and ``plan`` costs its runs like ``train``'s
+    plus this.
+    """
 
     run: Callable[[dict[str, Any], Path], dict[str, Any]]
     resolve: Callable[[dict[str, Any]], dict[str, Any]]
+    plan_cost: Callable[[list[Any]], tuple[float, float, list[str]]] | None = None
 
 
 RUNNERS: Registry[Runner] = Registry("runner")
@@ -131,6 +138,8 @@ def _resolve_any(config: dict[str, Any]) -> dict[str, Any]:
 
 RUNNERS.add("train", Runner(_run_train, _resolve_train))
 RUNNERS.add("sleep", Runner(_run_sleep, _resolve_any))
+
+from moladapt.study import pretrain_runner as _pretrain_runner  # noqa: E402,F401  registers "pretrain_finetune"
 
 
 def execute(runner: str, config: dict[str, Any], run_dir: str) -> tuple[bool, Any]:
@@ -403,3 +412,5 @@ class _ProgressBar:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+import moladapt.auxiliary_runs  # noqa: E402, F401  (registers the "auxiliary" runner)
+import moladapt.multitask  # noqa: E402, F401  (registers the "multitask" runner)

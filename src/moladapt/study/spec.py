@@ -289,7 +289,8 @@ def plan(spec: StudySpec, runs: list[RunSpec] | None = None) -> str:
         lines.append(f"  {label}: {n}  [{values}]")
     if not spec.axes:
         lines.append("  (none: a single run)")
-    if spec.runner != "train" or not runs:
+    extra_cost = spec._runner().plan_cost  # e.g. pretraining shared between runs
+    if (spec.runner != "train" and extra_cost is None) or not runs:
         return "\n".join(lines)
 
     sizes: dict[str, int | None] = {}
@@ -310,6 +311,11 @@ def plan(spec: StudySpec, runs: list[RunSpec] | None = None) -> str:
     lines.append(f"dataset sizes: {known or 'unknown'}")
     lines.append(f"cost: {total_mol_epochs:,.0f} training molecule-epochs"
                  + (f" ({unknown} run(s) of unknown size not counted)" if unknown else ""))
+    if extra_cost is not None:
+        _, extra_seconds, extra_lines = extra_cost(runs)
+        lines.append(f"  fine-tuning: ~{_duration(total_seconds)}")
+        lines.extend(extra_lines)
+        total_seconds += extra_seconds
     here = "" if _cpu_count() == 2 else (
         f" (about {_duration(total_seconds * 2 / max(2, _cpu_count()))} on this machine's "
         f"{_cpu_count()} cores)")

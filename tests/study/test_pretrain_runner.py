@@ -1,0 +1,162 @@
+"""The pretrain_finetune study runner: shared, locked, content-addressed pretraining."""
+
+import json
+import multiprocessing
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from moladapt.study.executors import RUNNERS
+from moladapt.study.pretrain_runner import (
+    ensure_pretrained,
+    pretrain_hash,
+    resolve,
+    study_dir_of,
+)
+from moladapt.study.spec import StudyError, StudySpec, plan
+
+REPO = Path(__file__).resolve().parents[2]
+STUDY = REPO / "studies" / "pretraining_ablation.yaml"
+
+TINY = {
+    "data": {"dataset": "bbbp", "split": "scaffold", "featurizer": "basic"},
+    "model": {"encoder": "gin", "hidden_dim": 16, "num_layers": 2},
+    "train": {"epochs": 1, "batch_size": 128, "num_threads": 1},
+    "pretrain": {"objective": "attribute_masking", "corpus": "moses_test", "corpus_size": 64,
+                 "epochs": 1, "batch_size": 32},
+}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny(**changes):
+    config = json.loads(json.dumps(TINY))
+    for dotted, value in changes.items():
+        section, key = dotted.split(".")
+        config[section][key] = value
+    return resolve(config)
+
+
+def test_pretrains_once_then_reuses_the_encoder(tmp_path, data_dir):
+    runner = RUNNERS.get("pretrain_finetune")
+    config = tiny()
+    first = runner.run(config, tmp_path / "runs" / "a")
+    key = pretrain_hash(config)
+    pre_dir = tmp_path / "pretrained" / key
+    assert first["pretrain_hash"] == key and first["pretrain_built"] is True
+    assert first["pretrain_dir"] == str(pre_dir) and first["pretrain_seconds"] > 0
+    assert 0 <= first["test.roc_auc"] <= 1 and first["n_train"] > 1000
+    assert {"encoder.pt", "last.pt", "pretrain.json", "identity.json"} <= {
+        p.name for p in pre_dir.iterdir()}
+    summary = json.loads((pre_dir / "pretrain.json").read_text())
+    assert summary["epochs_trained_here"] == 1 and summary["corpus"]["num_molecules"] > 0
+    saved = (tmp_path / "runs" / "a" / "config.yaml").read_text()
+    assert str(pre_dir / "encoder.pt") in saved  # fine-tuned from the pretrained encoder
+
+    # same pretrain section, another fine-tuning: no second pretraining
+    mtime = (pre_dir / "encoder.pt").stat().st_mtime_ns
+    second = runner.run(tiny(**{"train.seed": 1}), tmp_path / "runs" / "b")
+    assert second["pretrain_hash"] == key and second["pretrain_built"] is False
+    assert second["pretrain_seconds"] == first["pretrain_seconds"]
+    assert (pre_dir / "encoder.pt").stat().st_mtime_ns == mtime
+    assert json.loads((pre_dir / "pretrain.json").read_text()) == summary
+    assert [p.name for p in (tmp_path / "pretrained").iterdir()] == [key]
+
+    # objective none: fine-tune from scratch, nothing pretrained
+    none = runner.run(tiny(**{"pretrain.objective": "none"}), tmp_path / "runs" / "c")
+    assert none["pretrain_hash"] is None and none["pretrain_seconds"] == 0.0
+    assert none["pretrain_built"] is False and 0 <= none["test.roc_auc"] <= 1
+    assert [p.name for p in (tmp_path / "pretrained").iterdir()] == [key]
+    assert "init: null" in (tmp_path / "runs" / "c" / "config.yaml").read_text()
+
+
+def test_the_hash_covers_what_changes_the_encoder():
+    base = pretrain_hash(tiny())
+    assert base == pretrain_hash(tiny(**{"train.seed": 3, "data.dataset": "bace",
+                                         "data.split": "random", "model.dropout": 0.1}))
+    for change in ({"model.hidden_dim": 32}, {"model.encoder": "sage"},
+                   {"data.featurizer": "rich"}, {"pretrain.corpus_size": 65},
+                   {"pretrain.objective": "infomax"}, {"pretrain.epochs": 2},
+                   {"pretrain.seed": 1}):
+        assert pretrain_hash(tiny(**change)) != base, change
+    assert pretrain_hash(tiny(**{"pretrain.objective": "none"})) is None
+    assert study_dir_of(Path("/s/runs/abc")) == Path("/s")
+
+
+def test_resolve_normalises_unused_fields_and_names_bad_keys():
+    assert tiny(**{"pretrain.objective": "none"})["pretrain"]["corpus_size"] is None
+    sup = tiny(**{"pretrain.objective": "supervised", "pretrain.labels_dataset": "toxcast"})
+    assert sup["pretrain"]["corpus"] is None and sup["pretrain"]["labels_dataset"] == "toxcast"
+    assert tiny(**{"pretrain.labels_dataset": "toxcast"})["pretrain"]["labels_dataset"] is None
+    staged = tiny(**{"pretrain.objective": "supervised:1, context_prediction:2",
+                     "pretrain.labels_dataset": "toxcast"})["pretrain"]
+    assert staged["objective"] == "supervised:1,context_prediction:2" and staged["epochs"] is None
+    for change, needle in [({"pretrain.epoch": 1}, "pretrain.epoch"),
+                           ({"pretrain.objective": "atribute_masking"}, "atribute_masking"),
+                           ({"pretrain.objective": "supervised"}, "labels_dataset"),
+                           ({"pretrain.corpus": "moses_trian"}, "moses_trian"),
+                           ({"pretrain.corpus_size": 0}, "corpus_size"),
+                           ({"train.init": "x.pt"}, "train.init")]:
+        with pytest.raises(ValueError, match=re.escape(needle)):
+            tiny(**change)
+
+
+def test_none_at_every_corpus_size_is_one_run_and_plan_counts_pretraining_once(tmp_path):
+    study = {"runner": "pretrain_finetune", "fixed": {k: v for k, v in TINY.items()},
+             "axes": {"pretrain.objective": ["none", "attribute_masking"],
+                      "pretrain.corpus_size": [64, 128], "train.seed": [0, 1, 2]}}
+    with pytest.raises(StudyError, match="give the same run"):
+        StudySpec.from_dict(study).runs()
+    spec = StudySpec.from_dict({**study, "exclude": [{"pretrain.objective": "none",
+                                                      "pretrain.corpus_size": 128}]})
+    runs = spec.runs()
+    assert len(runs) == 9 and len({pretrain_hash(r.config) for r in runs} - {None}) == 2
+    text = plan(spec, runs)
+    assert "pretraining: 2 distinct encoder(s)" in text and " 192 molecule-epochs" in text
+    assert "estimated time" in text
+
+
+def test_the_ablation_study_expands_to_the_size_its_header_says():
+    spec = StudySpec.load(STUDY)
+    runs = spec.runs()
+    header = STUDY.read_text()
+    n, grid, excluded = (int(x) for x in re.search(
+        r"runs: (\d+) \(grid (\d+), (\d+) excluded\)", header).groups())
+    assert (len(runs), spec.grid_size(), spec.grid_size() - len(runs)) == (n, grid, excluded)
+    assert len({r.key for r in runs}) == n
+    hashes = {pretrain_hash(r.config) for r in runs} - {None}
+    assert f"sharing {len(hashes)} pretrained encoders" in header
+    objectives = {r.config["pretrain"]["objective"] for r in runs}
+    assert {"none", "graphcl", "supervised", "supervised:100,context_prediction:100"} <= objectives
+
+
+def _build(config, study_dir, barrier, queue):
+    torch.set_num_threads(1)
+    barrier.wait()
+    result = ensure_pretrained(config, study_dir)
+    queue.put((result.hash, result.built, result.encoder_path.stat().st_mtime_ns))
+
+
+def test_two_processes_asking_for_the_same_encoder_build_it_once(tmp_path, data_dir):
+    config = tiny()
+    ctx = multiprocessing.get_context("spawn")
+    barrier, queue = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_build, args=(config, tmp_path, barrier, queue)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    results = [queue.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert sorted(built for _, built, _ in results) == [False, True]
+    assert len({(h, mtime) for h, _, mtime in results}) == 1
+    summary = json.loads((tmp_path / "pretrained" / results[0][0] / "pretrain.json").read_text())
+    assert summary["epochs_trained_here"] == 1 and len(summary["epochs"]) == 1
