@@ -146,3 +146,29 @@ def test_staged_unfreezing_trains_head_first_then_encoder(data_dir):
     trainer.config = TrainConfig(epochs=2, batch_size=64, head_only_epochs=1)
     trainer.fit(prepared.graphs, prepared.y, np.arange(256))
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items() if k.startswith("encoder."))
+
+
+def test_regression_task_without_training_labels_gives_finite_predictions():
+    from moladapt.data.featurize import get_featurizer as _gf
+
+    graphs = _gf("basic").featurize(["CCO", "CCN", "CCCC", "c1ccccc1", "CC(=O)O", "CCCl"])
+    y = np.array([[1.0, np.nan], [2.0, np.nan], [3.0, np.nan], [4.0, np.nan],
+                  [5.0, 0.5], [6.0, 1.5]], dtype=np.float32)  # task 1 only measured in valid
+    model = build_model(ModelConfig(hidden_dim=16, num_layers=2), _gf("basic"), 2)
+    trainer = Trainer(model, "regression", TrainConfig(epochs=1, batch_size=4), progress=False)
+    trainer.fit(graphs, y, np.arange(4), np.array([4, 5]))  # used to raise: NaN predictions
+    assert np.isfinite(trainer.predict(graphs)).all()
+    assert trainer.history_.best_epoch == 0
+
+
+def test_predefined_split_with_an_unknown_value_is_refused(tmp_path):
+    from moladapt.data.sources import DataError, load_csv
+    from moladapt.experiment import split_data
+
+    f = tmp_path / "d.csv"
+    f.write_text("smiles,y\nCCO,1\nCCN,0\nCCCC,1\n")
+    data = load_csv(f)
+    data.predefined_split = np.array(["train", "val", "test"])
+    cfg = RunConfig(data=DataConfig(dataset=None, csv=str(f), split="predefined"))
+    with pytest.raises(DataError, match="'val'"):
+        split_data(prepare(data, "basic"), cfg)

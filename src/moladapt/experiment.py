@@ -46,6 +46,10 @@ def split_data(prepared: PreparedData, cfg: RunConfig) -> Split:
         if parts is None:
             raise DataError(f"{prepared.data.source}: split 'predefined' but the dataset defines none")
         parts = parts[prepared.graphs.source_rows]
+        unknown = sorted(set(parts.tolist()) - {"train", "valid", "test"})
+        if unknown:  # such rows would silently belong to no part
+            raise DataError(f"{prepared.data.source}: the predefined split has value(s) {unknown[:5]}; "
+                            "expected train / valid / test")
         return Split(*(np.flatnonzero(parts == p) for p in ("train", "valid", "test")))
     return make_split(d.split, prepared.graphs.smiles, prepared.y, d.split_frac, seed)
 

@@ -159,8 +159,13 @@ class Trainer:
             self.target_mean_, self.target_std_ = None, None
             y_fit = y
         else:
-            self.target_mean_ = np.nanmean(y[train_idx], axis=0)
-            self.target_std_ = np.nanstd(y[train_idx], axis=0) + 1e-8
+            # A task with no training label: mean 0 / std 1, so its predictions stay finite
+            # (NaN ones would make scoring the measured valid/test labels fail).
+            n_train = (~np.isnan(y[train_idx])).sum(axis=0)
+            sums = np.nansum(y[train_idx], axis=0)
+            self.target_mean_ = np.where(n_train > 0, sums / np.maximum(n_train, 1), 0.0).astype(np.float32)
+            sq = np.nansum((y[train_idx] - self.target_mean_) ** 2, axis=0)
+            self.target_std_ = np.where(n_train > 0, np.sqrt(sq / np.maximum(n_train, 1)), 1.0) + 1e-8
             y_fit = (y - self.target_mean_) / self.target_std_
         self._set_encoder_trainable(not (cfg.freeze_encoder or cfg.head_only_epochs > 0))
         self.model.to(self.device)

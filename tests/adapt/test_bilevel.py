@@ -208,3 +208,25 @@ def test_blo_rcgrad_with_aux_objective_and_source(tox21_slice, data_dir):
     assert blo.task_names_[1:] == ["col0", "attribute_masking"]
     assert np.allclose(blo.weights_history_.sum(axis=1), 1.0)
     assert len(blo.gradient_log_) == 2
+
+
+@pytest.mark.parametrize("combiner", ["rcgrad", "pcgrad"])
+def test_combiner_sees_every_shared_column(combiner):
+    """The combiner gets all P_shared gradient columns (not the first len(params) scalars):
+    the unrolled hypergradient equals autograd through θ - η·combiner(G, (1, w))."""
+    from moladapt.adapt.gradients import build_combiner
+
+    # θ = (3, 0): the harmful source conflicts with the target on the full 2-d gradient
+    problem, theta = quadratic_problem(theta0=(3.0, 0.0))
+    comb, lr = build_combiner(combiner), 0.1
+    w = torch.tensor([0.6, 0.4], dtype=DT)
+    got = unrolled_hypergradient(problem, w, lr, combiner=comb)
+
+    losses = problem.train_losses()
+    grads = torch.stack([torch.autograd.grad(loss, theta, retain_graph=True)[0] for loss in losses])
+    wr = w.clone().requires_grad_(True)
+    d = comb(grads, target=0, weights=torch.cat([torch.ones(1, dtype=DT), wr])).direction
+    a = torch.tensor([1.0, -1.0], dtype=DT)
+    valid = 0.5 * ((theta.detach() - lr * d - a) ** 2).sum()
+    (want,) = torch.autograd.grad(valid, wr)
+    assert torch.allclose(got, want, atol=1e-12), (got, want)

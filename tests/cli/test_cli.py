@@ -105,3 +105,49 @@ def test_unknown_choice_lists_the_options(tmp_path, option, value, listed):
 def test_demo_runs(tmp_path):
     proc = run("demo", "--output", str(tmp_path / "demo"), "--epochs", "3")
     assert "test ROC-AUC" in proc.stdout and "caffeine" in proc.stdout
+
+
+def _tiny_csv(tmp_path, labels=None):
+    smiles = ["CCO", "CCN", "c1ccccc1", "CCCC", "CC(=O)O", "c1ccncc1", "CCOC", "CCCl",
+              "CC(C)O", "c1ccc(O)cc1", "CN", "CCC(=O)N", "OCCO", "c1ccsc1", "CC#N", "CCBr"]
+    labels = labels or [i % 2 for i in range(len(smiles))]
+    csv = tmp_path / "tiny.csv"
+    csv.write_text("smiles,y\n" + "".join(f"{s},{y}\n" for s, y in zip(smiles, labels, strict=True)))
+    return csv
+
+
+def test_train_config_values_are_not_overridden_by_option_defaults(tmp_path):
+    csv = _tiny_csv(tmp_path)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "data": {"dataset": None, "csv": str(csv), "split": "random", "target_columns": ["y"]},
+        "model": {"hidden_dim": 16, "num_layers": 2, "dropout": 0.1},
+        "train": {"epochs": 1, "batch_size": 8, "seed": 3}}))
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", "--config", str(cfg), "--epochs", "2",
+                                      "--output", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["data"]["split"] == "random" and saved["data"]["csv"] == str(csv)
+    assert saved["model"]["hidden_dim"] == 16 and saved["model"]["num_layers"] == 2
+    assert saved["train"]["batch_size"] == 8 and saved["train"]["seed"] == 3
+    assert saved["train"]["epochs"] == 2  # an option given on the command line still wins
+
+
+def test_evaluate_on_a_csv_skips_a_one_class_task_instead_of_refusing(tmp_path):
+    from moladapt.config import ModelConfig
+    from moladapt.data.featurize import get_featurizer
+    from moladapt.training import build_model, save_checkpoint
+
+    small = ModelConfig(hidden_dim=16, num_layers=2)
+    feat = get_featurizer("basic")
+    ckpt = tmp_path / "m" / "model.pt"
+    save_checkpoint(ckpt, build_model(small, feat, 1), feat, small, ["y"], "classification")
+    csv = _tiny_csv(tmp_path, labels=[0] * 16)  # an external test set with no active
+    result = CliRunner().invoke(app, ["evaluate", str(ckpt), "--data", str(csv),
+                                      "--output", str(tmp_path / "ev")])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert "one class" in metrics["metrics"]["skipped"]["y"]
+    bad = CliRunner().invoke(app, ["evaluate", str(ckpt), "--data", str(csv), "--part", "tset"])
+    assert bad.exit_code == 2 and "--part must be" in bad.stderr

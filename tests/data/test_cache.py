@@ -38,6 +38,8 @@ def test_corrupt_entry_is_rebuilt(tmp_path, bbbp):
     (entry,) = tmp_path.glob("*.npz")
     entry.write_bytes(b"garbage")
     _same(cache.featurize_cached(smiles, feat, cache_dir=tmp_path), feat.featurize(smiles))
+    entry.write_bytes(b"PK\x03\x04garbage")  # looks like a zip (npz) but is torn
+    _same(cache.featurize_cached(smiles, feat, cache_dir=tmp_path), feat.featurize(smiles))
 
 
 def test_no_temporary_files_left(tmp_path, bbbp):

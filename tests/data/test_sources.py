@@ -120,3 +120,17 @@ def test_bundled_demo_data_resolves_without_data_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("MOLADAPT_DATA_DIR", str(tmp_path / "nothing-here"))
     data = load_dataset("bbbp", download=False)
     assert len(data) == 2050 and "bundled" in data.source
+
+
+def test_download_gunzips_when_served_gz_but_spec_file_is_plain(tmp_path, monkeypatch):
+    # tox21: the URL serves tox21.csv.gz, the spec's file is tox21.csv (as in the data dirs)
+    src = tmp_path / "tiny.csv.gz"
+    with gzip.open(src, "wt") as fh:
+        fh.write("smiles,NR-AR\nCCO,1\nCC,0\n")
+    monkeypatch.setenv("MOLADAPT_DATA_DIR", str(tmp_path / "empty"))
+    monkeypatch.setenv("MOLADAPT_CACHE_DIR", str(tmp_path / "cache"))
+    spec = sources.DatasetSpec("tiny", "tiny.csv", "smiles", "classification", "roc_auc", "x",
+                               src.as_uri(), None, ("NR-AR",), download_name="tiny.csv.gz")
+    path = sources.resolve_file(spec)
+    assert path.name == "tiny.csv"
+    assert path.read_text() == "smiles,NR-AR\nCCO,1\nCC,0\n"

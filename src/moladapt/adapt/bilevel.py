@@ -430,6 +430,11 @@ class _TrainingHessian:
         return self.params[0].device
 
 
+def _num_shared_columns(problem: BiLevelProblem) -> int:
+    """Columns of the flattened ``[T, P]`` gradients that belong to the shared parameters."""
+    return sum(p.numel() for p in problem.shared_parameters())
+
+
 def _check_weights(problem: BiLevelProblem, weights: Tensor) -> Tensor:
     weights = torch.as_tensor(weights).detach().reshape(-1)
     if weights.numel() != len(problem.task_names) - 1:
@@ -459,7 +464,7 @@ def neumann_hypergradient(
         cur = cur - alpha * hvp(cur)
         acc = acc + cur
     p = alpha * acc
-    return _mixed_term(grads, len(problem.shared_parameters()), weights, p, combiner)
+    return _mixed_term(grads, _num_shared_columns(problem), weights, p, combiner)
 
 
 def exact_hypergradient(
@@ -480,7 +485,7 @@ def exact_hypergradient(
     hessian = _TrainingHessian(losses, params, weights).dense()
     hessian = 0.5 * (hessian + hessian.T)
     p = torch.linalg.lstsq(hessian, v[:, None]).solution[:, 0]
-    return _mixed_term(grads, len(problem.shared_parameters()), weights, p, combiner)
+    return _mixed_term(grads, _num_shared_columns(problem), weights, p, combiner)
 
 
 def unrolled_hypergradient(
@@ -497,7 +502,7 @@ def unrolled_hypergradient(
     params = problem.parameters()
     losses = problem.train_losses()
     grads = safe_task_gradients(params, list(losses))
-    num_shared = len(problem.shared_parameters())
+    num_shared = _num_shared_columns(problem)
     with torch.no_grad():
         d = inner_direction(grads, num_shared, weights, combiner)
     saved = [p.detach().clone() for p in params]
@@ -667,7 +672,7 @@ class BiLevelTaskWeighting:
         if num_sources < 1:
             raise ValueError("need at least one source / auxiliary task besides the target")
         ref = params[0]
-        num_shared = len(problem.shared_parameters())
+        num_shared = _num_shared_columns(problem)
         combiner = (None if self.combiner is None
                     else build_combiner(self.combiner, **dict(self.combiner_options or {})))
         self.combiner_ = combiner

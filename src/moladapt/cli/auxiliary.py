@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from moladapt.cli.common import friendly_errors, split_list
+from moladapt.cli.common import friendly_errors, options_given, split_list
 
 
 def _aux_list(value: str | None) -> tuple[str, ...] | None:
@@ -23,6 +23,7 @@ def _aux_list(value: str | None) -> tuple[str, ...] | None:
 
 @friendly_errors
 def auxiliary_command(
+    ctx: typer.Context,
     dataset: str = typer.Option(None, help="A benchmark by name (see `moladapt datasets`)."),
     data: Path = typer.Option(None, help="Your own CSV/CSV.gz file instead of --dataset."),
     smiles_column: str = typer.Option("smiles", help="SMILES column of --data."),
@@ -66,19 +67,26 @@ def auxiliary_command(
     from moladapt.config import RunConfig
 
     cfg, aux_cfg = load_configs(config) if config else (RunConfig(), AuxConfig())
-    data_cfg = {"featurizer": featurizer, "split": split}
+
+    def given(**options) -> dict:
+        return options_given(ctx, config, **options)
+
+    data_cfg = given(featurizer=featurizer, split=split)
     if data is not None:
-        data_cfg.update(dataset=None, csv=str(data), smiles_column=smiles_column,
-                        target_columns=split_list(target_columns), task_type=task_type)
+        data_cfg.update(dataset=None, csv=str(data), **given(
+            smiles_column=smiles_column, target_columns=split_list(target_columns), task_type=task_type))
     elif dataset is not None:
         data_cfg.update(dataset=dataset, csv=None)
+    train_cfg = given(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed,
+                      init=str(init) if init else None, encoder_lr_scale=encoder_lr_scale,
+                      threads=threads)
+    if "threads" in train_cfg:
+        train_cfg["num_threads"] = train_cfg.pop("threads")
     cfg = cfg.replace(
         data=data_cfg,
-        model={"encoder": encoder, "hidden_dim": hidden_dim, "num_layers": num_layers,
-               "dropout": dropout, "pooling": pooling},
-        train={"epochs": epochs, "batch_size": batch_size, "lr": lr, "patience": patience,
-               "seed": seed, "init": str(init) if init else None,
-               "encoder_lr_scale": encoder_lr_scale, "num_threads": threads},
+        model=given(encoder=encoder, hidden_dim=hidden_dim, num_layers=num_layers,
+                    dropout=dropout, pooling=pooling),
+        train=train_cfg,
     )
     changes = {"aux_objectives": _aux_list(aux), "target": target, "weighting": weighting,
                "hypergradient": hypergradient, "outer_steps": outer_steps,

@@ -8,6 +8,17 @@ from collections.abc import Callable
 
 import typer
 
+# click ParameterSource names (typer vendors click, so compare by name)
+_DEFAULT_SOURCES = ("DEFAULT", "DEFAULT_MAP")
+
+
+def options_given(ctx: typer.Context, config_file: object, **options) -> dict:
+    """``options`` minus those left at their default when a ``--config`` file is used:
+    a default must not override the file's value, an option typed on the command line must."""
+    return {k: v for k, v in options.items()
+            if config_file is None
+            or getattr(ctx.get_parameter_source(k), "name", None) not in _DEFAULT_SOURCES}
+
 
 def split_list(value: str | None) -> tuple[str, ...] | None:
     if value is None or value == "":

@@ -26,13 +26,18 @@ def evaluate(
     from moladapt.training import load_checkpoint
     from moladapt.utils import write_json
 
+    if part is not None and part not in ("train", "valid", "test"):
+        raise ValueError(f"--part must be train, valid or test, got {part!r}")
     cfg = None
     run_cfg_path = checkpoint.parent / "config.yaml"
     if run_cfg_path.exists():
         cfg = RunConfig.load(run_cfg_path)
     if data is not None:
-        targets = split_list(target_columns) or tuple(load_checkpoint(checkpoint).task_names)
-        labeled = load_csv(data, smiles_column, targets)
+        loaded = load_checkpoint(checkpoint)
+        targets = split_list(target_columns) or tuple(loaded.task_names)
+        # The model's task type, not one guessed from the labels; a task with one class in
+        # this file is reported as skipped by the metrics, not refused.
+        labeled = load_csv(data, smiles_column, targets, task_type=loaded.task_type, strict=False)
     elif dataset is not None:
         labeled = load_dataset(dataset)
     elif cfg is not None:

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import typer
 
-from moladapt.cli.common import friendly_errors, split_list
+from moladapt.cli.common import friendly_errors, options_given, split_list
 
 
 @friendly_errors
 def train(
+    ctx: typer.Context,
     dataset: str = typer.Option(None, help="A benchmark by name (see `moladapt datasets`)."),
     data: Path = typer.Option(None, help="Your own CSV/CSV.gz file instead of --dataset."),
     smiles_column: str = typer.Option("smiles", help="SMILES column of --data."),
@@ -26,7 +27,7 @@ def train(
     epochs: int = typer.Option(100),
     batch_size: int = typer.Option(32),
     lr: float = typer.Option(1e-3),
-    patience: int = typer.Option(None, help="Stop after this many epochs without validation improvement."),
+    patience: int = typer.Option(None, help="Early stopping: stop once the validation metric has not improved for more than this many epochs."),
     seed: int = typer.Option(0),
     init: Path = typer.Option(None, help="Start the encoder from this checkpoint."),
     freeze_encoder: bool = typer.Option(False, help="Train the head only (linear probe)."),
@@ -42,20 +43,27 @@ def train(
     from moladapt.experiment import run_training
 
     cfg = RunConfig.load(config) if config else RunConfig()
-    data_cfg = {"featurizer": featurizer, "split": split}
+
+    def given(**options) -> dict:
+        return options_given(ctx, config, **options)
+
+    data_cfg = given(featurizer=featurizer, split=split)
     if data is not None:
-        data_cfg.update(dataset=None, csv=str(data), smiles_column=smiles_column,
-                        target_columns=split_list(target_columns), task_type=task_type)
+        data_cfg.update(dataset=None, csv=str(data), **given(
+            smiles_column=smiles_column, target_columns=split_list(target_columns), task_type=task_type))
     elif dataset is not None:
         data_cfg.update(dataset=dataset, csv=None)
+    train_cfg = given(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed,
+                      init=str(init) if init else None, freeze_encoder=freeze_encoder,
+                      head_only_epochs=head_only_epochs, encoder_lr_scale=encoder_lr_scale,
+                      threads=threads)
+    if "threads" in train_cfg:
+        train_cfg["num_threads"] = train_cfg.pop("threads")
     cfg = cfg.replace(
         data=data_cfg,
-        model={"encoder": encoder, "hidden_dim": hidden_dim, "num_layers": num_layers,
-               "dropout": dropout, "pooling": pooling},
-        train={"epochs": epochs, "batch_size": batch_size, "lr": lr, "patience": patience,
-               "seed": seed, "init": str(init) if init else None,
-               "freeze_encoder": freeze_encoder, "head_only_epochs": head_only_epochs,
-               "encoder_lr_scale": encoder_lr_scale, "num_threads": threads},
+        model=given(encoder=encoder, hidden_dim=hidden_dim, num_layers=num_layers,
+                    dropout=dropout, pooling=pooling),
+        train=train_cfg,
     )
     result = run_training(cfg, output, progress=progress, log=lambda m: typer.secho(m, fg=typer.colors.YELLOW, err=True))
     typer.echo(f"split sizes (train/valid/test): {'/'.join(map(str, result.split_sizes))}; "

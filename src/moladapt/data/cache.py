@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -93,7 +94,7 @@ def featurize_cached(
     if path.exists():
         try:
             return load_graphs(path)
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             path.unlink(missing_ok=True)  # unreadable entry: rebuild it
     graphs = featurizer.featurize(smiles, n_jobs=n_jobs)
     save_graphs(graphs, path)

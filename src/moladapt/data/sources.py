@@ -5,7 +5,7 @@ Each standard benchmark is one :class:`DatasetSpec`. A file is resolved in this 
 1. ``$MOLADAPT_DATA_DIR/<filename>`` (tests and benchmarks point it at ``../shared/data``);
 2. files bundled inside the package (``moladapt/bundled``: the demo datasets);
 3. the download cache (``$MOLADAPT_CACHE_DIR/downloads``), else a download from the
-   dataset's canonical public URL, verified against its checksum before it is kept.
+   dataset's canonical public URL, verified against its checksum (where one is known) before it is kept.
 
 Offline, step 3 fails within ``timeout`` seconds with a message that says where to put the
 file — it never hangs.
@@ -215,9 +215,10 @@ def resolve_file(spec: DatasetSpec, download: bool = True, timeout: float = 30.0
             + f". Put the file in one of these directories (or set MOLADAPT_DATA_DIR). {spec.description}"
         )
     target = data_dirs()[-1] / spec.filename
+    served_gz = (spec.download_name or spec.filename).endswith(".gz")
     download_file(spec.url, target, spec.checksum, timeout=timeout,
-                  gzip_after=spec.filename.endswith(".gz") and not
-                  (spec.download_name or spec.filename).endswith(".gz"))
+                  gzip_after=spec.filename.endswith(".gz") and not served_gz,
+                  gunzip_after=served_gz and not spec.filename.endswith(".gz"))
     return target
 
 
@@ -230,12 +231,14 @@ def file_checksum(path: Path, algorithm: str) -> str:
 
 
 def download_file(url: str, target: Path, checksum: str | None, timeout: float = 30.0,
-                  gzip_after: bool = False) -> Path:
+                  gzip_after: bool = False, gunzip_after: bool = False) -> Path:
     """Download ``url`` to ``target`` atomically, verifying ``checksum`` first.
 
     ``checksum`` (``"sha256:…"`` / ``"md5:…"``) is of the bytes served. ``url`` may be a
     ``file://`` URL (how the tests exercise this path offline). Raises ``ConnectionError``
     with instructions when the network is unreachable, ``DataError`` on a checksum mismatch.
+    ``gzip_after`` / ``gunzip_after`` (de)compress the verified bytes so that ``target``'s
+    name (``.gz`` or not) says what it holds.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -258,11 +261,12 @@ def download_file(url: str, target: Path, checksum: str | None, timeout: float =
                     f"checksum mismatch for {url}: expected {algorithm} {expected}, got {actual}; "
                     "the file was not kept"
                 )
-        if gzip_after:
-            gz_tmp = tmp + ".gz"
-            with open(tmp, "rb") as src, gzip.open(gz_tmp, "wb") as dst:
+        if gzip_after or gunzip_after:
+            conv_tmp = tmp + ".conv"
+            with (gzip.open(tmp, "rb") if gunzip_after else open(tmp, "rb")) as src, \
+                    (open(conv_tmp, "wb") if gunzip_after else gzip.open(conv_tmp, "wb")) as dst:
                 shutil.copyfileobj(src, dst)
-            os.replace(gz_tmp, tmp)
+            os.replace(conv_tmp, tmp)
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
@@ -344,17 +348,21 @@ def load_csv(
     task_type: str | None = None,
     name: str | None = None,
     exclude: Sequence[str] = (),
+    strict: bool = True,
 ) -> LabeledData:
     """Read a user's CSV/CSV.gz of SMILES and one or many label columns.
 
     NaN / empty cells are unmeasured labels. ``target_columns=None`` takes every column
     but the SMILES column and ``exclude``; ``task_type=None`` infers classification when
-    every label is 0/1. Raises :class:`DataError` naming the file, row and column.
+    every label is 0/1. Raises :class:`DataError` naming the file, row and column; with
+    ``strict=False`` one-class classification tasks are listed in
+    ``metadata["one_class_tasks"]`` instead of refused (for scoring, where they are skipped).
     """
     path = Path(path)
     frame = _read_table(path)
     return _from_frame(frame, path, smiles_column, target_columns, task_type,
-                       name or path.name.split(".")[0], np.arange(len(frame)), exclude)
+                       name or path.name.split(".")[0], np.arange(len(frame)), exclude,
+                       strict=strict)
 
 
 def _from_frame(frame: pd.DataFrame, path: Path, smiles_column: str,

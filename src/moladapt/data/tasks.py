@@ -29,10 +29,11 @@ def load_fsmol_tasks(split: str = "test", min_size: int = 0, download: bool = Tr
     if split not in FSMOL_SPLITS:
         raise ValueError(f"FS-Mol split must be one of {FSMOL_SPLITS}, got {split!r}")
     path = resolve_file(FSMOL, download=download)
-    frame = pd.read_csv(path, usecols=["split", "task_id", "smiles", "label", "log_regression_value"])
-    expected = {"split", "task_id", "smiles", "label"}
+    expected = {"split", "task_id", "smiles", "label", "log_regression_value"}
+    frame = pd.read_csv(path, usecols=lambda c: c in expected)
     if not expected <= set(frame.columns):
-        raise DataError(f"{path}: expected FS-Mol long-format columns {sorted(expected)}")
+        raise DataError(f"{path}: expected FS-Mol long-format columns {sorted(expected)}, "
+                        f"missing {sorted(expected - set(frame.columns))}")
     frame = frame[frame["split"] == split]
     tasks = []
     for task_id, part in frame.groupby("task_id", sort=True):
