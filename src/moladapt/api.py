@@ -80,7 +80,10 @@ class MolPropertyModel:
         y_kept = y[graphs.source_rows]
         model = build_model(self._model_config(), featurizer, y.shape[1])
         if self.init is not None:
-            model.encoder.load_state_dict(load_checkpoint(self.init, featurizer).model.encoder.state_dict())
+            from moladapt.bundled_models import resolve_init
+
+            init = load_checkpoint(resolve_init(self.init), featurizer)
+            model.encoder.load_state_dict(init.model.encoder.state_dict())
         frac_train = 1.0 - self.valid_fraction
         split = make_split(self.valid_split, graphs.smiles, y_kept, (frac_train, self.valid_fraction, 0.0), self.seed)
         train_idx = np.concatenate([split.train, split.test])

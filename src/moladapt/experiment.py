@@ -116,7 +116,9 @@ def run_training(cfg: RunConfig, output: str | Path | None = None, progress: boo
     split = split_data(prepared, cfg)
     model = build_model(cfg.model, prepared.featurizer, data.num_tasks)
     if cfg.train.init:
-        init = load_checkpoint(cfg.train.init, expected_featurizer=prepared.featurizer)
+        from moladapt.bundled_models import resolve_init
+
+        init = load_checkpoint(resolve_init(cfg.train.init), expected_featurizer=prepared.featurizer)
         model.encoder.load_state_dict(init.model.encoder.state_dict())
     trainer = Trainer(model, data.task_type, cfg.train, progress=progress)
     t0 = time.perf_counter()

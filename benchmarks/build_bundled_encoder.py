@@ -1,0 +1,184 @@
+"""Build the pretrained encoder bundled with moladapt, and its model card (one command).
+
+Pretrains GIN 5×300 (``basic`` features, JK last, mean pooling, dropout 0, batch 256, Adam
+lr 1e-3) with ``--objective`` on the first ``--corpus-size`` molecules of the MOSES training
+set, then writes
+
+* ``src/moladapt/bundled/encoder_<name>.pt`` (a :func:`moladapt.pretrain.save_pretrained_encoder`
+  checkpoint; refused above ``--max-mb`` = 30 MB; GIN 5×300 is ≈ 7 MB), and
+* ``src/moladapt/bundled/encoder_<name>.md``, the model card
+  (:func:`moladapt.bundled_models.model_card`): corpus, objective(s), epochs,
+  hyper-parameters, featurizer and version, this command, wall time, sha256 of the .pt and,
+  with ``--downstream benchmarks/results/pretraining.md``, the measured fine-tuning effect.
+
+``<name>`` is the objective (``--name`` overrides it); ``moladapt train --init bundled:<name>``
+then starts from it (``--init bundled`` for the default, ``attribute_masking``).
+
+Sizing (defaults: 200,000 molecules × 10 epochs, 2 threads): GIN 5×300 trains at ~300
+molecules/s on 2 threads (the supervised fine-tuning rate; batch 256 is a little faster, the
+objectives' own work a little slower). Attribute masking and edge prediction cost about
+one forward/backward per molecule, so 200,000 × 10 = 2.0 M molecule-epochs / 300 mol/s ≈
+6,700 s ≈ 1.9 h, plus ≈ 3 min to featurize 200,000 SMILES (cached afterwards). Infomax is
+≈ 1.5× and graphcl / context prediction ≈ 2× that per molecule (two views / a second GNN):
+for them halve ``--epochs`` (or ``--corpus-size``) to stay near 2 h. ``benchmarks/pretrain_speed.py``
+measures the actual rates. The run is resumable: rerunning the same command continues from
+``<work-dir>/pretrained/<hash>/last.pt`` after the last finished epoch.
+
+    MOLADAPT_DATA_DIR=../shared/data OMP_NUM_THREADS=2 python benchmarks/build_bundled_encoder.py \
+        --objective attribute_masking --downstream benchmarks/results/pretraining.md
+
+Only the card again (after new downstream results; no training, the .pt is unchanged)::
+
+    python benchmarks/build_bundled_encoder.py --objective attribute_masking --card-only \
+        --downstream benchmarks/results/pretraining.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import re
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BUNDLED = ROOT / "src" / "moladapt" / "bundled"
+
+
+def downstream_table(path: Path, name: str) -> str:
+    """The rows of ``path``'s first objective table for ``none`` and ``name`` (or the whole file)."""
+    text = path.read_text()
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("| objective") and i + 1 < len(lines) and lines[i + 1].startswith("|---"):
+            keep = [line, lines[i + 1]]
+            for row in lines[i + 2:]:
+                if not row.startswith("|"):
+                    break
+                first = row.strip("|").split("|")[0].strip().strip("*`")
+                if first in ("none", name):
+                    keep.append(row)
+            if len(keep) > 2:
+                return (f"From `{path.name}` (test ROC-AUC %, scaffold split, mean ± std over seeds):"
+                        "\n\n" + "\n".join(keep))
+    return f"From `{path.name}`:\n\n{text}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--objective", default="attribute_masking",
+                        help="objective, or stages as `moladapt pretrain --objective` reads them "
+                             "(e.g. 'attribute_masking:10,supervised:10'); supervised uses --labels-dataset")
+    parser.add_argument("--name", default=None, help="bundled name (default: the objective names joined by '_')")
+    parser.add_argument("--corpus", default="moses_train")
+    parser.add_argument("--corpus-size", type=int, default=200_000)
+    parser.add_argument("--epochs", type=int, default=10, help="epochs (when --objective has no stages)")
+    parser.add_argument("--labels-dataset", default="toxcast")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--hidden-dim", type=int, default=300)
+    parser.add_argument("--num-layers", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--work-dir", type=Path, default=ROOT / "runs" / "bundled_encoder",
+                        help="checkpoints (resumable)")
+    parser.add_argument("--output-dir", type=Path, default=BUNDLED, help="where encoder_<name>.pt/.md go")
+    parser.add_argument("--downstream", type=Path, default=None,
+                        help="results Markdown (benchmarks/results/pretraining.md) for the card")
+    parser.add_argument("--max-mb", type=float, default=30.0)
+    parser.add_argument("--card-only", action="store_true",
+                        help="rewrite the card from the existing .pt and the saved build record")
+    args = parser.parse_args()
+
+    import torch
+
+    from moladapt.bundled_models import model_card, sha256_file
+    from moladapt.cli.pretrain import parse_objectives
+    from moladapt.data.featurize import get_featurizer
+    from moladapt.experiment import environment
+    from moladapt.study.pretrain_runner import OBJECTIVE_COST, ensure_pretrained, resolve
+
+    stages = parse_objectives(args.objective, args.epochs)
+    name = args.name or "_".join(dict.fromkeys(n for names, _ in stages for n in names))
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise SystemExit(f"--name {name!r}: use letters, digits, '_', '-', '.'")
+    out_pt = args.output_dir / f"encoder_{name}.pt"
+    out_md = args.output_dir / f"encoder_{name}.md"
+    record_path = args.work_dir / f"build_{name}.json"
+    command = "python benchmarks/build_bundled_encoder.py " + shlex.join(sys.argv[1:])
+
+    if args.card_only:
+        if not out_pt.exists() or not record_path.exists():
+            raise SystemExit(f"--card-only needs {out_pt} and {record_path} from a build")
+        info = json.loads(record_path.read_text())
+    else:
+        torch.set_num_threads(args.threads)
+        feat = get_featurizer("basic")
+        config = resolve({
+            "data": {"dataset": "bbbp", "featurizer": "basic"},
+            "model": {"encoder": "gin", "hidden_dim": args.hidden_dim, "num_layers": args.num_layers},
+            "train": {},
+            "pretrain": {"objective": args.objective, "corpus": args.corpus, "corpus_size": args.corpus_size,
+                         "labels_dataset": args.labels_dataset, "epochs": args.epochs,
+                         "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed},
+        })
+        pre = config["pretrain"]
+        mol_epochs = sum(args.corpus_size * n * max(OBJECTIVE_COST.get(o, 1.5) for o in names)
+                         for names, n in stages)
+        print(f"pretraining {name}: {stages} on {args.corpus_size:,} molecules of {args.corpus}, "
+              f"{args.threads} threads; expect ~{mol_epochs / 300 / 3600:.1f} h at 300 mol/s "
+              "(GIN 5×300, 2 threads)", flush=True)
+        t0 = time.perf_counter()
+        built = ensure_pretrained(config, args.work_dir, log=lambda m: print(m, flush=True))
+        wall = time.perf_counter() - t0
+        summary = built.summary
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+        size_mb = built.encoder_path.stat().st_size / 1e6
+        if size_mb > args.max_mb:
+            raise SystemExit(f"{built.encoder_path} is {size_mb:.1f} MB > --max-mb {args.max_mb}: not bundled")
+        shutil.copyfile(built.encoder_path, out_pt)
+        from moladapt.training import load_checkpoint
+
+        extra = load_checkpoint(out_pt, feat).extra.get("pretrain", {})
+        obj_hparams = {f"{o['name']}.{k}": v for stage in extra.get("objectives", [])
+                       for o in stage for k, v in (o.get("hparams") or {}).items()}
+        corpus = summary.get("corpus") or {}
+        info = {
+            "name": name, "objectives": [[list(n), e] for n, e in stages],
+            "corpus": (f"{pre['corpus']} ({Path(corpus['source']).name}, first {pre['corpus_size']} rows)"
+                       if corpus.get("source") else pre["corpus"]),
+            "corpus_size": corpus.get("num_molecules", pre["corpus_size"]),
+            "labels": (f"{summary['labels']['source']} ({summary['labels']['molecules']} molecules, "
+                       f"{summary['labels']['tasks']} tasks)") if summary.get("labels") else None,
+            "epochs": sum(e for _, e in stages),
+            "hparams": {"encoder": "gin", "hidden_dim": args.hidden_dim, "num_layers": args.num_layers,
+                        "jk": "last", "pooling": "mean", "dropout": pre["dropout"],
+                        "batch_size": pre["batch_size"], "lr": pre["lr"], "optimizer": "Adam",
+                        "seed": pre["seed"], "threads": args.threads, **obj_hparams},
+            "featurizer": feat.name, "featurizer_version": feat.version,
+            "command": f"MOLADAPT_DATA_DIR=../shared/data OMP_NUM_THREADS={args.threads} {command}",
+            # the whole build across resumed attempts (pretrain_seconds), or this call's time
+            "wall_seconds": float(summary.get("pretrain_seconds") or wall),
+            "final_loss": summary.get("final_loss"),
+            "date": str(dt.date.today()),
+            "environment": {**environment(), "cpus": f"{torch.get_num_threads()} threads",
+                            "platform": platform.platform(terse=True)},
+        }
+        args.work_dir.mkdir(parents=True, exist_ok=True)
+        record_path.write_text(json.dumps(info, indent=2))
+
+    info["sha256"] = sha256_file(out_pt)
+    info["file_size"] = out_pt.stat().st_size
+    info["downstream"] = downstream_table(args.downstream, name) if args.downstream else None
+    out_md.write_text(model_card(info))
+    print(f"wrote {out_pt} ({info['file_size'] / 1e6:.1f} MB, sha256 {info['sha256'][:12]}…) and {out_md}; "
+          f"pretraining wall time {info['wall_seconds']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

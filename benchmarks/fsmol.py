@@ -1,0 +1,738 @@
+"""FS-Mol few-shot benchmark: meta-learned initialisations against multi-task, single-task and
+fingerprint baselines, in distribution (FS-Mol test tasks) and out of distribution.
+
+Methods (``--methods``; each is a directory name under ``raw/fsmol/<group>/``):
+
+* ``maml``, ``fomaml``, ``anil``, ``protonet`` — meta-trained on the FS-Mol training tasks
+  (:func:`moladapt.fewshot.meta_train`), evaluated with their own adaptation rule;
+* ``mt-finetune``, ``mt-head`` — the "multi-task + fine-tune" baseline: supervised multi-task
+  pretraining (:func:`moladapt.pretrain.pretrain`, objective ``supervised``) on the
+  molecules × training-tasks label matrix, then per episode ``finetune`` with
+  ``mode="full"`` (encoder and head) or ``mode="head"`` (MLP head on the frozen encoder);
+* ``scratch-finetune`` — single-task from scratch: ``finetune`` (full) on a random encoder;
+* ``rf-ecfp``, ``knn-ecfp`` — fingerprint baselines.
+
+Every method is evaluated with :func:`moladapt.fewshot.few_shot` (same episodes for all
+methods: ``draws`` per task and k) on the FS-Mol test tasks and on an out-of-distribution
+group (``--ood``, default ``toxcast:50``). Everything resumes: meta-trained models are reused
+when their configuration matches, multi-task pretraining resumes after its last epoch,
+evaluation after its last result row. ``--max-tasks N`` keeps the first N tasks of each group
+(so slices nest and a later full run only adds rows).
+
+Outputs (``--out``, default ``benchmarks/results``):
+
+* ``raw/fsmol/<group>/<method>/results.csv`` (+ config.yaml, summary.csv, timing.json);
+* ``raw/fsmol/models/<method>/`` — meta-trained ``model.pt`` (git-ignored), ``meta.json``,
+  ``config.yaml``; ``raw/fsmol/models/multitask/`` the pretrained encoder and its record;
+* ``fsmol.md`` — the tables, and ``fsmol_<group>_delta_auprc_vs_k.png`` — the plots.
+
+Before running it prints an estimate of the CPU hours, from per-episode times measured on a
+tiny warm-up (``--estimate-only`` stops there, ``--no-estimate`` skips it). Full run:
+
+    MOLADAPT_DATA_DIR=../shared/data OMP_NUM_THREADS=2 \\
+        python benchmarks/fsmol.py --threads 2
+
+``--report-only`` rewrites fsmol.md and the plots from the rows already computed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import functools
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from moladapt.adapt import TaskFeatureCache
+from moladapt.config import ModelConfig
+from moladapt.data.cache import featurize_cached
+from moladapt.data.episodes import EpisodeSampler, TaskTooSmall
+from moladapt.data.featurize import get_featurizer
+from moladapt.evaluate.protocol import load_results
+from moladapt.fewshot import (
+    build_adapter,
+    build_baseline,
+    encoder_config,
+    few_shot,
+    meta_train,
+    plot_delta_auprc_vs_k,
+    summarize_few_shot,
+)
+from moladapt.fewshot import resolve_tasks as _resolve_tasks
+from moladapt.types import Task
+from moladapt.utils import atomic_write_text, write_json
+
+META_METHODS = ("maml", "fomaml", "anil", "protonet")
+#: meta-learned *initialisations* (fine-tuned per task), compared with multi-task fine-tuning
+INIT_METHODS = ("maml", "fomaml", "anil")
+MT_METHODS = {"mt-finetune": {"mode": "full"}, "mt-head": {"mode": "head"}}
+SCRATCH = "scratch-finetune"
+BASELINE_METHODS = ("rf-ecfp", "knn-ecfp")
+ALL_METHODS = (*META_METHODS, *MT_METHODS, SCRATCH, *BASELINE_METHODS)
+DEFAULT_K = (16, 32, 64, 128, 256)
+
+#: Stanley et al. (NeurIPS 2021), FS-Mol test tasks, mean ΔAUPRC at k = 16, 32, 64, 128, 256.
+PUBLISHED = {
+    "protonet": ("ProtoNet", (0.211, 0.247, 0.276, 0.306, 0.292)),
+    "maml": ("GNN-MAML", (0.165, 0.172, 0.178, 0.197, 0.187)),
+    "mt-finetune": ("GNN-MT", (0.117, 0.149, 0.182, 0.228, 0.239)),
+    "rf-ecfp": ("RF", (0.098, 0.130, 0.168, 0.218, 0.261)),
+}
+#: Nguyen, Kreatsoulas & Branson (2020): AUPRC of meta-initialisations relative to multi-task.
+NGUYEN_GAIN = {"in": 0.112, "ood": 0.269}
+
+
+# --- configuration ---------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--methods", default=",".join(ALL_METHODS),
+                   help=f"comma-separated subset of: {', '.join(ALL_METHODS)}")
+    p.add_argument("--support", default=",".join(map(str, DEFAULT_K)), help="k values")
+    p.add_argument("--draws", type=int, default=10, help="episodes per task and k")
+    p.add_argument("--max-tasks", type=int, default=None,
+                   help="keep the first N tasks of each evaluation group (a slice)")
+    p.add_argument("--train", default="fsmol-train", help="meta-/multi-task training tasks")
+    p.add_argument("--test", default="fsmol-test", help="in-distribution evaluation tasks")
+    p.add_argument("--ood", default="toxcast:50",
+                   help="out-of-distribution evaluation tasks ('none' to skip), e.g. tox21")
+    p.add_argument("--encoder", default="gin")
+    p.add_argument("--layers", type=int, default=5)
+    p.add_argument("--hidden", type=int, default=300)
+    p.add_argument("--featurizer", default="basic")
+    p.add_argument("--meta-steps", type=int, default=2000)
+    p.add_argument("--meta-batch-size", type=int, default=4)
+    p.add_argument("--mt-epochs", type=int, default=10, help="multi-task pretraining epochs")
+    p.add_argument("--mt-batch-size", type=int, default=256)
+    p.add_argument("--mt-lr", type=float, default=1e-3)
+    p.add_argument("--mt-min-per-class", type=int, default=1,
+                   help="training tasks with fewer positives or negatives are left out of the "
+                        "multi-task label matrix")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    p.add_argument("--work-dir", type=Path, default=Path("runs/fsmol"),
+                   help="resumable pretraining state (large; not for git)")
+    p.add_argument("--retrain", action="store_true",
+                   help="meta-train / pretrain again even if a model with another config exists")
+    est = p.add_mutually_exclusive_group()
+    est.add_argument("--estimate-only", action="store_true")
+    est.add_argument("--no-estimate", action="store_true")
+    p.add_argument("--report-only", action="store_true")
+    args = p.parse_args(argv)
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = sorted(set(args.methods) - set(ALL_METHODS))
+    if unknown or not args.methods:
+        p.error(f"unknown method(s) {unknown}; choose from {', '.join(ALL_METHODS)}")
+    args.support = sorted({int(k) for k in args.support.split(",") if k.strip()})
+    if args.draws < 1 or not args.support or args.support[0] < 2:
+        p.error("--draws must be >= 1 and --support values >= 2")
+    if args.max_tasks is not None and args.max_tasks < 1:
+        p.error("--max-tasks must be >= 1")
+    return args
+
+
+def model_cfg(args: argparse.Namespace) -> ModelConfig:
+    cfg = encoder_config({"encoder": args.encoder, "num_layers": args.layers, "hidden_dim": args.hidden})
+    return dataclasses.replace(cfg, head_hidden_dims=())
+
+
+def meta_hparams(args: argparse.Namespace) -> dict[str, Any]:
+    return {"meta_steps": int(args.meta_steps), "meta_batch_size": int(args.meta_batch_size)}
+
+
+def _dur(seconds: float) -> str:
+    if seconds is None or math.isnan(seconds):
+        return "–"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.2f} h"
+
+
+def group_dir_name(spec: str) -> str:
+    return spec.strip().lower().replace(":", "-").replace("/", "_")
+
+
+def raw_dir(args: argparse.Namespace) -> Path:
+    return args.out / "raw" / "fsmol"
+
+
+def groups(args: argparse.Namespace) -> list[str]:
+    specs = [args.test]
+    if args.ood and args.ood.lower() != "none":
+        specs.append(args.ood)
+    return specs
+
+
+@functools.lru_cache(maxsize=8)
+def _resolved(spec: str) -> tuple[Task, ...]:
+    return tuple(_resolve_tasks(spec))
+
+
+def resolve_tasks(spec: str) -> list[Task]:
+    """:func:`moladapt.fewshot.resolve_tasks`, loaded once per process."""
+    return list(_resolved(spec))
+
+
+def load_group(spec: str, max_tasks: int | None) -> list[Task]:
+    tasks = resolve_tasks(spec)
+    return tasks if max_tasks is None else tasks[:max_tasks]
+
+
+# --- the multi-task label matrix -------------------------------------------------------------
+
+
+def multitask_matrix(tasks: Sequence[Task], min_per_class: int = 1) -> tuple[list[str], np.ndarray, list[str]]:
+    """Molecules × tasks float32 label matrix (NaN: unmeasured) from a list of tasks.
+
+    The same pivot as :func:`moladapt.multitask.fsmol_labeled_data` (tasks with at least
+    ``min_per_class`` of each class; a molecule listed twice in a task with different labels
+    is NaN there), built straight into float32 so that all 4935 FS-Mol training tasks fit
+    (207k × 4935 × 4 bytes ≈ 4 GB instead of pandas' 8 GB float64 unstack).
+    """
+    kept = []
+    for t in tasks:
+        y = np.asarray(t.labels, dtype=np.float64)
+        if (y == 1).sum() >= min_per_class and (y == 0).sum() >= min_per_class:
+            kept.append(t)
+    if not kept:
+        raise ValueError(f"no training task has {min_per_class} molecules of each class")
+    index: dict[str, int] = {}
+    for t in kept:
+        for s in t.smiles:
+            index.setdefault(s, len(index))
+    y = np.full((len(index), len(kept)), np.nan, dtype=np.float32)
+    for j, t in enumerate(kept):
+        rows = np.fromiter((index[s] for s in t.smiles), dtype=np.int64, count=len(t.smiles))
+        labels = np.asarray(t.labels, dtype=np.float32).reshape(-1)
+        order = np.argsort(rows, kind="stable")
+        rows, labels = rows[order], labels[order]
+        uniq, start = np.unique(rows, return_index=True)
+        means = np.add.reduceat(labels, start) / np.diff(np.append(start, len(rows)))
+        y[uniq, j] = np.where((means == 0) | (means == 1), means, np.nan)
+    return list(index), y, [t.task_id for t in kept]
+
+
+# --- training --------------------------------------------------------------------------------
+
+
+def _same(path: Path, wanted: dict[str, Any]) -> bool:
+    if not path.exists():
+        return False
+    return json.loads(path.read_text(encoding="utf-8")) == json.loads(json.dumps(wanted))
+
+
+def meta_identity(args: argparse.Namespace, method: str) -> dict[str, Any]:
+    return {"method": method, "train": args.train, "encoder": dataclasses.asdict(model_cfg(args)),
+            "featurizer": args.featurizer, "hparams": meta_hparams(args), "seed": int(args.seed)}
+
+
+def ensure_meta_trained(args: argparse.Namespace, method: str, train_tasks: list[Task] | None,
+                        cache: TaskFeatureCache) -> tuple[Path, list[Task] | None]:
+    """``models/<method>/model.pt``, meta-trained now unless a matching one exists."""
+    out = raw_dir(args) / "models" / method
+    identity = meta_identity(args, method)
+    ckpt = out / "model.pt"
+    if ckpt.exists() and _same(out / "identity.json", identity):
+        print(f"[{method}] reusing {ckpt}", flush=True)
+        return ckpt, train_tasks
+    if ckpt.exists() and not args.retrain:
+        raise SystemExit(f"{ckpt} was meta-trained with another configuration "
+                         f"(see {out / 'identity.json'}); pass --retrain or another --out")
+    if train_tasks is None:
+        train_tasks = resolve_tasks(args.train)
+    setup = stream_setup_seconds(args, train_tasks, cache)
+    print(f"[{method}] meta-training {args.meta_steps} steps on {len(train_tasks)} tasks", flush=True)
+    start = time.perf_counter()
+    result = meta_train(method, train_tasks, model_cfg(args), cache.featurizer, meta_hparams(args),
+                        output=out, seed=args.seed, tasks_name=args.train)
+    meta_path = out / "meta.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    write_json(meta_path, {**meta, "threads": torch.get_num_threads(), "setup_seconds": setup,
+                           "step_seconds": max(meta["seconds"] - setup, 1e-9)})
+    write_json(out / "identity.json", identity)
+    print(f"[{method}] done in {_dur(time.perf_counter() - start)} "
+          f"(final loss {result.info['final_loss']})", flush=True)
+    return ckpt, train_tasks
+
+
+_SETUP: dict[str, float] = {}
+
+
+def stream_setup_seconds(args: argparse.Namespace, train_tasks: list[Task], cache: TaskFeatureCache) -> float:
+    """Seconds meta_train spends building its episode stream before the first step (loading
+    the training tasks' graphs from the disk cache), measured once, so that steps/s counts
+    the outer steps only. Featurizes the training tasks into the disk cache first."""
+    if args.train not in _SETUP:
+        from moladapt.adapt.base import EpisodeStream
+
+        start = time.perf_counter()
+        for t in train_tasks:
+            cache(t)
+        print(f"featurized {len(train_tasks)} training tasks in {_dur(time.perf_counter() - start)}",
+              flush=True)
+        start = time.perf_counter()
+        EpisodeStream(train_tasks, TaskFeatureCache(cache.featurizer), 16, 64, args.seed)
+        _SETUP[args.train] = time.perf_counter() - start
+    return _SETUP[args.train]
+
+
+def mt_identity(args: argparse.Namespace) -> dict[str, Any]:
+    return {"train": args.train, "encoder": dataclasses.asdict(model_cfg(args)),
+            "featurizer": args.featurizer, "epochs": int(args.mt_epochs),
+            "batch_size": int(args.mt_batch_size), "lr": float(args.mt_lr),
+            "min_per_class": int(args.mt_min_per_class), "seed": int(args.seed)}
+
+
+def new_encoder(args: argparse.Namespace, seed: int) -> torch.nn.Module:
+    from moladapt.training import build_model
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        return build_model(model_cfg(args), get_featurizer(args.featurizer), 1).encoder
+
+
+def ensure_multitask(args: argparse.Namespace, train_tasks: list[Task] | None) -> tuple[Path, list[Task] | None]:
+    """Supervised multi-task pretraining on the training tasks; returns the encoder checkpoint."""
+    from moladapt.pretrain import pretrain
+
+    out = raw_dir(args) / "models" / "multitask"
+    ckpt = out / "model.pt"
+    identity = mt_identity(args)
+    work = args.work_dir / "multitask"
+    if ckpt.exists() and _same(out / "identity.json", identity):
+        print(f"[multitask] reusing {ckpt}", flush=True)
+        return ckpt, train_tasks
+    if (ckpt.exists() or (work / "identity.json").exists()) and not _same(work / "identity.json", identity):
+        if not args.retrain:
+            raise SystemExit(f"{out} / {work} hold multi-task pretraining with another configuration; "
+                             "pass --retrain or another --out/--work-dir")
+        shutil.rmtree(work, ignore_errors=True)
+    if train_tasks is None:
+        train_tasks = resolve_tasks(args.train)
+    smiles, y, task_ids = multitask_matrix(train_tasks, args.mt_min_per_class)
+    feat = get_featurizer(args.featurizer)
+    print(f"[multitask] {len(smiles)} molecules × {len(task_ids)} tasks "
+          f"({np.isfinite(y).mean():.2%} measured); featurizing", flush=True)
+    start = time.perf_counter()
+    graphs = featurize_cached(smiles, feat)
+    y = y[np.asarray(graphs.source_rows, dtype=np.int64)]
+    featurize_s = time.perf_counter() - start
+    work.mkdir(parents=True, exist_ok=True)
+    write_json(work / "identity.json", identity)
+    encoder = new_encoder(args, args.seed)
+    start = time.perf_counter()
+    history = pretrain(encoder, "supervised", graphs, y, epochs=args.mt_epochs,
+                       batch_size=args.mt_batch_size, lr=args.mt_lr, seed=args.seed,
+                       checkpoint_dir=work, progress=sys.stderr.isatty())
+    seconds = time.perf_counter() - start
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(work / "encoder.pt", ckpt)
+    write_json(out / "pretrain.json", {
+        **identity, "n_molecules": len(graphs), "n_tasks": len(task_ids),
+        "featurize_seconds": featurize_s, "seconds_this_call": seconds,
+        "epoch_seconds": [r["seconds"] for r in history.epochs],
+        "losses": history.losses, "threads": torch.get_num_threads(),
+    })
+    write_json(out / "identity.json", identity)
+    print(f"[multitask] pretrained in {_dur(seconds)}, final loss {history.losses[-1]:.4f}", flush=True)
+    return ckpt, train_tasks
+
+
+# --- evaluation ------------------------------------------------------------------------------
+
+
+def eval_spec(args: argparse.Namespace, method: str, ckpts: dict[str, Path]) -> dict[str, Any]:
+    """Keyword arguments of :func:`few_shot` for one method."""
+    if method in META_METHODS:
+        return {"method": method, "checkpoint": ckpts[method]}
+    if method in MT_METHODS:
+        return {"method": "finetune", "checkpoint": ckpts["multitask"], "hparams": MT_METHODS[method]}
+    if method == SCRATCH:
+        return {"method": "finetune", "hparams": {"mode": "full"}, "encoder_cfg": model_cfg(args),
+                "featurizer": args.featurizer}
+    return {"method": method}
+
+
+def evaluate(args: argparse.Namespace, method: str, spec: str, tasks: list[Task],
+             ckpts: dict[str, Path]) -> None:
+    out = raw_dir(args) / group_dir_name(spec) / method
+    start = time.perf_counter()
+    run = few_shot(tasks=tasks, support_sizes=args.support, draws=args.draws, output=out,
+                   seed=args.seed, label=method, plot=False, tasks_name=spec,
+                   **eval_spec(args, method, ckpts))
+    wall = time.perf_counter() - start
+    timing_path = out / "timing.json"
+    timing = json.loads(timing_path.read_text(encoding="utf-8")) if timing_path.exists() else {}
+    timing["wall_seconds"] = float(timing.get("wall_seconds", 0.0)) + wall
+    timing["episodes_computed"] = int(timing.get("episodes_computed", 0)) + run.n_new
+    timing["threads"] = torch.get_num_threads()
+    write_json(timing_path, timing)
+    print(f"[{method} @ {spec}] {run.n_new} new rows in {_dur(wall)}", flush=True)
+
+
+# --- the CPU-hour estimate -------------------------------------------------------------------
+
+
+def _episode_time(fit_predict, graphs, y, support: np.ndarray, query: np.ndarray) -> float:
+    start = time.perf_counter()
+    fit_predict(graphs.subset(support), y[support], graphs.subset(query))
+    return time.perf_counter() - start
+
+
+def _warmup_fit_predict(args: argparse.Namespace, method: str):
+    if method in BASELINE_METHODS:
+        return build_baseline(method, seed=args.seed)
+    encoder = new_encoder(args, args.seed)
+    if method in META_METHODS:
+        adapter = build_adapter(method, meta_hparams(args), args.seed)
+    else:
+        adapter = build_adapter("finetune", eval_spec(args, method, {"multitask": Path()})["hparams"], args.seed)
+    return adapter.fit_predict(encoder)
+
+
+def estimate(args: argparse.Namespace, eval_groups: dict[str, list[Task]], cache: TaskFeatureCache) -> float:
+    """Measure a few episodes per method, print the CPU-hour estimate of what is left."""
+    sampler = EpisodeSampler()
+    ks = args.support
+    all_tasks = [t for tasks in eval_groups.values() for t in tasks]
+    fits = [t for t in all_tasks if len(t) >= ks[-1] + 48]
+    task = min(fits, key=len) if fits else max(all_tasks, key=len)
+    item = cache(task)
+    graphs, y = item.graphs, item.y
+    k_hi = max([k for k in ks if k <= len(y) - 32] or [ks[0]])
+    ep_lo = sampler.sample(item.task, ks[0], 0)
+    ep_hi = sampler.sample(item.task, k_hi, 0)
+    q1 = ep_hi.query[: min(16, len(ep_hi.query))]
+    q2 = ep_lo.query[: min(len(ep_lo.query), len(q1) + 256)]
+    print(f"warm-up on task {task.task_id} ({len(task)} molecules), k={ks[0]} and k={k_hi}", flush=True)
+    start = time.perf_counter()
+    sample_smiles = list(task.smiles[:300])
+    cache.featurizer.featurize(sample_smiles)
+    per_mol = (time.perf_counter() - start) / len(sample_smiles)
+    per_method: dict[str, tuple[float, float, float]] = {}
+    measured: dict[str, tuple[float, float, float]] = {}
+    for method in args.methods:
+        key = "finetune-full" if method in ("mt-finetune", SCRATCH) else method  # same cost
+        if key in measured:
+            per_method[method] = measured[key]
+            continue
+        fp = _warmup_fit_predict(args, method)
+        _episode_time(fp, graphs, y, ep_lo.support, q1)  # warm caches (fingerprints, allocator)
+        t_lo = _episode_time(fp, graphs, y, ep_lo.support, q1)
+        t_q2 = _episode_time(fp, graphs, y, ep_lo.support, q2)
+        t_hi = _episode_time(fp, graphs, y, ep_hi.support, q1) if k_hi != ks[0] else t_lo
+        per_query = max(0.0, (t_q2 - t_lo) / max(1, len(q2) - len(q1)))
+        slope = max(0.0, (t_hi - t_lo) / (k_hi - ks[0])) if k_hi != ks[0] else 0.0
+        per_method[method] = measured[key] = (t_lo - per_query * len(q1), slope, per_query)
+    n_eval_mol = sum(len(t) for t in all_tasks)
+    total = per_mol * n_eval_mol
+    lines = [f"  featurize {n_eval_mol} evaluation molecules (if not cached)   {_dur(total)}"]
+    for spec, tasks in eval_groups.items():
+        for method in args.methods:
+            base, slope, per_query = per_method[method]
+            done = load_results(raw_dir(args) / group_dir_name(spec) / method / "results.csv")
+            done_keys = set(zip(done["task_id"], done["k"], done["draw"], strict=True))
+            seconds, n = 0.0, 0
+            for t in tasks:
+                for k in ks:
+                    try:
+                        sampler.num_support_positives(t, k)
+                    except TaskTooSmall:
+                        continue
+                    todo = sum((t.task_id, k, d) not in done_keys for d in range(args.draws))
+                    seconds += todo * (max(base, 0.0) + slope * (k - ks[0]) + per_query * (len(t) - k))
+                    n += todo
+            total += seconds
+            lines.append(f"  eval  {spec:<14} {method:<17} {n:>6} episodes  {_dur(seconds)}")
+    # training: meta-training steps and multi-task pretraining, measured on a few train tasks
+    needs_meta = [m for m in args.methods if m in META_METHODS]
+    needs_mt = any(m in MT_METHODS for m in args.methods)
+    if needs_meta or needs_mt:
+        train_tasks = resolve_tasks(args.train)
+        few = [t for t in train_tasks if len(t) >= 48][:8] or train_tasks[:8]
+        n_train_mol = sum(len(t) for t in train_tasks)
+        if needs_meta:
+            seconds = per_mol * n_train_mol
+            total += seconds
+            lines.append(f"  featurize {n_train_mol} training molecules (if not cached)  {_dur(seconds)}")
+        for t in few:
+            cache(t)
+        for method in needs_meta:
+            ident = meta_identity(args, method)
+            if (raw_dir(args) / "models" / method / "model.pt").exists() and _same(
+                    raw_dir(args) / "models" / method / "identity.json", ident):
+                continue
+            adapter = build_adapter(method, {**meta_hparams(args), "meta_steps": 2}, args.seed)
+            encoder = new_encoder(args, args.seed)
+            start = time.perf_counter()
+            adapter.meta_train(encoder, few, cache)
+            per_step = (time.perf_counter() - start) / 2
+            seconds = per_step * args.meta_steps
+            total += seconds
+            lines.append(f"  train {method:<32} {args.meta_steps:>6} steps     {_dur(seconds)}"
+                         f"  ({1 / per_step:.3f} steps/s)")
+        if needs_mt and not _same(raw_dir(args) / "models" / "multitask" / "identity.json", mt_identity(args)):
+            from moladapt.pretrain import pretrain
+
+            n_mol = len({s for t in train_tasks for s in t.smiles})
+            n_tasks = len(train_tasks)
+            mols = list(dict.fromkeys(s for t in few for s in t.smiles))
+            g = get_featurizer(args.featurizer).featurize(mols)
+            bs = min(args.mt_batch_size, len(g) // 2)
+            yy = np.random.default_rng(0).choice([0.0, 1.0, np.nan], size=(len(g), n_tasks)).astype(np.float32)
+            start = time.perf_counter()
+            hist = pretrain(new_encoder(args, args.seed), "supervised", g, yy, epochs=1, batch_size=bs,
+                            progress=False)
+            per_batch = (time.perf_counter() - start) / max(1, hist.epochs[-1]["batches"])
+            per_batch *= args.mt_batch_size / bs
+            seconds = per_batch * math.ceil(n_mol / args.mt_batch_size) * args.mt_epochs + per_mol * n_mol
+            total += seconds
+            lines.append(f"  train multitask ({n_mol} molecules × {n_tasks} tasks, {args.mt_epochs} epochs)"
+                         f"  {_dur(seconds)}")
+    threads = torch.get_num_threads()
+    print("Estimated time still to run (wall, at the measured speed):\n" + "\n".join(lines), flush=True)
+    print(f"TOTAL ≈ {total / 3600:.2f} h wall with {threads} thread(s) ≈ "
+          f"{total * threads / 3600:.1f} CPU hours", flush=True)
+    return total * threads / 3600
+
+
+# --- the report ------------------------------------------------------------------------------
+
+
+def _collect(args: argparse.Namespace, spec: str) -> pd.DataFrame:
+    frames = []
+    base = raw_dir(args) / group_dir_name(spec)
+    order = {m: i for i, m in enumerate(ALL_METHODS)}
+    paths = sorted(base.glob("*/results.csv"), key=lambda p: (order.get(p.parent.name, 99), p.parent.name))
+    for path in paths:
+        frame = load_results(path)
+        if len(frame):
+            frames.append(frame)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _fmt_cell(row: pd.Series) -> str:
+    if not row["n_tasks"]:
+        return "–"
+    lo, hi = row["delta_auprc_ci_low"], row["delta_auprc_ci_high"]
+    half = "" if math.isnan(lo) else f" ± {(hi - lo) / 2:.3f}"
+    return f"{row['delta_auprc_mean']:.3f}{half}"
+
+
+def _table(results: pd.DataFrame, ks: Sequence[int], published: bool) -> list[str]:
+    summary = summarize_few_shot(results, ("delta_auprc",))
+    head = "| method | " + " | ".join(f"k={k}" for k in ks) + " | tasks (per k) | draws |"
+    lines = [head, "|---" * (len(ks) + 3) + "|"]
+    for method in pd.unique(summary["method"]):
+        part = summary[summary["method"] == method].set_index("k")
+        cells = [_fmt_cell(part.loc[k]) if k in part.index else "–" for k in ks]
+        n = "/".join(str(int(part.loc[k, "n_tasks"])) if k in part.index else "0" for k in ks)
+        draws = int(part["draws_per_task"].max())
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {n} | {draws} |")
+        if published and method in PUBLISHED:
+            name, values = PUBLISHED[method]
+            pub = [f"{values[DEFAULT_K.index(k)]:.3f}" if k in DEFAULT_K else "–" for k in ks]
+            lines.append(f"| ↳ *FS-Mol paper: {name}* | " + " | ".join(f"*{v}*" for v in pub) + " | 157 | 10 |")
+    return lines
+
+
+def relative_gain(results: pd.DataFrame, method: str, baseline: str, n_boot: int = 5000,
+                  seed: int = 0) -> dict[str, Any] | None:
+    """(AUPRC_method − AUPRC_baseline) / AUPRC_baseline over the (task, k) cells both have.
+
+    Each (task, k) is the mean over draws; the ratio of the means is bootstrapped over tasks.
+    """
+    ok = results[results["status"] == "ok"]
+    cells = ok.groupby(["method", "task_id", "k"])["auprc"].mean().unstack("method")
+    if method not in cells or baseline not in cells:
+        return None
+    both = cells[[method, baseline]].dropna()
+    if both.empty:
+        return None
+    per_task = both.groupby(level="task_id").agg(["sum", "count"])
+    a = per_task[(method, "sum")].to_numpy()
+    b = per_task[(baseline, "sum")].to_numpy()
+    gain = a.sum() / b.sum() - 1
+    lo = hi = math.nan
+    if len(a) > 1:
+        rng = np.random.default_rng(seed)
+        idx = rng.integers(0, len(a), size=(n_boot, len(a)))
+        boots = a[idx].sum(1) / b[idx].sum(1) - 1
+        lo, hi = np.quantile(boots, [0.025, 0.975])
+    per_k = {int(k): float(g[method].mean() / g[baseline].mean() - 1) for k, g in both.groupby(level="k")}
+    return {"gain": float(gain), "ci": (float(lo), float(hi)), "n_tasks": len(a), "cells": len(both),
+            "per_k": per_k}
+
+
+def _pct(x: float) -> str:
+    return "–" if x is None or math.isnan(x) else f"{x:+.1%}"
+
+
+def write_report(args: argparse.Namespace) -> Path | None:
+    specs = groups(args)
+    data = {spec: _collect(args, spec) for spec in specs}
+    if all(d.empty for d in data.values()):
+        print("no results yet: nothing to report", flush=True)
+        return None
+    ks = sorted(set(DEFAULT_K) | {int(k) for d in data.values() if not d.empty for k in d["k"]})
+    cfg = model_cfg(args)
+    lines = [
+        f"# FS-Mol few-shot benchmark — {dt.date.today()}",
+        "",
+        f"Written by `benchmarks/fsmol.py` on {platform.machine()} ({os.cpu_count()} cores). "
+        f"Encoder {cfg.encoder.upper()} {cfg.num_layers}×{cfg.hidden_dim} ({args.featurizer} features), "
+        f"meta-training {args.meta_steps} steps × {args.meta_batch_size} episodes on `{args.train}`, "
+        f"multi-task pretraining {args.mt_epochs} epochs. Cells: mean ΔAUPRC over tasks ± half "
+        "the 95% percentile-bootstrap CI over tasks (a task's value is its mean over draws); "
+        "tasks too small for a k are left out of that k (see the task counts). Methods: "
+        "`mt-finetune` / `mt-head` = supervised multi-task pretraining then full / head-only "
+        "fine-tuning; `scratch-finetune` = single-task fine-tuning of a random encoder.",
+        "",
+    ]
+    for i, spec in enumerate(specs):
+        frame = data[spec]
+        kind = "in distribution" if i == 0 else "out of distribution"
+        lines += [f"## ΔAUPRC on `{spec}` ({kind})", ""]
+        if frame.empty:
+            lines += ["(no results yet)", ""]
+            continue
+        lines += _table(frame, ks, published=(i == 0 and spec.startswith("fsmol-test")))
+        if i == 0 and spec.startswith("fsmol-test"):
+            lines += ["", "Published rows: Stanley et al., FS-Mol (NeurIPS 2021), Table 2 — "
+                      "157 test tasks, 10 draws; their episodes differ from ours (other sampler)."]
+        png = args.out / f"fsmol_{group_dir_name(spec)}_delta_auprc_vs_k.png"
+        if (frame["status"] == "ok").any():
+            plot_delta_auprc_vs_k(frame, png)
+            lines += ["", f"![ΔAUPRC vs k, {spec}]({png.name})"]
+        lines.append("")
+
+    lines += ["## Meta-initialisation vs multi-task: relative AUPRC gain", "",
+              "(AUPRC_meta − AUPRC_multitask) / AUPRC_multitask, pooled over the (task, k) "
+              "cells both methods have; 95% bootstrap CI over tasks. Nguyen, Kreatsoulas & "
+              f"Branson (2020) report {_pct(NGUYEN_GAIN['in'])} in distribution and "
+              f"{_pct(NGUYEN_GAIN['ood'])} out of distribution.", ""]
+    head = "| meta-initialisation | vs | " + " | ".join(f"{s} gain [95% CI]" for s in specs) + " |"
+    lines += [head, "|---" * (len(specs) + 2) + "|"]
+    gains: dict[tuple[str, str, str], dict[str, Any] | None] = {}
+    for baseline in MT_METHODS:
+        for method in INIT_METHODS:
+            cells = []
+            for spec in specs:
+                g = None if data[spec].empty else relative_gain(data[spec], method, baseline)
+                gains[(method, baseline, spec)] = g
+                cells.append("–" if g is None else
+                             f"{_pct(g['gain'])} [{_pct(g['ci'][0])}, {_pct(g['ci'][1])}] ({g['n_tasks']} tasks)")
+            if any(c != "–" for c in cells):
+                lines.append(f"| {method} | {baseline} | " + " | ".join(cells) + " |")
+    in_spec = specs[0]
+    cands = [(g["gain"], m) for (m, b, s), g in gains.items() if b == "mt-finetune" and s == in_spec and g]
+    if cands:
+        _, best = max(cands)
+        parts = []
+        for spec in specs:
+            g = gains.get((best, "mt-finetune", spec))
+            parts.append(f"{spec}: {_pct(g['gain']) if g else '–'}")
+        lines += ["", f"Best meta-initialisation in distribution: **{best}** vs mt-finetune — "
+                  + "; ".join(parts) + f" (Nguyen et al.: {_pct(NGUYEN_GAIN['in'])} / "
+                  f"{_pct(NGUYEN_GAIN['ood'])})."]
+    lines.append("")
+
+    lines += ["## Meta-training speed", "",
+              "Outer steps only (the episode stream's setup, loading the training tasks' graphs, "
+              "is measured separately and left out).", "",
+              "| method | steps | episodes/step | time | steps/s | vs MAML | threads |",
+              "|---|---|---|---|---|---|---|"]
+    speeds = {}
+    for method in META_METHODS:
+        path = raw_dir(args) / "models" / method / "meta.json"
+        if not path.exists():
+            continue
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        steps = int(meta["params"]["meta_steps"])
+        seconds = float(meta.get("step_seconds", meta["seconds"]))
+        speeds[method] = steps / seconds
+        rel = f"{speeds[method] / speeds['maml']:.2f}×" if "maml" in speeds else "–"
+        lines.append(f"| {method} | {steps} | {meta['params']['meta_batch_size']} | {_dur(seconds)} "
+                     f"| {speeds[method]:.3f} | {rel} | {meta.get('threads', '–')} |")
+    mt_path = raw_dir(args) / "models" / "multitask" / "pretrain.json"
+    if mt_path.exists():
+        mt = json.loads(mt_path.read_text(encoding="utf-8"))
+        lines += ["", f"Multi-task pretraining: {mt['n_molecules']} molecules × {mt['n_tasks']} tasks, "
+                  f"{mt['epochs']} epochs in {_dur(sum(mt['epoch_seconds']))} "
+                  f"(+ {_dur(mt['featurize_seconds'])} featurization), final loss {mt['losses'][-1]:.4f}."]
+    lines.append("")
+
+    lines += ["## Evaluation time", "",
+              "Episode compute: the sum of the protocol's per-episode fit + predict times; wall: "
+              "the evaluation calls' wall time (with featurization), summed over resumed runs.", "",
+              "| group | method | episodes | episode compute | wall | s / episode |",
+              "|---|---|---|---|---|---|"]
+    for spec in specs:
+        frame = data[spec]
+        if frame.empty:
+            continue
+        for method in pd.unique(frame["method"]):
+            part = frame[(frame["method"] == method) & (frame["status"] == "ok")]
+            timing_path = raw_dir(args) / group_dir_name(spec) / method / "timing.json"
+            wall = (json.loads(timing_path.read_text(encoding="utf-8"))["wall_seconds"]
+                    if timing_path.exists() else math.nan)
+            secs = float(part["seconds"].sum())
+            lines.append(f"| {spec} | {method} | {len(part)} | {_dur(secs)} | {_dur(wall)} "
+                         f"| {secs / max(1, len(part)):.2f} |")
+    lines.append("")
+    path = args.out / "fsmol.md"
+    atomic_write_text(path, "\n".join(lines))
+    print(f"wrote {path}", flush=True)
+    return path
+
+
+# --- main ------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.report_only:
+        write_report(args)
+        return 0
+    eval_groups = {spec: load_group(spec, args.max_tasks) for spec in groups(args)}
+    cache = TaskFeatureCache(args.featurizer)
+    if not args.no_estimate:
+        estimate(args, eval_groups, cache)
+        if args.estimate_only:
+            return 0
+    ckpts: dict[str, Path] = {}
+    train_tasks: list[Task] | None = None
+    for method in args.methods:
+        if method in META_METHODS:
+            ckpts[method], train_tasks = ensure_meta_trained(args, method, train_tasks, cache)
+    if any(m in MT_METHODS for m in args.methods):
+        ckpts["multitask"], train_tasks = ensure_multitask(args, train_tasks)
+    del train_tasks
+    for spec, tasks in eval_groups.items():
+        for method in args.methods:
+            evaluate(args, method, spec, tasks, ckpts)
+    write_report(args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,364 @@
+"""Does pretraining help? Each objective pretrained once, fine-tuned on six MoleculeNet sets.
+
+Objectives (Hu et al., ICLR 2020): ``attribute_masking``, ``context_prediction``,
+``edge_prediction``, ``infomax``, ``graphcl`` (self-supervised, on the first
+``--corpus-size`` molecules of MOSES train, ``--pretrain-epochs`` epochs), ``supervised``
+(multi-task BCE on ToxCast labels) and ``supervised+best``: the best self-supervised
+objective (highest mean *validation* ROC-AUC over the datasets, so the test sets do not pick
+it), then supervised on ToxCast, the order of Hu et al. GIN 5×300, ``basic`` features,
+batch 256, Adam 1e-3, dropout 0 while pretraining (:mod:`moladapt.study.pretrain_runner`).
+
+Fine-tuning: the protocol of ``benchmarks/moleculenet.py`` (scaffold split 80/10/10, batch
+32, Adam 1e-3, dropout 0.5, ``--epochs``, ``--patience``; test ROC-AUC at the best
+validation epoch), on BBBP, Tox21, ToxCast, SIDER, ClinTox, BACE × ``--seeds``. The
+no-pretraining row reuses ``benchmarks/results/raw/moleculenet_<featurizer>/<d>_seed<k>``
+when its protocol (epochs, patience) and the model (5×300) match; otherwise it is run here.
+
+Statistics: per objective, the paired difference (objective − none) over the dataset × seed
+pairs, with a percentile-bootstrap CI and the Wilcoxon signed-rank test, Holm-adjusted over
+the objectives (:func:`moladapt.evaluate.statistics.paired_comparisons`). ToxCast (and
+Tox21, whose assays ToxCast contains) are left out of the pairs of the supervised
+objectives: their pretraining saw those molecules' labels, test set included (marked † in
+the table).
+
+Everything resumes: encoders are built once per configuration under ``--checkpoint-dir``
+(``pretrained/<hash>/last.pt`` after every epoch), each finished fine-tuning run writes
+``<raw>/<objective>/<dataset>_seed<k>/summary.json`` and is skipped next time. ``--jobs``
+single-threaded processes run in parallel (first the pretrainings, then the fine-tunings).
+
+    MOLADAPT_DATA_DIR=../shared/data python benchmarks/pretraining.py --jobs 2 \
+        --corpus-size 50000 --pretrain-epochs 10 --seeds 0,1,2
+    # corpus-size curve for one objective (adds a section to pretraining.md)
+    MOLADAPT_DATA_DIR=../shared/data python benchmarks/pretraining.py --jobs 2 \
+        --corpus-sizes 10000,50000,200000 --curve-objective attribute_masking --seeds 0,1,2
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
+SSL = ["attribute_masking", "context_prediction", "edge_prediction", "infomax", "graphcl"]
+ALL = [*SSL, "supervised", "supervised+best"]
+DATASETS = "bbbp,tox21,toxcast,sider,clintox,bace"
+LEAKY = {"toxcast", "tox21"}  # labels seen by supervised pretraining on toxcast
+
+
+def objective_spec(key: str, best: str | None, epochs: int) -> str:
+    """The pretrain_runner objective string of a benchmark row."""
+    if key == "supervised+best":
+        if best is None:
+            raise ValueError("supervised+best needs the best self-supervised objective")
+        return f"{best}:{epochs},supervised:{epochs}"
+    return key
+
+
+def pretrain_config(args, spec: str, corpus_size: int) -> dict:
+    from moladapt.study.pretrain_runner import resolve
+
+    return resolve({
+        "data": {"dataset": "bbbp", "featurizer": args.featurizer},
+        "model": {"encoder": "gin", "hidden_dim": args.hidden_dim, "num_layers": args.num_layers},
+        "train": {},
+        "pretrain": {"objective": spec, "corpus": args.corpus, "corpus_size": corpus_size,
+                     "labels_dataset": args.labels_dataset, "epochs": args.pretrain_epochs,
+                     "batch_size": args.pretrain_batch_size, "lr": 1e-3, "seed": 0},
+    })
+
+
+def pretrain_one(config: dict, checkpoint_dir: str) -> dict:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+    from moladapt.study.pretrain_runner import ensure_pretrained
+
+    built = ensure_pretrained(config, checkpoint_dir)
+    return {"hash": built.hash, "encoder": str(built.encoder_path), "seconds": built.seconds,
+            "final_loss": built.summary.get("final_loss")}
+
+
+def finetune_one(method: str, dataset: str, seed: int, init: str | None, args: dict, out_dir: str) -> dict:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+    from moladapt.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from moladapt.experiment import run_training
+
+    cfg = RunConfig(data=DataConfig(dataset=dataset, split="scaffold", featurizer=args["featurizer"]),
+                    model=ModelConfig(encoder="gin", hidden_dim=args["hidden_dim"],
+                                      num_layers=args["num_layers"], dropout=0.5),
+                    train=TrainConfig(epochs=args["epochs"], batch_size=32, lr=1e-3, seed=seed,
+                                      patience=args["patience"], num_threads=1, init=init))
+    out = Path(out_dir)
+    result = run_training(cfg, out, progress=False, log=lambda m: None)
+    metrics = json.loads((out / "metrics.json").read_text())
+    record = {"method": method, "dataset": dataset, "seed": seed, "featurizer": args["featurizer"],
+              "epochs": args["epochs"], "patience": args["patience"], "init": init,
+              "hidden_dim": args["hidden_dim"], "num_layers": args["num_layers"],
+              "corpus_size": args.get("corpus_size"),
+              "test_roc_auc": result.test.mean["roc_auc"], "valid_roc_auc": result.valid.mean["roc_auc"],
+              "best_epoch": result.best_epoch, "epochs_run": len(metrics["history"]["epochs"]),
+              "train_seconds": result.train_seconds, "mol_per_s": result.molecules_per_second}
+    (out / "summary.json").write_text(json.dumps(record, indent=2))
+    (out / "model.pt").unlink(missing_ok=True)
+    return record
+
+
+def _run_pool(jobs: int, calls: list[tuple], label) -> list:
+    out = []
+    if not calls:
+        return out
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        futures = {pool.submit(fn, *a): a for fn, *a in calls}
+        for fut in as_completed(futures):
+            try:
+                r = fut.result()
+                out.append(r)
+                print(label(r), flush=True)
+            except Exception as exc:  # noqa: BLE001 - report and go on with the other runs
+                print(f"FAILED {futures[fut][:3]}: {exc!r}", flush=True)
+    return out
+
+
+def baseline_record(args, dataset: str, seed: int) -> dict | None:
+    """The moleculenet.py run of (dataset, seed) if its protocol matches this benchmark's."""
+    p = args.baseline_dir / f"{dataset}_seed{seed}" / "summary.json"
+    if not p.exists() or (args.hidden_dim, args.num_layers) != (300, 5):
+        return None
+    r = json.loads(p.read_text())
+    if (r.get("epochs"), r.get("patience"), r.get("featurizer")) != (args.epochs, args.patience, args.featurizer):
+        return None
+    return {**r, "method": "none", "reused_from": str(p)}
+
+
+def load_records(raw: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(raw.glob("*/*/summary.json"))]
+
+
+def finetune_calls(args, method: str, init: str | None, raw: Path, corpus_size: int | None = None) -> list:
+    fargs = {"featurizer": args.featurizer, "hidden_dim": args.hidden_dim, "num_layers": args.num_layers,
+             "epochs": args.epochs, "patience": args.patience, "corpus_size": corpus_size}
+    return [(finetune_one, method, d, s, init, fargs, str(raw / method / f"{d}_seed{s}"))
+            for d in args.datasets for s in args.seeds
+            if not (raw / method / f"{d}_seed{s}" / "summary.json").exists()]
+
+
+def ft_label(r: dict) -> str:
+    return (f"{r['method']} {r['dataset']} seed {r['seed']}: test ROC-AUC {r['test_roc_auc']:.4f} "
+            f"({r['epochs_run']} epochs)")
+
+
+def pt_label(r: dict) -> str:
+    return f"pretrained {r['hash']} in {r['seconds']:.0f} s (final loss {r['final_loss']})"
+
+
+def none_records(args, raw: Path) -> tuple[list[dict], list[tuple]]:
+    """The no-pretraining runs: reused from moleculenet.py where possible, else to run here."""
+    reused, todo = [], []
+    for d in args.datasets:
+        for s in args.seeds:
+            r = baseline_record(args, d, s)
+            if r is not None:
+                reused.append(r)
+            elif not (raw / "none" / f"{d}_seed{s}" / "summary.json").exists():
+                todo.append((d, s))
+    fargs = {"featurizer": args.featurizer, "hidden_dim": args.hidden_dim, "num_layers": args.num_layers,
+             "epochs": args.epochs, "patience": args.patience, "corpus_size": None}
+    calls = [(finetune_one, "none", d, s, None, fargs, str(raw / "none" / f"{d}_seed{s}")) for d, s in todo]
+    return reused, calls
+
+
+def best_ssl(records: list[dict], datasets: list[str]) -> str | None:
+    """The self-supervised objective with the highest mean validation ROC-AUC (all datasets run)."""
+    scores = {}
+    for m in SSL:
+        rs = [r for r in records if r["method"] == m and r["dataset"] in datasets]
+        if rs and {r["dataset"] for r in rs} == set(datasets):
+            scores[m] = float(np.mean([r["valid_roc_auc"] for r in rs]))
+    return max(scores, key=scores.get) if scores else None
+
+
+def _cell(vals: list[float]) -> str:
+    if not vals:
+        return "—"
+    v = np.array(vals) * 100
+    return f"{v.mean():.1f} ± {v.std(ddof=1) if len(v) > 1 else 0:.1f}"
+
+
+def report(args, records: list[dict], curve: list[dict], best: str | None) -> str:
+    import pandas as pd
+
+    from moladapt.evaluate.statistics import paired_comparisons
+
+    datasets = args.datasets
+    methods = ["none", *[m for m in ALL if any(r["method"] == m for r in records)]]
+    lines = [f"# Pretraining: does it help? GIN {args.num_layers}×{args.hidden_dim}, `{args.featurizer}` "
+             "features, scaffold split", "",
+             f"Test ROC-AUC (%) at the epoch of best validation ROC-AUC, mean ± std over seeds "
+             f"{','.join(map(str, args.seeds))}. Date {dt.date.today()}, {platform.machine()} with "
+             f"{os.cpu_count()} cores, one thread per process.", "",
+             f"Pretraining: first {args.corpus_size:,} molecules of `{args.corpus}`, {args.pretrain_epochs} "
+             f"epochs, batch {args.pretrain_batch_size}, Adam 1e-3; supervised: `{args.labels_dataset}` labels"
+             + (f"; supervised+best = {best} then supervised (best by mean validation ROC-AUC)" if best else "")
+             + f". Fine-tuning: batch 32, Adam 1e-3, dropout 0.5, {args.epochs} epochs"
+             + (f", patience {args.patience}" if args.patience else "") + ".", "",
+             "| objective | " + " | ".join(datasets) + " | average |",
+             "|---|" + "---|" * (len(datasets) + 1)]
+    for m in methods:
+        cells, means = [], []
+        for d in datasets:
+            vals = [r["test_roc_auc"] for r in records if r["method"] == m and r["dataset"] == d]
+            mark = "†" if m.startswith("supervised") and d in LEAKY and vals else ""
+            cells.append(_cell(vals) + mark)
+            if vals:
+                means.append(np.mean(vals) * 100)
+        avg = f"{np.mean(means):.1f}" if len(means) == len(datasets) else "—"
+        lines.append(f"| {m} | " + " | ".join(cells) + f" | {avg} |")
+    lines += ["", "† pretraining saw these molecules' labels (ToxCast, which includes the Tox21 assays), "
+              "test set included: left out of the statistics below.", ""]
+    frame = pd.DataFrame([{"method": r["method"], "dataset": r["dataset"], "seed": r["seed"],
+                           "roc_auc": r["test_roc_auc"] * 100} for r in records
+                          if r["dataset"] in datasets
+                          and not (r["method"].startswith("supervised") and r["dataset"] in LEAKY)])
+    if len(methods) > 1 and not frame.empty:
+        cmp = paired_comparisons(frame, "roc_auc", baseline="none", unit_cols=["dataset", "seed"])
+        lines += ["## Paired comparison with no pretraining (dataset × seed pairs)", "",
+                  "Mean difference (objective − none, ROC-AUC points), 95% bootstrap CI, two-sided "
+                  "Wilcoxon signed-rank p, Holm-adjusted over the objectives.", "",
+                  "| objective | pairs | mean Δ | 95% CI | Wilcoxon p | Holm p | significant | direction | note |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for _, c in cmp.iterrows():
+            lines.append(f"| {c['method']} | {c['n_pairs']} | {c['mean_diff']:+.2f} | "
+                         f"[{c['ci_low']:+.2f}, {c['ci_high']:+.2f}] | {c['p_wilcoxon']:.3g} | "
+                         f"{c['p_wilcoxon_holm']:.3g} | {'yes' if c['significant'] else 'no'} | "
+                         f"{c['direction']} | {c['note']} |")
+        lines.append("")
+    reused = sum(1 for r in records if r.get("reused_from"))
+    if reused:
+        lines += [f"The no-pretraining row reuses {reused} run(s) of `benchmarks/moleculenet.py` "
+                  f"(`{args.baseline_dir.relative_to(ROOT) if args.baseline_dir.is_relative_to(ROOT) else args.baseline_dir}`).", ""]
+    if curve:
+        sizes = sorted({r["corpus_size"] for r in curve})
+        obj = curve[0]["method"].split("@")[0]
+        lines += [f"## Corpus-size curve: {obj}", "",
+                  "| corpus size | " + " | ".join(datasets) + " | average |",
+                  "|---|" + "---|" * (len(datasets) + 1)]
+        rows = [("0 (none)", [r for r in records if r["method"] == "none"])]
+        rows += [(f"{n:,}", [r for r in curve if r["corpus_size"] == n]) for n in sizes]
+        for label, rs in rows:
+            cells, means = [], []
+            for d in datasets:
+                vals = [r["test_roc_auc"] for r in rs if r["dataset"] == d]
+                cells.append(_cell(vals))
+                if vals:
+                    means.append(np.mean(vals) * 100)
+            avg = f"{np.mean(means):.1f}" if len(means) == len(datasets) else "—"
+            lines.append(f"| {label} | " + " | ".join(cells) + f" | {avg} |")
+        lines.append("")
+    lines += ["Command: `MOLADAPT_DATA_DIR=../shared/data python benchmarks/pretraining.py "
+              + " ".join(args.argv) + "`", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    import sys
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--objectives", default=",".join(ALL))
+    parser.add_argument("--datasets", default=DATASETS)
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--featurizer", default="basic")
+    parser.add_argument("--corpus", default="moses_train")
+    parser.add_argument("--corpus-size", type=int, default=50_000)
+    parser.add_argument("--pretrain-epochs", type=int, default=10)
+    parser.add_argument("--pretrain-batch-size", type=int, default=256)
+    parser.add_argument("--labels-dataset", default="toxcast")
+    parser.add_argument("--best-ssl", default="auto", help="objective before supervised in supervised+best, "
+                        "or auto (best mean validation ROC-AUC)")
+    parser.add_argument("--epochs", type=int, default=100, help="fine-tuning epochs")
+    parser.add_argument("--patience", type=int, default=15, help="fine-tuning early stopping (as the "
+                        "stored moleculenet_basic runs)")
+    parser.add_argument("--hidden-dim", type=int, default=300)
+    parser.add_argument("--num-layers", type=int, default=5)
+    parser.add_argument("--corpus-sizes", default=None, help="corpus-size curve mode: e.g. 10000,50000,200000")
+    parser.add_argument("--curve-objective", default="attribute_masking")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--results-dir", type=Path, default=RESULTS, help="pretraining.md and raw/ go here")
+    parser.add_argument("--baseline-dir", type=Path, default=None,
+                        help="moleculenet.py raw runs (default RESULTS/raw/moleculenet_<featurizer>)")
+    parser.add_argument("--checkpoint-dir", type=Path, default=ROOT / "runs" / "pretraining_benchmark")
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args()
+    args.argv = sys.argv[1:]
+    args.datasets = [d.strip().lower() for d in args.datasets.split(",") if d.strip()]
+    args.seeds = [int(s) for s in args.seeds.split(",")]
+    if args.baseline_dir is None:
+        args.baseline_dir = RESULTS / "raw" / f"moleculenet_{args.featurizer}"
+    objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
+    unknown = sorted(set(objectives) - set(ALL))
+    if unknown:
+        raise SystemExit(f"unknown objective(s) {unknown}; choose from {ALL}")
+    raw = args.results_dir / "raw" / f"pretraining_{args.featurizer}"
+    curve_raw = args.results_dir / "raw" / f"pretraining_curve_{args.featurizer}"
+    ckpt = str(args.checkpoint_dir)
+    reused, none_calls = none_records(args, raw)
+
+    if args.corpus_sizes and not args.report_only:
+        sizes = [int(n) for n in args.corpus_sizes.split(",")]
+        configs = {n: pretrain_config(args, args.curve_objective, n) for n in sizes}
+        _run_pool(args.jobs, [(pretrain_one, configs[n], ckpt) for n in sizes], pt_label)
+        calls = list(none_calls)
+        for n in sizes:
+            enc = pretrain_one(configs[n], ckpt)["encoder"]  # done: returns at once
+            calls += finetune_calls(args, f"{args.curve_objective}@{n}", enc, curve_raw, corpus_size=n)
+        _run_pool(args.jobs, calls, ft_label)
+        none_calls = []
+    elif not args.report_only:
+        first = [o for o in objectives if o != "supervised+best"]
+        configs = {o: pretrain_config(args, objective_spec(o, None, args.pretrain_epochs), args.corpus_size)
+                   for o in first}
+        print(f"pretraining {len(configs)} encoder(s), then fine-tuning ({args.jobs} processes)", flush=True)
+        _run_pool(args.jobs, [(pretrain_one, c, ckpt) for c in configs.values()], pt_label)
+        calls = list(none_calls)
+        for o in first:
+            enc = pretrain_one(configs[o], ckpt)["encoder"]
+            calls += finetune_calls(args, o, enc, raw)
+        _run_pool(args.jobs, calls, ft_label)
+        none_calls = []
+        if "supervised+best" in objectives:
+            best = (best_ssl(load_records(raw), args.datasets) if args.best_ssl == "auto" else args.best_ssl)
+            if best is None:
+                print("supervised+best: no self-supervised objective finished on every dataset; skipped")
+            else:
+                cfg = pretrain_config(args, objective_spec("supervised+best", best, args.pretrain_epochs),
+                                      args.corpus_size)
+                enc = pretrain_one(cfg, ckpt)["encoder"]
+                _run_pool(args.jobs, finetune_calls(args, "supervised+best", enc, raw), ft_label)
+                (raw / "supervised+best" / "best_ssl.txt").write_text(best + "\n")
+
+    records = reused + load_records(raw) if raw.exists() else list(reused)
+    records = [r for r in records if r["dataset"] in args.datasets and r["seed"] in args.seeds]
+    curve = load_records(curve_raw) if curve_raw.exists() else []
+    curve = [r for r in curve if r["dataset"] in args.datasets and r["seed"] in args.seeds]
+    best_file = raw / "supervised+best" / "best_ssl.txt"
+    best = best_file.read_text().strip() if best_file.exists() else None
+    md = report(args, records, curve, best)
+    out = args.results_dir / "pretraining.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""benchmarks/fsmol.py: the multi-task pivot, the relative-gain statistic, and a tiny resumable run."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from moladapt.evaluate.protocol import load_results
+from moladapt.types import Task
+
+REPO = Path(__file__).resolve().parents[1]
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("fsmol_bench", REPO / "benchmarks" / "fsmol.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["fsmol_bench"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _task(tid, smiles, labels):
+    return Task(task_id=tid, smiles=tuple(smiles), labels=np.asarray(labels, dtype=np.float64), group="g")
+
+
+def test_multitask_matrix(bench):
+    tasks = [
+        _task("A", ["C", "CC", "CCC", "CC"], [1, 0, 0, 1]),  # CC twice, conflicting -> NaN
+        _task("B", ["CCC", "CCO", "CCO"], [1, 0, 0]),  # CCO twice, agreeing -> 0
+        _task("C", ["CN", "CO"], [0, 0]),  # one class only: dropped
+    ]
+    smiles, y, ids = bench.multitask_matrix(tasks, min_per_class=1)
+    assert ids == ["A", "B"] and smiles == ["C", "CC", "CCC", "CCO"] and y.dtype == np.float32
+    expected = np.array([[1, np.nan], [np.nan, np.nan], [0, 1], [np.nan, 0]], dtype=np.float32)
+    np.testing.assert_array_equal(y, expected)
+    with pytest.raises(ValueError, match="no training task"):
+        bench.multitask_matrix(tasks, min_per_class=3)
+
+
+def test_relative_gain(bench):
+    rows = []
+    for t, (a, b) in enumerate([(0.6, 0.5), (0.4, 0.4), (0.5, 0.35)]):
+        for method, v in (("maml", a), ("mt-finetune", b)):
+            for draw in range(2):
+                rows.append({"method": method, "task_id": f"t{t}", "k": 16, "draw": draw,
+                             "status": "ok", "auprc": v})
+    rows.append({"method": "maml", "task_id": "t9", "k": 16, "draw": 0, "status": "ok", "auprc": 0.9})
+    g = bench.relative_gain(pd.DataFrame(rows), "maml", "mt-finetune", n_boot=200)
+    assert g["n_tasks"] == 3  # t9 has no multi-task cell: not paired, left out
+    assert g["gain"] == pytest.approx(1.5 / 1.25 - 1)
+    assert g["ci"][0] <= g["gain"] <= g["ci"][1] and g["per_k"][16] == pytest.approx(g["gain"])
+    assert bench.relative_gain(pd.DataFrame(rows), "anil", "mt-finetune") is None
+
+
+def test_parse_args_rejects_unknown_method(bench):
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--methods", "maml,nope"])
+    args = bench.parse_args(["--methods", "anil", "--support", "32,16,32"])
+    assert args.methods == ["anil"] and args.support == [16, 32]
+    assert bench.group_dir_name("toxcast:50") == "toxcast-50"
+
+
+def test_tiny_run_resumes_and_reports(bench, data_dir, tmp_path, capsys):
+    out = tmp_path / "results"
+    argv = ["--methods", "protonet,mt-head", "--train", "fsmol-valid:4", "--test", "fsmol-valid",
+            "--ood", "fsmol-test", "--max-tasks", "2", "--support", "16", "--draws", "1",
+            "--layers", "2", "--hidden", "16", "--meta-steps", "2", "--meta-batch-size", "2",
+            "--mt-epochs", "1", "--mt-batch-size", "64", "--out", str(out),
+            "--work-dir", str(tmp_path / "work")]
+    assert bench.main([*argv, "--estimate-only"]) == 0
+    printed = capsys.readouterr().out
+    assert "CPU hours" in printed and "protonet" in printed and not (out / "fsmol.md").exists()
+
+    assert bench.main([*argv, "--no-estimate"]) == 0
+    raw = out / "raw" / "fsmol"
+    for group in ("fsmol-valid", "fsmol-test"):
+        for method in ("protonet", "mt-head"):
+            frame = load_results(raw / group / method / "results.csv")
+            assert len(frame) == 2 and set(frame["method"]) == {method}
+    meta = json.loads((raw / "models" / "protonet" / "meta.json").read_text())
+    assert meta["step_seconds"] > 0 and meta["threads"] == 1
+    report = (out / "fsmol.md").read_text()
+    for text in ("## ΔAUPRC on `fsmol-valid`", "## ΔAUPRC on `fsmol-test`", "Meta-training speed",
+                 "| protonet |", "| mt-head |", "Evaluation time", "Nguyen"):
+        assert text in report
+    assert (out / "fsmol_fsmol-valid_delta_auprc_vs_k.png").stat().st_size > 0
+
+    capsys.readouterr()
+    assert bench.main([*argv, "--no-estimate"]) == 0  # resumes: reuses models, no new rows
+    printed = capsys.readouterr().out
+    assert "[protonet] reusing" in printed and "[multitask] reusing" in printed
+    assert "0 new rows" in printed and "1 new rows" not in printed
+    timing = json.loads((raw / "fsmol-valid" / "protonet" / "timing.json").read_text())
+    assert timing["episodes_computed"] == 2 and not math.isnan(timing["wall_seconds"])
+
+    with pytest.raises(SystemExit, match="another configuration"):  # other meta-steps: refused
+        bench.main([*argv, "--no-estimate", "--meta-steps", "3"])

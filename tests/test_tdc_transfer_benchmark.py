@@ -1,0 +1,124 @@
+"""benchmarks/tdc_transfer.py on a tiny synthetic TDC ADMET file (no real data needed)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "tdc_transfer.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("tdc_transfer_bench", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(spec.name, None)
+
+
+def _smiles(n: int) -> list[str]:
+    heads = ["C", "CC", "CCC", "CCCC", "CCCCC", "c1ccccc1", "C1CCCCC1", "CC(C)", "CC(=O)"]
+    tails = ["O", "N", "Cl", "F", "C(=O)O", "OC", "NC", "C#N"]
+    from rdkit import Chem
+
+    unique = {}
+    for smi in (h + t for h in heads for t in tails):
+        unique.setdefault(Chem.MolToSmiles(Chem.MolFromSmiles(smi)), smi)
+    out = list(unique.values())[:n]
+    assert len(out) == n
+    return out
+
+
+# the target's test molecule, written differently in a source dataset
+LEAK, LEAK_IN_SOURCE = "OCCCCCCCCCCC", "CCCCCCCCCCCO"
+
+
+def _write_tdc(path: Path) -> None:
+    mols = _smiles(60)
+    rng = np.random.default_rng(0)
+    rows = []
+    layout = [("train", 14), ("valid", 5), ("test", 5)]
+
+    def add(name: str, smiles: list[str], cls: bool) -> None:
+        i = 0
+        for part, n in layout:
+            for k in range(n):
+                y = float(k % 2) if cls else float(rng.normal())
+                rows.append({"dataset": name, "Drug_ID": f"{name}{i}", "Drug": smiles[i], "Y": y,
+                             "split": part})
+                i += 1
+
+    hia = mols[:24]
+    hia[19] = LEAK  # first test row of the target
+    add("hia_hou", hia, True)
+    bbb = [LEAK_IN_SOURCE, *mols[10:33]]  # overlaps the target (train/valid/test) + source-only molecules
+    add("bbb_martins", bbb, True)
+    add("caco2_wang", mols[30:54], False)
+    add("half_life_obach", mols[36:60], False)
+    pd.DataFrame(rows).to_csv(path / "tdc_admet_group.csv.gz", index=False, compression="gzip")
+
+
+@pytest.fixture()
+def tdc_dir(tmp_path, monkeypatch) -> Path:
+    data = tmp_path / "data"
+    data.mkdir()
+    _write_tdc(data)
+    monkeypatch.setenv("MOLADAPT_DATA_DIR", str(data))
+    return data
+
+
+def test_table_has_same_type_sources_and_no_test_leakage(bench, tdc_dir):
+    names = ["tdc_hia_hou", "tdc_bbb_martins", "tdc_caco2_wang", "tdc_half_life_obach"]
+    corpus = bench.load_corpus(names)
+    _, index = corpus.graphs("basic")
+    table = bench.build_table(corpus, "tdc_hia_hou", names, index, extra_ratio=None, seed=0)
+    assert table.sources == ["tdc_bbb_martins"]  # regression datasets are not sources
+    assert table.y.shape[1] == 2
+    assert len(table.test) == 5 and len(table.valid) == 5 and len(table.train) == 14
+    assert np.isnan(table.y[table.test, 1]).all()  # no source label on a test molecule
+    assert table.n_dropped_source_labels >= 1  # LEAK_IN_SOURCE == the target's test LEAK
+    test_graphs = {int(g) for g in table.graph_rows[table.test]}
+    assert not test_graphs & {int(g) for g in table.graph_rows[table.train_mt]}
+    extra = table.train_mt[len(table.train):]
+    assert len(extra) > 0 and np.isnan(table.y[extra, 0]).all()
+    assert not np.isnan(table.y[extra, 1]).any()
+    # the cap on source-only molecules
+    capped = bench.build_table(corpus, "tdc_hia_hou", names, index, extra_ratio=0.1, seed=0)
+    assert len(capped.train_mt) - len(capped.train) == math.ceil(0.1 * 14)
+    reg = bench.build_table(corpus, "tdc_caco2_wang", names, index, extra_ratio=4.0, seed=1)
+    assert reg.sources == ["tdc_half_life_obach"]
+
+
+def test_smoke_run_report_and_resume(bench, tdc_dir, tmp_path):
+    out = tmp_path / "out"
+    argv = ["--targets", "hia_hou,caco2_wang", "--seeds", "0", "--hidden-dim", "8",
+            "--num-layers", "2", "--epochs", "2", "--inner-steps", "2", "--jobs", "1",
+            "--output", str(out)]
+    md = bench.main(argv)
+    raw = sorted((out / "raw" / "tdc_transfer").glob("*/*.json"))
+    assert len(raw) == 6
+    rec = json.loads((out / "raw" / "tdc_transfer" / "hia_hou" / "bilevel_seed0.json").read_text())
+    assert rec["metric"] == "roc_auc" and rec["sources"] == ["tdc_bbb_martins"]
+    assert set(rec["weights"]) == {"tdc_bbb_martins"} and 0.0 <= rec["weights"]["tdc_bbb_martins"] <= 1.0
+    assert rec["n_dropped_source_labels"] >= 1
+    uni = json.loads((out / "raw" / "tdc_transfer" / "caco2_wang" / "uniform_mt_seed0.json").read_text())
+    blo = json.loads((out / "raw" / "tdc_transfer" / "caco2_wang" / "bilevel_seed0.json").read_text())
+    assert uni["metric"] == "mae" and uni["test_value"] is not None
+    assert uni["steps"] == blo["steps"]  # the same number of optimiser steps
+    assert (out / "tdc_transfer.md").exists() and (out / "tdc_transfer_ratios.png").stat().st_size > 0
+    assert "bilevel" in md and "overhead" in md and "Paired tests" in md
+    # resume: nothing is run again
+    mtimes = {p: p.stat().st_mtime_ns for p in raw}
+    bench.main(argv)
+    assert {p: p.stat().st_mtime_ns for p in raw} == mtimes
