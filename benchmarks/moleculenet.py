@@ -56,22 +56,24 @@ def run_one(dataset: str, seed: int, featurizer: str, epochs: int, patience: int
 
 
 def table(records: list[dict], featurizer: str) -> str:
-    lines = [f"| dataset | published | moladapt ({featurizer}) mean ± std | seeds | epochs run | Δ |",
-             "|---|---|---|---|---|---|"]
+    lines = [f"| dataset | published | moladapt ({featurizer}) mean ± std | seeds | max epochs, patience | epochs run | Δ |",
+             "|---|---|---|---|---|---|---|"]
     means = []
     for name in PUBLISHED:
         rs = [r for r in records if r["dataset"] == name]
         if not rs:
-            lines.append(f"| {name} | {PUBLISHED[name]:.1f} | not run | 0 | | |")
+            lines.append(f"| {name} | {PUBLISHED[name]:.1f} | not run | 0 | | | |")
             continue
         vals = np.array([r["test_roc_auc"] * 100 for r in rs])
         means.append((PUBLISHED[name], vals.mean()))
         ep = sorted({r["epochs_run"] for r in rs})
-        lines.append(f"| {name} | {PUBLISHED[name]:.1f} | {vals.mean():.1f} ± {vals.std(ddof=1) if len(vals) > 1 else 0:.1f} "
-                     f"| {len(vals)} | {ep[0]}–{ep[-1]} (max {rs[0]['epochs']}) | {vals.mean() - PUBLISHED[name]:+.1f} |")
+        budget = ", ".join(sorted({f"{r['epochs']}, {r['patience'] if r['patience'] is not None else '–'}" for r in rs}))
+        std = f"{vals.std(ddof=1):.1f}" if len(vals) > 1 else "– (1 seed)"
+        lines.append(f"| {name} | {PUBLISHED[name]:.1f} | {vals.mean():.1f} ± {std} | {len(vals)} | {budget} "
+                     f"| {ep[0]}–{ep[-1]} | {vals.mean() - PUBLISHED[name]:+.1f} |")
     if means:
         pub, ours = np.mean([m[0] for m in means]), np.mean([m[1] for m in means])
-        lines.append(f"| **average of the {len(means)} run** | {pub:.1f} | {ours:.1f} | | | {ours - pub:+.1f} |")
+        lines.append(f"| **average of the {len(means)} run** | {pub:.1f} | {ours:.1f} | | | | {ours - pub:+.1f} |")
     return "\n".join(lines)
 
 
@@ -83,11 +85,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--patience", type=int, default=None)
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--report-only", action="store_true", help="Rewrite the table from stored runs; run nothing.")
     args = parser.parse_args()
     raw = RESULTS / "raw" / f"moleculenet_{args.featurizer}"
     raw.mkdir(parents=True, exist_ok=True)
     todo = [(d, int(s)) for d in args.datasets.split(",") for s in args.seeds.split(",")
             if not (raw / f"{d}_seed{s}" / "summary.json").exists()]
+    if args.report_only:
+        todo = []
     print(f"{len(todo)} runs to do ({args.jobs} processes)", flush=True)
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         futures = {pool.submit(run_one, d, s, args.featurizer, args.epochs, args.patience, str(raw)): (d, s)
@@ -102,11 +107,13 @@ def main() -> None:
                 print(f"{d} seed {s}: FAILED {exc!r}", flush=True)
     records = [json.loads(p.read_text()) for p in sorted(raw.glob("*/summary.json"))]
     md = (f"# MoleculeNet, no pretraining — GIN 5×300, `{args.featurizer}` features, scaffold split\n\n"
-          f"Test ROC-AUC (%) at the epoch of best validation ROC-AUC. Date {dt.date.today()}, "
-          f"{platform.machine()} with {os.cpu_count()} cores, one thread per run.\n\n"
-          f"Command: `MOLADAPT_DATA_DIR=../shared/data python benchmarks/moleculenet.py "
-          f"--featurizer {args.featurizer} --datasets {args.datasets} --seeds {args.seeds} "
-          f"--epochs {args.epochs}{'' if args.patience is None else f' --patience {args.patience}'}`\n\n"
+          f"Test ROC-AUC (%) at the epoch of best validation ROC-AUC (early stopping: training stops once "
+          f"validation ROC-AUC has not improved for more than `patience` epochs). Table written "
+          f"{dt.date.today()}, {platform.machine()} with {os.cpu_count()} cores, one thread per run. "
+          f"Each run's budget is in the table; per-run files are in `results/raw/moleculenet_{args.featurizer}/`.\n\n"
+          f"Command (one invocation per budget): `MOLADAPT_DATA_DIR=../shared/data python benchmarks/moleculenet.py "
+          f"--featurizer {args.featurizer} --datasets D1,D2 --seeds 0,1,2 --epochs E [--patience P]`; "
+          f"`--report-only` rewrites this table.\n\n"
           + table(records, args.featurizer) + "\n")
     out = RESULTS / f"moleculenet_no_pretrain_{args.featurizer}.md"
     out.write_text(md)
