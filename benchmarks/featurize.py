@@ -28,7 +28,7 @@ from rdkit import Chem, RDLogger
 from moladapt.data.featurize import get_featurizer
 from moladapt.types import MolGraphs
 
-DEFAULT_DATA = Path(os.environ.get("MOLADAPT_DATA_DIR", "/work/shared/data")) / "moses_train.csv.gz"
+DEFAULT_DATA = Path(os.environ.get("MOLADAPT_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data")) / "moses_train.csv.gz"
 ARRAYS = ("source_rows", "x", "edge_index", "edge_attr", "node_ptr", "edge_ptr")
 
 

@@ -15,7 +15,7 @@ import pytest
 from moladapt.data.episodes import EpisodeSampler, TaskTooSmall, episode_rng
 from moladapt.types import Episode, Task
 
-DATA = Path("/work/shared/data")
+DATA = Path(os.environ["MOLADAPT_DATA_DIR"])  # set by tests/conftest.py
 
 
 @pytest.fixture(scope="module")

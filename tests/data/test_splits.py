@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from moladapt.data.splits import (
     split_has_both_classes,
 )
 
-DATA = Path("/work/shared/data")
+DATA = Path(os.environ["MOLADAPT_DATA_DIR"])  # set by tests/conftest.py
 ALL_SPLITTERS = ["random", "scaffold", "balanced_scaffold", "stratified_random"]
 
 

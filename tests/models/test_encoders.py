@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from moladapt.models.encoders import (
     load_pretrain_gnns_state_dict,
 )
 
-BBBP = Path("/work/shared/data/BBBP.csv")
+BBBP = Path(os.environ["MOLADAPT_DATA_DIR"]) / "BBBP.csv"  # set by tests/conftest.py
 N_MOLS = 24
 SMALL = {"hidden_dim": 16, "num_layers": 3}
 

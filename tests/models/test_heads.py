@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from moladapt.data.featurize import get_featurizer
 from moladapt.models.encoders import build_encoder
 from moladapt.models.heads import MolecularModel, PredictionHead
 
-BBBP = Path("/work/shared/data/BBBP.csv")
+BBBP = Path(os.environ["MOLADAPT_DATA_DIR"]) / "BBBP.csv"  # set by tests/conftest.py
 
 
 @pytest.fixture(scope="module")

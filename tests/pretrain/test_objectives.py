@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from moladapt.pretrain import OBJECTIVES, build_objective
 from moladapt.pretrain.objectives.context_prediction import extract_substruct_context
 from moladapt.pretrain.objectives.graphcl import edge_drop, node_drop, subgraph
 
-BBBP = Path("/work/shared/data/BBBP.csv")
+BBBP = Path(os.environ["MOLADAPT_DATA_DIR"]) / "BBBP.csv"  # set by tests/conftest.py
 N_MOLS = 64
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from moladapt.pretrain import (
 )
 from moladapt.training import build_model, load_checkpoint
 
-BBBP = Path("/work/shared/data/BBBP.csv")
+BBBP = Path(os.environ["MOLADAPT_DATA_DIR"]) / "BBBP.csv"  # set by tests/conftest.py
 N_MOLS = 40
 KW = {"batch_size": 16, "lr": 1e-3, "seed": 0, "progress": False}
 
