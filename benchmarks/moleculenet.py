@@ -73,7 +73,7 @@ def table(records: list[dict], featurizer: str) -> str:
                      f"| {ep[0]}–{ep[-1]} | {vals.mean() - PUBLISHED[name]:+.1f} |")
     if means:
         pub, ours = np.mean([m[0] for m in means]), np.mean([m[1] for m in means])
-        lines.append(f"| **average of the {len(means)} run** | {pub:.1f} | {ours:.1f} | | | | {ours - pub:+.1f} |")
+        lines.append(f"| **average over the {len(means)} datasets run** | {pub:.1f} | {ours:.1f} | | | | {ours - pub:+.1f} |")
     return "\n".join(lines)
 
 
