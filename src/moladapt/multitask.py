@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from moladapt.study.executors import RUNNERS, Runner
+from moladapt.study.executors import RUNNERS, Runner, _coerce
 
 if TYPE_CHECKING:
     from moladapt.data.sources import LabeledData
@@ -545,25 +545,6 @@ def resolve_multitask_config(config: dict[str, Any]) -> dict[str, Any]:
         values["task_graph"] = str(Path(cfg.task_graph).resolve())  # workers may run elsewhere
         cfg = MultitaskConfig.from_dict(values)
     return cfg.to_dict()
-
-
-def _coerce(name: str, annotation: str, value: Any) -> Any:
-    """``lr: 1e-3`` (a string to YAML) and ``dropout: 0`` become floats: equal configs, equal keys."""
-    def to_float(v: Any) -> Any:
-        if isinstance(v, bool) or not isinstance(v, (int, float, str)):
-            return v
-        try:
-            return float(v)
-        except ValueError:
-            raise ValueError(f"{name} must be a number, got {v!r}") from None
-
-    if value is None:
-        return value
-    if annotation in ("float", "float | None"):
-        return to_float(value)
-    if annotation.startswith("tuple[float") and isinstance(value, (list, tuple)):
-        return [to_float(v) for v in value]
-    return value
 
 
 def _run_study_multitask(config: dict[str, Any], run_dir: Path) -> dict[str, Any]:

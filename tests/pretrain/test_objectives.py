@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 from collections import deque
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,30 +14,12 @@ from moladapt.pretrain import OBJECTIVES, build_objective
 from moladapt.pretrain.objectives.context_prediction import extract_substruct_context
 from moladapt.pretrain.objectives.graphcl import edge_drop, node_drop, subgraph
 
-BBBP = Path(os.environ["MOLADAPT_DATA_DIR"]) / "BBBP.csv"  # set by tests/conftest.py
 N_MOLS = 64
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One torch thread: tiny graphs gain nothing from more, and the CI box is shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
-def data():
-    if not BBBP.exists():
-        pytest.skip(f"{BBBP} not available")
-    import pandas as pd
-
-    df = pd.read_csv(BBBP).iloc[:N_MOLS]
-    feat = get_featurizer("basic")
-    graphs = feat.featurize(df["smiles"].tolist())
-    y = df["p_np"].to_numpy(np.float32)[graphs.source_rows].reshape(-1, 1)
-    return feat, graphs, y
+def data(bbbp_slice):
+    return bbbp_slice(N_MOLS)
 
 
 def _encoder(feat, seed=0):

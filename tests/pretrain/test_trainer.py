@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -20,30 +17,13 @@ from moladapt.pretrain import (
 )
 from moladapt.training import build_model, load_checkpoint
 
-BBBP = Path(os.environ["MOLADAPT_DATA_DIR"]) / "BBBP.csv"  # set by tests/conftest.py
 N_MOLS = 40
 KW = {"batch_size": 16, "lr": 1e-3, "seed": 0, "progress": False}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
-def data():
-    if not BBBP.exists():
-        pytest.skip(f"{BBBP} not available")
-    import pandas as pd
-
-    df = pd.read_csv(BBBP).iloc[:N_MOLS]
-    feat = get_featurizer("basic")
-    graphs = feat.featurize(df["smiles"].tolist())
-    y = df["p_np"].to_numpy(np.float32)[graphs.source_rows].reshape(-1, 1)
-    return feat, graphs, y
+def data(bbbp_slice):
+    return bbbp_slice(N_MOLS)
 
 
 def _encoder(feat, seed=0):
