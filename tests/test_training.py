@@ -136,6 +136,26 @@ def test_same_seed_same_model(data_dir):
     np.testing.assert_allclose(outs[0], outs[1], atol=1e-6)
 
 
+def test_monitored_test_scores_are_logged_and_never_change_training(data_dir):
+    prepared = prepare(load_dataset("bbbp"), "basic")
+    train, valid, test = np.arange(300), np.arange(300, 400), np.arange(400, 500)
+    fitted = []
+    for monitor in (None, {"test": test}):
+        torch.manual_seed(123)
+        model = build_model(SMALL, prepared.featurizer, 1)
+        t = Trainer(model, "classification", TrainConfig(epochs=3, batch_size=64, seed=5), progress=False)
+        fitted.append(t.fit(prepared.graphs, prepared.y, train, valid, monitor=monitor))
+    plain, monitored = fitted
+    assert all(e.monitored == {} for e in plain.history_.epochs)
+    scores = [e.monitored["test"] for e in monitored.history_.epochs]
+    assert len(scores) == 3 and all(0 <= s <= 1 for s in scores)
+    assert [e.valid_metric for e in plain.history_.epochs] == [e.valid_metric for e in monitored.history_.epochs]
+    assert plain.history_.best_epoch == monitored.history_.best_epoch
+    np.testing.assert_allclose(plain.predict(prepared.graphs, test), monitored.predict(prepared.graphs, test),
+                               atol=1e-6)
+    assert "monitored" not in plain.history_.to_dict()["epochs"][0]
+
+
 def test_staged_unfreezing_trains_head_first_then_encoder(data_dir):
     prepared = prepare(load_dataset("bbbp"), "basic")
     model = build_model(SMALL, prepared.featurizer, 1)

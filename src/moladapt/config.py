@@ -63,6 +63,10 @@ class TrainConfig:
     freeze_encoder: bool = False  # linear probe: only the head trains
     head_only_epochs: int = 0  # staged unfreezing: head only for this many epochs, then all
     encoder_lr_scale: float = 1.0  # encoder lr = lr × this (e.g. 0.1 when fine-tuning a pretrained encoder)
+    # Score the test part after every epoch too. Never used to pick the model: it exists so a
+    # run can be compared with papers that report the test metric at the last epoch
+    # (pretrain-gnns and the works that copy its protocol) as well as at the best-valid epoch.
+    track_test: bool = False
 
 
 @dataclass(frozen=True)

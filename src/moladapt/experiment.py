@@ -122,7 +122,8 @@ def run_training(cfg: RunConfig, output: str | Path | None = None, progress: boo
         model.encoder.load_state_dict(init.model.encoder.state_dict())
     trainer = Trainer(model, data.task_type, cfg.train, progress=progress)
     t0 = time.perf_counter()
-    trainer.fit(prepared.graphs, prepared.y, split.train, split.valid)
+    trainer.fit(prepared.graphs, prepared.y, split.train, split.valid,
+                monitor={"test": split.test} if cfg.train.track_test else None)
     wall = time.perf_counter() - t0
     test = trainer.score(prepared.graphs, prepared.y, split.test, data.task_names)
     valid = trainer.score(prepared.graphs, prepared.y, split.valid, data.task_names)

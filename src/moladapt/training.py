@@ -100,6 +100,7 @@ class EpochLog:
     train_loss: float
     valid_metric: float
     seconds: float
+    monitored: dict[str, float] = field(default_factory=dict)  # e.g. {"test": ...}; never used to select
 
 
 @dataclass
@@ -114,7 +115,8 @@ class TrainHistory:
         return {
             "best_epoch": self.best_epoch, "best_valid": self.best_valid,
             "train_seconds": self.train_seconds, "molecules_per_second": self.molecules_per_second,
-            "epochs": [e.__dict__ for e in self.epochs],
+            "epochs": [{k: v for k, v in e.__dict__.items() if k != "monitored" or v}
+                       for e in self.epochs],
         }
 
 
@@ -147,7 +149,14 @@ class Trainer:
         return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     def fit(self, graphs: MolGraphs, y: np.ndarray, train_idx: np.ndarray,
-            valid_idx: np.ndarray | None = None) -> Trainer:
+            valid_idx: np.ndarray | None = None,
+            monitor: dict[str, np.ndarray] | None = None) -> Trainer:
+        """Train on ``train_idx``; keep the weights of the best epoch on ``valid_idx``.
+
+        ``monitor`` names further index sets scored after every epoch and logged in
+        ``history_.epochs[i].monitored`` only (e.g. ``{"test": test_idx}`` to report the
+        last-epoch test metric as pretrain-gnns does); they never influence training.
+        """
         cfg = self.config
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
@@ -201,7 +210,10 @@ class Trainer:
             valid_metric = float("nan")
             if valid_idx is not None and len(valid_idx):
                 valid_metric = self.score(graphs, y, valid_idx).primary
-            log = EpochLog(epoch, total / max(batches, 1), valid_metric, time.perf_counter() - t0)
+            monitored = {name: self.score(graphs, y, np.asarray(idx)).primary
+                         for name, idx in (monitor or {}).items() if len(idx)}
+            log = EpochLog(epoch, total / max(batches, 1), valid_metric, time.perf_counter() - t0,
+                           monitored)
             history.epochs.append(log)
             bar.set_postfix(loss=f"{log.train_loss:.4f}", valid=f"{valid_metric:.4f}")
             improved = not np.isnan(valid_metric) and (
