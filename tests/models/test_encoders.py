@@ -372,3 +372,18 @@ def test_load_pretrain_gnns_errors(data):
         load_pretrain_gnns_state_dict(
             GIN(rich.atom_vocab_sizes, rich.bond_vocab_sizes, hidden_dim=d, num_layers=layers), sd
         )
+
+
+def test_fast_dropout_matches_the_distribution_of_torch_dropout():
+    from moladapt.models.encoders import dropout
+
+    torch.manual_seed(0)
+    x = torch.ones(400, 300, requires_grad=True)
+    y = dropout(x, 0.5, training=True)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.5) < 0.01
+    assert torch.all(y[kept] == 2.0)  # inverted scaling keeps the expectation
+    y.sum().backward()
+    assert torch.equal(x.grad, kept.float() * 2.0)  # gradient flows through kept units only
+    assert dropout(x, 0.5, training=False) is x
+    assert torch.all(dropout(x, 1.0, training=True) == 0)

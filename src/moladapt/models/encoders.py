@@ -48,6 +48,19 @@ JK_MODES = ("last", "concat", "max", "sum")
 POOLINGS = ("mean", "sum", "max", "attention")
 
 
+def dropout(x: Tensor, p: float, training: bool) -> Tensor:
+    """Inverted dropout, ``F.dropout``'s distribution, with the mask drawn by ``rand_like``.
+
+    On CPU ``F.dropout`` draws its mask with ``bernoulli_``, one mt19937 call per element:
+    7.3 ms for an 800 × 300 activation against 2.7 ms for ``rand_like`` (one thread), which
+    made dropout 13% of a GIN 5×300 training step. CUDA keeps the fused kernel.
+    """
+    if not training or p == 0.0:
+        return x
+    if x.is_cuda or p >= 1.0:
+        return F.dropout(x, p, training=True)
+    return x * ((torch.rand_like(x) >= p).to(x.dtype) * (1.0 / (1.0 - p)))
+
 class CategoricalEmbedding(nn.Module):
     """Sum of one embedding table per categorical column (pretrain-gnns / OGB style).
 
@@ -318,7 +331,7 @@ class Encoder(nn.Module):
             h = bn(conv(h, edge_index, edge_attr))
             if i < self.num_layers - 1:
                 h = F.relu(h)
-            h = F.dropout(h, self.dropout, training=self.training)
+            h = dropout(h, self.dropout, self.training)
             layers.append(h)
         if self.jk == "last":
             return layers[-1]
