@@ -194,3 +194,15 @@ def test_predefined_split_with_an_unknown_value_is_refused(tmp_path):
     cfg = RunConfig(data=DataConfig(dataset=None, csv=str(f), split="predefined"))
     with pytest.raises(DataError, match="'val'"):
         split_data(prepare(data, "basic"), cfg)
+
+
+def test_bf16_mixed_precision_learns_and_keeps_float32_weights(data_dir, tmp_path):
+    cfg = RunConfig(data=DataConfig(dataset="bbbp", split="scaffold"),
+                    model=ModelConfig(hidden_dim=64, num_layers=3, dropout=0.1),
+                    train=TrainConfig(epochs=5, batch_size=64, seed=0, precision="bf16"))
+    result = run_training(cfg, tmp_path / "run", progress=False)
+    assert result.test.mean["roc_auc"] > 0.58, result.test.summary()
+    loaded = load_checkpoint(tmp_path / "run" / "model.pt")
+    assert all(p.dtype == torch.float32 for p in loaded.model.parameters())
+    with pytest.raises(ValueError, match="unknown precision"):
+        run_training(cfg.replace(train={"precision": "fp16x"}), None, progress=False)

@@ -67,6 +67,7 @@ class TrainConfig:
     # run can be compared with papers that report the test metric at the last epoch
     # (pretrain-gnns and the works that copy its protocol) as well as at the best-valid epoch.
     track_test: bool = False
+    precision: str = "fp32"  # "bf16": bfloat16 autocast in training (mixed precision); eval stays fp32
 
 
 @dataclass(frozen=True)

@@ -91,11 +91,14 @@ def check_choices(cfg: RunConfig) -> None:
     from moladapt.data.featurize import FEATURIZERS
     from moladapt.data.splits import SPLITTERS
     from moladapt.models.encoders import ENCODERS, POOLINGS
+    from moladapt.utils import PRECISIONS
 
     FEATURIZERS.get(cfg.data.featurizer)
     ENCODERS.get(cfg.model.encoder)
     if cfg.data.split != "predefined":
         SPLITTERS.get(cfg.data.split)
+    if cfg.train.precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {cfg.train.precision!r}; choose one of: {', '.join(PRECISIONS)}")
     if cfg.model.pooling not in POOLINGS:
         raise ValueError(f"unknown pooling {cfg.model.pooling!r}; choose one of: {', '.join(POOLINGS)}")
 

@@ -27,6 +27,7 @@ from moladapt.evaluate.metrics import MetricReport, compute_metrics
 from moladapt.models.encoders import build_encoder
 from moladapt.models.heads import MolecularModel, PredictionHead
 from moladapt.types import MolGraphs
+from moladapt.utils import autocast
 
 CHECKPOINT_FORMAT = "moladapt-checkpoint/1"
 
@@ -199,7 +200,9 @@ class Trainer:
                 if len(idx) < 2 and len(order) > 1:
                     continue  # BatchNorm cannot train on a batch of one
                 batch = graphs.collate(idx, y_fit).to(self.device)
-                loss = masked_loss(self.model(batch), batch.y, self.task_type)
+                with autocast(self.device, cfg.precision):
+                    output = self.model(batch)
+                loss = masked_loss(output.float(), batch.y, self.task_type)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

@@ -106,3 +106,21 @@ def test_save_pretrained_encoder_and_errors(data, tmp_path):
                                num_layers=1), ["infomax"], graphs, epochs=1, **KW)
     with pytest.raises(KeyError, match="pretrain objective"):
         pretrain(enc, ["nope"], graphs, epochs=1, **KW)
+
+
+def test_bf16_precision_trains_every_objective_in_mixed_precision(data, tmp_path):
+    feat, graphs, y = data
+    enc = _encoder(feat)
+    before = {k: v.clone() for k, v in enc.state_dict().items()}
+    objectives = ["supervised", "attribute_masking", "context_prediction", "edge_prediction",
+                  "infomax", "graphcl"]
+    hist = pretrain(enc, objectives, graphs, y, epochs=1, checkpoint_dir=tmp_path,
+                    precision="bf16", **KW)
+    assert set(hist.epochs[0]["losses"]) == set(objectives)
+    assert all(np.isfinite(v) for v in hist.epochs[0]["losses"].values())
+    state = enc.state_dict()
+    assert all(v.dtype == before[k].dtype for k, v in state.items())  # weights stay float32
+    assert any(not torch.equal(state[k], before[k]) for k in state)
+    assert load_pretrain_checkpoint(tmp_path / "last.pt")["config"]["precision"] == "bf16"
+    with pytest.raises(ValueError, match="unknown precision 'fp8'"):
+        pretrain(_encoder(feat), "infomax", graphs, epochs=1, precision="fp8", **KW)

@@ -46,6 +46,7 @@ from moladapt.pretrain.corpus import ShardedCorpus
 from moladapt.pretrain.objectives import PretrainObjective, build_objective
 from moladapt.training import build_model, load_checkpoint, save_checkpoint
 from moladapt.types import MolGraphs
+from moladapt.utils import PRECISIONS, autocast
 
 PRETRAIN_CHECKPOINT_FORMAT = "moladapt-pretrain/1"
 LAST_CHECKPOINT = "last.pt"
@@ -239,6 +240,7 @@ def pretrain(
     stages: Sequence[tuple[Any, int]] | None = None,
     device: str | torch.device = "cpu",
     stage_data: Sequence[tuple[PretrainData, np.ndarray | None] | None] | None = None,
+    precision: str = "fp32",
 ) -> PretrainHistory:
     """Pretrain ``encoder`` (in place) on ``graphs`` with the given objectives.
 
@@ -260,6 +262,8 @@ def pretrain(
         stage_data: one entry per stage: ``(graphs, y)`` that stage trains on instead of
             ``graphs``/``y``, or None to use them.
         device: under ``torchrun`` on GPUs, ``"cuda"`` means ``cuda:<LOCAL_RANK>``.
+        precision: ``"fp32"`` or ``"bf16"`` (bfloat16 autocast of the forward pass; weights,
+            optimizer and losses stay float32). Saved with the checkpoint's config.
 
     Returns:
         the :class:`PretrainHistory` (the objectives are in ``history`` only by name; the
@@ -275,6 +279,8 @@ def pretrain(
     ) != list(featurizer.bond_vocab_sizes):
         raise ValueError(f"the encoder was not built for featurizer {featurizer.fingerprint}")
     y = _check_data(graphs, y, featurizer)
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
     if batch_size < 2:
         raise ValueError("batch_size must be >= 2 (BatchNorm and the contrastive objectives)")
 
@@ -292,14 +298,15 @@ def pretrain(
     ctx = ddp.init_from_env(device)
     return _train(encoder, featurizer, specs, stage_objs, inputs, ctx, ddp.resolve_device(device, ctx),
                   batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
-                  checkpoint_dir=checkpoint_dir, resume=resume, progress=progress)
+                  checkpoint_dir=checkpoint_dir, resume=resume, progress=progress, precision=precision)
 
 
 def _train(encoder: Encoder, featurizer: Featurizer, specs: list[tuple[list[ObjectiveSpec], int]],
            stage_objs: list[list[PretrainObjective]],
            inputs: list[tuple[PretrainData, np.ndarray | None]], ctx: ddp.DistContext,
            device: torch.device, *, batch_size: int, lr: float, weight_decay: float, seed: int,
-           checkpoint_dir: str | Path | None, resume: bool, progress: bool) -> PretrainHistory:
+           checkpoint_dir: str | Path | None, resume: bool, progress: bool,
+           precision: str = "fp32") -> PretrainHistory:
     hp = encoder.hparams
     stage_epochs = [n for _, n in specs]
     bounds = np.cumsum([0, *stage_epochs])
@@ -310,7 +317,8 @@ def _train(encoder: Encoder, featurizer: Featurizer, specs: list[tuple[list[Obje
             o.to(device)
 
     config = {"epochs": total_epochs, "stage_epochs": stage_epochs, "batch_size": int(batch_size),
-              "lr": float(lr), "weight_decay": float(weight_decay), "seed": int(seed)}
+              "lr": float(lr), "weight_decay": float(weight_decay), "seed": int(seed),
+              "precision": precision}
     featurizer_info = {"name": featurizer.name, "version": featurizer.version,
                        "fingerprint": featurizer.fingerprint}
     history = PretrainHistory()
@@ -371,7 +379,9 @@ def _train(encoder: Encoder, featurizer: Featurizer, specs: list[tuple[list[Obje
         total, batches = 0.0, 0
         for batch in tqdm(batches_iter, desc=f"epoch {epoch}", unit="batch", leave=False,
                           disable=not progress or not ctx.is_main):
-            losses = model(batch.to(device), gen)
+            with autocast(device, precision):
+                losses = model(batch.to(device), gen)
+            losses = losses.float()
             loss = losses.sum()
             if not loss.requires_grad:
                 continue  # (never under DDP: JointModel keeps every rank's loss differentiable)
