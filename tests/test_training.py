@@ -197,9 +197,10 @@ def test_predefined_split_with_an_unknown_value_is_refused(tmp_path):
 
 
 def test_bf16_mixed_precision_learns_and_keeps_float32_weights(data_dir, tmp_path):
+    # the fp32 learning test's set-up; bf16 gave test ROC-AUC 0.687 / 0.633 (seeds 0 / 1)
     cfg = RunConfig(data=DataConfig(dataset="bbbp", split="scaffold"),
-                    model=ModelConfig(hidden_dim=64, num_layers=3, dropout=0.1),
-                    train=TrainConfig(epochs=5, batch_size=64, seed=0, precision="bf16"))
+                    model=ModelConfig(hidden_dim=128, num_layers=3, dropout=0.2),
+                    train=TrainConfig(epochs=10, batch_size=32, seed=0, precision="bf16"))
     result = run_training(cfg, tmp_path / "run", progress=False)
     assert result.test.mean["roc_auc"] > 0.58, result.test.summary()
     loaded = load_checkpoint(tmp_path / "run" / "model.pt")

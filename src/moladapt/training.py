@@ -27,7 +27,7 @@ from moladapt.evaluate.metrics import MetricReport, compute_metrics
 from moladapt.models.encoders import build_encoder
 from moladapt.models.heads import MolecularModel, PredictionHead
 from moladapt.types import MolGraphs
-from moladapt.utils import autocast
+from moladapt.utils import adam, autocast
 
 CHECKPOINT_FORMAT = "moladapt-checkpoint/1"
 
@@ -147,7 +147,7 @@ class Trainer:
         groups = [{"params": head_params, "lr": cfg.lr}]
         if enc_params:
             groups.append({"params": enc_params, "lr": cfg.lr * cfg.encoder_lr_scale})
-        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     def fit(self, graphs: MolGraphs, y: np.ndarray, train_idx: np.ndarray,
             valid_idx: np.ndarray | None = None,

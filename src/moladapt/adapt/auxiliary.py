@@ -68,6 +68,7 @@ from moladapt.models.heads import MolecularModel
 from moladapt.pretrain.objectives import OBJECTIVES, PretrainObjective, build_objective
 from moladapt.training import EpochLog, TrainHistory, masked_loss, predict
 from moladapt.types import MolGraphs
+from moladapt.utils import adam
 
 __all__ = [
     "AuxiliaryAdapter",
@@ -297,7 +298,7 @@ class AuxiliaryFineTuner:
         groups = [{"params": specific, "lr": self.lr}]
         if shared:
             groups.append({"params": shared, "lr": enc_lr})
-        optimizer = torch.optim.Adam(groups, lr=self.lr, weight_decay=self.weight_decay)
+        optimizer = adam(groups, lr=self.lr, weight_decay=self.weight_decay)
 
         history = TrainHistory()
         better = (lambda a, b: a > b) if self.task_type == CLASSIFICATION else (lambda a, b: a < b)

@@ -53,6 +53,7 @@ from moladapt.data.featurize import Featurizer, get_featurizer
 from moladapt.models.heads import MolecularModel, PredictionHead
 from moladapt.registry import Registry
 from moladapt.types import GraphBatch, MolGraphs, Task
+from moladapt.utils import adam
 
 __all__ = [
     "ADAPTERS",
@@ -402,7 +403,7 @@ def outer_loop(
     memory held never grows with the meta-batch; then one (clipped) optimiser step.
     """
     params = [p for p in parameters if p.requires_grad]
-    optimiser = torch.optim.Adam(params, lr=lr)
+    optimiser = adam(params, lr=lr)
     history: list[float] = []
     for _ in range(int(steps)):
         optimiser.zero_grad(set_to_none=True)

@@ -92,6 +92,7 @@ from moladapt.evaluate.metrics import MetricReport, compute_metrics
 from moladapt.models.heads import MolecularModel, PredictionHead
 from moladapt.training import masked_loss, predict
 from moladapt.types import MolGraphs
+from moladapt.utils import adam
 
 __all__ = [
     "HYPERGRADIENTS",
@@ -650,7 +651,7 @@ class BiLevelTaskWeighting:
     @staticmethod
     def _optimizer(name: str, params: list[Any], lr: float) -> torch.optim.Optimizer:
         if name == "adam":
-            return torch.optim.Adam(params, lr=lr)
+            return adam(params, lr=lr)
         if name == "sgd":
             return torch.optim.SGD(params, lr=lr)
         raise ValueError(f"unknown optimizer {name!r}; choose 'adam' or 'sgd'")

@@ -38,6 +38,7 @@ from moladapt.adapt.base import (
 )
 from moladapt.models.heads import MolecularModel
 from moladapt.types import MolGraphs
+from moladapt.utils import adam
 
 __all__ = ["FINETUNE_MODES", "FineTune"]
 
@@ -96,10 +97,10 @@ class FineTune(Adapter):
                 model.train()
                 batch = full_batch(support_graphs, model)
                 enc_lr = self.lr / 10 if self.encoder_lr is None else self.encoder_lr
-                optimiser = torch.optim.Adam(
+                optimiser = adam(
                     [{"params": list(enc.parameters()), "lr": enc_lr},
                      {"params": list(head.parameters()), "lr": self.lr}],
-                    weight_decay=self.weight_decay,
+                    lr=self.lr, weight_decay=self.weight_decay,
                 )
                 for _ in range(int(self.steps)):
                     optimiser.zero_grad(set_to_none=True)
@@ -111,7 +112,7 @@ class FineTune(Adapter):
                     p.requires_grad_(False)
                 z = embed(enc, support_graphs)
                 head.train()
-                optimiser = torch.optim.Adam(
+                optimiser = adam(
                     head.parameters(), lr=self.lr, weight_decay=self.weight_decay
                 )
                 for _ in range(int(self.steps)):

@@ -37,6 +37,7 @@ from moladapt.evaluate.metrics import MetricReport, compute_metrics
 from moladapt.models.heads import MolecularModel
 from moladapt.training import predict
 from moladapt.types import MolGraphs
+from moladapt.utils import adam
 
 __all__ = ["BALANCERS", "BalancedMultiTaskTrainer", "last_shared_weight", "per_task_loss"]
 
@@ -92,14 +93,14 @@ class BalancedMultiTaskTrainer:
         y = np.asarray(y, dtype=np.float32)
         t = y.shape[1]
         model = self.model.to(self.device)
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        opt = adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         wlr = self.weight_lr or cfg.lr
         if self.method == "uncertainty":
             log_vars = torch.zeros(t, device=self.device, requires_grad=True)
             opt.add_param_group({"params": [log_vars], "lr": wlr, "weight_decay": 0.0})
         else:
             weights = torch.ones(t, device=self.device, requires_grad=True)
-            w_opt = torch.optim.Adam([weights], lr=wlr)
+            w_opt = adam([weights], lr=wlr)
             initial = torch.full((t,), math.nan, device=self.device)
             shared = last_shared_weight(model)
         better = (lambda a, b: a > b) if self.task_type == CLASSIFICATION else (lambda a, b: a < b)

@@ -65,6 +65,7 @@ from moladapt.evaluate.metrics import MetricReport, classification_metrics
 from moladapt.models.encoders import Encoder, build_encoder
 from moladapt.training import masked_loss
 from moladapt.types import GraphBatch, MolGraphs
+from moladapt.utils import adam
 
 __all__ = [
     "SGNNEBM",
@@ -368,7 +369,7 @@ class SGNNEBM:
         self._color_masks = _color_masks(net.edges, t) if graph.num_edges else []
 
         # stage 1: SGNN with masked BCE
-        opt = torch.optim.Adam(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        opt = adam(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         self._run_stage("sgnn", self.sgnn_epochs, opt, graphs, y, train_idx, valid_idx, self._sgnn_step)
         if not self.use_ebm:
             return self
@@ -378,7 +379,7 @@ class SGNNEBM:
         for p in self.noise_net_.parameters():
             p.requires_grad_(False)
         self._stage = "ebm"
-        opt = torch.optim.Adam(net.parameters(), lr=self.ebm_lr or self.lr, weight_decay=self.weight_decay)
+        opt = adam(net.parameters(), lr=self.ebm_lr or self.lr, weight_decay=self.weight_decay)
         self._run_stage("ebm", self.ebm_epochs, opt, graphs, y, train_idx, valid_idx, self._ebm_step)
         return self
 

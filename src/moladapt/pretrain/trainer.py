@@ -46,7 +46,7 @@ from moladapt.pretrain.corpus import ShardedCorpus
 from moladapt.pretrain.objectives import PretrainObjective, build_objective
 from moladapt.training import build_model, load_checkpoint, save_checkpoint
 from moladapt.types import MolGraphs
-from moladapt.utils import PRECISIONS, autocast
+from moladapt.utils import PRECISIONS, adam, autocast
 
 PRETRAIN_CHECKPOINT_FORMAT = "moladapt-pretrain/1"
 LAST_CHECKPOINT = "last.pt"
@@ -357,7 +357,7 @@ def _train(encoder: Encoder, featurizer: Featurizer, specs: list[tuple[list[Obje
         keys = _keys(objs)
         if stage != opt_stage:
             params = list(encoder.parameters()) + [p for o in objs for p in o.parameters()]
-            optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+            optimizer = adam(params, lr=lr, weight_decay=weight_decay)
             model = ddp.wrap(encoder, objs, ctx)  # DDP broadcasts rank 0's parameters
             if saved_opt is not None and saved_opt_stage == stage:
                 optimizer.load_state_dict(saved_opt)

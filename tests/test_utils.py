@@ -1,0 +1,40 @@
+"""Small shared helpers: the fused Adam and the precision context."""
+
+import pytest
+import torch
+
+from moladapt.utils import adam, autocast
+
+
+def test_adam_is_fused_on_cpu_and_takes_the_same_steps_as_plain_adam():
+    torch.manual_seed(0)
+    w0 = torch.randn(50, 20)
+    grads = [torch.randn(50, 20) for _ in range(5)]
+    results = []
+    for make in (lambda p: adam([p], lr=1e-2, weight_decay=1e-4),
+                 lambda p: torch.optim.Adam([p], lr=1e-2, weight_decay=1e-4)):
+        p = torch.nn.Parameter(w0.clone())
+        opt = make(p)
+        for g in grads:
+            p.grad = g.clone()
+            opt.step()
+        results.append(p.detach())
+    assert adam([torch.nn.Parameter(w0)], lr=1e-3).defaults["fused"]
+    torch.testing.assert_close(results[0], results[1], rtol=1e-5, atol=1e-6)
+
+
+def test_adam_with_parameter_groups_keeps_their_learning_rates():
+    a, b = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(3))
+    opt = adam([{"params": [a], "lr": 0.1}, {"params": [b], "lr": 0.01}], lr=1.0)
+    assert [g["lr"] for g in opt.param_groups] == [0.1, 0.01]
+
+
+def test_autocast_contexts():
+    x = torch.randn(4, 8)
+    lin = torch.nn.Linear(8, 2)
+    with autocast("cpu", "fp32"):
+        assert lin(x).dtype == torch.float32
+    with autocast("cpu", "bf16"):
+        assert lin(x).dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="unknown precision"):
+        autocast("cpu", "fp8")
