@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.special import expit
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
@@ -267,7 +268,7 @@ def predict(model: MolecularModel, graphs: MolGraphs, task_type: str,
     n_tasks = model.head.num_tasks
     raw = np.concatenate(outs) if outs else np.zeros((0, n_tasks), np.float32)
     if task_type == CLASSIFICATION:
-        return 1.0 / (1.0 + np.exp(-raw))
+        return expit(raw)  # logistic without exp overflow warnings for large |logits|
     if target_mean is not None:
         raw = raw * np.asarray(target_std) + np.asarray(target_mean)
     return raw
