@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.special import expit
 import torch
 import torch.nn.functional as F
+from scipy.special import expit
 from tqdm.auto import tqdm
 
 from moladapt.config import ModelConfig, TrainConfig, to_plain
