@@ -86,16 +86,31 @@ def test_two_concurrent_study_processes_share_the_work(tmp_path):
     assert len(rows) == 6 and all(r["status"] == "done" and r["attempts"] == 1 for r in rows)
 
 
-def test_ray_executor_says_how_to_install_ray(tmp_path):
-    try:
-        import ray  # noqa: F401
-        pytest.skip("ray is installed")
-    except ImportError:
-        pass
+def test_ray_executor_says_how_to_install_ray(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     study = write(tmp_path / "s.yaml", {"runner": "sleep", "axes": {"i": [0]}})
     with pytest.raises(ImportError, match=r"pip install 'moladapt\[ray\]'"):
         run_study(study, tmp_path / "s.db", executor="ray")
     assert not (tmp_path / "s.db").exists()
+
+
+def test_ray_executor_runs_a_study_on_a_local_cluster(tmp_path):
+    pytest.importorskip("ray")
+    from moladapt.study.executors import RayExecutor
+
+    spec = StudySpec.from_dict({"name": "r", "runner": "sleep", "fixed": {"seconds": 0.05},
+                                "axes": {"i": [0, 1, 2], "fail": [False, True, False]},
+                                "zip": [["i", "fail"]]})
+    runs = spec.runs()
+    store = ResultStore(tmp_path / "s.db")
+    store.sync("r", runs)
+    executor = RayExecutor(tmp_path, address="local", local_cpus=2)
+    counts = executor.run(store, runs, max_workers=2, progress=False)
+    assert counts == {"pending": 0, "running": 0, "done": 2, "failed": 1, "total": 3}
+    rows = {json.loads(r["axes_json"])["i"]: r for r in store.rows()}
+    assert "RuntimeError: sleep run asked to fail" in rows[1]["error"]
+    assert json.loads(rows[2]["metrics_json"])["i"] == 2
+    assert not executor.ray.is_initialized()  # the cluster it started is shut down again
 
 
 def test_a_real_training_run_end_to_end(tmp_path, data_dir):

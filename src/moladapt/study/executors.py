@@ -304,22 +304,36 @@ class RayExecutor(Executor):
     """Ray tasks (one CPU each unless ``num_cpus`` says otherwise) on the cluster at ``address``.
 
     ``address="auto"`` joins a running cluster (``ray start --head``); ``"local"`` starts one
-    in this process. The store stays with the driver: run directories are written by the
-    workers under ``study_dir``, which must be a path every node can reach for the files to
-    be found later (metrics always come back to the driver's database).
+    in this process (with ``local_cpus`` CPUs, default all) and shuts it down when the study
+    ends. The store stays with the driver: run directories are written by the workers under
+    ``study_dir``, which must be a path every node can reach for the files to be found later
+    (metrics always come back to the driver's database).
     """
 
     def __init__(self, study_dir: str | Path = ".", address: str | None = "auto",
-                 num_cpus: float | None = None) -> None:
+                 num_cpus: float | None = None, local_cpus: int | None = None) -> None:
         super().__init__(study_dir)
         self.address = address or "auto"
         self.num_cpus = num_cpus
+        self.local_cpus = local_cpus
         self.ray = _import_ray()
+        self._started_here = False
 
     def _init(self) -> None:
-        if not self.ray.is_initialized():
-            kwargs = {} if self.address == "local" else {"address": self.address}
-            self.ray.init(ignore_reinit_error=True, log_to_driver=False, **kwargs)
+        if self.ray.is_initialized():
+            return
+        if self.address == "local":
+            # no dashboard: it is a web server a batch study does not need, and slow to start
+            self.ray.init(num_cpus=self.local_cpus, include_dashboard=False,
+                          log_to_driver=False)
+            self._started_here = True
+        else:
+            self.ray.init(address=self.address, log_to_driver=False)
+
+    def _stop(self) -> None:
+        if self._started_here:
+            self.ray.shutdown()
+            self._started_here = False
 
     def default_workers(self) -> int:
         self._init()
