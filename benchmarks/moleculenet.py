@@ -24,6 +24,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
+from finetune_protocol import finetune_record, run_name
 
 PUBLISHED = {  # Hu et al. 2020, Table 1, "No pretrain" (mean over 10 seeds)
     "bbbp": 65.8, "tox21": 74.0, "toxcast": 63.4, "sider": 57.3,
@@ -37,34 +38,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def run_one(dataset: str, seed: int, featurizer: str, epochs: int, patience: int | None,
             raw_dir: str) -> dict:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    import torch
-
-    torch.set_num_threads(1)
-    from moladapt.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-    from moladapt.experiment import run_training
-
-    cfg = RunConfig(data=DataConfig(dataset=dataset, split="scaffold", featurizer=featurizer),
-                    model=ModelConfig(encoder="gin", hidden_dim=300, num_layers=5, dropout=0.5),
-                    train=TrainConfig(epochs=epochs, batch_size=32, lr=1e-3, seed=seed,
-                                      patience=patience, num_threads=1, track_test=True))
-    out = Path(raw_dir) / run_name(dataset, seed, epochs, patience)
-    result = run_training(cfg, out, progress=False, log=lambda m: None)
-    history = json.loads((out / "metrics.json").read_text())["history"]["epochs"]
-    record = {"dataset": dataset, "seed": seed, "featurizer": featurizer, "epochs": epochs,
-              "patience": patience, "test_roc_auc": result.test.mean["roc_auc"],
-              "test_roc_auc_last_epoch": history[-1]["monitored"]["test"],
-              "valid_roc_auc": result.valid.mean["roc_auc"], "best_epoch": result.best_epoch,
-              "epochs_run": len(history),
-              "tasks_scored": result.test.n_tasks_scored, "tasks_skipped": len(result.test.skipped),
-              "train_seconds": result.train_seconds, "mol_per_s": result.molecules_per_second}
-    (out / "summary.json").write_text(json.dumps(record, indent=2))
-    (out / "model.pt").unlink(missing_ok=True)  # keep results, not 7 MB of weights per run
-    return record
-
-
-def run_name(dataset: str, seed: int, epochs: int, patience: int | None) -> str:
-    return f"{dataset}_seed{seed}_e{epochs}" + (f"_p{patience}" if patience is not None else "")
+    return finetune_record(dataset, seed, featurizer, epochs, patience,
+                           Path(raw_dir) / run_name(dataset, seed, epochs, patience))
 
 
 def _mean_std(vals: np.ndarray) -> str:

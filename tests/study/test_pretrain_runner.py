@@ -85,7 +85,7 @@ def test_the_hash_covers_what_changes_the_encoder():
     for change in ({"model.hidden_dim": 32}, {"model.encoder": "sage"},
                    {"data.featurizer": "rich"}, {"pretrain.corpus_size": 65},
                    {"pretrain.objective": "infomax"}, {"pretrain.epochs": 2},
-                   {"pretrain.seed": 1}):
+                   {"pretrain.seed": 1}, {"pretrain.precision": "bf16"}):
         assert pretrain_hash(tiny(**change)) != base, change
     assert pretrain_hash(tiny(**{"pretrain.objective": "none"})) is None
     assert study_dir_of(Path("/s/runs/abc")) == Path("/s")
@@ -104,6 +104,7 @@ def test_resolve_normalises_unused_fields_and_names_bad_keys():
                            ({"pretrain.objective": "supervised"}, "labels_dataset"),
                            ({"pretrain.corpus": "moses_trian"}, "moses_trian"),
                            ({"pretrain.corpus_size": 0}, "corpus_size"),
+                           ({"pretrain.precision": "fp16"}, "pretrain.precision"),
                            ({"train.init": "x.pt"}, "train.init")]:
         with pytest.raises(ValueError, match=re.escape(needle)):
             tiny(**change)

@@ -70,6 +70,7 @@ PRETRAIN_DEFAULTS: dict[str, Any] = {
     "lr": 1e-3,
     "dropout": 0.0,
     "seed": 0,
+    "precision": "fp32",  # or bf16: autocast while pretraining (moladapt.utils.PRECISIONS)
 }
 ENCODER_KEYS = ("encoder", "hidden_dim", "num_layers", "jk", "pooling")
 PRETRAINED_DIR = "pretrained"
@@ -149,6 +150,11 @@ def resolve_pretrain(section: dict[str, Any] | None) -> dict[str, Any]:
         if isinstance(value, bool) or cfg[name] < 0:
             raise ValueError(f"pretrain.{name} must be a non-negative number, got {value!r}")
 
+    from moladapt.utils import PRECISIONS
+
+    if cfg["precision"] not in PRECISIONS:
+        raise ValueError(f"pretrain.precision must be one of {', '.join(PRECISIONS)}, "
+                         f"got {cfg['precision']!r}")
     needs = [_needs_labels(names) for names, _ in stages]
     if any(needs):
         labels = cfg["labels_dataset"]
@@ -317,7 +323,8 @@ def _pretrain(config: dict[str, Any], directory: Path, log: Callable[[str], None
     default = corpus if corpus is not None else labelled.graphs
     stage_data = [(labelled.graphs, labelled.y) if need else None for need in needs]
     history = pretrain(encoder, None, default, stages=stages, batch_size=pre["batch_size"],
-                       lr=pre["lr"], seed=pre["seed"], checkpoint_dir=directory, resume=True,
+                       lr=pre["lr"], seed=pre["seed"], precision=pre["precision"],
+                       checkpoint_dir=directory, resume=True,
                        progress=False, stage_data=stage_data)
     seconds = time.perf_counter() - t0
     # epochs done by an earlier, interrupted attempt count too: their seconds are in history
