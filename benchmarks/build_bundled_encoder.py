@@ -81,6 +81,8 @@ def main() -> None:
     parser.add_argument("--labels-dataset", default="toxcast")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                        help="bf16: bfloat16 autocast while pretraining (~1.6x faster on CPUs with AMX)")
     parser.add_argument("--hidden-dim", type=int, default=300)
     parser.add_argument("--num-layers", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
@@ -125,7 +127,8 @@ def main() -> None:
             "train": {},
             "pretrain": {"objective": args.objective, "corpus": args.corpus, "corpus_size": args.corpus_size,
                          "labels_dataset": args.labels_dataset, "epochs": args.epochs,
-                         "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed},
+                         "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+                         "precision": args.precision},
         })
         pre = config["pretrain"]
         mol_epochs = sum(args.corpus_size * n * max(OBJECTIVE_COST.get(o, 1.5) for o in names)
@@ -159,7 +162,8 @@ def main() -> None:
             "hparams": {"encoder": "gin", "hidden_dim": args.hidden_dim, "num_layers": args.num_layers,
                         "jk": "last", "pooling": "mean", "dropout": pre["dropout"],
                         "batch_size": pre["batch_size"], "lr": pre["lr"], "optimizer": "Adam",
-                        "seed": pre["seed"], "threads": args.threads, **obj_hparams},
+                        "seed": pre["seed"], "precision": pre["precision"], "threads": args.threads,
+                        **obj_hparams},
             "featurizer": feat.name, "featurizer_version": feat.version,
             "command": f"MOLADAPT_DATA_DIR=../shared/data OMP_NUM_THREADS={args.threads} {command}",
             # the whole build across resumed attempts (pretrain_seconds), or this call's time
