@@ -5,7 +5,8 @@
 Measures molecules per second (wall clock, worker start-up included) for: RDKit
 ``MolFromSmiles`` alone (the floor any RDKit featurizer pays), moladapt's ``basic`` and
 ``rich`` featurizers with 1 and 2 processes, OGB's ``smiles2graph`` when ``ogb`` is
-installed, and reloading the featurized set from an ``.npz`` (what a cache hit costs).
+installed (``pip install --no-deps ogb``: ``smiles2graph`` needs only RDKit and NumPy, and
+the full install would pull another torch), and reloading the featurized set from an ``.npz`` (what a cache hit costs).
 Timings on a shared machine vary: the load average is printed with the table.
 """
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -44,6 +45,27 @@ def test_failures_are_recorded_and_the_others_done(tmp_path):
     assert store.rows()[1]["attempts"] == 2 and store.rows()[0]["attempts"] == 1
 
 
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (Linux /proc; empty elsewhere)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def test_kill_9_then_resume_runs_each_key_once(tmp_path):
     study = write(tmp_path / "sleepy.yaml", {"name": "sleepy", "runner": "sleep",
                                              "fixed": {"seconds": 0.5}, "axes": {"i": list(range(6))}})
@@ -62,9 +84,16 @@ def test_kill_9_then_resume_runs_each_key_once(tmp_path):
                 time.sleep(0.2)
                 break
             time.sleep(0.05)
+        workers = _children(proc.pid)
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait()
+    if sys.platform.startswith("linux"):  # the pool workers die with the study process
+        assert workers, "the study should have had a pool worker"
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(_alive(pid) for pid in workers):
+            time.sleep(0.05)
+        assert not any(_alive(pid) for pid in workers), workers
     before = ResultStore(db).counts()
     assert before["done"] < 6 and before["running"] == 1, before
     counts = run_study(study, db, workers=1, progress=False)

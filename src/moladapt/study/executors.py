@@ -163,6 +163,31 @@ def _init_worker(threads: int) -> None:
         sys.modules["torch"].set_num_threads(threads)
 
 
+def _die_with_parent(parent_pid: int) -> None:
+    """Linux: the kernel kills this worker when the study process dies, even by ``kill -9``.
+
+    Without it an orphaned pool worker would finish (or hang in) its run while the resumed study
+    starts the same run again. The claim it held stays ``running`` and is reset on resume.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _init_local_worker(threads: int, parent_pid: int) -> None:
+    _die_with_parent(parent_pid)
+    _init_worker(threads)
+
+
 def _worker_task(runner: str, config: dict[str, Any], run_dir: str, threads: int) -> tuple[bool, Any]:
     _init_worker(threads)
     if runner == "train":
@@ -262,7 +287,8 @@ class LocalExecutor(Executor):
         self.threads = threads_per_worker(workers)
         self.workers = workers
         self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                        initializer=_init_worker, initargs=(self.threads,))
+                                        initializer=_init_local_worker,
+                                        initargs=(self.threads, os.getpid()))
 
     def _submit(self, run: RunSpec) -> Any:
         from concurrent.futures.process import BrokenProcessPool
