@@ -14,14 +14,11 @@ set, then writes
 ``<name>`` is the objective (``--name`` overrides it); ``moladapt train --init bundled:<name>``
 then starts from it (``--init bundled`` for the default, ``attribute_masking``).
 
-Sizing (defaults: 200,000 molecules × 10 epochs, 2 threads): GIN 5×300 trains at ~300
-molecules/s on 2 threads (the supervised fine-tuning rate; batch 256 is a little faster, the
-objectives' own work a little slower). Attribute masking and edge prediction cost about
-one forward/backward per molecule, so 200,000 × 10 = 2.0 M molecule-epochs / 300 mol/s ≈
-6,700 s ≈ 1.9 h, plus ≈ 3 min to featurize 200,000 SMILES (cached afterwards). Infomax is
-≈ 1.5× and graphcl / context prediction ≈ 2× that per molecule (two views / a second GNN):
-for them halve ``--epochs`` (or ``--corpus-size``) to stay near 2 h. ``benchmarks/pretrain_speed.py``
-measures the actual rates. The run is resumable: rerunning the same command continues from
+Sizing (defaults: 200,000 molecules × 10 epochs): ``benchmarks/results/pretrain_speed.md``
+measured GIN 5×300 pretraining on one thread of this machine at 292–403 mol/s in fp32 and
+661–769 mol/s with ``--precision bf16`` (graphcl, two views per molecule: 192 / 429). So
+attribute masking, 2.0 M molecule-epochs, takes ≈ 1.7 h in fp32 or ≈ 50 min in bf16 on one
+thread, plus ≈ 20 s to featurize 200,000 SMILES (cached afterwards). The run is resumable: rerunning the same command continues from
 ``<work-dir>/pretrained/<hash>/last.pt`` after the last finished epoch.
 
     MOLADAPT_DATA_DIR=../shared/data OMP_NUM_THREADS=2 python benchmarks/build_bundled_encoder.py \
