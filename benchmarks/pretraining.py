@@ -15,7 +15,8 @@ tabled too; with ``--patience`` the best-validation figure is the headline), on 
 ToxCast, SIDER, ClinTox, BACE × ``--seeds``. The no-pretraining row reuses
 ``benchmarks/results/raw/moleculenet_<featurizer>/<d>_seed<k>_e<epochs>`` when its budget
 and the model (5×300) match; otherwise it is run here. ``--pretrain-precision bf16`` pretrains
-under bfloat16 autocast (~1.6× faster on this CPU); fine-tuning always runs in fp32, as the
+under bfloat16 autocast (1.8–2.5× faster per objective here, see
+``results/pretrain_speed.md``); fine-tuning always runs in fp32, as the
 baseline did.
 
 Statistics: per objective, the paired difference (objective − none) over the dataset × seed
