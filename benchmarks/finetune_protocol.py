@@ -18,6 +18,35 @@ def run_name(dataset: str, seed: int, epochs: int, patience: int | None) -> str:
     return f"{dataset}_seed{seed}_e{epochs}" + (f"_p{patience}" if patience is not None else "")
 
 
+def truncated_record(run_dir: str | Path, epochs: int) -> dict | None:
+    """The summary of an E-epoch run read off the first ``epochs`` epochs of a longer one.
+
+    Sound because nothing in a fine-tuning run depends on its total number of epochs (constant
+    learning rate, no schedule, selection on the best validation epoch so far): epoch ``e`` of a
+    100-epoch run is a draw of epoch ``e`` of a 50-epoch run. It is not the same draw bit for
+    bit when the runs are on different machines (floating-point order), so such a record says
+    where it came from (``truncated_from``). ``None`` when the run is shorter, has no
+    per-epoch test metric (``track_test``) or stopped early.
+    """
+    run_dir = Path(run_dir)
+    summary_path, metrics_path = run_dir / "summary.json", run_dir / "metrics.json"
+    if not (summary_path.exists() and metrics_path.exists()):
+        return None
+    summary = json.loads(summary_path.read_text())
+    history = json.loads(metrics_path.read_text())["history"]["epochs"][:epochs]
+    if summary.get("patience") is not None or len(history) < epochs or any(
+            "test" not in (h.get("monitored") or {}) for h in history):
+        return None
+    # the first best epoch, as the Trainer keeps it (strict improvement)
+    best = max(range(len(history)), key=lambda e: (history[e]["valid_metric"], -e))
+    return {**summary, "epochs": epochs, "epochs_run": epochs, "best_epoch": best,
+            "test_roc_auc": history[best]["monitored"]["test"],
+            "test_roc_auc_last_epoch": history[-1]["monitored"]["test"],
+            "valid_roc_auc": history[best]["valid_metric"],
+            "train_seconds": sum(h["seconds"] for h in history),
+            "truncated_from": str(run_dir)}
+
+
 def finetune_record(dataset: str, seed: int, featurizer: str, epochs: int, patience: int | None,
                     out_dir: str | Path, init: str | None = None, hidden_dim: int = 300,
                     num_layers: int = 5, **extra) -> dict:

@@ -49,7 +49,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
-from finetune_protocol import finetune_record, run_name
+from finetune_protocol import finetune_record, run_name, truncated_record
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
@@ -118,13 +118,27 @@ def _run_pool(jobs: int, calls: list[tuple], label) -> list:
 
 def baseline_record(args, dataset: str, seed: int) -> dict | None:
     """The moleculenet.py run of (dataset, seed) if its protocol matches this benchmark's."""
+    if (args.hidden_dim, args.num_layers) != (300, 5):
+        return None
     p = args.baseline_dir / run_name(dataset, seed, args.epochs, args.patience) / "summary.json"
-    if not p.exists() or (args.hidden_dim, args.num_layers) != (300, 5):
+    if p.exists():
+        r = json.loads(p.read_text())
+        if (r.get("epochs"), r.get("patience"), r.get("featurizer")) == (args.epochs, args.patience,
+                                                                         args.featurizer):
+            return {**r, "method": "none", "reused_from": str(p)}
+    if args.patience is not None:
         return None
-    r = json.loads(p.read_text())
-    if (r.get("epochs"), r.get("patience"), r.get("featurizer")) != (args.epochs, args.patience, args.featurizer):
-        return None
-    return {**r, "method": "none", "reused_from": str(p)}
+    # a shorter budget: the first args.epochs epochs of the shortest longer run (no schedule)
+    budgets = {}
+    for q in args.baseline_dir.glob(f"{dataset}_seed{seed}_e*"):
+        tail = q.name[len(f"{dataset}_seed{seed}_e"):]
+        if tail.isdigit() and int(tail) > args.epochs:
+            budgets[int(tail)] = q
+    for n in sorted(budgets):
+        r = truncated_record(budgets[n], args.epochs)
+        if r is not None and r.get("featurizer") == args.featurizer:
+            return {**r, "method": "none", "reused_from": r["truncated_from"]}
+    return None
 
 
 def load_records(raw: Path, args) -> list[dict]:
@@ -261,8 +275,13 @@ def report(args, records: list[dict], curve: list[dict], best: str | None) -> st
         lines.append("")
     reused = sum(1 for r in records if r.get("reused_from"))
     if reused:
+        truncated = sum(1 for r in records if r.get("truncated_from"))
         lines += [f"The no-pretraining row reuses {reused} run(s) of `benchmarks/moleculenet.py` "
-                  f"(`{args.baseline_dir.relative_to(ROOT) if args.baseline_dir.is_relative_to(ROOT) else args.baseline_dir}`).", ""]
+                  f"(`{args.baseline_dir.relative_to(ROOT) if args.baseline_dir.is_relative_to(ROOT) else args.baseline_dir}`)"
+                  + (f"; {truncated} of them are longer runs read at epoch {args.epochs} (the "
+                     "learning rate is constant and selection only looks back, so the first "
+                     f"{args.epochs} epochs of a longer run are an {args.epochs}-epoch run)"
+                     if truncated else "") + ".", ""]
     if curve:
         sizes = sorted({r["corpus_size"] for r in curve})
         obj = curve[0]["method"].split("@")[0]

@@ -1,0 +1,76 @@
+"""benchmarks/pretraining.py: a shorter budget reads its no-pretraining row off longer runs."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str, file: str):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / file)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return _load("pretraining_bench", "pretraining.py")
+
+
+def _write_run(folder: Path, valid: list[float], test: list[float], patience=None) -> None:
+    folder.mkdir(parents=True)
+    history = [{"epoch": e, "train_loss": 0.5, "valid_metric": v, "seconds": 2.0,
+                "monitored": {"test": t}} for e, (v, t) in enumerate(zip(valid, test, strict=True))]
+    (folder / "metrics.json").write_text(json.dumps({"history": {"epochs": history}}))
+    best = max(range(len(valid)), key=lambda e: (valid[e], -e))
+    (folder / "summary.json").write_text(json.dumps({
+        "dataset": "bbbp", "seed": 0, "featurizer": "basic", "epochs": len(valid),
+        "patience": patience, "test_roc_auc": test[best], "test_roc_auc_last_epoch": test[-1],
+        "valid_roc_auc": valid[best], "best_epoch": best, "epochs_run": len(valid)}))
+
+
+def _args(tmp_path: Path, epochs: int, patience=None) -> argparse.Namespace:
+    return argparse.Namespace(hidden_dim=300, num_layers=5, baseline_dir=tmp_path, epochs=epochs,
+                              patience=patience, featurizer="basic")
+
+
+def test_shorter_budget_is_read_off_the_first_epochs_of_a_longer_run(bench, tmp_path):
+    valid = [0.60, 0.70, 0.70, 0.65, 0.90, 0.95]
+    test = [0.50, 0.61, 0.62, 0.63, 0.64, 0.65]
+    _write_run(tmp_path / "bbbp_seed0_e6", valid, test)
+    r = bench.baseline_record(_args(tmp_path, epochs=4), "bbbp", 0)
+    assert r["method"] == "none" and r["epochs"] == 4 and r["epochs_run"] == 4
+    assert r["test_roc_auc_last_epoch"] == 0.63  # epoch 4 of 6, not the run's last
+    # best validation within the first 4 epochs: the first of the tied 0.70s, as the Trainer keeps it
+    assert r["best_epoch"] == 1 and r["test_roc_auc"] == 0.61 and r["valid_roc_auc"] == 0.70
+    assert r["train_seconds"] == pytest.approx(8.0)
+    assert r["truncated_from"].endswith("bbbp_seed0_e6")
+
+
+def test_exact_budget_wins_and_nothing_is_invented(bench, tmp_path):
+    _write_run(tmp_path / "bbbp_seed0_e3", [0.6, 0.8, 0.7], [0.5, 0.55, 0.6])
+    _write_run(tmp_path / "bbbp_seed0_e6", [0.6] * 6, [0.1] * 6)
+    r = bench.baseline_record(_args(tmp_path, epochs=3), "bbbp", 0)
+    assert "truncated_from" not in r and r["test_roc_auc_last_epoch"] == 0.6
+    assert bench.baseline_record(_args(tmp_path, epochs=7), "bbbp", 0) is None  # no longer run
+    assert bench.baseline_record(_args(tmp_path, epochs=2), "bbbp", 1) is None  # no such seed
+    # early stopping makes the epochs depend on the budget: never truncated
+    assert bench.baseline_record(_args(tmp_path, epochs=2, patience=5), "bbbp", 0) is None
+
+
+def test_early_stopped_runs_are_not_truncated(bench, tmp_path):
+    _write_run(tmp_path / "bbbp_seed0_e6", [0.6] * 6, [0.5] * 6, patience=2)
+    assert bench.baseline_record(_args(tmp_path, epochs=3), "bbbp", 0) is None
