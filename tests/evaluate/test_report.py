@@ -94,3 +94,33 @@ def test_bad_input_is_rejected(tmp_path):
         write_report(df, tmp_path, baseline="nope")
     with pytest.raises(ValueError, match="column 'encoder'"):
         write_report(df, tmp_path, heatmap=("featurizer", "encoder"))
+
+
+def test_breakdown_shows_where_a_gain_holds(tmp_path):
+    """A gain that exists with one featurizer only must show up in that column alone."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for ds in ("bbbp", "bace", "sider"):
+        for featurizer in ("basic", "rich"):
+            for seed in range(6):
+                base = rng.normal(0.7, 0.03)
+                gain = 0.04 if featurizer == "basic" else 0.0
+                rows.append({"method": "none", "dataset": ds, "seed": seed,
+                             "featurizer": featurizer, "roc_auc": base})
+                rows.append({"method": "pretrained", "dataset": ds, "seed": seed,
+                             "featurizer": featurizer,
+                             "roc_auc": base + gain + rng.normal(0, 0.003)})
+    out = write_report(pd.DataFrame(rows), tmp_path, baseline="none",
+                       breakdown=("featurizer",), n_boot=300)
+    md = (out / "report.md").read_text()
+    section = md.split("## Gain over the baseline by featurizer")[1].split("\n## ")[0]
+    header, _, row = [line for line in section.splitlines() if line.startswith("|")][:3]
+    assert "featurizer = basic" in header and "featurizer = rich" in header
+    basic, rich = [c.strip() for c in row.split("|")[2:4]]
+    assert basic.startswith("**+0.04") and "\\*" in basic and "(18)" in basic  # 3 datasets × 6 seeds
+    assert "\\*" not in rich and "†" not in rich and "(18)" in rich
+    assert "Gain over the baseline by featurizer" in (out / "report.html").read_text()
+    table = pd.read_csv(out / "breakdown.csv")
+    assert set(table["value"]) == {"basic", "rich"} and table["n_pairs"].tolist() == [18, 18]
+    with pytest.raises(ValueError, match="split"):
+        write_report(pd.DataFrame(rows), tmp_path, breakdown=("split",))

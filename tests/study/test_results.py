@@ -52,3 +52,13 @@ def test_report_of_an_unknown_metric_is_a_clear_error(tmp_path):
     _fake_study(tmp_path / "s.db")
     result = CliRunner().invoke(app, ["report", str(tmp_path / "s.db"), "--metric", "accuracy"])
     assert result.exit_code == 2 and "roc_auc" in result.stderr
+
+
+def test_report_breakdown_option(tmp_path):
+    _fake_study(tmp_path / "s.db")
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "s.db"), "--output", str(tmp_path / "r"),
+                                      "--breakdown", "featurizer", "--baseline", "gin"])
+    assert result.exit_code == 0, result.output
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "## Gain over the baseline by featurizer" in md and "featurizer = basic" in md
+    assert (tmp_path / "r" / "breakdown.csv").is_file()

@@ -18,6 +18,8 @@ def report(
     study: str = typer.Option(None, help="Only this study's rows (a DB may hold several)."),
     method_axes: str = typer.Option(None, help="Comma-separated axes that define a method (default: all varied non-unit axes)."),
     heatmap: str = typer.Option(None, help="Two columns for a heatmap, e.g. featurizer,encoder."),
+    breakdown: str = typer.Option(None, help="Columns whose every value gets the gain over the baseline, "
+                                             "pooled over datasets, e.g. split,featurizer."),
 ) -> None:
     """Write a self-contained HTML + Markdown report of a study's results."""
     from moladapt.evaluate.report import write_report
@@ -31,5 +33,6 @@ def report(
                          f"{sorted(c for c in frame.columns if frame[c].dtype.kind == 'f')}")
     axes = tuple(split_list(heatmap)) if heatmap else None
     out = write_report(frame, output, metric=metric, baseline=baseline,
-                       title=f"moladapt study {study or db.stem}", heatmap=axes)
+                       title=f"moladapt study {study or db.stem}", heatmap=axes,
+                       breakdown=split_list(breakdown) or ())
     typer.echo(f"wrote {out}/report.html and report.md ({len(frame)} runs)")

@@ -12,7 +12,10 @@ columns ``method``, ``dataset`` and the metric, usually ``seed``, optionally ``s
 * ``<metric>_vs_k.png`` when a ``k`` column exists: the metric against k, one line per
   method with a 95% confidence band;
 * ``heatmap_<a>_<b>.png`` when ``heatmap=(a, b)`` is given: the mean metric over a × b;
-* ``comparisons.csv``: the per-dataset paired comparisons against the baseline.
+* ``comparisons.csv``: the per-dataset paired comparisons against the baseline;
+* with ``breakdown=("split", "featurizer")``, a table per column of the gain over the
+  baseline at each of its values, pooled over datasets (does a method's gain hold with rich
+  features, on a harder split?), and ``breakdown.csv`` with those comparisons.
 
 Statistics come from :mod:`moladapt.evaluate.statistics`. Runs are paired on the unit
 columns present among ``split, seed, k, featurizer, encoder`` (within a dataset); the
@@ -34,7 +37,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from moladapt.evaluate.statistics import FriedmanResult, friedman_nemenyi, paired_comparisons
+from moladapt.evaluate.statistics import (
+    FriedmanResult,
+    friedman_nemenyi,
+    holm_bonferroni,
+    paired_comparisons,
+)
 from moladapt.utils import atomic_write_text
 
 LOWER_IS_BETTER = frozenset({"rmse", "mae", "mse", "loss", "nll", "brier", "ece"})
@@ -78,6 +86,7 @@ def write_report(
     title: str = "moladapt results",
     *,
     heatmap: tuple[str, str] | None = None,
+    breakdown: Sequence[str] = (),
     higher_is_better: bool | None = None,
     alpha: float = 0.05,
     n_boot: int = 2000,
@@ -96,6 +105,9 @@ def write_report(
         title: the page title.
         heatmap: two columns, e.g. ``("featurizer", "encoder")``: also plot the mean metric
             over their grid (all other columns pooled).
+        breakdown: columns (e.g. ``split``, ``featurizer``) whose values each get the paired
+            mean difference against the baseline, pooled over datasets: one table per column,
+            every method × value, Holm-corrected over all the cells of all those tables.
         higher_is_better: None → False for the names in :data:`LOWER_IS_BETTER`, else True.
         alpha: significance level of the tests and of the Nemenyi CD.
         n_boot, seed: bootstrap resamples and seed for the CIs of the mean differences.
@@ -103,7 +115,7 @@ def write_report(
     Returns:
         ``output_dir`` as a :class:`~pathlib.Path`.
     """
-    for col in ("method", "dataset", metric, *(heatmap or ())):
+    for col in ("method", "dataset", metric, *(heatmap or ()), *breakdown):
         if col not in df.columns:
             raise ValueError(f"column {col!r} not in the results table {list(df.columns)}")
     if heatmap is not None and len(heatmap) != 2:
@@ -170,6 +182,9 @@ def write_report(
     answer = _answer(comps, ranks, rank_note, baseline, datasets, alpha)
     table = _summary_table(data, metric, methods, datasets, comps, ranks, baseline, hib)
     comp_table = _comparison_table(comps)
+    breakdowns, breakdown_frame = _breakdowns(
+        data, metric, methods, baseline, units, list(breakdown), hib, alpha, n_boot, seed
+    )
     legend = (
         f"Mean ± standard deviation over runs; bold = best mean on the dataset "
         f"({'higher' if hib else 'lower'} is better). * / † = significantly better / worse "
@@ -180,14 +195,13 @@ def write_report(
         legend += f" Runs are paired on {', '.join(units)}."
 
     comps.to_csv(out / "comparisons.csv", index=False)
+    if breakdown_frame is not None:
+        breakdown_frame.to_csv(out / "breakdown.csv", index=False)
     for image in images:
         (out / image.filename).write_bytes(image.png)
-    atomic_write_text(
-        out / "report.md", _markdown(title, answer, table, legend, comp_table, images, metric)
-    )
-    atomic_write_text(
-        out / "report.html", _html(title, answer, table, legend, comp_table, images, metric)
-    )
+    sections = (title, answer, table, legend, breakdowns, comp_table, images, metric)
+    atomic_write_text(out / "report.md", _markdown(*sections))
+    atomic_write_text(out / "report.html", _html(*sections))
     return out
 
 
@@ -326,6 +340,87 @@ def _comparison_table(comps: pd.DataFrame) -> _Table:
         )
         bold.append([False] * 4 + [bool(r.significant)] + [False] * 2)
     return _Table(header, rows, bold)
+
+
+@dataclass(frozen=True)
+class _Breakdown:
+    column: str
+    table: _Table
+    legend: str
+
+
+def _breakdowns(
+    data: pd.DataFrame,
+    metric: str,
+    methods: list,
+    baseline: str,
+    units: list[str],
+    columns: list[str],
+    hib: bool,
+    alpha: float,
+    n_boot: int,
+    seed: int,
+) -> tuple[list[_Breakdown], pd.DataFrame | None]:
+    """Per breakdown column: method × value cells "mean Δ [CI] (n)" against the baseline.
+
+    Pairs are (dataset, units) within a value of the column, so a cell pools the datasets;
+    one Holm family spans every cell of every breakdown table (they are all read together).
+    """
+    if not columns:
+        return [], None
+    frames = []
+    for col in columns:
+        # grouped by the column: its value is where the gain is read, so it pairs nothing
+        comp = paired_comparisons(
+            data,
+            metric,
+            baseline,
+            unit_cols=["dataset", *[u for u in units if u != col]],
+            by=col,
+            higher_is_better=hib,
+            alpha=alpha,
+            n_boot=n_boot,
+            seed=seed,
+        )
+        comp.insert(0, "breakdown", col)
+        comp = comp.rename(columns={col: "value"})
+        frames.append(comp)
+    allc = pd.concat(frames, ignore_index=True)
+    # one Holm family over all breakdown cells
+    for test in ("wilcoxon", "ttest"):
+        allc[f"p_{test}_holm"] = holm_bonferroni(allc[f"p_{test}"].to_numpy(dtype=float))
+    allc["significant"] = allc["p_wilcoxon_holm"] < alpha
+    out = []
+    for col in columns:
+        comp = allc[allc["breakdown"] == col]
+        values = list(pd.unique(data[col].dropna()))
+        header = ["method", *[f"{col} = {v}" for v in values]]
+        rows, bold = [], []
+        for m in methods:
+            if m == baseline:
+                continue
+            cells, flags = [str(m)], [False]
+            for v in values:
+                hit = comp[(comp["method"] == m) & (comp["value"] == v)]
+                if hit.empty or not math.isfinite(hit["mean_diff"].iloc[0]):
+                    cells.append("–")
+                    flags.append(False)
+                    continue
+                r = hit.iloc[0]
+                mark = ("*" if r["direction"] == "better" else "†") if r["significant"] else ""
+                ci = f" [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]" if math.isfinite(r["ci_low"]) else ""
+                cells.append(f"{r['mean_diff']:+.3f}{mark}{ci} ({int(r['n_pairs'])})")
+                flags.append(bool(r["significant"]))
+            rows.append(cells)
+            bold.append(flags)
+        legend = (
+            f"{metric} of the method minus the baseline {baseline!r} at each {col}, pooled over "
+            f"datasets: mean difference, 95% bootstrap CI, (number of paired runs). "
+            f"* / † = significantly better / worse (Wilcoxon signed-rank, Holm-corrected over "
+            f"all {len(allc)} cells of the breakdown tables, α = {alpha})."
+        )
+        out.append(_Breakdown(col, _Table(header, rows, bold), legend))
+    return out, allc
 
 
 # --- plots (matplotlib's Agg canvas through Figure: no pyplot, no global backend switch) ----
@@ -473,6 +568,7 @@ def _markdown(
     answer: str,
     table: _Table,
     legend: str,
+    breakdowns: Sequence[_Breakdown],
     comp_table: _Table,
     images: Sequence[_Image],
     metric: str,
@@ -497,6 +593,10 @@ def _markdown(
         f"## {metric}: mean ± std per method and dataset",
         md_table(table),
         legend,
+    ]
+    for b in breakdowns:
+        parts += [f"## Gain over the baseline by {b.column}", md_table(b.table), b.legend]
+    parts += [
         "## Paired comparisons against the baseline",
         md_table(comp_table),
         "## Plots",
@@ -510,6 +610,7 @@ def _html(
     answer: str,
     table: _Table,
     legend: str,
+    breakdowns: Sequence[_Breakdown],
     comp_table: _Table,
     images: Sequence[_Image],
     metric: str,
@@ -542,6 +643,11 @@ def _html(
             f"<h2>{e(metric)}: mean ± std per method and dataset</h2>",
             html_table(table),
             f'<p class="note">{e(legend)}</p>',
+            *[
+                f"<h2>Gain over the baseline by {e(b.column)}</h2>{html_table(b.table)}"
+                f'<p class="note">{e(b.legend)}</p>'
+                for b in breakdowns
+            ],
             "<h2>Paired comparisons against the baseline</h2>",
             html_table(comp_table),
             "<h2>Plots</h2>",
