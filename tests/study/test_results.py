@@ -62,3 +62,35 @@ def test_report_breakdown_option(tmp_path):
     md = (tmp_path / "r" / "report.md").read_text()
     assert "## Gain over the baseline by featurizer" in md and "featurizer = basic" in md
     assert (tmp_path / "r" / "breakdown.csv").is_file()
+
+
+def test_tidy_results_keeps_only_the_given_keys(tmp_path):
+    _fake_study(tmp_path / "s.db")
+    keys = {f"bbbp-{enc}-{seed}" for enc in ("gin", "sage") for seed in range(6)}
+    frame = tidy_results(tmp_path / "s.db", keys=keys)
+    assert len(frame) == 12 and set(frame["dataset"]) == {"bbbp"}
+    import pytest
+
+    with pytest.raises(ValueError, match="among the study file's runs"):
+        tidy_results(tmp_path / "s.db", keys={"no-such-key"})
+
+
+def test_report_spec_option_leaves_out_runs_edited_away(tmp_path):
+    from moladapt.study.spec import StudySpec
+
+    study = tmp_path / "s.yaml"
+    study.write_text("name: toy\nfixed: {data: {dataset: bbbp}}\n"
+                     "axes: {model.encoder: [gin, sage], train.seed: [0, 1, 2, 3, 4, 5]}\n")
+    runs = StudySpec.load(study).runs()
+    stale = RunSpec(key="edited-away", runner="train", config=runs[0].config,
+                    axes={"model.encoder": "gcn", "train.seed": 0})
+    store = ResultStore(tmp_path / "s.db")
+    store.sync("toy", [*runs, stale])
+    for i, run in enumerate([*runs, stale]):
+        assert store.claim(run.key)
+        store.finish(run.key, {"test.roc_auc": 0.6 + 0.001 * i})
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "s.db"), "--output", str(tmp_path / "r"),
+                                      "--spec", str(study)])
+    assert result.exit_code == 0, result.output
+    assert "(12 runs)" in result.output
+    assert "gcn" not in (tmp_path / "r" / "report.md").read_text()

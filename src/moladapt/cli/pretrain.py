@@ -2,7 +2,7 @@
 
 ``--objective`` takes objective names joined by ``,`` (their losses are summed, for
 ``--epochs`` epochs), or stages ``name:epochs`` joined by ``,`` run one after the other,
-with ``+`` joining objectives within a stage, e.g. ``supervised:5,context_prediction:10``
+with ``+`` joining objectives within a stage, e.g. ``context_prediction:10,supervised:5``
 or ``attribute_masking+infomax:20``. Self-supervised stages train on ``--corpus``;
 ``supervised`` stages on ``--labels-dataset`` (a benchmark name or a CSV of 0/1 labels).
 """
@@ -56,7 +56,7 @@ def _load_labels(labels: str, smiles_column: str, featurizer: str, log) -> Any:
 @friendly_errors
 def pretrain_command(
     objective: str = typer.Option("attribute_masking", help="Objectives, comma-separated (summed), or stages "
-                                  "'supervised:5,context_prediction:10' ('+' joins objectives in a stage)."),
+                                  "'context_prediction:10,supervised:5' ('+' joins objectives in a stage)."),
     corpus: str = typer.Option(None, help="Unlabelled SMILES: moses_train | moses_test | "
                                "moses_test_scaffolds, or a CSV/CSV.gz/.smi/.txt file."),
     smiles_column: str = typer.Option(None, help="SMILES column of a CSV corpus (default: 'smiles' in any case)."),

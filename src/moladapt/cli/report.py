@@ -18,6 +18,8 @@ def report(
     study: str = typer.Option(None, help="Only this study's rows (a DB may hold several)."),
     method_axes: str = typer.Option(None, help="Comma-separated axes that define a method (default: all varied non-unit axes)."),
     heatmap: str = typer.Option(None, help="Two columns for a heatmap, e.g. featurizer,encoder."),
+    spec: Path = typer.Option(None, help="A study file: only the runs of its current grid (leave out runs "
+                                          "of grid points edited away since they ran)."),
     breakdown: str = typer.Option(None, help="Columns whose every value gets the gain over the baseline, "
                                              "pooled over datasets, e.g. split,featurizer."),
 ) -> None:
@@ -27,7 +29,12 @@ def report(
 
     if not db.exists():
         raise FileNotFoundError(f"{db}: no such study database")
-    frame = tidy_results(db, study, split_list(method_axes))
+    keys = None
+    if spec is not None:
+        from moladapt.study.spec import StudySpec
+
+        keys = {run.key for run in StudySpec.load(spec).runs()}
+    frame = tidy_results(db, study, split_list(method_axes), keys=keys)
     if metric not in frame.columns:
         raise ValueError(f"metric {metric!r} not in the results; available: "
                          f"{sorted(c for c in frame.columns if frame[c].dtype.kind == 'f')}")

@@ -9,7 +9,7 @@ A run's config is the ``train`` runner's (``data`` / ``model`` / ``train``) plus
     fixed:
       pretrain: {corpus: moses_train, corpus_size: 100000, epochs: 100, batch_size: 256}
     axes:
-      pretrain.objective: [none, attribute_masking, "supervised:100,context_prediction:100"]
+      pretrain.objective: [none, attribute_masking, "context_prediction:100,supervised:100"]
 
 ``objective`` is ``none`` (no pretraining: fine-tune from scratch), objective names joined by
 ``,`` or ``+`` (losses summed, for ``epochs`` epochs), or stages ``name:epochs`` run one after

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -25,18 +25,24 @@ def _get(config: dict, dotted: str):
 
 
 def tidy_results(db_path: str | Path, study: str | None = None,
-                 method_axes: Sequence[str] | None = None) -> pd.DataFrame:
+                 method_axes: Sequence[str] | None = None,
+                 keys: Collection[str] | None = None) -> pd.DataFrame:
     """One row per finished run with ``method``, ``dataset``, ``split``, ``seed``,
     ``featurizer``, ``encoder`` and the metrics (``test.roc_auc`` → ``roc_auc``).
 
     ``method`` joins the values of ``method_axes``; by default every varied axis that is
     not a unit field (dataset, split, seed), so a study over ``model.encoder`` compares
     encoders and one over ``train.init`` compares pretrained checkpoints.
+
+    ``keys``: only these run keys (e.g. those of a study file's current grid, so runs of
+    grid points edited away since are left out; the store never deletes a result).
     """
     store = ResultStore(db_path)
-    rows = [r for r in store.rows(study) if r["status"] == "done"]
+    rows = [r for r in store.rows(study) if r["status"] == "done"
+            and (keys is None or r["key"] in keys)]
     if not rows:
-        raise ValueError(f"{db_path}: no finished runs" + (f" in study {study!r}" if study else ""))
+        raise ValueError(f"{db_path}: no finished runs" + (f" in study {study!r}" if study else "")
+                         + (" among the study file's runs" if keys is not None else ""))
     axes_seen: list[str] = []
     for r in rows:
         for name in json.loads(r["axes_json"] or "{}"):
