@@ -93,4 +93,5 @@ def test_report_spec_option_leaves_out_runs_edited_away(tmp_path):
                                       "--spec", str(study)])
     assert result.exit_code == 0, result.output
     assert "(12 runs)" in result.output
+    assert (tmp_path / "r" / "report.md").read_text().startswith("# moladapt study toy\n")
     assert "gcn" not in (tmp_path / "r" / "report.md").read_text()

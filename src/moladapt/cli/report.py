@@ -40,6 +40,14 @@ def report(
                          f"{sorted(c for c in frame.columns if frame[c].dtype.kind == 'f')}")
     axes = tuple(split_list(heatmap)) if heatmap else None
     out = write_report(frame, output, metric=metric, baseline=baseline,
-                       title=f"moladapt study {study or db.stem}", heatmap=axes,
+                       title=f"moladapt study {study or _study_name(db)}", heatmap=axes,
                        breakdown=split_list(breakdown) or ())
     typer.echo(f"wrote {out}/report.html and report.md ({len(frame)} runs)")
+
+
+def _study_name(db: Path) -> str:
+    """The name of the one study a database holds, else the database's file name."""
+    from moladapt.study.store import ResultStore
+
+    names = sorted({row["study"] for row in ResultStore(db).rows()})
+    return names[0] if len(names) == 1 else db.name
