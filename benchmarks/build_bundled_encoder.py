@@ -48,22 +48,33 @@ BUNDLED = ROOT / "src" / "moladapt" / "bundled"
 
 
 def downstream_table(path: Path, name: str) -> str:
-    """The rows of ``path``'s first objective table for ``none`` and ``name`` (or the whole file)."""
+    """From ``path`` (pretraining.md): its protocol paragraphs, the ``none`` and ``name`` rows of
+    its first objective table and ``name``'s paired comparison (or the whole file)."""
     text = path.read_text()
     lines = text.splitlines()
-    for i, line in enumerate(lines):
-        if line.startswith("| objective") and i + 1 < len(lines) and lines[i + 1].startswith("|---"):
-            keep = [line, lines[i + 1]]
-            for row in lines[i + 2:]:
-                if not row.startswith("|"):
-                    break
-                first = row.strip("|").split("|")[0].strip().strip("*`")
-                if first in ("none", name):
-                    keep.append(row)
-            if len(keep) > 2:
-                return (f"From `{path.name}` (test ROC-AUC %, scaffold split, mean ± std over seeds):"
-                        "\n\n" + "\n".join(keep))
-    return f"From `{path.name}`:\n\n{text}"
+
+    def rows_of(header_prefix: str) -> list[str]:
+        for i, line in enumerate(lines):
+            if line.startswith(header_prefix) and i + 1 < len(lines) and lines[i + 1].startswith("|---"):
+                keep = [line, lines[i + 1]]
+                for row in lines[i + 2:]:
+                    if not row.startswith("|"):
+                        break
+                    if row.strip("|").split("|")[0].strip().strip("*`") in ("none", name):
+                        keep.append(row)
+                return keep if len(keep) > 2 else []
+        return []
+
+    table = rows_of("| objective | ")
+    if not table:
+        return f"From `{path.name}`:\n\n{text}"
+    protocol = [line for line in lines if line.startswith(("Test ROC-AUC", "Pretraining:"))]
+    parts = [f"From `{path.name}` (scaffold split):", *protocol, "\n".join(table)]
+    comparison = rows_of("| objective | pairs")
+    if comparison:
+        parts += ["Paired with no pretraining over dataset × seed (ROC-AUC points; Wilcoxon, Holm):",
+                  "\n".join(comparison)]
+    return "\n\n".join(parts)
 
 
 def main() -> None:

@@ -249,8 +249,10 @@ def report(args, records: list[dict], curve: list[dict], best: str | None) -> st
              "|---|" + "---|" * (len(datasets) + 1)]
     key = _metric_key(args)
     lines += _table_rows(records, methods, datasets, key)
-    lines += ["", "† pretraining saw these molecules' labels (ToxCast, which includes the Tox21 assays), "
-              "test set included: left out of the statistics below.", ""]
+    lines.append("")
+    if LEAKY & set(datasets) and any(m.startswith("supervised") for m in methods):
+        lines += ["† pretraining saw these molecules' labels (ToxCast, which includes the Tox21 "
+                  "assays), test set included: left out of the statistics below.", ""]
     if key != "test_roc_auc":
         lines += ["The same runs, test ROC-AUC at the epoch of best validation ROC-AUC (the weights "
                   "moladapt keeps):", "", "| objective | " + " | ".join(datasets) + " | average |",
@@ -280,7 +282,7 @@ def report(args, records: list[dict], curve: list[dict], best: str | None) -> st
                   f"(`{args.baseline_dir.relative_to(ROOT) if args.baseline_dir.is_relative_to(ROOT) else args.baseline_dir}`)"
                   + (f"; {truncated} of them are longer runs read at epoch {args.epochs} (the "
                      "learning rate is constant and selection only looks back, so the first "
-                     f"{args.epochs} epochs of a longer run are an {args.epochs}-epoch run)"
+                     f"{args.epochs} epochs of a longer run are a run of {args.epochs} epochs)"
                      if truncated else "") + ".", ""]
     if curve:
         sizes = sorted({r["corpus_size"] for r in curve})
