@@ -147,7 +147,7 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--aux", default=DEFAULT_AUX, help="auxiliary objectives")
-    parser.add_argument("--init", default=None, help="pretrained encoder checkpoint (optional)")
+    parser.add_argument("--init", default=None, help="pretrained encoder checkpoint, or bundled[:name] (optional)")
     parser.add_argument("--featurizer", default="basic")
     parser.add_argument("--encoder", default="gin")
     parser.add_argument("--hidden-dim", type=int, default=300)
@@ -177,7 +177,9 @@ def main() -> None:
         raw, table_path = RESULTS / "raw" / "auxiliary", RESULTS / "auxiliary.md"
     raw.mkdir(parents=True, exist_ok=True)
     if args.init:
-        args.init = str(Path(args.init).resolve())
+        from moladapt.bundled_models import resolve_init
+
+        args.init = str(Path(resolve_init(args.init)).resolve())  # "bundled[:name]" or a path
     settings = {"featurizer": args.featurizer, "encoder": args.encoder, "hidden_dim": args.hidden_dim,
                 "num_layers": args.num_layers, "dropout": args.dropout, "epochs": args.epochs,
                 "batch_size": args.batch_size, "lr": args.lr, "patience": args.patience,
