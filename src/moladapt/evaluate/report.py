@@ -40,7 +40,6 @@ from scipy import stats
 from moladapt.evaluate.statistics import (
     FriedmanResult,
     friedman_nemenyi,
-    holm_bonferroni,
     paired_comparisons,
 )
 from moladapt.utils import atomic_write_text
@@ -368,28 +367,22 @@ def _breakdowns(
     """
     if not columns:
         return [], None
-    frames = []
-    for col in columns:
-        # grouped by the column: its value is where the gain is read, so it pairs nothing
-        comp = paired_comparisons(
-            data,
-            metric,
-            baseline,
-            unit_cols=["dataset", *[u for u in units if u != col]],
-            by=col,
-            higher_is_better=hib,
-            alpha=alpha,
-            n_boot=n_boot,
-            seed=seed,
-        )
-        comp.insert(0, "breakdown", col)
-        comp = comp.rename(columns={col: "value"})
-        frames.append(comp)
-    allc = pd.concat(frames, ignore_index=True)
-    # one Holm family over all breakdown cells
-    for test in ("wilcoxon", "ttest"):
-        allc[f"p_{test}_holm"] = holm_bonferroni(allc[f"p_{test}"].to_numpy(dtype=float))
-    allc["significant"] = allc["p_wilcoxon_holm"] < alpha
+    # one copy of the runs per column, grouped by (column, value): a single call then makes
+    # one Holm family of every cell; the column is constant within a group, so it pairs nothing
+    stacked = pd.concat(
+        [data.assign(breakdown=col, value=data[col]) for col in columns], ignore_index=True
+    )
+    allc = paired_comparisons(
+        stacked,
+        metric,
+        baseline,
+        unit_cols=["dataset", *units],
+        by=["breakdown", "value"],
+        higher_is_better=hib,
+        alpha=alpha,
+        n_boot=n_boot,
+        seed=seed,
+    )
     out = []
     for col in columns:
         comp = allc[allc["breakdown"] == col]
