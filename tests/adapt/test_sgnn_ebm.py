@@ -116,6 +116,33 @@ def tox21_slice():
     return prepared, split
 
 
+def test_ebm_stage_that_never_helps_on_validation_keeps_the_sgnn(tox21_slice, monkeypatch):
+    """Early stopping in the EBM stage may stop at its start: then the predictions are exactly
+    the stage-1 SGNN's probabilities (the EBM starts with zero pairwise terms and normaliser)."""
+    from types import SimpleNamespace
+
+    prepared, split = tox21_slice
+    model = SGNNEBM(hidden_dim=16, num_layers=2, dropout=0.0, task_emb_dim=8, edge_hidden_dim=4,
+                    graph_threshold=0.1, graph_min_common=5, sgnn_epochs=1, ebm_epochs=2,
+                    batch_size=64, n_noise=2, ebm_lr=0.05, seed=0)
+    real_score = SGNNEBM.score
+
+    def score(self, graphs, y, idx, task_names=None):
+        if self._stage == "ebm":  # the start scores best, every EBM epoch worse
+            return SimpleNamespace(primary=0.9 if len(self.history_["ebm"]) == 0 else 0.5)
+        return real_score(self, graphs, y, idx, task_names)
+
+    monkeypatch.setattr(SGNNEBM, "score", score)
+    model.fit(prepared.graphs, prepared.y, split.train, split.valid)
+    assert [h["epoch"] for h in model.history_["ebm"]] == [-1, 0, 1]
+    proba = model.predict_proba(prepared.graphs, split.test)
+    model.noise_net_.eval()
+    with torch.no_grad():
+        batch = prepared.graphs.collate(split.test)
+        sgnn = torch.sigmoid(model.noise_net_(batch, pairwise=False)["unary"]).numpy()
+    np.testing.assert_allclose(proba, sgnn, atol=1e-6)
+
+
 def test_sgnn_ebm_end_to_end_on_tox21(tox21_slice):
     prepared, split = tox21_slice
     names = list(prepared.data.task_names)
@@ -124,8 +151,9 @@ def test_sgnn_ebm_end_to_end_on_tox21(tox21_slice):
                     batch_size=64, n_noise=2, seed=0)
     model.fit(prepared.graphs, prepared.y, split.train, split.valid, task_names=names)
     assert model.task_graph_.num_edges > 0
-    assert len(model.history_["sgnn"]) == 2 and len(model.history_["ebm"]) == 1
-    assert 0.0 <= model.history_["ebm"][0]["nce_accuracy"] <= 1.0
+    assert len(model.history_["sgnn"]) == 2
+    assert [h["epoch"] for h in model.history_["ebm"]] == [-1, 0]  # the start is a candidate
+    assert 0.0 <= model.history_["ebm"][1]["nce_accuracy"] <= 1.0
     proba = model.predict_proba(prepared.graphs, split.test)
     assert proba.shape == (len(split.test), 12)
     assert np.isfinite(proba).all() and (proba >= 0).all() and (proba <= 1).all()
@@ -159,13 +187,14 @@ def test_per_task_loss_masks_missing():
     assert losses[0].item() == pytest.approx(np.log(2)) and losses[1].item() == 0
 
 
-@pytest.mark.parametrize("method", ["uncertainty", "gradnorm"])
-def test_loss_balancing_baselines_run(tox21_slice, method):
+@pytest.mark.parametrize("method,grad_norm_of", [("uncertainty", "weight"), ("gradnorm", "weight"),
+                                                ("gradnorm", "representation")])
+def test_loss_balancing_baselines_run(tox21_slice, method, grad_norm_of):
     prepared, split = tox21_slice
     model = build_model(ModelConfig(hidden_dim=16, num_layers=2, dropout=0.0), prepared.featurizer, 12)
     cfg = TrainConfig(epochs=1, batch_size=64, seed=0)
     trainer = BalancedMultiTaskTrainer(model, "classification", cfg, method=method, alpha=1.5,
-                                       weight_lr=0.05)
+                                       weight_lr=0.05, grad_norm_of=grad_norm_of)
     trainer.fit(prepared.graphs, prepared.y, split.train[:200], split.valid)
     if method == "uncertainty":
         assert trainer.log_vars_.shape == (12,) and np.abs(trainer.log_vars_).sum() > 0
@@ -175,3 +204,37 @@ def test_loss_balancing_baselines_run(tox21_slice, method):
         assert not np.allclose(w, 1.0)
     proba = trainer.predict(prepared.graphs, split.test)
     assert np.isfinite(proba).all()
+
+
+def test_gradnorm_batched_representation_norms_match_a_per_task_loop(tox21_slice):
+    """The one batched backward of grad_norm_of="representation" gives each task's own gradient
+    norm on the embedding, so the weights' first update equals a hand loop's."""
+    prepared, split = tox21_slice
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(hidden_dim=16, num_layers=2, dropout=0.0), prepared.featurizer, 12)
+    batch = prepared.graphs.collate(split.train[:64], prepared.y)
+    z = model.encoder(batch)
+    losses, present = per_task_loss(model.head(z), batch.y)
+    idx = torch.nonzero(present).flatten().tolist()
+    loop = torch.stack([torch.autograd.grad(losses[k], z, retain_graph=True)[0].norm() for k in idx])
+    cfg = TrainConfig(epochs=1, batch_size=64, seed=0)
+    trainer = BalancedMultiTaskTrainer(model, "classification", cfg, method="gradnorm",
+                                       grad_norm_of="representation")
+    weights = torch.ones(12, requires_grad=True)
+    initial = losses.detach().clone()
+    initial[~present] = float("nan")
+    captured = {}
+
+    class Capture(torch.optim.SGD):
+        def step(self, closure=None):
+            captured["grad"] = weights.grad.clone()
+            return super().step(closure)
+
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    trainer._gradnorm_step(losses, present, weights, initial, z, opt, Capture([weights], lr=0.0))
+    r = torch.ones(len(idx))  # L_t / L_t(0) = 1 on the first batch
+    expected = torch.zeros(12)
+    expected[idx] = torch.sign(loop - loop.mean() * r) * loop
+    assert torch.allclose(captured["grad"], expected, atol=1e-5)
+    with pytest.raises(ValueError, match="grad_norm_of"):
+        BalancedMultiTaskTrainer(model, "classification", cfg, method="gradnorm", grad_norm_of="x")

@@ -11,8 +11,13 @@
   the last shared layer ``W`` (the last weight matrix of the encoder's last layer),
   ``Ḡ`` their mean, ``r_t = (L_t / L_t(0)) / mean_t(L_t / L_t(0))``, the weights minimise
   ``Σ_t |G_t - Ḡ r_t^α|`` (target detached), the model minimises ``Σ_t w_t L_t``.
-  ``L_t(0)`` is task t's loss on the first batch that measures it. This costs one extra
-  backward per task per step.
+  ``L_t(0)`` is task t's loss on the first batch that measures it. With
+  ``grad_norm_of="weight"`` (the paper's choice) this costs one extra backward per task per
+  step through everything above ``W`` — 78 s per epoch on ToxCast Dense-50 (427 tasks, GIN
+  3×64, one CPU thread) against 3 s for plain multi-task. ``grad_norm_of="representation"``
+  takes ``G_t = ||∇_z w_t L_t||`` on the shared graph embedding ``z`` ``[B, d]`` instead
+  (LibMTL's ``rep_grad`` variant): all tasks' gradients in one batched backward through the
+  head only, so its cost does not grow with the encoder.
 
 ``L_t`` is the masked per-task loss of the batch: the mean over the molecules measured on
 task t. Tasks with no measured label in a batch are left out of that step (their weights
@@ -42,6 +47,7 @@ from moladapt.utils import adam
 __all__ = ["BALANCERS", "BalancedMultiTaskTrainer", "last_shared_weight", "per_task_loss"]
 
 BALANCERS = ("uncertainty", "gradnorm")
+GRAD_NORM_OF = ("weight", "representation")
 
 
 def per_task_loss(output: Tensor, y: Tensor, task_type: str = CLASSIFICATION) -> tuple[Tensor, Tensor]:
@@ -76,11 +82,14 @@ class BalancedMultiTaskTrainer:
 
     def __init__(self, model: MolecularModel, task_type: str, config: TrainConfig,
                  method: str = "uncertainty", alpha: float = 1.5, weight_lr: float | None = None,
-                 device: str = "cpu") -> None:
+                 grad_norm_of: str = "weight", device: str = "cpu") -> None:
         if method not in BALANCERS:
             raise ValueError(f"unknown method {method!r}; choose one of {BALANCERS}")
+        if grad_norm_of not in GRAD_NORM_OF:
+            raise ValueError(f"grad_norm_of must be one of {GRAD_NORM_OF}, got {grad_norm_of!r}")
         self.model, self.task_type, self.config = model, task_type, config
         self.method, self.alpha, self.weight_lr = method, float(alpha), weight_lr
+        self.grad_norm_of = grad_norm_of
         self.device = torch.device(device)
 
     def fit(self, graphs: MolGraphs, y: np.ndarray, train_idx: np.ndarray,
@@ -115,7 +124,10 @@ class BalancedMultiTaskTrainer:
                 if len(idx) < 2 and len(order) > 1:
                     continue
                 batch = graphs.collate(idx, y).to(self.device)
-                losses, present = per_task_loss(model(batch), batch.y, self.task_type)
+                embedding = model.encoder(batch)
+                losses, present = per_task_loss(model.head(embedding), batch.y, self.task_type)
+                if self.method == "gradnorm" and self.grad_norm_of == "representation":
+                    shared = embedding
                 if self.method == "uncertainty":
                     loss = (torch.exp(-log_vars) * losses + log_vars)[present].sum()
                     opt.zero_grad(set_to_none=True)
@@ -153,11 +165,15 @@ class BalancedMultiTaskTrainer:
         opt.zero_grad(set_to_none=True)
         w_opt.zero_grad(set_to_none=True)
         if len(idx) > 1:
-            norms = []
-            for k in idx:
-                g = torch.autograd.grad(losses[k], shared, retain_graph=True)[0]
-                norms.append(g.norm())
-            g_norm = weights[idx] * torch.stack(norms).detach()  # ||∇_W w_t L_t|| = w_t ||∇_W L_t||
+            if shared.is_leaf:  # a weight: one backward per task
+                norms = torch.stack([torch.autograd.grad(losses[k], shared, retain_graph=True)[0].norm()
+                                     for k in idx])
+            else:  # the embedding: every task at once, through the head only
+                eye = torch.eye(len(idx), dtype=losses.dtype, device=losses.device)
+                grads = torch.autograd.grad(losses[idx], shared, grad_outputs=eye,
+                                            retain_graph=True, is_grads_batched=True)[0]
+                norms = grads.flatten(1).norm(dim=1)
+            g_norm = weights[idx] * norms.detach()  # ||∇ w_t L_t|| = w_t ||∇ L_t||
             ratio = losses[idx].detach() / initial[idx]
             r = ratio / ratio.mean()
             target = (g_norm.mean() * r ** self.alpha).detach()

@@ -281,7 +281,10 @@ class SGNNEBM:
     marginal probabilities. Fitted state ends in ``_``: ``task_graph_``, ``net_`` (the EBM, or
     the SGNN when ``use_ebm=False``), ``noise_net_`` (frozen stage-1 SGNN), ``history_``.
     Model selection: each stage keeps the epoch with the best mean validation ROC-AUC
-    (with ``valid_idx``), else the last.
+    (with ``valid_idx``), else the last. The EBM stage's candidates include its starting
+    point (the EBM initialised from the stage-1 SGNN, whose mean-field marginals are the
+    SGNN's probabilities, logged as epoch -1): NCE fine-tuning that never helps on validation
+    leaves the SGNN's predictions, as early stopping at epoch 0 would.
     """
 
     def __init__(
@@ -380,13 +383,22 @@ class SGNNEBM:
             p.requires_grad_(False)
         self._stage = "ebm"
         opt = adam(net.parameters(), lr=self.ebm_lr or self.lr, weight_decay=self.weight_decay)
-        self._run_stage("ebm", self.ebm_epochs, opt, graphs, y, train_idx, valid_idx, self._ebm_step)
+        self._run_stage("ebm", self.ebm_epochs, opt, graphs, y, train_idx, valid_idx, self._ebm_step,
+                        include_start=True)
         return self
 
     def _run_stage(self, stage: str, epochs: int, opt: torch.optim.Optimizer, graphs: MolGraphs,
-                   y: np.ndarray, train_idx: np.ndarray, valid_idx: np.ndarray | None, step) -> None:
+                   y: np.ndarray, train_idx: np.ndarray, valid_idx: np.ndarray | None, step,
+                   include_start: bool = False) -> None:
         net = self.net_
         best, best_state = -math.inf, None
+        if include_start and valid_idx is not None and len(valid_idx):
+            t0 = time.perf_counter()
+            score = self.score(graphs, y, valid_idx).primary
+            self.history_[stage].append({"epoch": -1, "valid_roc_auc": score,
+                                         "seconds": time.perf_counter() - t0})
+            if not math.isnan(score):
+                best, best_state = score, copy.deepcopy(net.state_dict())
         for epoch in range(epochs):
             t0 = time.perf_counter()
             net.train()

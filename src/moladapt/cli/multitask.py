@@ -46,6 +46,7 @@ def multitask_command(
     dataset: str = typer.Option("tox21", help="A multi-task classification benchmark (tox21, toxcast, sider, ...) or fsmol-train (needs --dense)."),
     task_graph: str = typer.Option("coactivity", help=_GRAPH_HELP),
     dense: int = typer.Option(None, help="Dense-N: keep tasks with >= N positives and >= N negatives (and their molecules)."),
+    min_tasks_per_molecule: int = typer.Option(1, help="With --dense: keep only molecules measured on >= M of the kept tasks (FS-Mol: 3)."),
     max_tasks: int = typer.Option(None, help="Keep only the first N tasks (after --dense)."),
     split_frac: str = typer.Option("0.8,0.1,0.1", help="train,valid,test fractions of the filtered random split."),
     seed: int = typer.Option(0, help="Training seed (and split seed unless --split-seed)."),
@@ -72,7 +73,7 @@ def multitask_command(
     result = run_multitask(
         dataset, method, task_graph, output=output,
         log=lambda m: typer.secho(m, err=True, fg=typer.colors.BRIGHT_BLACK),
-        dense_n=dense, max_tasks=max_tasks, split_frac=_split_frac(split_frac), seed=seed,
+        dense_n=dense, min_tasks_per_molecule=min_tasks_per_molecule, max_tasks=max_tasks, split_frac=_split_frac(split_frac), seed=seed,
         split_seed=split_seed, epochs=epochs, ebm_epochs=ebm_epochs, encoder=encoder,
         hidden_dim=hidden_dim, num_layers=num_layers, dropout=dropout, batch_size=batch_size,
         lr=lr, featurizer=featurizer, graph_method=graph_method, graph_threshold=graph_threshold,
