@@ -78,7 +78,9 @@ def tdc_dir(tmp_path, monkeypatch) -> Path:
     return data
 
 
-def test_table_has_same_type_sources_and_no_test_leakage(bench, tdc_dir):
+def test_table_has_same_type_sources_and_no_test_leakage(tdc_dir):
+    from moladapt import transfer as bench
+
     names = ["tdc_hia_hou", "tdc_bbb_martins", "tdc_caco2_wang", "tdc_half_life_obach"]
     corpus = bench.load_corpus(names)
     _, index = corpus.graphs("basic")
@@ -122,3 +124,28 @@ def test_smoke_run_report_and_resume(bench, tdc_dir, tmp_path):
     mtimes = {p: p.stat().st_mtime_ns for p in raw}
     bench.main(argv)
     assert {p: p.stat().st_mtime_ns for p in raw} == mtimes
+
+
+def test_transfer_cli_one_target_writes_config_and_ratios(tdc_dir, tmp_path):
+    import yaml
+    from typer.testing import CliRunner
+
+    from moladapt.cli.main import app
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["transfer", "--target", "hia_hou", "--ratios", "bilevel",
+                                      "--epochs", "2", "--hidden-dim", "8", "--num-layers", "2",
+                                      "--inner-steps", "2", "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "ratio bbb_martins" in result.output
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["method"] == "bilevel" and config["target"] == "tdc_hia_hou"
+    assert "tdc_hia_hou" not in config["settings"]["sources"]
+    rec = json.loads((out / "metrics.json").read_text())
+    assert rec["sources"] == ["tdc_bbb_martins"] and set(rec["weights"]) == {"tdc_bbb_martins"}
+    assert rec["n_dropped_source_labels"] >= 1
+    bad = CliRunner().invoke(app, ["transfer", "--target", "no_such_set", "--output", str(out)])
+    assert bad.exit_code == 2 and "unknown TDC dataset 'no_such_set'" in bad.output
+    bad = CliRunner().invoke(app, ["transfer", "--target", "hia_hou", "--ratios", "learned",
+                                   "--output", str(out)])
+    assert bad.exit_code == 2 and "ratios must be one of" in bad.output

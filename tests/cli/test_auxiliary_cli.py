@@ -26,7 +26,7 @@ def test_auxiliary_cli_on_a_csv(tmp_path, data_dir):
     pd.read_csv(data_dir / "BBBP.csv").iloc[:300][["smiles", "p_np"]].to_csv(csv, index=False)
     out = tmp_path / "run"
     result = CliRunner().invoke(app, ["auxiliary", "--data", str(csv), "--aux",
-                                      "attribute_masking,edge_prediction", "--combiner", "gcs",
+                                      "attrmask,edge_prediction", "--combiner", "gcs",
                                       "--output", str(out), *TINY])
     assert result.exit_code == 0, result.output
     assert "attribute_masking: mean cosine to the target" in result.output

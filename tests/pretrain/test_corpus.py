@@ -110,6 +110,8 @@ def test_parse_objectives():
     assert parse_objectives("edge_prediction,infomax", 3) == [(["edge_prediction", "infomax"], 3)]
     assert parse_objectives("supervised:5, context_prediction+infomax:10", 1) == [
         (["supervised"], 5), (["context_prediction", "infomax"], 10)]
+    assert parse_objectives("attrmask,edgepred,contextpred,contrastive", 2) == [
+        (["attribute_masking", "edge_prediction", "context_prediction", "graphcl"], 2)]
     with pytest.raises(ValueError):
         parse_objectives("supervised:5,infomax", 1)
 

@@ -18,7 +18,9 @@ def _aux_list(value: str | None) -> tuple[str, ...] | None:
         return None
     if value.strip().lower() in ("", "none"):
         return ()
-    return split_list(value) or ()
+    from moladapt.pretrain.objectives.base import canonical_objective
+
+    return tuple(canonical_objective(n) for n in split_list(value)) or ()
 
 
 @friendly_errors

@@ -15,6 +15,7 @@ from moladapt.cli.pretrain import pretrain_command
 from moladapt.cli.report import report
 from moladapt.cli.study import study_app
 from moladapt.cli.train import train
+from moladapt.cli.transfer import transfer_command
 
 app = typer.Typer(help="Molecular property prediction when labels are scarce.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
@@ -26,6 +27,7 @@ app.command()(demo)
 app.command("pretrain")(pretrain_command)
 app.command("auxiliary")(auxiliary_command)
 app.command("multitask")(multitask_command)
+app.command("transfer")(transfer_command)
 app.command()(report)
 app.command("meta-train")(meta_train_command)
 app.command("few-shot")(few_shot_command)

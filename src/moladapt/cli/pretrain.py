@@ -19,12 +19,14 @@ from moladapt.cli.common import friendly_errors
 
 def parse_objectives(spec: str, epochs: int) -> list[tuple[list[str], int]]:
     """``"a,b"`` → ``[(["a", "b"], epochs)]``; ``"a:5,b+c:10"`` → ``[(["a"], 5), (["b", "c"], 10)]``."""
+    from moladapt.pretrain.objectives.base import canonical_objective
+
     items = [s.strip() for s in spec.split(",") if s.strip()]
     if not items:
         raise ValueError("--objective: give at least one objective")
     staged = [":" in s for s in items]
     if not any(staged):
-        return [([s for item in items for s in item.split("+")], int(epochs))]
+        return [([canonical_objective(s) for item in items for s in item.split("+")], int(epochs))]
     if not all(staged):
         raise ValueError(f"--objective {spec!r}: give every stage its epochs (name:epochs), or none")
     stages = []
@@ -34,7 +36,7 @@ def parse_objectives(spec: str, epochs: int) -> list[tuple[list[str], int]]:
             n_epochs = int(n)
         except ValueError:
             raise ValueError(f"--objective: {item!r} is not name:epochs") from None
-        stages.append(([s.strip() for s in names.split("+") if s.strip()], n_epochs))
+        stages.append(([canonical_objective(s) for s in names.split("+") if s.strip()], n_epochs))
     return stages
 
 

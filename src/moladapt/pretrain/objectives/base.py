@@ -70,6 +70,17 @@ class PretrainObjective(nn.Module):
 
 OBJECTIVES: Registry[type[PretrainObjective]] = Registry("pretrain objective")
 
+# the short names of the pretrain-gnns / Dey & Ning command lines
+OBJECTIVE_ALIASES = {"attrmask": "attribute_masking", "masking": "attribute_masking",
+                     "contextpred": "context_prediction", "edgepred": "edge_prediction",
+                     "contrastive": "graphcl", "dgi": "infomax"}
+
+
+def canonical_objective(name: str) -> str:
+    """The registered name for ``name`` or one of its short aliases (``attrmask`` → ``attribute_masking``)."""
+    key = name.strip()
+    return OBJECTIVE_ALIASES.get(key.lower(), key)
+
 
 def build_objective(
     name: str, featurizer: Featurizer, encoder: Encoder, **options: Any

@@ -1,0 +1,51 @@
+"""`moladapt transfer`: one TDC ADMET target trained with source properties and transfer ratios.
+
+A thin wrapper over :func:`moladapt.transfer.transfer` (the library does the work).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from moladapt.cli.common import friendly_errors
+
+
+@friendly_errors
+def transfer_command(
+    target: str = typer.Option(..., help="TDC ADMET target, e.g. caco2_wang (see `moladapt datasets`)."),
+    sources: str = typer.Option("all", help="all, or comma-separated TDC names; sources of another task type are left out."),
+    ratios: str = typer.Option("bilevel", help="bilevel (learned by bi-level optimisation) | uniform (all 1) | none (single-task)."),
+    seed: int = typer.Option(0),
+    epochs: int = typer.Option(50, help="Passes over the (multi-task) training set."),
+    encoder: str = typer.Option("gin", help="gin | gcn | gat | sage."),
+    hidden_dim: int = typer.Option(128),
+    num_layers: int = typer.Option(3),
+    dropout: float = typer.Option(0.2),
+    featurizer: str = typer.Option("basic", help="basic (pretrain-gnns) | rich (OGB-like)."),
+    batch_size: int = typer.Option(32),
+    lr: float = typer.Option(1e-3),
+    extra_ratio: float = typer.Option(4.0, help="Cap of source-only molecules, × the target's training molecules (0 or less: no cap)."),
+    inner_steps: int = typer.Option(10, help="Bi-level: optimiser steps per ratio update."),
+    outer_lr: float = typer.Option(0.1, help="Bi-level: learning rate of the ratios."),
+    hypergradient: str = typer.Option("neumann", help="neumann | unrolled | exact."),
+    threads: int = typer.Option(1, help="torch threads."),
+    output: Path = typer.Option(Path("runs/transfer"), help="Directory for config.yaml and metrics.json."),
+) -> None:
+    """Train a TDC ADMET target with the other properties as sources; report its TDC metric and the ratios."""
+    from moladapt.transfer import transfer
+
+    rec = transfer(target, ratios, sources, seed, output, epochs=epochs, encoder=encoder,
+                   hidden_dim=hidden_dim, num_layers=num_layers, dropout=dropout,
+                   featurizer=featurizer, batch_size=batch_size, lr=lr,
+                   extra_ratio=extra_ratio if extra_ratio > 0 else None, inner_steps=inner_steps,
+                   outer_lr=outer_lr, hypergradient=hypergradient, threads=threads)
+    typer.echo(f"{rec['target']} ({rec['task_type']}): {rec['n_train']} training molecules + "
+               f"{rec['n_train_mt'] - rec['n_train']} source-only; {len(rec['sources'])} sources")
+    typer.echo(f"{rec['method']}: test {rec['metric']} {rec['test_value']:.4f}, valid "
+               f"{rec['valid_value']:.4f}; train {rec['train_seconds']:.1f} s")
+    weights = rec.get("weights") or {}
+    for name, w in sorted(weights.items(), key=lambda kv: -kv[1])[:10]:
+        typer.echo(f"  ratio {name.removeprefix('tdc_'):<34} {w:.3f}")
+    typer.echo(f"wrote {output}/config.yaml, metrics.json")

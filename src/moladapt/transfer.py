@@ -1,0 +1,422 @@
+"""Multi-property transfer with learned transfer ratios (Lee et al., "Scalable Multi-Task
+Transfer Learning for Molecular Property Prediction", 2024).
+
+One *target* property is trained together with *source* properties measured on other (or
+the same) molecules, each source loss weighted by a transfer ratio: all 1 (``uniform_mt``),
+learned by bi-level optimisation against the target's validation loss (``bilevel``,
+:class:`moladapt.adapt.bilevel.BiLevelTaskWeighting`), or no sources (``single_task``).
+
+**The multi-task table** (:func:`build_table`). Molecules are matched across datasets by
+RDKit canonical (isomeric) SMILES. The target's rows exactly as published (its
+train / valid / test split), then the *extra* molecules that only sources measure (target
+label NaN, training only). Column 0 is the target, one column per source, NaN where a source
+does not measure a molecule (repeated measurements are averaged; conflicting classification
+labels become NaN). Sources of another task type are left out (one loss type per model);
+no target test molecule carries a source label or becomes a training row
+(:func:`check_no_leakage` asserts it); extra molecules are capped at ``extra_ratio ×`` the
+target's training molecules (a seeded sample).
+
+**Equal target exposure**: ``epochs`` are passes over each method's own training set, so the
+multi-task methods take ``epochs × ceil(n_train_mt / batch_size)`` optimiser steps and
+``uniform_mt`` runs the bi-level loop's schedule without its outer updates (the time ratio
+of the two is the bi-level overhead).
+
+``benchmarks/tdc_transfer.py`` runs this over the 22 TDC ADMET datasets; ``moladapt
+transfer`` runs one target.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["DEFAULT_SETTINGS", "TRANSFER_METHODS", "Corpus", "TransferTable", "build_table",
+           "canonical_smiles", "check_no_leakage", "fit_uniform", "load_corpus",
+           "resolve_names", "run_transfer", "tdc_names", "transfer"]
+
+TRANSFER_METHODS = ("single_task", "uniform_mt", "bilevel")
+DEFAULT_SETTINGS: dict[str, Any] = {
+    "encoder": "gin", "hidden_dim": 128, "num_layers": 3, "dropout": 0.2, "featurizer": "basic",
+    "epochs": 50, "batch_size": 32, "lr": 1e-3, "extra_ratio": 4.0, "inner_steps": 10,
+    "outer_lr": 0.1, "weighting": "sigmoid", "init_weight": None, "hypergradient": "neumann",
+    "neumann_terms": 5, "valid_batch_size": 256, "threads": 1,
+}
+
+
+def tdc_names() -> list[str]:
+    """The 22 TDC ADMET datasets (``tdc_*``), in registry order."""
+    from moladapt.data.sources import DATASETS
+
+    return [n for n in DATASETS.names() if DATASETS.get(n).group == "tdc_admet"]
+
+
+def resolve_names(text: str | None, known: list[str]) -> list[str]:
+    """Comma-separated names, with or without the ``tdc_`` prefix (``None``/``all``: all)."""
+    if text is None or text.strip() in ("", "all"):
+        return list(known)
+    out = []
+    for raw in (t.strip() for t in text.split(",")):
+        if not raw:
+            continue
+        name = raw if raw.startswith("tdc_") else f"tdc_{raw}"
+        if name not in known:
+            raise ValueError(f"unknown TDC dataset {raw!r}; choose from {', '.join(known)}")
+        out.append(name)
+    return list(dict.fromkeys(out))
+
+
+def canonical_smiles(smiles: list[str]) -> list[str | None]:
+    """RDKit canonical isomeric SMILES (``None`` where RDKit cannot parse)."""
+    from rdkit import Chem, RDLogger
+
+    RDLogger.DisableLog("rdApp.*")
+    out: list[str | None] = []
+    for s in smiles:
+        mol = Chem.MolFromSmiles(s) if s else None
+        out.append(None if mol is None else Chem.MolToSmiles(mol))
+    return out
+
+
+@dataclass
+class Corpus:
+    """The involved TDC datasets, row by row, keyed by canonical SMILES."""
+
+    names: list[str]
+    task_type: dict[str, str]
+    metric: dict[str, str]
+    keys: dict[str, list[str | None]]  # canonical SMILES per row (None: unparsable)
+    labels: dict[str, np.ndarray]
+    split: dict[str, np.ndarray]
+    unique: list[str]  # sorted canonical SMILES of all rows: the molecules featurized once
+
+    def __post_init__(self) -> None:
+        self._graphs = None
+        self._index: dict[str, int] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:  # the graphs are re-read from the cache
+        state = dict(self.__dict__)
+        state["_graphs"], state["_index"] = None, None
+        return state
+
+    def graphs(self, featurizer: str, n_jobs: int = 1):
+        """All molecules featurized (the on-disk cache) and ``{canonical SMILES: index}``."""
+        if self._graphs is None:
+            from moladapt.data.cache import featurize_cached
+            from moladapt.data.featurize import get_featurizer
+
+            graphs = featurize_cached(self.unique, get_featurizer(featurizer), n_jobs=n_jobs)
+            self._graphs = graphs
+            self._index = {self.unique[int(r)]: i for i, r in enumerate(graphs.source_rows)}
+        return self._graphs, self._index
+
+
+def load_corpus(names: list[str]) -> Corpus:
+    from moladapt.data.sources import DATASETS, load_dataset
+
+    keys, labels, split, task_type, metric = {}, {}, {}, {}, {}
+    for name in names:
+        data = load_dataset(name, download=False)
+        keys[name] = canonical_smiles(list(data.smiles))
+        labels[name] = np.asarray(data.labels[:, 0], dtype=np.float64)
+        split[name] = np.asarray(data.predefined_split)
+        spec = DATASETS.get(name)
+        task_type[name], metric[name] = spec.task_type, spec.metric
+    unique = sorted({k for name in names for k in keys[name] if k is not None})
+    return Corpus(list(names), task_type, metric, keys, labels, split, unique)
+
+
+@dataclass
+class TransferTable:
+    """One target's multi-task table: row i is molecule ``graph_rows[i]`` of the corpus."""
+
+    target: str
+    sources: list[str]
+    graph_rows: np.ndarray
+    y: np.ndarray  # [n, 1 + len(sources)], column 0 the target
+    train_mt: np.ndarray  # target train rows + extra rows
+    train: np.ndarray  # target train rows
+    valid: np.ndarray
+    test: np.ndarray
+    n_extra_available: int
+    n_dropped_source_labels: int
+    n_unparsed: int
+    dropped_sources: list[str]
+
+    @property
+    def column_names(self) -> list[str]:
+        return [self.target, *self.sources]
+
+
+def _aggregate(keys: list[str | None], labels: np.ndarray, classification: bool) -> dict[str, float]:
+    sums: dict[str, list[float]] = {}
+    for k, v in zip(keys, labels, strict=True):
+        if k is not None and not math.isnan(v):
+            sums.setdefault(k, []).append(float(v))
+    out = {}
+    for k, values in sums.items():
+        mean = float(np.mean(values))
+        out[k] = mean if not classification or mean in (0.0, 1.0) else math.nan  # conflicting
+    return out
+
+
+def build_table(corpus: Corpus, target: str, sources: list[str], index: dict[str, int],
+                extra_ratio: float | None, seed: int) -> TransferTable:
+    """Target rows (as published) + capped source-only rows; no source label on a test molecule."""
+    from moladapt.data.sources import CLASSIFICATION
+
+    ttype = corpus.task_type[target]
+    sources = [s for s in sources if s != target and corpus.task_type[s] == ttype]
+    cls = ttype == CLASSIFICATION
+    t_keys, t_split = corpus.keys[target], corpus.split[target]
+    keep = [i for i, k in enumerate(t_keys) if k is not None and k in index]
+    n_unparsed = len(t_keys) - len(keep)
+    keys = [t_keys[i] for i in keep]
+    split = t_split[keep]
+    y0 = corpus.labels[target][keep]
+    test_keys = {k for k, s in zip(keys, split, strict=True) if s == "test"}
+    target_keys = set(keys)
+    per_source = [_aggregate(corpus.keys[s], corpus.labels[s], cls) for s in sources]
+    extra = sorted({k for agg in per_source for k in agg if k in index} - target_keys)
+    n_extra_available = len(extra)
+    n_train = int((split == "train").sum())
+    if extra_ratio is not None and len(extra) > extra_ratio * n_train:
+        rng = np.random.default_rng([int(seed), 7919])
+        pick = rng.choice(len(extra), size=int(math.ceil(extra_ratio * n_train)), replace=False)
+        extra = [extra[i] for i in np.sort(pick)]
+    all_keys = keys + extra
+    y = np.full((len(all_keys), 1 + len(sources)), np.nan)
+    y[: len(keys), 0] = y0
+    dropped = 0
+    for j, agg in enumerate(per_source, start=1):
+        for i, k in enumerate(all_keys):
+            v = agg.get(k, math.nan)
+            if k in test_keys:
+                dropped += int(not math.isnan(v))
+                continue
+            y[i, j] = v
+    rows = np.arange(len(keys))
+    train = rows[split == "train"]
+    extra_rows = np.arange(len(keys), len(all_keys))
+    train_mt = np.concatenate([train, extra_rows])
+    # a source with (almost) no training label cannot be fitted (regression: no mean / std)
+    counts = (~np.isnan(y[train_mt, 1:])).sum(axis=0)
+    usable = [j for j in range(len(sources)) if counts[j] >= 2]
+    dropped_sources = [s for j, s in enumerate(sources) if j not in usable]
+    y = y[:, [0, *[1 + j for j in usable]]]
+    table = TransferTable(
+        target=target, sources=[sources[j] for j in usable],
+        graph_rows=np.asarray([index[k] for k in all_keys], dtype=np.int64), y=y,
+        train_mt=train_mt, train=train, valid=rows[split == "valid"], test=rows[split == "test"],
+        n_extra_available=n_extra_available, n_dropped_source_labels=dropped,
+        n_unparsed=n_unparsed, dropped_sources=dropped_sources)
+    check_no_leakage(table, all_keys, test_keys)
+    return table
+
+
+def check_no_leakage(table: TransferTable, keys: list[str], test_keys: set[str]) -> None:
+    """No target test molecule is a training row with a label, nor carries a source label."""
+    for i in table.train_mt:
+        if keys[i] in test_keys and not np.all(np.isnan(table.y[i, 1:])):
+            raise AssertionError(f"{table.target}: test molecule {keys[i]} has a source label")
+    if np.any(~np.isnan(table.y[table.test, 1:])):
+        raise AssertionError(f"{table.target}: a test row carries a source label")
+    if set(table.train_mt) & set(table.test):
+        raise AssertionError(f"{table.target}: a test row is a training row")
+
+
+def fit_uniform(model, graphs, y: np.ndarray, train_idx: np.ndarray, valid_idx: np.ndarray,
+                task_type: str, outer_steps: int, inner_steps: int, lr: float, batch_size: int,
+                seed: int, column_names: list[str], eval_batch_size: int = 256):
+    """Uniform multi-task training in the bi-level loop without its outer updates.
+
+    Every source loss has weight 1; Adam on all parameters; after every ``inner_steps`` steps
+    the target's validation metric picks the best state (the cadence of ``bilevel``).
+    Returns ``(target_mean, target_std, best_step, valid_metric_history)``.
+    """
+    import torch
+
+    from moladapt.adapt.bilevel import GraphTaskProblem
+    from moladapt.data.sources import CLASSIFICATION
+    from moladapt.evaluate.metrics import compute_metrics
+    from moladapt.training import predict
+
+    problem = GraphTaskProblem(model, graphs, y, train_idx, valid_idx, target=0,
+                               source_tasks=list(range(1, y.shape[1])), task_type=task_type,
+                               batch_size=batch_size, column_names=column_names, seed=seed)
+    mean = None if problem.mean is None else problem.mean[:1]
+    std = None if problem.std is None else problem.std[:1]
+    params = problem.parameters()
+    better = (lambda a, b: a > b) if task_type == CLASSIFICATION else (lambda a, b: a < b)
+    best: dict[str, Any] = {"metric": math.nan, "state": None, "step": -1}
+    history = []
+    ref = next(iter(model.parameters()))
+    with torch.random.fork_rng(devices=[] if ref.device.type == "cpu" else [ref.device]):
+        torch.manual_seed(int(seed))
+        optimizer = torch.optim.Adam(params, lr=lr)
+        for step in range(int(outer_steps)):
+            for _ in range(int(inner_steps)):
+                losses = problem.train_losses()
+                optimizer.zero_grad(set_to_none=True)
+                total = losses.sum()
+                if total.requires_grad:
+                    total.backward(inputs=params)
+                optimizer.step()
+            pred = predict(model, graphs, task_type, valid_idx, eval_batch_size, mean, std)
+            metric = compute_metrics(task_type, y[valid_idx, :1], pred).primary
+            history.append(float(metric))
+            if not math.isnan(metric) and (math.isnan(best["metric"]) or better(metric, best["metric"])):
+                best.update(metric=metric, state=problem.state_dict(), step=step)
+    if best["state"] is not None:
+        problem.load_state_dict(best["state"])
+    model.eval()
+    return mean, std, int(best["step"]), history
+
+
+def _thin(history: list, keep: int = 50) -> list:
+    """At most ``keep`` evenly spaced rows (first and last included)."""
+    if len(history) <= keep:
+        return list(history)
+    idx = np.unique(np.linspace(0, len(history) - 1, keep).round().astype(int))
+    return [history[i] for i in idx]
+
+
+def run_transfer(target: str, method: str, seed: int, settings: dict[str, Any],
+                 corpus: Corpus) -> dict[str, Any]:
+    """Train one model of ``method`` (:data:`TRANSFER_METHODS`) for ``target``; return its
+    record: the TDC metric on test and valid, the learned ratios (``weights``, bilevel),
+    sizes, timings and ``settings`` (see :data:`DEFAULT_SETTINGS`; ``settings["sources"]``
+    lists the candidate sources)."""
+    import torch
+
+    from moladapt.config import ModelConfig, TrainConfig
+    from moladapt.evaluate.metrics import compute_metrics
+    from moladapt.training import Trainer, build_model, predict
+
+    torch.set_num_threads(int(settings["threads"]))
+    all_graphs, index = corpus.graphs(settings["featurizer"])
+    sources = [s for s in settings["sources"] if s in corpus.names]
+    table = build_table(corpus, target, sources, index, settings["extra_ratio"], seed)
+    graphs = all_graphs.subset(table.graph_rows)
+    task_type, metric = corpus.task_type[target], corpus.metric[target]
+    featurizer = all_graphs.featurizer
+    from moladapt.data.featurize import get_featurizer
+
+    feat = get_featurizer(featurizer)
+    model_cfg = ModelConfig(encoder=settings["encoder"], hidden_dim=settings["hidden_dim"],
+                            num_layers=settings["num_layers"], dropout=settings["dropout"])
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    model = build_model(model_cfg, feat, 1)  # the same initial weights for every method
+    bs, inner = int(settings["batch_size"]), int(settings["inner_steps"])
+    n_mt = len(table.train_mt)
+    total_steps = settings["epochs"] * max(1, math.ceil(n_mt / bs))
+    outer_steps = max(1, round(total_steps / inner))
+    details: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    if method == "single_task":
+        cfg = TrainConfig(epochs=settings["epochs"], batch_size=bs, lr=settings["lr"], seed=seed,
+                          num_threads=int(settings["threads"]))
+        trainer = Trainer(model, task_type, cfg, progress=False)
+        trainer.fit(graphs, table.y[:, :1], table.train, table.valid)
+        train_seconds = time.perf_counter() - t0
+        pred_test = trainer.predict(graphs, table.test)
+        pred_valid = trainer.predict(graphs, table.valid)
+        details = {"best_epoch": trainer.history_.best_epoch, "steps": None}
+    elif method == "uniform_mt":
+        mean, std, best_step, hist = fit_uniform(
+            model, graphs, table.y, table.train_mt, table.valid, task_type, outer_steps, inner,
+            settings["lr"], bs, seed, table.column_names)
+        train_seconds = time.perf_counter() - t0
+        pred_test = predict(model, graphs, task_type, table.test, 256, mean, std)
+        pred_valid = predict(model, graphs, task_type, table.valid, 256, mean, std)
+        details = {"best_step": best_step, "steps": outer_steps * inner,
+                   "valid_metric_history": _thin(hist)}
+    elif method == "bilevel":
+        from moladapt.adapt.bilevel import BiLevelTaskWeighting
+
+        est = BiLevelTaskWeighting(
+            source_tasks=list(range(1, table.y.shape[1])), target=0,
+            weighting=settings["weighting"], init_weights=settings["init_weight"],
+            hypergradient=settings["hypergradient"], outer_steps=outer_steps, inner_steps=inner,
+            inner_lr=settings["lr"], outer_lr=settings["outer_lr"],
+            neumann_terms=settings["neumann_terms"], batch_size=bs,
+            valid_batch_size=settings["valid_batch_size"], seed=seed, task_type=task_type,
+            select_best=True, featurizer=feat)
+        est.fit(model, graphs, table.y, table.train_mt, table.valid,
+                column_names=table.column_names)
+        train_seconds = time.perf_counter() - t0
+        pred_test, pred_valid = est.predict(graphs, table.test), est.predict(graphs, table.valid)
+        details = {"best_step": est.best_step_, "steps": outer_steps * inner,
+                   "weights": dict(est.weights_),
+                   "weights_history": _thin(est.weights_history_.tolist()),
+                   "valid_metric_history": _thin(list(est.valid_metric_history_))}
+    else:
+        raise ValueError(f"unknown method {method!r}; choose from {', '.join(TRANSFER_METHODS)}")
+    test = compute_metrics(task_type, table.y[table.test, :1], pred_test)
+    valid = compute_metrics(task_type, table.y[table.valid, :1], pred_valid)
+    return {
+        "target": target, "method": method, "seed": seed, "task_type": task_type,
+        "metric": metric, "test_value": test.mean.get(metric), "valid_value": valid.mean.get(metric),
+        "test": test.to_dict()["mean"], "valid": valid.to_dict()["mean"],
+        "train_seconds": train_seconds, "sources": table.sources,
+        "dropped_sources": table.dropped_sources,
+        "n_train": len(table.train), "n_valid": len(table.valid), "n_test": len(table.test),
+        "n_train_mt": n_mt, "n_extra_available": table.n_extra_available,
+        "n_dropped_source_labels": table.n_dropped_source_labels,
+        "n_unparsed_target_rows": table.n_unparsed, **details,
+        "settings": settings, "threads": torch.get_num_threads(),
+    }
+
+
+RATIOS = {"bilevel": "bilevel", "uniform": "uniform_mt", "none": "single_task"}
+
+
+def transfer(target: str, ratios: str = "bilevel", sources: str | list[str] | None = "all",
+             seed: int = 0, output: str | Path | None = None, **settings: Any) -> dict[str, Any]:
+    """Train one TDC ADMET target with its sources; write ``config.yaml`` + ``metrics.json``.
+
+    Args:
+        target: a TDC ADMET name, with or without ``tdc_`` (e.g. ``caco2_wang``).
+        ratios: ``bilevel`` (learned transfer ratios), ``uniform`` (every source weight 1)
+            or ``none`` (single-task: no sources).
+        sources: ``"all"``/None (the other 21; those of another task type are left out) or
+            names, comma-separated or as a list.
+        seed: model initialisation, batches and the extra-molecule sample.
+        output: run directory (None: write nothing).
+        **settings: overrides of :data:`DEFAULT_SETTINGS`.
+
+    Returns:
+        The run's record (see :func:`run_transfer`).
+    """
+    from moladapt.utils import atomic_write_text, write_json
+
+    if ratios not in RATIOS:
+        raise ValueError(f"ratios must be one of {', '.join(RATIOS)}, got {ratios!r}")
+    unknown = sorted(set(settings) - set(DEFAULT_SETTINGS))
+    if unknown:
+        raise ValueError(f"unknown transfer setting(s) {unknown}; known: {sorted(DEFAULT_SETTINGS)}")
+    names = tdc_names()
+    (target_name,) = resolve_names(target, names)
+    text = ",".join(sources) if isinstance(sources, list) else sources
+    source_names = [s for s in resolve_names(text, names) if s != target_name]
+    resolved = {**DEFAULT_SETTINGS, **settings, "sources": source_names}
+    config = {"target": target_name, "ratios": ratios, "method": RATIOS[ratios], "seed": int(seed),
+              "settings": resolved}
+    out = Path(output) if output is not None else None
+    if out is not None:
+        import yaml
+
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    corpus = load_corpus([target_name, *source_names])
+    record = run_transfer(target_name, RATIOS[ratios], int(seed), resolved, corpus)
+    if out is not None:
+        from moladapt.experiment import environment
+
+        write_json(out / "metrics.json", {**record, "environment": environment()})
+    return record
