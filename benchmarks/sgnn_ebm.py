@@ -151,6 +151,16 @@ def _p(value) -> str:
     return "–" if value != value else f"{value:.3g}"
 
 
+def _ci(r) -> str:
+    return "–" if r.ci_low != r.ci_low else f"[{100 * r.ci_low:+.1f}, {100 * r.ci_high:+.1f}]"
+
+
+def _tests(r) -> str:
+    """The Wilcoxon and t-test cells of a paired_comparisons row: p (Holm p)."""
+    return (f"{_p(r.p_wilcoxon)} ({_p(r.p_wilcoxon_holm)}) | {_p(r.p_ttest)} "
+            f"({_p(r.p_ttest_holm)})")
+
+
 def report(frame, header: list[str]) -> str:
     import pandas as pd
 
@@ -181,10 +191,8 @@ def report(frame, header: list[str]) -> str:
                   "| dataset | method | pairs | Δ ROC-AUC | 95% CI | p Wilcoxon (Holm) | "
                   "p t-test (Holm) | note |", "|---|---|---|---|---|---|---|---|"]
         for r in comp.itertuples(index=False):
-            ci = "–" if r.ci_low != r.ci_low else f"[{100 * r.ci_low:+.1f}, {100 * r.ci_high:+.1f}]"
-            lines.append(f"| {r.dataset} | {r.method} | {r.n_pairs} | {100 * r.mean_diff:+.2f} | {ci} | "
-                         f"{_p(r.p_wilcoxon)} ({_p(r.p_wilcoxon_holm)}) | {_p(r.p_ttest)} "
-                         f"({_p(r.p_ttest_holm)}) | {r.note} |")
+            lines.append(f"| {r.dataset} | {r.method} | {r.n_pairs} | {100 * r.mean_diff:+.2f} | "
+                         f"{_ci(r)} | {_tests(r)} | {r.note} |")
         pooled = frame.assign(unit=frame["dataset"] + "/" + frame["seed"].astype(str))
         if pooled["dataset"].nunique() > 1:
             comp = paired_comparisons(pooled, "test_roc_auc", baseline=BASELINE,
@@ -193,9 +201,7 @@ def report(frame, header: list[str]) -> str:
                       "| method | pairs | Δ ROC-AUC | p Wilcoxon (Holm) | p t-test (Holm) |",
                       "|---|---|---|---|---|"]
             for r in comp.itertuples(index=False):
-                lines.append(f"| {r.method} | {r.n_pairs} | {100 * r.mean_diff:+.2f} | "
-                             f"{_p(r.p_wilcoxon)} ({_p(r.p_wilcoxon_holm)}) | {_p(r.p_ttest)} "
-                             f"({_p(r.p_ttest_holm)}) |")
+                lines.append(f"| {r.method} | {r.n_pairs} | {100 * r.mean_diff:+.2f} | {_tests(r)} |")
 
     if {"sgnn", "sgnn-ebm"} <= set(methods):
         pair = frame[frame["method"].isin(["sgnn", "sgnn-ebm"])]
@@ -208,13 +214,11 @@ def report(frame, header: list[str]) -> str:
                   "| dataset | pairs | Δ ROC-AUC | 95% CI | p Wilcoxon (Holm) | p t-test (Holm) | "
                   "EBM chosen (seeds where Δ ≠ 0) |", "|---|---|---|---|---|---|---|"]
         for r in comp.itertuples(index=False):
-            ci = "–" if r.ci_low != r.ci_low else f"[{100 * r.ci_low:+.1f}, {100 * r.ci_high:+.1f}]"
             both = pair[pair["dataset"] == r.dataset].pivot(index="seed", columns="method",
                                                                values="test_roc_auc").dropna()
             chosen = f"{int((both['sgnn-ebm'] != both['sgnn']).sum())}/{len(both)}"
-            lines.append(f"| {r.dataset} | {r.n_pairs} | {100 * r.mean_diff:+.2f} | {ci} | "
-                         f"{_p(r.p_wilcoxon)} ({_p(r.p_wilcoxon_holm)}) | {_p(r.p_ttest)} "
-                         f"({_p(r.p_ttest_holm)}) | {chosen} |")
+            lines.append(f"| {r.dataset} | {r.n_pairs} | {100 * r.mean_diff:+.2f} | {_ci(r)} | "
+                         f"{_tests(r)} | {chosen} |")
 
     lines += ["", "## Datasets and task graphs", "",
               "Graph statistics are means over the seeds' splits (the co-activity graph is "

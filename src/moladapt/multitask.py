@@ -512,21 +512,9 @@ def _sgnn(cfg: MultitaskConfig, graph: TaskGraph, names: list[str]):
         return {"stage_seconds": stage_seconds,
                 "ebm_epochs": ebm_epochs if use_ebm else 0,
                 "final_nce_accuracy": (hist["ebm"][-1].get("nce_accuracy") if hist["ebm"] else None),
-                "ebm_best_epoch": _best_epoch(hist["ebm"]) if use_ebm else None}
+                "ebm_best_epoch": model.best_epoch_.get("ebm")}
 
     return fit, model.predict_proba
-
-
-def _best_epoch(history: list[dict[str, float]]) -> int | None:
-    """The epoch the stage kept (-1: its start), as its model selection chose it."""
-    scored = [h for h in history if not math.isnan(h.get("valid_roc_auc", math.nan))]
-    if not scored:
-        return None
-    best = scored[0]
-    for h in scored[1:]:
-        if h["valid_roc_auc"] > best["valid_roc_auc"]:
-            best = h
-    return int(best["epoch"])
 
 
 _METHODS = {"single-task": _single_task, "multi-task": _plain_method, "uncertainty": _balanced,

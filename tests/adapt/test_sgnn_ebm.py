@@ -135,6 +135,7 @@ def test_ebm_stage_that_never_helps_on_validation_keeps_the_sgnn(tox21_slice, mo
     monkeypatch.setattr(SGNNEBM, "score", score)
     model.fit(prepared.graphs, prepared.y, split.train, split.valid)
     assert [h["epoch"] for h in model.history_["ebm"]] == [-1, 0, 1]
+    assert model.best_epoch_["ebm"] == -1
     proba = model.predict_proba(prepared.graphs, split.test)
     model.noise_net_.eval()
     with torch.no_grad():

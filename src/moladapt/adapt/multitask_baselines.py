@@ -165,10 +165,10 @@ class BalancedMultiTaskTrainer:
         opt.zero_grad(set_to_none=True)
         w_opt.zero_grad(set_to_none=True)
         if len(idx) > 1:
-            if shared.is_leaf:  # a weight: one backward per task
+            if self.grad_norm_of == "weight":  # one backward per task
                 norms = torch.stack([torch.autograd.grad(losses[k], shared, retain_graph=True)[0].norm()
                                      for k in idx])
-            else:  # the embedding: every task at once, through the head only
+            else:  # on the embedding: every task at once, through the head only
                 eye = torch.eye(len(idx), dtype=losses.dtype, device=losses.device)
                 grads = torch.autograd.grad(losses[idx], shared, grad_outputs=eye,
                                             retain_graph=True, is_grads_batched=True)[0]

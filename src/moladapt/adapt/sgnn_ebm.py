@@ -279,7 +279,8 @@ class SGNNEBM:
 
     ``fit(graphs, y, train_idx, valid_idx)`` → self; ``predict_proba(graphs, idx)`` → ``[n, T]``
     marginal probabilities. Fitted state ends in ``_``: ``task_graph_``, ``net_`` (the EBM, or
-    the SGNN when ``use_ebm=False``), ``noise_net_`` (frozen stage-1 SGNN), ``history_``.
+    the SGNN when ``use_ebm=False``), ``noise_net_`` (frozen stage-1 SGNN), ``history_``,
+    ``best_epoch_`` (per stage, the epoch kept; -1: the EBM stage's start).
     Model selection: each stage keeps the epoch with the best mean validation ROC-AUC
     (with ``valid_idx``), else the last. The EBM stage's candidates include its starting
     point (the EBM initialised from the stage-1 SGNN, whose mean-field marginals are the
@@ -368,6 +369,7 @@ class SGNNEBM:
         net = SGNNEBMNet(enc, graph, self.task_emb_dim, self.task_gnn_layers,
                          self.edge_hidden_dim, self.head).to(self._device)
         self.history_: dict[str, list[dict[str, float]]] = {"sgnn": [], "ebm": []}
+        self.best_epoch_: dict[str, int | None] = {}
         self.net_, self.noise_net_, self._stage = net, None, "sgnn"
         self._color_masks = _color_masks(net.edges, t) if graph.num_edges else []
 
@@ -391,14 +393,14 @@ class SGNNEBM:
                    y: np.ndarray, train_idx: np.ndarray, valid_idx: np.ndarray | None, step,
                    include_start: bool = False) -> None:
         net = self.net_
-        best, best_state = -math.inf, None
+        best, best_state, best_epoch = -math.inf, None, None
         if include_start and valid_idx is not None and len(valid_idx):
             t0 = time.perf_counter()
             score = self.score(graphs, y, valid_idx).primary
             self.history_[stage].append({"epoch": -1, "valid_roc_auc": score,
                                          "seconds": time.perf_counter() - t0})
             if not math.isnan(score):
-                best, best_state = score, copy.deepcopy(net.state_dict())
+                best, best_state, best_epoch = score, copy.deepcopy(net.state_dict()), -1
         for epoch in range(epochs):
             t0 = time.perf_counter()
             net.train()
@@ -427,6 +429,8 @@ class SGNNEBM:
             if valid_idx is None or best_state is None or (not math.isnan(score) and score > best):
                 best = score if not math.isnan(score) else best
                 best_state = copy.deepcopy(net.state_dict())
+                best_epoch = epoch
+        self.best_epoch_[stage] = best_epoch
         if best_state is not None:
             net.load_state_dict(best_state)
 

@@ -73,7 +73,8 @@ def multitask_command(
     result = run_multitask(
         dataset, method, task_graph, output=output,
         log=lambda m: typer.secho(m, err=True, fg=typer.colors.BRIGHT_BLACK),
-        dense_n=dense, min_tasks_per_molecule=min_tasks_per_molecule, max_tasks=max_tasks, split_frac=_split_frac(split_frac), seed=seed,
+        dense_n=dense, min_tasks_per_molecule=min_tasks_per_molecule, max_tasks=max_tasks,
+        split_frac=_split_frac(split_frac), seed=seed,
         split_seed=split_seed, epochs=epochs, ebm_epochs=ebm_epochs, encoder=encoder,
         hidden_dim=hidden_dim, num_layers=num_layers, dropout=dropout, batch_size=batch_size,
         lr=lr, featurizer=featurizer, graph_method=graph_method, graph_threshold=graph_threshold,
