@@ -55,6 +55,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+import yaml
 
 from moladapt.adapt import TaskFeatureCache
 from moladapt.config import ModelConfig
@@ -82,6 +83,19 @@ MT_METHODS = {"mt-finetune": {"mode": "full"}, "mt-head": {"mode": "head"}}
 SCRATCH = "scratch-finetune"
 BASELINE_METHODS = ("rf-ecfp", "knn-ecfp")
 ALL_METHODS = (*META_METHODS, *MT_METHODS, SCRATCH, *BASELINE_METHODS)
+#: ``<meta-method>+ecfp``: the same method on the fingerprint-fused encoder (FS-Mol's
+#: "gnn+ecfp+fc": GNN readout ⊕ ECFP4 2048 bits → MLP 1024 → 512).
+ECFP_SUFFIX = "+ecfp"
+ECFP_FUSION = {"fingerprint_bits": 2048, "fingerprint_radius": 2, "fingerprint_dims": (1024, 512)}
+
+
+def base_method(method: str) -> str:
+    """``protonet+ecfp`` → ``protonet``."""
+    return method[: -len(ECFP_SUFFIX)] if method.endswith(ECFP_SUFFIX) else method
+
+
+def is_meta(method: str) -> bool:
+    return base_method(method) in META_METHODS
 DEFAULT_K = (16, 32, 64, 128, 256)
 
 #: Stanley et al. (NeurIPS 2021), FS-Mol test tasks, mean ΔAUPRC at k = 16, 32, 64, 128, 256.
@@ -117,6 +131,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--featurizer", default="basic")
     p.add_argument("--meta-steps", type=int, default=2000)
     p.add_argument("--meta-batch-size", type=int, default=4)
+    p.add_argument("--hparam", action="append", default=[],
+                   help="METHOD.NAME=VALUE: an adapter hyper-parameter (repeatable), e.g. "
+                        "protonet.distance=mahalanobis; 'protonet.' also applies to protonet+ecfp, "
+                        "'protonet+ecfp.' only to it")
     p.add_argument("--mt-epochs", type=int, default=10, help="multi-task pretraining epochs")
     p.add_argument("--mt-batch-size", type=int, default=256)
     p.add_argument("--mt-lr", type=float, default=1e-3)
@@ -136,9 +154,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--report-only", action="store_true")
     args = p.parse_args(argv)
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = sorted(set(args.methods) - set(ALL_METHODS))
+    unknown = sorted(m for m in args.methods
+                     if m not in ALL_METHODS and not (m.endswith(ECFP_SUFFIX) and is_meta(m)))
     if unknown or not args.methods:
-        p.error(f"unknown method(s) {unknown}; choose from {', '.join(ALL_METHODS)}")
+        p.error(f"unknown method(s) {unknown}; choose from {', '.join(ALL_METHODS)} "
+                f"(a meta-method may carry '{ECFP_SUFFIX}')")
+    hparams: dict[str, dict[str, Any]] = {}
+    for item in args.hparam:
+        key, eq, value = item.partition("=")
+        method, dot, name = key.partition(".")
+        if not (eq and dot and name) or not is_meta(method):
+            p.error(f"--hparam {item!r}: expected METHOD.NAME=VALUE with METHOD one of "
+                    f"{', '.join(META_METHODS)} (optionally with {ECFP_SUFFIX})")
+        hparams.setdefault(method, {})[name] = yaml.safe_load(value)
+    args.hparam = hparams
     args.support = sorted({int(k) for k in args.support.split(",") if k.strip()})
     if args.draws < 1 or not args.support or args.support[0] < 2:
         p.error("--draws must be >= 1 and --support values >= 2")
@@ -147,13 +176,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def model_cfg(args: argparse.Namespace) -> ModelConfig:
+def model_cfg(args: argparse.Namespace, method: str = "") -> ModelConfig:
     cfg = encoder_config({"encoder": args.encoder, "num_layers": args.layers, "hidden_dim": args.hidden})
-    return dataclasses.replace(cfg, head_hidden_dims=())
+    fusion = ECFP_FUSION if method.endswith(ECFP_SUFFIX) else {}
+    return dataclasses.replace(cfg, head_hidden_dims=(), **fusion)
 
 
-def meta_hparams(args: argparse.Namespace) -> dict[str, Any]:
-    return {"meta_steps": int(args.meta_steps), "meta_batch_size": int(args.meta_batch_size)}
+def meta_hparams(args: argparse.Namespace, method: str) -> dict[str, Any]:
+    """``--meta-steps``/``--meta-batch-size`` and the ``--hparam`` entries of ``method``."""
+    hp = {"meta_steps": int(args.meta_steps), "meta_batch_size": int(args.meta_batch_size)}
+    hp.update(args.hparam.get(base_method(method), {}))
+    hp.update(args.hparam.get(method, {}) if method != base_method(method) else {})
+    return hp
 
 
 def _dur(seconds: float) -> str:
@@ -240,8 +274,8 @@ def _same(path: Path, wanted: dict[str, Any]) -> bool:
 
 
 def meta_identity(args: argparse.Namespace, method: str) -> dict[str, Any]:
-    return {"method": method, "train": args.train, "encoder": dataclasses.asdict(model_cfg(args)),
-            "featurizer": args.featurizer, "hparams": meta_hparams(args), "seed": int(args.seed)}
+    return {"method": method, "train": args.train, "encoder": dataclasses.asdict(model_cfg(args, method)),
+            "featurizer": args.featurizer, "hparams": meta_hparams(args, method), "seed": int(args.seed)}
 
 
 def ensure_meta_trained(args: argparse.Namespace, method: str, train_tasks: list[Task] | None,
@@ -261,7 +295,8 @@ def ensure_meta_trained(args: argparse.Namespace, method: str, train_tasks: list
     setup = stream_setup_seconds(args, train_tasks, cache)
     print(f"[{method}] meta-training {args.meta_steps} steps on {len(train_tasks)} tasks", flush=True)
     start = time.perf_counter()
-    result = meta_train(method, train_tasks, model_cfg(args), cache.featurizer, meta_hparams(args),
+    result = meta_train(base_method(method), train_tasks, model_cfg(args, method), cache.featurizer,
+                        meta_hparams(args, method),
                         output=out, seed=args.seed, tasks_name=args.train)
     meta_path = out / "meta.json"
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -301,12 +336,12 @@ def mt_identity(args: argparse.Namespace) -> dict[str, Any]:
             "min_per_class": int(args.mt_min_per_class), "seed": int(args.seed)}
 
 
-def new_encoder(args: argparse.Namespace, seed: int) -> torch.nn.Module:
+def new_encoder(args: argparse.Namespace, seed: int, method: str = "") -> torch.nn.Module:
     from moladapt.training import build_model
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
-        return build_model(model_cfg(args), get_featurizer(args.featurizer), 1).encoder
+        return build_model(model_cfg(args, method), get_featurizer(args.featurizer), 1).encoder
 
 
 def ensure_multitask(args: argparse.Namespace, train_tasks: list[Task] | None) -> tuple[Path, list[Task] | None]:
@@ -361,8 +396,8 @@ def ensure_multitask(args: argparse.Namespace, train_tasks: list[Task] | None) -
 
 def eval_spec(args: argparse.Namespace, method: str, ckpts: dict[str, Path]) -> dict[str, Any]:
     """Keyword arguments of :func:`few_shot` for one method."""
-    if method in META_METHODS:
-        return {"method": method, "checkpoint": ckpts[method]}
+    if is_meta(method):
+        return {"method": base_method(method), "checkpoint": ckpts[method]}
     if method in MT_METHODS:
         return {"method": "finetune", "checkpoint": ckpts["multitask"], "hparams": MT_METHODS[method]}
     if method == SCRATCH:
@@ -400,9 +435,9 @@ def _episode_time(fit_predict, graphs, y, support: np.ndarray, query: np.ndarray
 def _warmup_fit_predict(args: argparse.Namespace, method: str):
     if method in BASELINE_METHODS:
         return build_baseline(method, seed=args.seed)
-    encoder = new_encoder(args, args.seed)
-    if method in META_METHODS:
-        adapter = build_adapter(method, meta_hparams(args), args.seed)
+    encoder = new_encoder(args, args.seed, method)
+    if is_meta(method):
+        adapter = build_adapter(base_method(method), meta_hparams(args, method), args.seed)
     else:
         adapter = build_adapter("finetune", eval_spec(args, method, {"multitask": Path()})["hparams"], args.seed)
     return adapter.fit_predict(encoder)
@@ -463,7 +498,7 @@ def estimate(args: argparse.Namespace, eval_groups: dict[str, list[Task]], cache
             total += seconds
             lines.append(f"  eval  {spec:<14} {method:<17} {n:>6} episodes  {_dur(seconds)}")
     # training: meta-training steps and multi-task pretraining, measured on a few train tasks
-    needs_meta = [m for m in args.methods if m in META_METHODS]
+    needs_meta = [m for m in args.methods if is_meta(m)]
     needs_mt = any(m in MT_METHODS for m in args.methods)
     if needs_meta or needs_mt:
         train_tasks = resolve_tasks(args.train)
@@ -480,8 +515,9 @@ def estimate(args: argparse.Namespace, eval_groups: dict[str, list[Task]], cache
             if (raw_dir(args) / "models" / method / "model.pt").exists() and _same(
                     raw_dir(args) / "models" / method / "identity.json", ident):
                 continue
-            adapter = build_adapter(method, {**meta_hparams(args), "meta_steps": 2}, args.seed)
-            encoder = new_encoder(args, args.seed)
+            adapter = build_adapter(base_method(method), {**meta_hparams(args, method), "meta_steps": 2},
+                                    args.seed)
+            encoder = new_encoder(args, args.seed, method)
             start = time.perf_counter()
             adapter.meta_train(encoder, few, cache)
             per_step = (time.perf_counter() - start) / 2
@@ -541,14 +577,17 @@ def _table(results: pd.DataFrame, ks: Sequence[int], published: bool) -> list[st
     summary = summarize_few_shot(results, ("delta_auprc",))
     head = "| method | " + " | ".join(f"k={k}" for k in ks) + " | tasks (per k) | draws |"
     lines = [head, "|---" * (len(ks) + 3) + "|"]
-    for method in pd.unique(summary["method"]):
+    methods = list(pd.unique(summary["method"]))
+    for i, method in enumerate(methods):
         part = summary[summary["method"] == method].set_index("k")
         cells = [_fmt_cell(part.loc[k]) if k in part.index else "–" for k in ks]
         n = "/".join(str(int(part.loc[k, "n_tasks"])) if k in part.index else "0" for k in ks)
         draws = int(part["draws_per_task"].max())
         lines.append(f"| {method} | " + " | ".join(cells) + f" | {n} | {draws} |")
-        if published and method in PUBLISHED:
-            name, values = PUBLISHED[method]
+        # the published row goes under the last variant of its method (protonet, protonet+ecfp)
+        last_variant = all(base_method(m) != base_method(method) for m in methods[i + 1:])
+        if published and base_method(method) in PUBLISHED and last_variant:
+            name, values = PUBLISHED[base_method(method)]
             pub = [f"{values[DEFAULT_K.index(k)]:.3f}" if k in DEFAULT_K else "–" for k in ks]
             lines.append(f"| ↳ *FS-Mol paper: {name}* | " + " | ".join(f"*{v}*" for v in pub) + " | 157 | 10 |")
     return lines
@@ -584,6 +623,27 @@ def relative_gain(results: pd.DataFrame, method: str, baseline: str, n_boot: int
 
 def _pct(x: float) -> str:
     return "–" if x is None or math.isnan(x) else f"{x:+.1%}"
+
+
+def _configuration_lines(args: argparse.Namespace) -> list[str]:
+    """One row per trained model: its encoder and hyper-parameters, from identity.json."""
+    rows = []
+    for path in sorted((raw_dir(args) / "models").glob("*/identity.json")):
+        ident = json.loads(path.read_text(encoding="utf-8"))
+        enc = ident["encoder"]
+        arch = f"{enc['encoder'].upper()} {enc['num_layers']}×{enc['hidden_dim']}"
+        if enc.get("fingerprint_bits"):
+            arch += (f" ⊕ ECFP{2 * enc['fingerprint_radius']} {enc['fingerprint_bits']} bits → MLP "
+                     + "→".join(str(d) for d in enc["fingerprint_dims"]))
+        hp = ident.get("hparams") or {k: ident[k] for k in ("epochs", "batch_size", "lr") if k in ident}
+        hp_text = ", ".join(f"{k}={v}" for k, v in hp.items())
+        rows.append(f"| {path.parent.name} | {arch} | {ident['featurizer']} | {hp_text} | {ident['seed']} |")
+    if not rows:
+        return []
+    return ["## Trained models", "",
+            "Every hyper-parameter not listed is the adapter's default (`moladapt.adapt`).", "",
+            "| model | encoder | features | hyper-parameters | seed |", "|---|---|---|---|---|",
+            *rows, ""]
 
 
 def write_report(args: argparse.Namespace) -> Path | None:
@@ -636,8 +696,10 @@ def write_report(args: argparse.Namespace) -> Path | None:
     head = "| meta-initialisation | vs | " + " | ".join(f"{s} gain [95% CI]" for s in specs) + " |"
     lines += [head, "|---" * (len(specs) + 2) + "|"]
     gains: dict[tuple[str, str, str], dict[str, Any] | None] = {}
+    init_methods = sorted({m for d in data.values() if not d.empty for m in d["method"].unique()
+                           if base_method(m) in INIT_METHODS})
     for baseline in MT_METHODS:
-        for method in INIT_METHODS:
+        for method in init_methods:
             cells = []
             for spec in specs:
                 g = None if data[spec].empty else relative_gain(data[spec], method, baseline)
@@ -662,16 +724,17 @@ def write_report(args: argparse.Namespace) -> Path | None:
                   f"{_pct(NGUYEN_GAIN['ood'])})."]
     lines.append("")
 
+    lines += _configuration_lines(args)
     lines += ["## Meta-training speed", "",
               "Outer steps only (the episode stream's setup, loading the training tasks' graphs, "
               "is measured separately and left out).", "",
               "| method | steps | episodes/step | time | steps/s | vs MAML | threads |",
               "|---|---|---|---|---|---|---|"]
     speeds = {}
-    for method in META_METHODS:
-        path = raw_dir(args) / "models" / method / "meta.json"
-        if not path.exists():
-            continue
+    model_dirs = sorted((p.parent for p in (raw_dir(args) / "models").glob("*/meta.json")),
+                        key=lambda d: (META_METHODS.index(base_method(d.name)) if is_meta(d.name) else 99, d.name))
+    for model_dir in model_dirs:
+        method, path = model_dir.name, model_dir / "meta.json"
         meta = json.loads(path.read_text(encoding="utf-8"))
         steps = int(meta["params"]["meta_steps"])
         seconds = float(meta.get("step_seconds", meta["seconds"]))
@@ -731,7 +794,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ckpts: dict[str, Path] = {}
     train_tasks: list[Task] | None = None
     for method in args.methods:
-        if method in META_METHODS:
+        if is_meta(method):
             ckpts[method], train_tasks = ensure_meta_trained(args, method, train_tasks, cache)
     if any(m in MT_METHODS for m in args.methods):
         ckpts["multitask"], train_tasks = ensure_multitask(args, train_tasks)

@@ -83,7 +83,9 @@ class MolPropertyModel:
             from moladapt.bundled_models import resolve_init
 
             init = load_checkpoint(resolve_init(self.init), featurizer)
-            model.encoder.load_state_dict(init.model.encoder.state_dict())
+            from moladapt.models.fingerprint import load_encoder_weights
+
+            load_encoder_weights(model.encoder, init.model.encoder)
         frac_train = 1.0 - self.valid_fraction
         split = make_split(self.valid_split, graphs.smiles, y_kept, (frac_train, self.valid_fraction, 0.0), self.seed)
         train_idx = np.concatenate([split.train, split.test])

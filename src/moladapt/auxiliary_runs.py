@@ -296,7 +296,9 @@ def run_auxiliary(run_cfg: RunConfig, aux_cfg: AuxConfig, output: str | Path | N
     model = build_model(run_cfg.model, prepared.featurizer, len(targets))
     if tc.init:
         init = load_checkpoint(tc.init, expected_featurizer=prepared.featurizer)
-        model.encoder.load_state_dict(init.model.encoder.state_dict())
+        from moladapt.models.fingerprint import load_encoder_weights
+
+        load_encoder_weights(model.encoder, init.model.encoder)
     graphs = prepared.graphs
     y = prepared.y[:, targets]
     details: dict[str, Any] = {}

@@ -45,6 +45,11 @@ class ModelConfig:
     jk: str = "last"
     pooling: str = "mean"
     head_hidden_dims: tuple[int, ...] = ()
+    # > 0: fuse the graph embedding with this many ECFP bits through an MLP of widths
+    # fingerprint_dims (FS-Mol's "gnn+ecfp+fc"; moladapt.models.fingerprint). 0: graph only.
+    fingerprint_bits: int = 0
+    fingerprint_radius: int = 2
+    fingerprint_dims: tuple[int, ...] = (1024, 512)
 
 
 @dataclass(frozen=True)

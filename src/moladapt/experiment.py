@@ -122,7 +122,9 @@ def run_training(cfg: RunConfig, output: str | Path | None = None, progress: boo
         from moladapt.bundled_models import resolve_init
 
         init = load_checkpoint(resolve_init(cfg.train.init), expected_featurizer=prepared.featurizer)
-        model.encoder.load_state_dict(init.model.encoder.state_dict())
+        from moladapt.models.fingerprint import load_encoder_weights
+
+        load_encoder_weights(model.encoder, init.model.encoder)
     trainer = Trainer(model, data.task_type, cfg.train, progress=progress)
     t0 = time.perf_counter()
     trainer.fit(prepared.graphs, prepared.y, split.train, split.valid,

@@ -78,6 +78,11 @@ def build_model(model_cfg: ModelConfig, featurizer: Featurizer, num_tasks: int) 
         hidden_dim=model_cfg.hidden_dim, num_layers=model_cfg.num_layers,
         dropout=model_cfg.dropout, jk=model_cfg.jk, pooling=model_cfg.pooling,
     )
+    if model_cfg.fingerprint_bits:
+        from moladapt.models.fingerprint import FingerprintFusionEncoder
+
+        encoder = FingerprintFusionEncoder(encoder, model_cfg.fingerprint_bits, model_cfg.fingerprint_radius,
+                                           model_cfg.fingerprint_dims)
     head = PredictionHead(encoder.out_dim, num_tasks, hidden_dims=tuple(model_cfg.head_hidden_dims),
                           dropout=0.0)
     return MolecularModel(encoder, head)

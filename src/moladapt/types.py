@@ -25,6 +25,9 @@ class GraphBatch:
         batch: ``[N]`` long, the graph each atom belongs to.
         num_graphs: B.
         y: ``[B, T]`` float labels (NaN = unmeasured) or ``None``.
+        smiles: the B molecules' SMILES (set by :meth:`MolGraphs.collate`; ``None`` for
+            batches built otherwise, e.g. augmented views in pretraining, whose SMILES
+            would no longer describe the graph). Read by fingerprint-fused encoders.
     """
 
     x: torch.Tensor
@@ -33,6 +36,7 @@ class GraphBatch:
     batch: torch.Tensor
     num_graphs: int
     y: torch.Tensor | None = None
+    smiles: list[str] | None = None
 
     @property
     def num_nodes(self) -> int:
@@ -46,6 +50,7 @@ class GraphBatch:
             batch=self.batch.to(device),
             num_graphs=self.num_graphs,
             y=None if self.y is None else self.y.to(device),
+            smiles=self.smiles,
         )
 
 
@@ -122,6 +127,7 @@ class MolGraphs:
             batch=torch.from_numpy(batch),
             num_graphs=len(indices),
             y=None if y is None else torch.from_numpy(np.asarray(y[indices], dtype=np.float32)),
+            smiles=[self.smiles[i] for i in indices],
         )
 
 

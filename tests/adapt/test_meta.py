@@ -23,6 +23,7 @@ from moladapt.data.episodes import EpisodeSampler
 from moladapt.data.featurize import get_featurizer
 from moladapt.evaluate.metrics import classification_metrics
 from moladapt.models.encoders import build_encoder
+from moladapt.models.fingerprint import FingerprintFusionEncoder
 from moladapt.models.heads import MolecularModel, PredictionHead
 
 FEAT = get_featurizer("basic")
@@ -206,12 +207,15 @@ def _assert_same(a, b):
         assert torch.equal(a[k], b[k]), k
 
 
+@pytest.mark.parametrize("fused", [False, True], ids=["gin", "gin+ecfp"])
 @pytest.mark.parametrize("name", ADAPTERS.names())
-def test_every_adapter_conforms(name, real_tasks):
+def test_every_adapter_conforms(name, fused, real_tasks):
     tasks, cache = real_tasks
     torch.manual_seed(0)
     encoder = build_encoder("gin", FEAT.atom_vocab_sizes, FEAT.bond_vocab_sizes,
                             hidden_dim=16, num_layers=2, dropout=0.1)
+    if fused:  # FS-Mol's "gnn+ecfp+fc" embedding, small
+        encoder = FingerprintFusionEncoder(encoder, n_bits=128, hidden_dims=(32, 16))
     adapter = ADAPTERS.get(name)()
     adapter.set_params(**{k: v for k, v in TINY.items() if k in adapter.get_params()})
     assert adapter.meta_train(encoder, tasks, cache) is adapter

@@ -90,3 +90,24 @@ def test_meta_train_then_few_shot_then_plot(tmp_path, data_dir):
 def test_bad_input_is_one_clean_line(tmp_path, data_dir, args, message):
     result = invoke(*args, "--output", tmp_path / "out", code=2)
     assert message in result.output
+
+
+def test_protonet_on_the_fingerprint_fused_encoder(tmp_path, data_dir):
+    """FS-Mol's ProtoNet features (gnn+ecfp+fc): meta-train, then evaluate from the checkpoint."""
+    mt = tmp_path / "meta"
+    invoke("meta-train", "--method", "protonet", "--tasks", "fsmol-train", "--max-tasks", 4,
+           "--hidden-dim", 16, "--num-layers", 2, "--fingerprint-bits", 256, "--meta-steps", 2,
+           "-p", "distance=mahalanobis", "--threads", 1, "--output", mt)
+    config = yaml.safe_load((mt / "config.yaml").read_text())
+    assert config["encoder"]["fingerprint_bits"] == 256 and config["params"]["distance"] == "mahalanobis"
+    from moladapt.models.fingerprint import FingerprintFusionEncoder
+    from moladapt.training import load_checkpoint
+
+    encoder = load_checkpoint(mt / "model.pt").model.encoder
+    assert isinstance(encoder, FingerprintFusionEncoder) and encoder.out_dim == 512
+    fs = tmp_path / "fs"
+    out = invoke("few-shot", "--method", "protonet", "--checkpoint", mt / "model.pt",
+                 "--tasks", "fsmol-test:2", "--support", "16", "--draws", 1, "--no-progress",
+                 "--no-plot", "--threads", 1, "--output", fs)
+    assert "2 new episodes" in out.output
+    assert pd.read_csv(fs / "results.csv")["auprc"].notna().all()

@@ -64,6 +64,7 @@ from moladapt.adapt.gradients import (
 from moladapt.data.featurize import Featurizer, get_featurizer
 from moladapt.data.sources import CLASSIFICATION
 from moladapt.evaluate.metrics import MetricReport, compute_metrics
+from moladapt.models.fingerprint import graph_part
 from moladapt.models.heads import MolecularModel
 from moladapt.pretrain.objectives import OBJECTIVES, PretrainObjective, build_objective
 from moladapt.training import EpochLog, TrainHistory, masked_loss, predict
@@ -284,7 +285,7 @@ class AuxiliaryFineTuner:
 
         featurizer = featurizer_of(graphs, self.featurizer)
         self.model_ = model
-        self.objectives_ = build_aux_objectives(self.aux_objectives, featurizer, model.encoder)
+        self.objectives_ = build_aux_objectives(self.aux_objectives, featurizer, graph_part(model.encoder))
         self.aux_names_ = objective_names(self.objectives_)
         self.combiner_ = build_combiner(self.combiner, **dict(self.combiner_options or {}))
         weights = task_weight_vector(self.task_weights, self.aux_names_, ref)
@@ -375,7 +376,7 @@ class AuxiliaryFineTuner:
         batch = graphs.collate(idx, y_fit).to(ref.device)
         target_y = batch.y.to(ref.dtype)  # type: ignore[union-attr]
         target_loss = masked_loss(model(batch), target_y, self.task_type, pos_weight)
-        aux_losses = [obj(model.encoder, batch, generator) for obj in self.objectives_]
+        aux_losses = [obj(graph_part(model.encoder), batch, generator) for obj in self.objectives_]
         losses = [target_loss, *aux_losses]
         optimizer.zero_grad(set_to_none=True)
         if shared:

@@ -89,6 +89,7 @@ from moladapt.adapt.gradients import GradientCombiner, GradientLog, assign_direc
 from moladapt.data.featurize import Featurizer
 from moladapt.data.sources import CLASSIFICATION
 from moladapt.evaluate.metrics import MetricReport, compute_metrics
+from moladapt.models.fingerprint import graph_part
 from moladapt.models.heads import MolecularModel, PredictionHead
 from moladapt.training import masked_loss, predict
 from moladapt.types import MolGraphs
@@ -312,7 +313,7 @@ class GraphTaskProblem(BiLevelProblem):
             out = self.source_head(z)
             losses += [masked_loss(out[:, j : j + 1], y[:, j + 1 : j + 2], self.task_type)
                        for j in range(out.shape[1])]
-        losses += [obj(self.model.encoder, batch, self.generator) for obj in self.objectives]
+        losses += [obj(graph_part(self.model.encoder), batch, self.generator) for obj in self.objectives]
         return torch.stack(losses)
 
     def valid_loss(self) -> Tensor:
@@ -749,7 +750,7 @@ class BiLevelTaskWeighting:
         ``y`` while training ``model`` (one-output head; trained in place)."""
         ref = next(iter(model.parameters()))
         objectives = build_aux_objectives(self.aux_objectives, featurizer_of(graphs, self.featurizer),
-                                          model.encoder) if self.aux_objectives else nn.ModuleList()
+                                          graph_part(model.encoder)) if self.aux_objectives else nn.ModuleList()
         problem = GraphTaskProblem(
             model, graphs, y, train_idx, valid_idx, target=self.target,
             source_tasks=self.source_tasks, objectives=objectives, task_type=self.task_type,

@@ -60,6 +60,7 @@ def meta_train_command(
     hidden_dim: int = typer.Option(300),
     num_layers: int = typer.Option(5),
     dropout: float = typer.Option(0.0),
+    fingerprint_bits: int = typer.Option(0, help="Fuse the graph embedding with this many ECFP4 bits through an MLP 1024 → 512 (FS-Mol's ProtoNet features gnn+ecfp+fc use 2048). 0: graph only."),
     featurizer: str = typer.Option("basic", help="basic (pretrain-gnns) | rich (OGB-like)."),
     meta_steps: int = typer.Option(None, help="Outer (meta) steps (default: the method's, 300)."),
     inner_steps: int = typer.Option(None, help="Inner-loop steps (MAML family; default: the method's)."),
@@ -86,7 +87,8 @@ def meta_train_command(
     result = meta_train(
         method, task_list,
         encoder_cfg=None if init is not None else {"encoder": encoder, "hidden_dim": hidden_dim,
-                                                   "num_layers": num_layers, "dropout": dropout},
+                                                   "num_layers": num_layers, "dropout": dropout,
+                                                   "fingerprint_bits": fingerprint_bits},
         featurizer=featurizer, hparams=hparams, init=init, output=output, seed=seed,
         tasks_name=_spec(tasks, max_tasks),
     )

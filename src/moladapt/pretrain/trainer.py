@@ -307,6 +307,9 @@ def _train(encoder: Encoder, featurizer: Featurizer, specs: list[tuple[list[Obje
            device: torch.device, *, batch_size: int, lr: float, weight_decay: float, seed: int,
            checkpoint_dir: str | Path | None, resume: bool, progress: bool,
            precision: str = "fp32") -> PretrainHistory:
+    if not hasattr(encoder, "atom_encoder"):
+        raise ValueError(f"pretraining needs a graph encoder; got {type(encoder).__name__} (for a "
+                         "fingerprint-fused encoder, pretrain its .graph_encoder)")
     hp = encoder.hparams
     stage_epochs = [n for _, n in specs]
     bounds = np.cumsum([0, *stage_epochs])

@@ -1,0 +1,121 @@
+"""The fingerprint-fused encoder ("gnn+ecfp+fc") on real molecules (BBBP)."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from moladapt.config import ModelConfig
+from moladapt.data.featurize import get_featurizer
+from moladapt.data.fingerprints import ecfp, shared_ecfp_featurizer
+from moladapt.models.encoders import GIN, build_encoder
+from moladapt.models.fingerprint import FingerprintFusionEncoder, load_encoder_weights
+from moladapt.training import build_model, load_checkpoint, save_checkpoint
+from moladapt.types import GraphBatch
+
+BBBP = Path(os.environ["MOLADAPT_DATA_DIR"]) / "BBBP.csv"  # set by tests/conftest.py
+FEAT = get_featurizer("basic")
+FUSED = ModelConfig(hidden_dim=16, num_layers=2, dropout=0.0, fingerprint_bits=256, fingerprint_dims=(32, 8))
+
+
+@pytest.fixture(scope="module")
+def graphs():
+    if not BBBP.exists():
+        pytest.skip(f"{BBBP} not available")
+    import pandas as pd
+
+    return FEAT.featurize(pd.read_csv(BBBP)["smiles"].tolist()[:40])
+
+
+def test_batches_carry_their_smiles_in_order(graphs):
+    idx = np.array([5, 0, 17, 3])
+    batch = graphs.collate(idx)
+    assert batch.smiles == [graphs.smiles[i] for i in idx]
+    assert batch.to("cpu").smiles == batch.smiles
+    assert graphs.subset(idx).collate(np.arange(4)).smiles == batch.smiles
+
+
+def test_fused_encoder_shape_fingerprints_and_gradients(graphs):
+    torch.manual_seed(0)
+    model = build_model(FUSED, FEAT, 1)
+    enc = model.encoder
+    assert isinstance(enc, FingerprintFusionEncoder) and isinstance(enc.graph_encoder, GIN)
+    assert enc.out_dim == 8 and model.head.in_dim == 8
+    batch = graphs.collate(np.arange(12))
+    bits = enc.fingerprints(batch, torch.zeros(()))
+    np.testing.assert_array_equal(bits.numpy().astype(bool), ecfp(batch.smiles, 2, 256))
+    out = enc(batch)
+    assert out.shape == (12, 8) and torch.isfinite(out).all()
+    F.mse_loss(model(batch), torch.randn(12, 1)).backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, missing  # both the graph encoder and the fusion MLP learn
+
+
+def test_the_fingerprint_changes_the_embedding(graphs):
+    """Same graph, other SMILES → other fingerprint → other embedding: the bits are used."""
+    torch.manual_seed(0)
+    enc = build_model(FUSED, FEAT, 1).encoder.eval()
+    batch = graphs.collate(np.arange(4))
+    swapped = GraphBatch(batch.x, batch.edge_index, batch.edge_attr, batch.batch, batch.num_graphs,
+                         smiles=list(reversed(batch.smiles)))
+    with torch.no_grad():
+        assert not torch.allclose(enc(batch), enc(swapped))
+
+
+def test_a_batch_without_smiles_is_a_clear_error(graphs):
+    enc = build_model(FUSED, FEAT, 1).encoder
+    batch = graphs.collate(np.arange(3))
+    bare = GraphBatch(batch.x, batch.edge_index, batch.edge_attr, batch.batch, batch.num_graphs)
+    with pytest.raises(ValueError, match="needs the batch's SMILES"):
+        enc(bare)
+    with pytest.raises(TypeError, match="graph_encoder.node_embeddings"):
+        enc.node_embeddings(batch)
+
+
+def test_copies_share_the_fingerprint_cache_and_not_state(graphs):
+    enc = build_model(FUSED, FEAT, 1).encoder
+    enc(graphs.collate(np.arange(5)))
+    clone = copy.deepcopy(enc)
+    assert set(clone.state_dict()) == set(enc.state_dict())
+    assert not any("ecfp" in k or "cache" in k for k in enc.state_dict())
+    assert shared_ecfp_featurizer(2, 256) is shared_ecfp_featurizer(2, 256)
+
+
+def test_fused_checkpoint_round_trip(graphs, tmp_path):
+    torch.manual_seed(0)
+    model = build_model(FUSED, FEAT, 1).eval()
+    save_checkpoint(tmp_path / "m.pt", model, FEAT, FUSED, ["t"], "classification")
+    loaded = load_checkpoint(tmp_path / "m.pt")
+    assert loaded.model_config == FUSED
+    batch = graphs.collate(np.arange(10))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model.eval()(batch), model(batch))
+
+
+def test_a_graph_only_checkpoint_initialises_the_graph_part(graphs):
+    torch.manual_seed(1)
+    pretrained = build_encoder("gin", FEAT.atom_vocab_sizes, FEAT.bond_vocab_sizes, hidden_dim=16,
+                               num_layers=2, dropout=0.0)
+    fused = build_model(FUSED, FEAT, 1).encoder
+    fusion_before = {k: v.clone() for k, v in fused.fusion.state_dict().items()}
+    load_encoder_weights(fused, pretrained)
+    for k, v in pretrained.state_dict().items():
+        assert torch.equal(fused.graph_encoder.state_dict()[k], v), k
+    for k, v in fused.fusion.state_dict().items():
+        assert torch.equal(v, fusion_before[k]), k
+    with pytest.raises(ValueError, match="fingerprint-fused"):
+        load_encoder_weights(pretrained, fused)
+
+
+def test_pretraining_refuses_a_fused_encoder(graphs):
+    from moladapt.pretrain import pretrain
+
+    enc = build_model(FUSED, FEAT, 1).encoder
+    with pytest.raises(ValueError, match="pretrain its .graph_encoder"):
+        pretrain(enc, "attribute_masking", graphs, epochs=1, batch_size=8, progress=False)
