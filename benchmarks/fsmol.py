@@ -597,13 +597,16 @@ def relative_gain(results: pd.DataFrame, method: str, baseline: str, n_boot: int
                   seed: int = 0) -> dict[str, Any] | None:
     """(AUPRC_method − AUPRC_baseline) / AUPRC_baseline over the (task, k) cells both have.
 
-    Each (task, k) is the mean over draws; the ratio of the means is bootstrapped over tasks.
+    Only the episodes both methods were evaluated on count (the same (task, k, draw) is the
+    same support set for every method), so a baseline run with fewer draws is still a paired
+    comparison. Each (task, k) is the mean over those draws; the ratio of the means is
+    bootstrapped over tasks.
     """
-    ok = results[results["status"] == "ok"]
-    cells = ok.groupby(["method", "task_id", "k"])["auprc"].mean().unstack("method")
-    if method not in cells or baseline not in cells:
+    ok = results[(results["status"] == "ok") & results["method"].isin([method, baseline])]
+    episodes = ok.pivot_table(index=["task_id", "k", "draw"], columns="method", values="auprc")
+    if method not in episodes or baseline not in episodes:
         return None
-    both = cells[[method, baseline]].dropna()
+    both = episodes[[method, baseline]].dropna().groupby(level=["task_id", "k"]).mean()
     if both.empty:
         return None
     per_task = both.groupby(level="task_id").agg(["sum", "count"])

@@ -61,6 +61,12 @@ def test_relative_gain(bench):
     assert g["ci"][0] <= g["gain"] <= g["ci"][1] and g["per_k"][16] == pytest.approx(g["gain"])
     assert bench.relative_gain(pd.DataFrame(rows), "anil", "mt-finetune") is None
 
+    # a baseline with fewer draws: only the episodes both have are compared (paired)
+    extra = [{"method": "maml", "task_id": f"t{t}", "k": 16, "draw": 2, "status": "ok", "auprc": 1.0}
+             for t in range(3)]
+    assert bench.relative_gain(pd.DataFrame(rows + extra), "maml", "mt-finetune",
+                               n_boot=200)["gain"] == pytest.approx(g["gain"])
+
 
 def test_parse_args_rejects_unknown_method(bench):
     with pytest.raises(SystemExit):
@@ -68,6 +74,23 @@ def test_parse_args_rejects_unknown_method(bench):
     args = bench.parse_args(["--methods", "anil", "--support", "32,16,32"])
     assert args.methods == ["anil"] and args.support == [16, 32]
     assert bench.group_dir_name("toxcast:50") == "toxcast-50"
+
+
+def test_ecfp_variants_and_hparams(bench):
+    args = bench.parse_args(["--methods", "protonet,protonet+ecfp,rf-ecfp",
+                             "--hparam", "protonet.distance=mahalanobis",
+                             "--hparam", "protonet+ecfp.train_k=64", "--meta-steps", "7"])
+    assert bench.model_cfg(args, "protonet").fingerprint_bits == 0
+    fused = bench.model_cfg(args, "protonet+ecfp")
+    assert fused.fingerprint_bits == 2048 and fused.fingerprint_dims == (1024, 512)
+    assert bench.meta_hparams(args, "protonet") == {"meta_steps": 7, "meta_batch_size": 4,
+                                                    "distance": "mahalanobis"}
+    assert bench.meta_hparams(args, "protonet+ecfp") == {"meta_steps": 7, "meta_batch_size": 4,
+                                                         "distance": "mahalanobis", "train_k": 64}
+    assert bench.eval_spec(args, "protonet+ecfp", {"protonet+ecfp": Path("m.pt")})["method"] == "protonet"
+    for bad in (["--methods", "rf-ecfp+ecfp"], ["--hparam", "protonet=1"], ["--hparam", "rf-ecfp.x=1"]):
+        with pytest.raises(SystemExit):
+            bench.parse_args(bad)
 
 
 def test_tiny_run_resumes_and_reports(bench, data_dir, tmp_path, capsys):
@@ -91,7 +114,7 @@ def test_tiny_run_resumes_and_reports(bench, data_dir, tmp_path, capsys):
     assert meta["step_seconds"] > 0 and meta["threads"] == 1
     report = (out / "fsmol.md").read_text()
     for text in ("## ΔAUPRC on `fsmol-valid`", "## ΔAUPRC on `fsmol-test`", "Meta-training speed",
-                 "| protonet |", "| mt-head |", "Evaluation time", "Nguyen"):
+                 "| protonet |", "| mt-head |", "Evaluation time", "Nguyen", "## Trained models"):
         assert text in report
     assert (out / "fsmol_fsmol-valid_delta_auprc_vs_k.png").stat().st_size > 0
 
