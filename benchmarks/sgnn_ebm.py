@@ -132,6 +132,10 @@ def load_records(raw_dir: Path):
         rec = json.loads(path.read_text())
         flat = {k: v for k, v in rec.items() if not isinstance(v, (dict, list))}
         flat.update({f"graph.{k}": v for k, v in rec.get("graph", {}).items()})
+        flat["per_task"] = rec.get("per_task_test_roc_auc", {})
+        sample = (rec.get("options", {}).get("params") or {}).get("task_sample")
+        flat["task_sample"] = sample
+        flat["tasks_trained"] = tuple(rec.get("tasks_trained", ())) if sample else ()
         rows.append(flat)
     return pd.DataFrame(rows)
 
@@ -161,6 +165,57 @@ def _tests(r) -> str:
             f"({_p(r.p_ttest_holm)})")
 
 
+def _task_sample_section(frame, sampled_frame) -> list[str]:
+    """Every method on the tasks a sampled single-task run trained (from per-task scores)."""
+    import numpy as np
+    import pandas as pd
+
+    from moladapt.evaluate.statistics import paired_comparisons
+
+    if sampled_frame.empty:
+        return []
+    rows = []
+    sizes = {}
+    for d, runs in sampled_frame.groupby("dataset"):
+        task_sets = {t for t in runs["tasks_trained"]}
+        if len(task_sets) != 1:
+            raise ValueError(f"{d}: single-task runs trained different task samples; rerun them")
+        tasks = sorted(task_sets.pop())
+        sizes[d] = len(tasks)
+        for r in pd.concat([frame[frame["dataset"] == d], runs]).itertuples(index=False):
+            values = [r.per_task.get(t) for t in tasks]
+            values = [v for v in values if v is not None and v == v]
+            rows.append({"dataset": d, "method": r.method, "seed": r.seed,
+                         "test_roc_auc": float(np.mean(values)) if values else float("nan")})
+    sample = pd.DataFrame(rows)
+    methods = [m for m in ALL_METHODS if m in set(sample["method"])]
+    datasets = list(sizes)
+    lines = ["", "## Single-task on a task sample (every method scored on the same tasks)", "",
+             "One model per task is beyond this budget on the datasets with hundreds of tasks, so "
+             "single-task trained a seeded random sample of their tasks (the same sample for every "
+             "seed; every other method trained on all tasks as above). Cells: mean over the sampled "
+             "tasks of the per-task test ROC-AUC (×100), mean ± std over seeds.", "",
+             "| method | " + " | ".join(f"{d} ({sizes[d]} tasks)" for d in datasets) + " |",
+             "|---|" + "---|" * len(datasets)]
+    for m in methods:
+        cells = []
+        for d in datasets:
+            sub = sample[(sample["method"] == m) & (sample["dataset"] == d)]
+            cells.append(f"{_pm(sub['test_roc_auc'])} (n={len(sub)})" if len(sub) else "–")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    if BASELINE in methods and len(methods) > 1:
+        comp = paired_comparisons(sample, "test_roc_auc", baseline=BASELINE, unit_cols=["seed"],
+                                  by="dataset", n_boot=2000)
+        lines += ["", f"Paired against {BASELINE} on the sampled tasks (units = seeds; Holm over "
+                  "the rows of this table):", "",
+                  "| dataset | method | pairs | Δ ROC-AUC | 95% CI | p Wilcoxon (Holm) | "
+                  "p t-test (Holm) | note |", "|---|---|---|---|---|---|---|---|"]
+        for r in comp.itertuples(index=False):
+            lines.append(f"| {r.dataset} | {r.method} | {r.n_pairs} | {100 * r.mean_diff:+.2f} | "
+                         f"{_ci(r)} | {_tests(r)} | {r.note} |")
+    return lines
+
+
 def report(frame, header: list[str]) -> str:
     import pandas as pd
 
@@ -170,6 +225,11 @@ def report(frame, header: list[str]) -> str:
                 if d in set(frame["dataset"])]
     methods = [m for m in ALL_METHODS if m in set(frame["method"])]
     lines = [*header, ""]
+    # single-task runs on a task sample score other tasks than the rest: they are compared in
+    # a table of their own (every method on the sampled tasks), not in the all-task tables
+    sampled_runs = frame["task_sample"].notna() if "task_sample" in frame else pd.Series(False, index=frame.index)
+    sampled_frame = frame[sampled_runs]
+    frame = frame[~sampled_runs]
 
     lines += ["## Test ROC-AUC (×100, mean ± std over seeds)", "",
               "| method | " + " | ".join(datasets) + " |", "|---|" + "---|" * len(datasets)]
@@ -177,8 +237,11 @@ def report(frame, header: list[str]) -> str:
         cells = []
         for d in datasets:
             sub = frame[(frame["method"] == m) & (frame["dataset"] == d)]
-            cells.append(f"{_pm(sub['test_roc_auc'])} (n={len(sub)})" if len(sub) else "–")
+            on_sample = sampled_frame[(sampled_frame["method"] == m) & (sampled_frame["dataset"] == d)]
+            cells.append(f"{_pm(sub['test_roc_auc'])} (n={len(sub)})" if len(sub) else
+                         f"task sample: see below (n={len(on_sample)})" if len(on_sample) else "–")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    lines += _task_sample_section(frame, sampled_frame)
 
     if BASELINE in methods and len(methods) > 1:
         comp = paired_comparisons(frame, "test_roc_auc", baseline=BASELINE, unit_cols=["seed"],
@@ -294,6 +357,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--task-graph", action="append", default=[],
                         help="NAME=SOURCE: task graph for a dataset (coactivity, toxcast-names, "
                         "none or an edge-list file); repeatable.")
+    parser.add_argument("--single-task-sample", action="append", default=[],
+                        help="NAME=N: single-task on dataset NAME trains (and scores) a seeded "
+                        "random sample of N tasks (the same for every seed); the report compares "
+                        "every method on those tasks. Repeatable.")
     parser.add_argument("--max-molecules", type=int, default=None,
                         help="Use only each dataset's first N molecules (smoke tests).")
     parser.add_argument("--epochs", type=int, default=100)
@@ -340,6 +407,12 @@ def main(argv: list[str] | None = None) -> int:
     for item in args.task_graph:
         name, _, value = item.partition("=")
         graph[name] = value
+    st_sample: dict[str, int] = {}
+    for item in args.single_task_sample:
+        name, _, value = item.partition("=")
+        if name not in DATASETS or not value.isdigit() or int(value) < 1:
+            parser.error(f"--single-task-sample {item!r}: expected NAME=N with NAME one of {', '.join(DATASETS)}")
+        st_sample[name] = int(value)
     options = {"epochs": args.epochs, "ebm_epochs": args.ebm_epochs, "hidden_dim": args.hidden_dim,
                "num_layers": args.num_layers, "dropout": args.dropout,
                "batch_size": args.batch_size, "lr": args.lr}
@@ -354,7 +427,9 @@ def main(argv: list[str] | None = None) -> int:
                                  "min_tasks": min_tasks[d], "graph_method": args.graph_method,
                                  "graph_threshold": threshold[d],
                                  "task_graph": graph[d], "max_molecules": args.max_molecules,
-                                 "options": options, "gradnorm_of": args.gradnorm_of,
+                                 "options": ({**options, "params": {"task_sample": st_sample[d]}}
+                                             if m == "single-task" and d in st_sample else options),
+                                 "gradnorm_of": args.gradnorm_of,
                                  "threads": args.threads, "path": str(path)})
     print(f"{len(jobs)} runs to do ({len(datasets)} datasets × {len(methods)} methods × "
           f"{len(seeds)} seeds, finished ones skipped)", flush=True)

@@ -100,6 +100,24 @@ def test_single_task_and_balancers_with_max_tasks(tox21_slice):
     assert "task_weights" in result.extra and len(result.extra["task_weights"]) == 3
 
 
+def test_single_task_on_a_task_sample_scores_only_those_tasks(tox21_slice):
+    full = run_multitask("tox21", "single-task", "none", **TINY)
+    sample = run_multitask("tox21", "single-task", "none", params={"task_sample": 3}, **TINY)
+    trained = sample.extra["tasks_trained"]
+    assert len(trained) == 3 and sample.test.n_tasks_scored == 3 and sample.n_tasks == full.n_tasks
+    for name, reason in sample.test.skipped.items():
+        assert name not in trained and "outside its task sample" in reason
+    # the same seed-independent sample for another training seed
+    other = run_multitask("tox21", "single-task", "none", params={"task_sample": 3},
+                          **{**TINY, "seed": TINY.get("seed", 0) + 1})
+    assert other.extra["tasks_trained"] == trained
+    # a sampled task's model is the one the full run trains: same split, same seed
+    for name in trained:
+        assert sample.test.per_task[name]["roc_auc"] == pytest.approx(full.test.per_task[name]["roc_auc"], abs=1e-6)
+    with pytest.raises(ValueError, match="unknown single-task param"):
+        run_multitask("tox21", "single-task", "none", params={"sample": 3}, **TINY)
+
+
 def test_bad_options_are_named():
     assert MULTITASK_METHODS == ("single-task", "multi-task", "uncertainty", "gradnorm", "sgnn",
                                  "sgnn-ebm")
