@@ -152,6 +152,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     est.add_argument("--estimate-only", action="store_true")
     est.add_argument("--no-estimate", action="store_true")
     p.add_argument("--report-only", action="store_true")
+    p.add_argument("--note", action="append", default=[],
+                   help="a paragraph for the report's header (e.g. budgets that differ by method)")
     args = p.parse_args(argv)
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = sorted(m for m in args.methods
@@ -671,8 +673,11 @@ def write_report(args: argparse.Namespace) -> Path | None:
         "the 95% percentile-bootstrap CI over tasks (a task's value is its mean over draws); "
         "tasks too small for a k are left out of that k (see the task counts). Methods: "
         "`mt-finetune` / `mt-head` = supervised multi-task pretraining then full / head-only "
-        "fine-tuning; `scratch-finetune` = single-task fine-tuning of a random encoder.",
+        "fine-tuning; `scratch-finetune` = single-task fine-tuning of a random encoder; "
+        "`<method>+ecfp` = the method on the fingerprint-fused encoder (FS-Mol's ProtoNet "
+        "features gnn+ecfp+fc).",
         "",
+        *[line for note in args.note for line in (note, "")],
     ]
     for i, spec in enumerate(specs):
         frame = data[spec]
