@@ -559,7 +559,8 @@ def _collect(args: argparse.Namespace, spec: str) -> pd.DataFrame:
     frames = []
     base = raw_dir(args) / group_dir_name(spec)
     order = {m: i for i, m in enumerate(ALL_METHODS)}
-    paths = sorted(base.glob("*/results.csv"), key=lambda p: (order.get(p.parent.name, 99), p.parent.name))
+    paths = sorted(base.glob("*/results.csv"),
+                   key=lambda p: (order.get(base_method(p.parent.name), 99), p.parent.name))
     for path in paths:
         frame = load_results(path)
         if len(frame):
