@@ -177,7 +177,7 @@ def _task_sample_section(frame, sampled_frame) -> list[str]:
     rows = []
     sizes = {}
     for d, runs in sampled_frame.groupby("dataset"):
-        task_sets = {t for t in runs["tasks_trained"]}
+        task_sets = set(runs["tasks_trained"])
         if len(task_sets) != 1:
             raise ValueError(f"{d}: single-task runs trained different task samples; rerun them")
         tasks = sorted(task_sets.pop())
