@@ -11,8 +11,9 @@ fine-tuned on the target
 
 Datasets: the TDC ADMET classification sets (their predefined scaffold split) and BBBP,
 BACE and ClinTox (scaffold split 80/10/10). Every finished run writes
-``<raw-dir>/<dataset>/<method>_seed<s>/summary.json`` at once, so an interrupted benchmark
-resumes where it stopped. The table (``--table``) gives the test metric, mean ± std over
+``<raw-dir>/<dataset>/<method>_seed<s>_e<epochs>_<settings hash>/summary.json`` at once, so
+an interrupted benchmark resumes where it stopped; runs with other settings (epochs, auxiliary
+objectives, encoder) are kept apart and never pooled into one table. The table (``--table``) gives the test metric, mean ± std over
 seeds, per dataset and method, and paired tests of each method against ``finetune`` over
 the (dataset, seed) units: Wilcoxon signed-rank and paired t, Holm-corrected across the
 methods (:func:`moladapt.evaluate.statistics.paired_comparisons`).
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import os
 import platform
@@ -81,7 +83,7 @@ def run_one(dataset: str, method: str, seed: int, args: dict, raw_dir: str) -> d
                   "init": args["init"], "encoder_lr_scale": args["encoder_lr_scale"]},
     })
     aux_cfg = AuxConfig.from_dict(aux_section(method, tuple(args["aux"]), args["inner_steps"]))
-    out = Path(raw_dir) / dataset / f"{method}_seed{seed}"
+    out = Path(raw_dir) / dataset / run_name(method, seed, args)
     result = run_auxiliary(run_cfg, aux_cfg, out, log=lambda m: None)
     record = {"dataset": dataset, "method": method, "seed": seed, "split": split,
               "test_roc_auc": result.test.mean.get("roc_auc"),
@@ -95,6 +97,27 @@ def run_one(dataset: str, method: str, seed: int, args: dict, raw_dir: str) -> d
     (out / "summary.json").write_text(json.dumps(record, indent=2, default=float))
     (out / "model.pt").unlink(missing_ok=True)  # keep results, not weights
     return record
+
+
+def comparable(settings: dict) -> dict:
+    """The settings that decide a run's result; the encoder checkpoint by file name, not by
+    where this checkout happens to lie."""
+    return settings | {"init": Path(settings["init"]).name if settings.get("init") else None}
+
+
+def run_name(method: str, seed: int, settings: dict) -> str:
+    """Budgets and auxiliary sets are never pooled: each gets its own run directory."""
+    digest = hashlib.sha1(json.dumps(comparable(settings), sort_keys=True).encode()).hexdigest()[:8]
+    return f"{method}_seed{seed}_e{settings['epochs']}_{digest}"
+
+
+def migrate_old_run_dirs(raw: Path) -> None:
+    """Runs written before run names carried their settings: rename them once."""
+    for summary in raw.glob("*/*/summary.json"):
+        record = json.loads(summary.read_text())
+        want = summary.parent.parent / run_name(record["method"], record["seed"], record["settings"])
+        if summary.parent != want and not want.exists():
+            summary.parent.rename(want)
 
 
 def fmt(values: np.ndarray) -> str:
@@ -140,6 +163,54 @@ def table(records: list[dict], metric: str, methods: list[str]) -> str:
     return out
 
 
+def cost_table(records: list[dict], methods: list[str]) -> str:
+    """Training time of each method relative to ``finetune`` on the same (dataset, seed)."""
+    import pandas as pd
+
+    frame = pd.DataFrame([{k: r[k] for k in ("dataset", "method", "seed", "train_seconds")}
+                          for r in records])
+    base = frame[frame["method"] == BASELINE].set_index(["dataset", "seed"])["train_seconds"]
+    lines = ["| method | mean training time (s) | × finetune (same dataset and seed) |",
+             "|---|---|---|"]
+    for m in methods:
+        sub = frame[frame["method"] == m].set_index(["dataset", "seed"])["train_seconds"]
+        ratio = (sub / base).dropna()
+        lines.append(f"| {m} | {sub.mean():.0f} | "
+                     f"{'–' if ratio.empty else f'{ratio.mean():.1f}×'} |")
+    return "\n".join(lines)
+
+
+def gradient_table(records: list[dict]) -> str:
+    """How the auxiliary gradients relate to the target's (from the plain ``sum`` runs, whose
+    update does not alter them) and the weights bi-level optimisation settles on."""
+    rows: dict[tuple[str, str], dict[str, list[float]]] = {}
+    for r in records:
+        log = (r.get("gradient_log") or {}).get("tasks", {})
+        for task, stats in log.items():
+            if r["method"] == "sum":
+                cell = rows.setdefault((r["dataset"], task), {})
+                cell.setdefault("cos", []).append(stats["mean_cosine"])
+                cell.setdefault("conflict", []).append(stats["conflict_fraction"])
+        for task, weight in (r.get("weights") or {}).items():
+            cell = rows.setdefault((r["dataset"], task), {})
+            cell.setdefault(r["method"], []).append(weight)
+    if not rows:
+        return ""
+
+    def mean(values: list[float] | None, percent: bool = False) -> str:
+        if not values:
+            return "–"
+        return f"{100 * np.mean(values):.0f}%" if percent else f"{np.mean(values):.2f}"
+
+    lines = ["| dataset | auxiliary task | cosine to target (sum) | steps in conflict (sum) | "
+             "learned weight (blo) | learned weight (blo+rcgrad) |", "|---|---|---|---|---|---|"]
+    for (dataset, task), cell in rows.items():
+        lines.append(f"| {dataset} | {task} | {mean(cell.get('cos'))} | "
+                     f"{mean(cell.get('conflict'), percent=True)} | {mean(cell.get('blo'))} | "
+                     f"{mean(cell.get('blo+rcgrad'))} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", default=None, help="comma-separated (default: TDC ADMET "
@@ -176,6 +247,8 @@ def main() -> None:
     else:
         raw, table_path = RESULTS / "raw" / "auxiliary", RESULTS / "auxiliary.md"
     raw.mkdir(parents=True, exist_ok=True)
+    migrate_old_run_dirs(raw)
+    init_given = args.init
     if args.init:
         from moladapt.bundled_models import resolve_init
 
@@ -190,7 +263,7 @@ def main() -> None:
     for d in datasets:
         for s in (int(s) for s in args.seeds.split(",")):
             for m in methods:
-                run_dir = raw / d / f"{m}_seed{s}"
+                run_dir = raw / d / run_name(m, s, settings)
                 if (run_dir / "summary.json").exists():
                     continue
                 if run_dir.exists():  # an interrupted run: start it again
@@ -208,11 +281,13 @@ def main() -> None:
             except Exception as exc:  # noqa: BLE001 - report and go on with the other runs
                 print(f"{d} {m} seed {s}: FAILED {exc!r}", flush=True)
     records = [json.loads(p.read_text()) for p in sorted(raw.glob("*/*/summary.json"))]
-    records = [r for r in records if r["dataset"] in datasets and r["method"] in methods]
+    seeds = {int(s) for s in args.seeds.split(",")}
+    records = [r for r in records if r["dataset"] in datasets and r["method"] in methods
+               and r["seed"] in seeds and comparable(r["settings"]) == comparable(settings)]
     if not records:
         print("no finished runs")
         return
-    init = f" --init {args.init}" if args.init else ""
+    init = f" --init {init_given}" if init_given else ""
     md = (f"# Fine-tuning with auxiliary tasks (Dey & Ning 2024 style)\n\n"
           f"Test {args.metric.removeprefix('test_')} (%) at the best validation epoch; "
           f"{args.encoder.upper()} {args.num_layers}×{args.hidden_dim}, `{args.featurizer}` "
@@ -222,8 +297,14 @@ def main() -> None:
           f"thread per run.\n\n"
           f"Command: `python benchmarks/auxiliary.py --datasets {','.join(datasets)} --methods "
           f"{','.join(methods)} --seeds {args.seeds} --epochs {args.epochs} --hidden-dim "
-          f"{args.hidden_dim} --num-layers {args.num_layers}{init}`\n\n"
-          + table(records, args.metric, methods) + "\n")
+          f"{args.hidden_dim} --num-layers {args.num_layers} --aux {','.join(settings['aux'])}{init}`\n\n"
+          + table(records, args.metric, methods)
+          + f"\n\nSeeds: {', '.join(str(s) for s in sorted({r['seed'] for r in records}))}. "
+          f"Runs: {len(records)}.\n\n## Cost\n\n" + cost_table(records, methods)
+          + "\n\n## Gradients and learned weights\n\nMean over seeds; cosine and conflict "
+          "(cosine < 0) per step between each auxiliary gradient and the target gradient on the "
+          "shared encoder, from the `sum` runs; learned weights at the end of bi-level training."
+          "\n\n" + gradient_table(records) + "\n")
     table_path.write_text(md)
     print(md)
 
