@@ -13,8 +13,8 @@ Datasets: the TDC ADMET classification sets (their predefined scaffold split) an
 BACE and ClinTox (scaffold split 80/10/10). Every finished run writes
 ``<raw-dir>/<dataset>/<method>_seed<s>_e<epochs>_<settings hash>/summary.json`` at once, so
 an interrupted benchmark resumes where it stopped; runs with other settings (epochs, auxiliary
-objectives, encoder) are kept apart and never pooled into one table. The table (``--table``) gives the test metric, mean ± std over
-seeds, per dataset and method, and paired tests of each method against ``finetune`` over
+objectives, encoder) are kept apart and never pooled into one table. The report gives the
+test metric, mean ± std over seeds, per dataset and method, and paired tests of each method against ``finetune`` over
 the (dataset, seed) units: Wilcoxon signed-rank and paired t, Holm-corrected across the
 methods (:func:`moladapt.evaluate.statistics.paired_comparisons`).
 
