@@ -86,3 +86,22 @@ def test_export_parquet(tmp_path):
     store.sync("s", sleep_runs(2))
     store.export(tmp_path / "out.parquet")
     assert len(pd.read_parquet(tmp_path / "out.parquet")) == 2
+
+
+def test_opening_a_store_waits_for_another_process_holding_the_file(tmp_path):
+    # Switching a file to WAL needs an exclusive lock, and SQLite refuses at once (no busy
+    # wait) while another connection is mid-write: two study processes opening one new store
+    # together used to fail this way ("database is locked").
+    import sqlite3
+    import threading
+
+    path = tmp_path / "s.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE t (x)")
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO t VALUES (1)")  # holds a reserved lock until COMMIT
+    threading.Timer(0.3, lambda: other.execute("COMMIT")).start()
+    store = ResultStore(path)
+    other.close()
+    with store._connect() as con:
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

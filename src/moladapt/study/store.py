@@ -89,6 +89,7 @@ class ResultStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.timeout = timeout
         self._versions: dict[str, str] | None = None
+        self._enable_wal()
         with self._connect() as con:
             con.executescript(SCHEMA)
 
@@ -99,12 +100,32 @@ class ResultStore:
         con = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
         try:
             con.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
-            con.execute("PRAGMA journal_mode = WAL")
             con.execute("PRAGMA synchronous = NORMAL")
             con.row_factory = sqlite3.Row
             yield con
         finally:
             con.close()
+
+    def _enable_wal(self) -> None:
+        """Put the file in WAL mode (persistent, so once per file, not per connection).
+
+        Switching the journal mode needs an exclusive lock and SQLite answers "database is
+        locked" at once, without waiting out the busy timeout, when another connection is
+        mid-write (two study processes opening a new store together), so retry.
+        """
+        deadline = time.monotonic() + self.timeout
+        delay = 0.01
+        while True:
+            try:
+                with self._connect() as con:
+                    if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                        con.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(2 * delay, 0.5)
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
