@@ -194,6 +194,9 @@ def gradient_table(records: list[dict]) -> str:
                 cell = rows.setdefault((r["dataset"], task), {})
                 cell.setdefault("cos", []).append(stats["mean_cosine"])
                 cell.setdefault("conflict", []).append(stats["conflict_fraction"])
+            if r["method"] == "gns":  # min(1, |g_t| / |g_i|): how much larger the aux gradient is
+                rows.setdefault((r["dataset"], task), {}).setdefault("gns", []).append(
+                    stats["mean_coefficient"])
         for task, weight in (r.get("weights") or {}).items():
             cell = rows.setdefault((r["dataset"], task), {})
             cell.setdefault(r["method"], []).append(weight)
@@ -206,11 +209,12 @@ def gradient_table(records: list[dict]) -> str:
         return f"{100 * np.mean(values):.0f}%" if percent else f"{np.mean(values):.2f}"
 
     lines = ["| dataset | auxiliary task | cosine to target (sum) | steps in conflict (sum) | "
-             "learned weight (blo) | learned weight (blo+rcgrad) |", "|---|---|---|---|---|---|"]
-    for (dataset, task), cell in rows.items():
+             "GNS scale min(1, ‖g_t‖/‖g_i‖) (gns) | learned weight (blo) | "
+             "learned weight (blo+rcgrad) |", "|---|---|---|---|---|---|---|"]
+    for (dataset, task), cell in sorted(rows.items()):
         lines.append(f"| {dataset} | {task} | {mean(cell.get('cos'))} | "
-                     f"{mean(cell.get('conflict'), percent=True)} | {mean(cell.get('blo'))} | "
-                     f"{mean(cell.get('blo+rcgrad'))} |")
+                     f"{mean(cell.get('conflict'), percent=True)} | {mean(cell.get('gns'))} | "
+                     f"{mean(cell.get('blo'))} | {mean(cell.get('blo+rcgrad'))} |")
     return "\n".join(lines)
 
 
@@ -235,6 +239,9 @@ def main() -> None:
     parser.add_argument("--inner-steps", type=int, default=10, help="bi-level: steps per weight update")
     parser.add_argument("--metric", default="test_roc_auc", choices=("test_roc_auc", "test_auprc"))
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--note", default="", help="a paragraph for the report (setting, caveats)")
+    parser.add_argument("--report-only", action="store_true", help="write the report from the "
+                        "finished runs; start none")
     parser.add_argument("--output", default=None, help="write raw runs and the table here instead "
                         "of benchmarks/results (for smoke tests)")
     args = parser.parse_args()
@@ -274,6 +281,8 @@ def main() -> None:
                 todo.append((d, m, s))
     # Seed by seed (an interrupted benchmark leaves whole seeds), and the slowest methods first
     # within a seed so that the pool does not end on one long run with the other cores idle.
+    if args.report_only:
+        todo = []
     todo.sort(key=lambda run: (run[2], -RELATIVE_COST[run[1]]))
     print(f"{len(todo)} runs to do ({args.jobs} processes)", flush=True)
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
@@ -300,7 +309,7 @@ def main() -> None:
           f"features, auxiliary objectives {', '.join(settings['aux'])}; encoder "
           f"{'from ' + Path(args.init).name if args.init else 'randomly initialised'}. "
           f"Date {dt.date.today()}, {platform.machine()} with {os.cpu_count()} cores, one "
-          f"thread per run.\n\n"
+          f"thread per run.\n\n" + (f"{args.note.strip()}\n\n" if args.note.strip() else "") +
           f"Command: `python benchmarks/auxiliary.py --datasets {','.join(datasets)} --methods "
           f"{','.join(methods)} --seeds {args.seeds} --epochs {args.epochs} --hidden-dim "
           f"{args.hidden_dim} --num-layers {args.num_layers} --aux {','.join(settings['aux'])}{init}`\n\n"
@@ -309,7 +318,9 @@ def main() -> None:
           f"Runs: {len(records)}.\n\n## Cost\n\n" + cost_table(records, methods)
           + "\n\n## Gradients and learned weights\n\nMean over seeds; cosine and conflict "
           "(cosine < 0) per step between each auxiliary gradient and the target gradient on the "
-          "shared encoder, from the `sum` runs; learned weights at the end of bi-level training."
+          "shared encoder, from the `sum` runs; the GNS scale (mean over steps, from the `gns` runs) "
+          "is below 1 when the auxiliary gradient is longer than the target's; learned weights at "
+          "the end of bi-level training."
           "\n\n" + gradient_table(records) + "\n")
     table_path.write_text(md)
     print(md)
