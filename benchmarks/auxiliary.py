@@ -126,8 +126,9 @@ def migrate_old_run_dirs(raw: Path) -> None:
 def fmt(values: np.ndarray) -> str:
     if len(values) == 0:
         return "–"
-    std = values.std(ddof=1) if len(values) > 1 else 0.0
-    return f"{values.mean():.1f} ± {std:.1f}"
+    if len(values) == 1:
+        return f"{values[0]:.1f} (1 seed)"
+    return f"{values.mean():.1f} ± {values.std(ddof=1):.1f}"
 
 
 def table(records: list[dict], metric: str, methods: list[str]) -> str:
