@@ -74,15 +74,16 @@ def test_kill_9_then_resume_runs_each_key_once(tmp_path):
         from moladapt.study.executors import run_study
         run_study({str(study)!r}, {str(db)!r}, workers=1, progress=False)
     """)
-    t0 = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-c", code], env=os.environ.copy())
     try:
-        # kill once some runs are done and one is in flight (≈ 1.2 s after the first run starts)
-        deadline = time.monotonic() + 10
+        # kill once some runs are done and the next one is in flight (generous deadline: a
+        # loaded CI machine can take many seconds just to import torch in the new process)
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
-            if db.exists() and ResultStore(db).counts()["done"] >= 1:
-                time.sleep(0.2)
-                break
+            if db.exists():
+                now = ResultStore(db).counts()
+                if now["done"] >= 1 and now["running"] == 1:
+                    break
             time.sleep(0.05)
         workers = _children(proc.pid)
         proc.send_signal(signal.SIGKILL)
@@ -96,12 +97,15 @@ def test_kill_9_then_resume_runs_each_key_once(tmp_path):
         assert not any(_alive(pid) for pid in workers), workers
     before = ResultStore(db).counts()
     assert before["done"] < 6 and before["running"] == 1, before
+    t0 = time.monotonic()
     counts = run_study(study, db, workers=1, progress=False)
     assert counts == {"pending": 0, "running": 0, "done": 6, "failed": 0, "total": 6}
     frame = ResultStore(db).to_frame()
     assert len(frame) == 6 and frame["key"].is_unique and sorted(frame["i"]) == list(range(6))
     assert (frame["attempts"] >= 1).all() and frame["attempts"].max() == 2
-    assert time.monotonic() - t0 < 15
+    # The dead process's run is reclaimed at once (its pid is gone), not after the store's
+    # 60 s lock timeout; a bound far above the ~3 s the resume takes, so load cannot trip it.
+    assert time.monotonic() - t0 < 60
 
 
 def test_two_concurrent_study_processes_share_the_work(tmp_path):
