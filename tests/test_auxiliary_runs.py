@@ -65,6 +65,9 @@ def test_config_validation_and_labels():
     assert resolve_columns(cols, AuxConfig()) == ([0, 1, 2], [])
     assert resolve_columns(cols, AuxConfig(method="bilevel", target="b", source_tasks="all")) == ([1], [0, 2])
     assert resolve_columns(cols, AuxConfig(method="bilevel", source_tasks=("c",))) == ([0], [2])
+    # bi-level over auxiliary objectives only: every column is (one joint) target
+    assert resolve_columns(cols, AuxConfig(method="bilevel", aux_objectives=("edge_prediction",))) == (
+        [0, 1, 2], [])
     with pytest.raises(ValueError, match="not a label column"):
         resolve_columns(cols, AuxConfig(method="bilevel", source_tasks=("z",)))
     with pytest.raises(ValueError, match="cannot also be a source"):
@@ -113,6 +116,21 @@ def test_bilevel_with_source_columns_records_weights(tmp_path, tox21_csv, cache)
     assert 0.0 <= metrics["test"]["mean"]["roc_auc"] <= 1.0
     assert yaml.safe_load((tmp_path / "blo" / "config.yaml").read_text())["aux"]["source_tasks"] == [
         "NR-AR", "SR-ARE"]
+
+
+def test_bilevel_with_auxiliary_objectives_trains_every_target_column(tmp_path, tox21_csv, cache):
+    cfg = RunConfig(data=DataConfig(dataset=None, csv=str(tox21_csv), split="random",
+                                    target_columns=("NR-AhR", "NR-AR", "SR-ARE")),
+                    model=TINY_MODEL, train=TrainConfig(batch_size=64, num_threads=1))
+    aux = AuxConfig(method="bilevel", aux_objectives=("edge_prediction",), combiner="rcgrad",
+                    outer_steps=2, inner_steps=2, hypergradient="unrolled")
+    result = run_auxiliary(cfg, aux, tmp_path / "blo", log=lambda m: None)
+    assert result.task_names == ["NR-AhR", "NR-AR", "SR-ARE"]
+    assert set(result.test.per_task) | set(result.test.skipped) == {"NR-AhR", "NR-AR", "SR-ARE"}
+    metrics = json.loads((tmp_path / "blo" / "metrics.json").read_text())
+    assert metrics["source_tasks"] == [] and metrics["aux_tasks"] == ["edge_prediction"]
+    assert set(metrics["weights"]) == {"edge_prediction"}
+    assert load_checkpoint(tmp_path / "blo" / "model.pt").task_names == ["NR-AhR", "NR-AR", "SR-ARE"]
 
 
 def test_study_runner_resolves_and_runs(tmp_path, tox21_csv, cache):

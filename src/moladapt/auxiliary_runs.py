@@ -60,8 +60,8 @@ class AuxConfig:
         combiner: gradient combiner (``sum``, ``gcs``, ``gns``, ``pcgrad``, ``rcgrad``);
             ``None``: ``sum`` for ``auxiliary``, the plain weighted sum (BLO) for ``bilevel``.
         combiner_options: keyword hyper-parameters of the combiner.
-        target: the target column (default: every column for ``auxiliary``, the first one
-            for ``bilevel``).
+        target: the target column (default: every column, trained as one target task; for
+            ``bilevel`` with ``source_tasks``, the first column).
 
     ``auxiliary`` only:
         task_weights: fixed weights of the auxiliary objectives (one each; ``None``: 1).
@@ -204,9 +204,9 @@ def resolve_columns(task_names: list[str], aux_cfg: AuxConfig) -> tuple[list[int
 
     if aux_cfg.target is not None:
         targets = [index(aux_cfg.target, "target")]
-    elif aux_cfg.method == "bilevel":
-        targets = [0]
-    else:
+    elif aux_cfg.method == "bilevel" and aux_cfg.source_tasks:
+        targets = [0]  # the other columns are the sources
+    else:  # every column is a target (bi-level with auxiliary objectives: one joint target task)
         targets = list(range(len(task_names)))
     if aux_cfg.source_tasks == ("all",):
         sources = [c for c in range(len(task_names)) if c not in targets]
@@ -335,7 +335,7 @@ def run_auxiliary(run_cfg: RunConfig, aux_cfg: AuxConfig, output: str | Path | N
         outer_steps = aux_cfg.outer_steps or max(
             1, round(tc.epochs * steps_per_epoch / aux_cfg.inner_steps))
         est = BiLevelTaskWeighting(
-            source_tasks=sources, aux_objectives=aux_cfg.aux_objectives, target=targets[0],
+            source_tasks=sources, aux_objectives=aux_cfg.aux_objectives, target=targets,
             weighting=aux_cfg.weighting, init_weights=aux_cfg.init_weights,
             hypergradient=aux_cfg.hypergradient, combiner=aux_cfg.combiner,
             combiner_options=aux_cfg.combiner_options, outer_steps=outer_steps,

@@ -210,13 +210,15 @@ class CallableProblem(BiLevelProblem):
 
 
 class GraphTaskProblem(BiLevelProblem):
-    """Target column + supervised source columns + auxiliary objectives on molecules.
+    """Target column(s) + supervised source columns + auxiliary objectives on molecules.
 
     Args:
-        model: encoder + target head with one output (trained in place).
+        model: encoder + target head with one output per target column (trained in place).
         graphs: the molecules; ``y`` ``[M, C]`` labels aligned with them (NaN = missing).
         train_idx, valid_idx: molecules for the inner loop and for :math:`\\mathcal L_V`.
-        target: the target column of ``y``.
+        target: the target column of ``y``, or several: one target *task* whose loss is the
+            masked loss over all of them (a multi-task dataset such as ClinTox or Tox21
+            adapted with auxiliary objectives).
         source_tasks: source columns of ``y`` (a linear ``source_head`` with one output
             each is created, seeded).
         objectives: built auxiliary objectives (``nn.ModuleList``), in task order after the
@@ -236,7 +238,7 @@ class GraphTaskProblem(BiLevelProblem):
         y: np.ndarray,
         train_idx: np.ndarray,
         valid_idx: np.ndarray,
-        target: int = 0,
+        target: int | Sequence[int] = 0,
         source_tasks: Sequence[int] = (),
         objectives: nn.ModuleList | None = None,
         task_type: str = CLASSIFICATION,
@@ -248,10 +250,14 @@ class GraphTaskProblem(BiLevelProblem):
         y = np.asarray(y, dtype=np.float64)
         if y.ndim == 1:
             y = y[:, None]
-        if model.head.num_tasks != 1:
-            raise ValueError(f"the model's head must have one output (the target), "
-                             f"got {model.head.num_tasks}")
-        cols = [int(target), *[int(c) for c in source_tasks]]
+        targets = [int(target)] if np.ndim(target) == 0 else [int(c) for c in target]  # type: ignore[union-attr]
+        if not targets:
+            raise ValueError("need at least one target column")
+        if model.head.num_tasks != len(targets):
+            raise ValueError(f"the model's head must have one output per target column "
+                             f"({len(targets)}), got {model.head.num_tasks}")
+        self.num_targets = len(targets)
+        cols = [*targets, *[int(c) for c in source_tasks]]
         for c in cols:
             if not 0 <= c < y.shape[1]:
                 raise IndexError(f"column {c} out of range for y with {y.shape[1]} columns")
@@ -274,13 +280,15 @@ class GraphTaskProblem(BiLevelProblem):
             self.y_fit = (y[:, cols] - self.mean) / self.std
         ref = next(iter(model.parameters()))
         self.source_head: PredictionHead | None = None
-        if len(cols) > 1:
+        if len(cols) > self.num_targets:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(seed))
-                head = PredictionHead(model.encoder.out_dim, len(cols) - 1)
+                head = PredictionHead(model.encoder.out_dim, len(cols) - self.num_targets)
             self.source_head = head.to(device=ref.device, dtype=ref.dtype)
         self.objectives = objectives if objectives is not None else nn.ModuleList()
-        self.task_names = [names[c] for c in cols] + objective_names(self.objectives)
+        target_name = "+".join(names[c] for c in targets)
+        self.task_names = ([target_name] + [names[c] for c in cols[self.num_targets:]]
+                           + objective_names(self.objectives))
         self.batch_size = int(batch_size)
         self.valid_batch_size = valid_batch_size
         self.rng = np.random.default_rng(seed)
@@ -308,10 +316,11 @@ class GraphTaskProblem(BiLevelProblem):
         self.model.train()
         self.objectives.train()
         z = self.model.encoder(batch)
-        losses = [masked_loss(self.model.head(z), y[:, :1], self.task_type)]
+        nt = self.num_targets
+        losses = [masked_loss(self.model.head(z), y[:, :nt], self.task_type)]
         if self.source_head is not None:
             out = self.source_head(z)
-            losses += [masked_loss(out[:, j : j + 1], y[:, j + 1 : j + 2], self.task_type)
+            losses += [masked_loss(out[:, j : j + 1], y[:, nt + j : nt + j + 1], self.task_type)
                        for j in range(out.shape[1])]
         losses += [obj(graph_part(self.model.encoder), batch, self.generator) for obj in self.objectives]
         return torch.stack(losses)
@@ -324,7 +333,7 @@ class GraphTaskProblem(BiLevelProblem):
         was_training = self.model.training
         self.model.eval()
         try:
-            return masked_loss(self.model(batch), y[:, :1], self.task_type)
+            return masked_loss(self.model(batch), y[:, : self.num_targets], self.task_type)
         finally:
             self.model.train(was_training)
 
@@ -552,7 +561,8 @@ class BiLevelTaskWeighting:
     Args:
         source_tasks: supervised source columns of ``y`` (:meth:`fit`).
         aux_objectives: auxiliary SSL objectives (names, ``(name, options)`` or built).
-        target: the target column of ``y``.
+        target: the target column of ``y``, or a sequence of columns trained as one target
+            task (their masked loss together; the model's head has one output each).
         weighting: ``"sigmoid"`` (each weight in [0, 1]) or ``"softmax"`` (the simplex).
         init_weights: initial weights (scalar or one per source task; default 0.5 for
             sigmoid, uniform for softmax).
@@ -585,7 +595,7 @@ class BiLevelTaskWeighting:
         self,
         source_tasks: Sequence[int] = (),
         aux_objectives: Sequence[ObjectiveSpec] = (),
-        target: int = 0,
+        target: int | Sequence[int] = 0,
         weighting: str = "sigmoid",
         init_weights: float | Sequence[float] | None = None,
         hypergradient: str = "neumann",
@@ -747,7 +757,8 @@ class BiLevelTaskWeighting:
         column_names: Sequence[str] | None = None,
     ) -> BiLevelTaskWeighting:
         """Learn the weights of ``source_tasks`` / ``aux_objectives`` for column ``target`` of
-        ``y`` while training ``model`` (one-output head; trained in place)."""
+        ``y`` while training ``model`` (a head with one output per target column; trained
+        in place)."""
         ref = next(iter(model.parameters()))
         objectives = build_aux_objectives(self.aux_objectives, featurizer_of(graphs, self.featurizer),
                                           graph_part(model.encoder)) if self.aux_objectives else nn.ModuleList()
@@ -758,12 +769,13 @@ class BiLevelTaskWeighting:
             column_names=column_names, seed=self.seed,
         )
         self.model_ = model
-        self.target_mean_ = None if problem.mean is None else problem.mean[:1]
-        self.target_std_ = None if problem.std is None else problem.std[:1]
+        nt = problem.num_targets
+        self.target_mean_ = None if problem.mean is None else problem.mean[:nt]
+        self.target_std_ = None if problem.std is None else problem.std[:nt]
         better = (lambda a, b: a > b) if self.task_type == CLASSIFICATION else (lambda a, b: a < b)
         metrics: list[float] = []
         best: dict[str, Any] = {"metric": math.nan, "state": None, "step": -1}
-        y2 = problem.y[:, [problem.columns[0]]]
+        y2 = problem.y[:, problem.columns[:nt]]
 
         def select(step: int) -> None:
             metric = self.score(graphs, y2, problem.valid_idx).primary
@@ -787,13 +799,13 @@ class BiLevelTaskWeighting:
 
     # -- inference ------------------------------------------------------------------------
     def predict(self, graphs: MolGraphs, idx: np.ndarray | None = None) -> np.ndarray:
-        """The target's probabilities (or values in original units), ``[len(idx), 1]``."""
+        """The target's probabilities (or values in original units), ``[len(idx), n_targets]``."""
         ref = next(iter(self.model_.parameters()))
         return predict(self.model_, graphs, self.task_type, idx, self.eval_batch_size,
                        self.target_mean_, self.target_std_, ref.device)
 
     def score(self, graphs: MolGraphs, y: np.ndarray, idx: np.ndarray) -> MetricReport:
-        """Metrics of the target; ``y`` is ``[M]`` or ``[M, 1]`` (the target column)."""
+        """Metrics of the target; ``y`` is ``[M]`` or ``[M, n_targets]`` (the target columns)."""
         y = np.asarray(y, dtype=np.float64)
         if y.ndim == 1:
             y = y[:, None]
