@@ -756,9 +756,9 @@ class BiLevelTaskWeighting:
         valid_idx: np.ndarray,
         column_names: Sequence[str] | None = None,
     ) -> BiLevelTaskWeighting:
-        """Learn the weights of ``source_tasks`` / ``aux_objectives`` for column ``target`` of
-        ``y`` while training ``model`` (a head with one output per target column; trained
-        in place)."""
+        """Learn the weights of ``source_tasks`` / ``aux_objectives`` for the ``target``
+        column(s) of ``y`` while training ``model`` (a head with one output per target
+        column; trained in place)."""
         ref = next(iter(model.parameters()))
         objectives = build_aux_objectives(self.aux_objectives, featurizer_of(graphs, self.featurizer),
                                           graph_part(model.encoder)) if self.aux_objectives else nn.ModuleList()
