@@ -130,6 +130,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hidden", type=int, default=300)
     p.add_argument("--featurizer", default="basic")
     p.add_argument("--meta-steps", type=int, default=2000)
+    p.add_argument("--valid", default="none",
+                   help="held-out tasks for model selection during meta-training (FS-Mol's rule), "
+                        "e.g. fsmol-valid; 'none' keeps the last state")
+    p.add_argument("--validate-every", type=int, default=50, help="outer steps between validations")
     p.add_argument("--meta-batch-size", type=int, default=4)
     p.add_argument("--hparam", action="append", default=[],
                    help="METHOD.NAME=VALUE: an adapter hyper-parameter (repeatable), e.g. "
@@ -276,8 +280,11 @@ def _same(path: Path, wanted: dict[str, Any]) -> bool:
 
 
 def meta_identity(args: argparse.Namespace, method: str) -> dict[str, Any]:
-    return {"method": method, "train": args.train, "encoder": dataclasses.asdict(model_cfg(args, method)),
-            "featurizer": args.featurizer, "hparams": meta_hparams(args, method), "seed": int(args.seed)}
+    identity = {"method": method, "train": args.train, "encoder": dataclasses.asdict(model_cfg(args, method)),
+                "featurizer": args.featurizer, "hparams": meta_hparams(args, method), "seed": int(args.seed)}
+    if args.valid != "none":  # absent otherwise, so models trained before validation existed still match
+        identity["validation"] = {"tasks": args.valid, "every": int(args.validate_every)}
+    return identity
 
 
 def ensure_meta_trained(args: argparse.Namespace, method: str, train_tasks: list[Task] | None,
@@ -299,7 +306,9 @@ def ensure_meta_trained(args: argparse.Namespace, method: str, train_tasks: list
     start = time.perf_counter()
     result = meta_train(base_method(method), train_tasks, model_cfg(args, method), cache.featurizer,
                         meta_hparams(args, method),
-                        output=out, seed=args.seed, tasks_name=args.train)
+                        output=out, seed=args.seed, tasks_name=args.train,
+                        valid_tasks=None if args.valid == "none" else args.valid,
+                        validate_every=args.validate_every)
     meta_path = out / "meta.json"
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     write_json(meta_path, {**meta, "threads": torch.get_num_threads(), "setup_seconds": setup,
@@ -527,6 +536,15 @@ def estimate(args: argparse.Namespace, eval_groups: dict[str, list[Task]], cache
             total += seconds
             lines.append(f"  train {method:<32} {args.meta_steps:>6} steps     {_dur(seconds)}"
                          f"  ({1 / per_step:.3f} steps/s)")
+            if args.valid != "none":
+                from moladapt.adapt.base import MetaValidation
+
+                checks = args.meta_steps // args.validate_every + 2  # + before training and the last step
+                start = time.perf_counter()
+                MetaValidation(resolve_tasks(args.valid), args.validate_every).score(adapter, encoder, cache)
+                seconds = (time.perf_counter() - start) * checks
+                total += seconds
+                lines.append(f"  validate {method:<29} {checks:>6} checks    {_dur(seconds)}")
         if needs_mt and not _same(raw_dir(args) / "models" / "multitask" / "identity.json", mt_identity(args)):
             from moladapt.pretrain import pretrain
 
@@ -643,6 +661,10 @@ def _configuration_lines(args: argparse.Namespace) -> list[str]:
                      + "→".join(str(d) for d in enc["fingerprint_dims"]))
         hp = ident.get("hparams") or {k: ident[k] for k in ("epochs", "batch_size", "lr") if k in ident}
         hp_text = ", ".join(f"{k}={v}" for k, v in hp.items())
+        if ident.get("validation"):
+            kept = json.loads((path.parent / "meta.json").read_text(encoding="utf-8"))["validation"]["best_step"]
+            hp_text += (f"; best of validations on {ident['validation']['tasks']} every "
+                        f"{ident['validation']['every']} steps: step {kept}")
         rows.append(f"| {path.parent.name} | {arch} | {ident['featurizer']} | {hp_text} | {ident['seed']} |")
     if not rows:
         return []

@@ -98,8 +98,8 @@ def test_tiny_run_resumes_and_reports(bench, data_dir, tmp_path, capsys):
     argv = ["--methods", "protonet,mt-head", "--train", "fsmol-valid:4", "--test", "fsmol-valid",
             "--ood", "fsmol-test", "--max-tasks", "2", "--support", "16", "--draws", "1",
             "--layers", "2", "--hidden", "16", "--meta-steps", "2", "--meta-batch-size", "2",
-            "--mt-epochs", "1", "--mt-batch-size", "64", "--out", str(out),
-            "--work-dir", str(tmp_path / "work")]
+            "--mt-epochs", "1", "--mt-batch-size", "64", "--valid", "fsmol-test:2",
+            "--validate-every", "1", "--out", str(out), "--work-dir", str(tmp_path / "work")]
     assert bench.main([*argv, "--estimate-only"]) == 0
     printed = capsys.readouterr().out
     assert "CPU hours" in printed and "protonet" in printed and not (out / "fsmol.md").exists()
@@ -112,10 +112,12 @@ def test_tiny_run_resumes_and_reports(bench, data_dir, tmp_path, capsys):
             assert len(frame) == 2 and set(frame["method"]) == {method}
     meta = json.loads((raw / "models" / "protonet" / "meta.json").read_text())
     assert meta["step_seconds"] > 0 and meta["threads"] == 1
+    assert [step for step, _ in meta["validation"]["scores"]] == [0, 1, 2]
     report = (out / "fsmol.md").read_text()
     for text in ("## ΔAUPRC on `fsmol-valid`", "## ΔAUPRC on `fsmol-test`", "Meta-training speed",
                  "| protonet |", "| mt-head |", "Evaluation time", "Nguyen", "## Trained models"):
         assert text in report
+    assert "best of validations on fsmol-test:2 every 1 steps: step" in report
     assert (out / "fsmol_fsmol-valid_delta_auprc_vs_k.png").stat().st_size > 0
 
     capsys.readouterr()

@@ -49,7 +49,7 @@ import yaml
 from torch import nn
 
 from moladapt.adapt import ADAPTERS, Adapter, TaskFeatureCache
-from moladapt.adapt.base import FitPredict, new_head
+from moladapt.adapt.base import FitPredict, MetaValidation, new_head
 from moladapt.adapt.fingerprint_baselines import KNNECFP, RandomForestECFP
 from moladapt.config import ModelConfig, from_dict, to_plain
 from moladapt.data.featurize import Featurizer, get_featurizer
@@ -235,6 +235,10 @@ def meta_train(
     seed: int = 0,
     device: str | torch.device = "cpu",
     tasks_name: str | None = None,
+    valid_tasks: Sequence[Task] | str | None = None,
+    validate_every: int = 50,
+    validation_k: int = 16,
+    validation_draws: int = 1,
 ) -> MetaTrained:
     """Meta-train ``method`` on ``train_tasks`` and (with ``output``) save it.
 
@@ -251,6 +255,10 @@ def meta_train(
         seed: encoder initialisation and the adapter's seed (episodes, head), unless
             ``hparams`` sets ``seed``.
         tasks_name: how ``train_tasks`` were chosen (e.g. their spec), for the records.
+        valid_tasks: held-out tasks (or a spec such as ``"fsmol-valid"``) for model selection:
+            every ``validate_every`` outer steps the method is scored on ``validation_draws``
+            ``validation_k``-shot episodes per task and the best state is kept
+            (:class:`~moladapt.adapt.base.MetaValidation`). ``None``: keep the last state.
     """
     from moladapt.training import load_checkpoint
 
@@ -279,8 +287,13 @@ def meta_train(
     encoder.to(device)
     if getattr(adapter, "head_", None) is not None:
         adapter.head_.to(device)  # type: ignore[attr-defined]
+    validation = None
+    if valid_tasks is not None:
+        held_out = resolve_tasks(valid_tasks) if isinstance(valid_tasks, str) else list(valid_tasks)
+        validation = MetaValidation(held_out, every=validate_every, k=validation_k,
+                                    draws=validation_draws, seed=int(seed))
     start = time.perf_counter()
-    adapter.meta_train(encoder, tasks, TaskFeatureCache(feat))
+    adapter.meta_train(encoder, tasks, TaskFeatureCache(feat), validation=validation)
     seconds = time.perf_counter() - start
     history = [float(v) for v in getattr(adapter, "history_", [])]
     tail = history[-max(1, len(history) // 10):] if history else []
@@ -295,6 +308,13 @@ def meta_train(
         "seed": int(seed),
         "seconds": seconds,
         "final_loss": float(np.mean(tail)) if tail else None,
+        "validation": None if validation is None else {
+            "tasks": valid_tasks if isinstance(valid_tasks, str) else None,
+            "n_tasks": len(validation.tasks), "every": validation.every, "k": validation.k,
+            "draws": validation.draws, "best_step": getattr(adapter, "best_step_", None),
+            "scores": [[int(step), None if score != score else float(score)]  # NaN: no task fit k
+                       for step, score in getattr(adapter, "validation_", [])],
+        },
     }
     result = MetaTrained(method, adapter, encoder, feat, model_cfg, info, history)
     if output is not None:
@@ -319,9 +339,15 @@ def save_meta_trained(output: str | Path, result: MetaTrained) -> Path:
     write_json(out / "meta.json", {**result.info, "history": result.history})
     config = {"command": "meta-train", **{k: result.info[k] for k in ("method", "tasks", "n_train_tasks", "init", "seed")},
               "featurizer": result.featurizer.name, "encoder": to_plain(dataclasses.asdict(result.model_config)),
-              "params": result.info["params"], "moladapt_version": _version()}
+              "params": result.info["params"], "validation": _without_scores(result.info.get("validation")),
+              "moladapt_version": _version()}
     atomic_write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
     return path
+
+
+def _without_scores(validation: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The validation settings (config.yaml holds settings; meta.json holds the scores too)."""
+    return None if validation is None else {k: v for k, v in validation.items() if k != "scores"}
 
 
 @dataclass

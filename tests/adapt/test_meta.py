@@ -16,7 +16,13 @@ from torch_geometric.nn.pool import global_add_pool
 
 from moladapt.adapt import ADAPTERS, TaskFeatureCache
 from moladapt.adapt.anil import ANIL
-from moladapt.adapt.base import balanced_bce, new_head, support_pos_weight
+from moladapt.adapt.base import (
+    MetaValidation,
+    balanced_bce,
+    new_head,
+    outer_loop,
+    support_pos_weight,
+)
 from moladapt.adapt.maml import inner_adapt, maml_query_loss
 from moladapt.adapt.protonet import ProtoNet
 from moladapt.data.episodes import EpisodeSampler
@@ -230,3 +236,68 @@ def test_every_adapter_conforms(name, fused, real_tasks):
     assert np.all(np.isfinite(proba)) and np.all((proba >= 0) & (proba <= 1))
     again = adapter.fit_predict(encoder)(support, item.y[episode.support], query)
     np.testing.assert_allclose(again, proba, rtol=1e-6, atol=1e-9)  # same support, same model
+
+
+# --- model selection on held-out tasks during meta-training -------------------------------
+
+
+def test_outer_loop_keeps_the_best_validated_state_and_never_a_nan_one():
+    torch.manual_seed(0)
+    module = nn.Linear(3, 1)
+    scores = iter([0.2, 0.5, float("nan"), 0.4, 0.1])  # steps 0, 2, 4, 6 and the last (7)
+    seen: dict[int, dict[str, torch.Tensor]] = {}
+
+    def validate() -> float:
+        seen[len(seen)] = {k: v.clone() for k, v in module.state_dict().items()}
+        return next(scores)
+
+    class _Stream:
+        def draw(self, like):
+            return torch.randn(4, 3)
+
+    log = outer_loop(list(module.parameters()), _Stream(), lambda x: module(x).pow(2).mean(),
+                     steps=7, batch_size=2, lr=0.1, grad_clip=None, like=module,
+                     validate=validate, validate_every=2, keep=[module])
+    assert len(log.losses) == 7
+    assert [step for step, _ in log.validation] == [0, 2, 4, 6, 7]
+    assert log.best_step == 2
+    for key, value in module.state_dict().items():
+        assert torch.equal(value, seen[1][key]), key  # the state scored at step 2
+    assert not torch.equal(module.weight, seen[4]["weight"])  # not the last one
+
+
+@pytest.mark.parametrize("name", ["maml", "anil", "protonet"])
+def test_meta_validation_selects_a_state_of_the_same_trajectory(name, real_tasks):
+    """Validating changes which state is kept, never the training itself: the losses equal
+    an unvalidated run's, and the kept weights equal those of a run stopped at best_step_."""
+    tasks, cache = real_tasks
+    steps = 4
+
+    def trained(meta_steps, validation=None):
+        torch.manual_seed(0)
+        encoder = build_encoder("gin", FEAT.atom_vocab_sizes, FEAT.bond_vocab_sizes,
+                                hidden_dim=16, num_layers=2, dropout=0.0)
+        adapter = ADAPTERS.get(name)()
+        adapter.set_params(**{k: v for k, v in TINY.items() if k in adapter.get_params()})
+        adapter.set_params(meta_steps=meta_steps)
+        adapter.meta_train(encoder, tasks[1:], cache, validation=validation)
+        return adapter, encoder
+
+    validation = MetaValidation(tasks[:1], every=1, k=16, draws=2)
+    validated, validated_encoder = trained(steps, validation)
+    plain, _ = trained(steps)
+    np.testing.assert_allclose(validated.history_, plain.history_, rtol=1e-6)
+    assert [s for s, _ in validated.validation_] == list(range(steps + 1))
+    scores = [score for _, score in validated.validation_]
+    assert all(np.isfinite(scores))
+    best = validated.best_step_
+    assert scores[best] == max(scores)
+    stopped, stopped_encoder = trained(best)
+    _assert_close_states(_state(validated, validated_encoder), _state(stopped, stopped_encoder))
+    assert validation.score(validated, validated_encoder, cache) == pytest.approx(scores[best], abs=1e-9)
+
+
+def _assert_close_states(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)

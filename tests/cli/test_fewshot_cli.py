@@ -33,8 +33,10 @@ def test_meta_train_then_few_shot_then_plot(tmp_path, data_dir):
     mt = tmp_path / "meta"
     out = invoke("meta-train", "--method", "fomaml", "--tasks", "fsmol-train", "--max-tasks", 4,
                  "--hidden-dim", 16, "--num-layers", 2, "--meta-steps", 2, "--inner-steps", 1,
+                 "--valid-tasks", "fsmol-valid:2", "--validate-every", 1,
                  "--threads", 1, "--output", mt)
     assert "fomaml: 2 meta steps" in out.output
+    assert "validation on fsmol-valid:2: 3 checks; kept step" in out.output
     for name in ("model.pt", "meta.json", "config.yaml"):
         assert (mt / name).exists()
     meta = json.loads((mt / "meta.json").read_text())
@@ -42,6 +44,10 @@ def test_meta_train_then_few_shot_then_plot(tmp_path, data_dir):
     assert meta["n_train_tasks"] == 4 and meta["params"]["inner_steps"] == 1
     config = yaml.safe_load((mt / "config.yaml").read_text())
     assert config["tasks"] == "fsmol-train:4" and config["encoder"]["hidden_dim"] == 16
+    assert [step for step, _ in meta["validation"]["scores"]] == [0, 1, 2]
+    assert meta["validation"]["best_step"] in (0, 1, 2)
+    assert config["validation"] == {"tasks": "fsmol-valid:2", "n_tasks": 2, "every": 1, "k": 16,
+                                    "draws": 1, "best_step": meta["validation"]["best_step"]}
 
     from moladapt.training import load_checkpoint
 

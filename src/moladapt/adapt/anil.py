@@ -27,6 +27,7 @@ from moladapt.adapt.base import (
     Adapter,
     EpisodeStream,
     HeadMixin,
+    MetaValidation,
     ModulePredictor,
     TaskFeatureCache,
     TrainingEpisode,
@@ -34,7 +35,7 @@ from moladapt.adapt.base import (
     embed,
     labels_tensor,
     new_head,
-    outer_loop,
+    run_outer_loop,
     support_pos_weight,
 )
 from moladapt.adapt.maml import inner_adapt
@@ -108,6 +109,7 @@ class ANIL(HeadMixin, Adapter):
         encoder: nn.Module,
         train_tasks: Sequence[Task],
         featurizer: str | Featurizer | TaskFeatureCache = "basic",
+        validation: MetaValidation | None = None,
     ) -> ANIL:
         stream = EpisodeStream(train_tasks, featurizer, self.train_k, self.query_size, self.seed)
         head = self._train_head(encoder)
@@ -122,12 +124,8 @@ class ANIL(HeadMixin, Adapter):
             )
 
         try:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self.seed)
-                self.history_ = outer_loop(
-                    [*encoder.parameters(), *head.parameters()], stream, episode_loss,
-                    self.meta_steps, self.meta_batch_size, self.meta_lr, self.grad_clip, head,
-                )
+            run_outer_loop(self, [*encoder.parameters(), *head.parameters()], stream, episode_loss,
+                           head, encoder, [encoder, head], validation)
         finally:
             encoder.train(was_training)
         return self

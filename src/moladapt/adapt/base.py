@@ -4,10 +4,11 @@ An :class:`Adapter` follows the scikit-learn convention: ``__init__`` only store
 hyper-parameters (:meth:`Adapter.get_params` / :meth:`Adapter.set_params`), learned state
 ends in ``_`` (``head_``, ``history_``). Two steps:
 
-* ``meta_train(encoder, train_tasks, featurizer) -> self``: learn an initialisation (or a
-  metric) from many training tasks. It updates ``encoder``'s parameters **in place** (they are
-  the meta-parameters, together with ``head_`` where the method has one). Methods without
-  meta-training (fine-tuning a pretrained encoder) make it a no-op.
+* ``meta_train(encoder, train_tasks, featurizer, validation=None) -> self``: learn an
+  initialisation (or a metric) from many training tasks. It updates ``encoder``'s parameters
+  **in place** (they are the meta-parameters, together with ``head_`` where the method has
+  one); with a :class:`MetaValidation` it keeps the state that scored best on held-out tasks.
+  Methods without meta-training (fine-tuning a pretrained encoder) make it a no-op.
 * ``adapt(encoder, support_graphs, support_y) -> Predictor``: fit one new task from its
   support set. It works on copies and never modifies the meta-parameters (the encoder's
   parameters *and* buffers, and ``head_``); ``Predictor.predict_proba(graphs)`` returns the
@@ -39,7 +40,7 @@ import copy
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -61,6 +62,7 @@ __all__ = [
     "EpisodeStream",
     "FeaturizedTask",
     "FitPredict",
+    "MetaValidation",
     "ModulePredictor",
     "Predictor",
     "TaskFeatureCache",
@@ -263,6 +265,7 @@ class EpisodeStream:
         sampler: EpisodeSampler | None = None,
     ) -> None:
         cache = featurizer if isinstance(featurizer, TaskFeatureCache) else TaskFeatureCache(featurizer)
+        self.cache = cache
         self.sampler = sampler or EpisodeSampler()
         self.k, self.query_size = int(k), int(query_size)
         self.items: list[FeaturizedTask] = []
@@ -337,8 +340,13 @@ class Adapter(ABC):
         encoder: nn.Module,
         train_tasks: Sequence[Task],
         featurizer: str | Featurizer | TaskFeatureCache = "basic",
+        validation: MetaValidation | None = None,
     ) -> Adapter:
-        """Learn from ``train_tasks`` (updates ``encoder`` in place). Default: no-op."""
+        """Learn from ``train_tasks`` (updates ``encoder`` in place). Default: no-op.
+
+        ``validation``: keep the best state on held-out tasks (:class:`MetaValidation`)
+        instead of the last one.
+        """
         return self
 
     @abstractmethod
@@ -386,6 +394,55 @@ class HeadMixin:
 ADAPTERS: Registry[Callable[..., Adapter]] = Registry("adapter")
 
 
+@dataclass(frozen=True)
+class MetaValidation:
+    """Model selection during meta-training, FS-Mol's rule (its trainers validate every 50 steps).
+
+    Every ``every`` outer steps, and after the last, the current meta-parameters are scored
+    with the evaluation protocol (:func:`moladapt.evaluate.protocol.evaluate_few_shot`) on
+    ``tasks`` (held-out tasks, e.g. FS-Mol's validation split): ``draws`` episodes per task
+    with ``k`` support molecules, the rest of the task as query, the same episodes every
+    time (episode seeds ``seed + draw``). The score is the mean over tasks of the mean
+    ΔAUPRC over draws; the meta-parameters (parameters *and* buffers) of the best-scoring
+    step are restored at the end. Scoring adapts copies under a forked RNG, so validating
+    never changes the training trajectory, only which of its states is kept.
+    """
+
+    tasks: Sequence[Task]
+    every: int = 50
+    k: int = 16
+    draws: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if int(self.every) < 1:
+            raise ValueError(f"validation interval must be >= 1 outer step, got {self.every}")
+        if not self.tasks:
+            raise ValueError("meta-validation needs at least one task")
+
+    def score(self, adapter: Adapter, encoder: nn.Module, cache: TaskFeatureCache) -> float:
+        """Mean ΔAUPRC over tasks of ``adapter`` adapted from ``encoder`` (NaN: no task fits k)."""
+        from moladapt.evaluate.protocol import evaluate_few_shot  # the protocol imports this module
+
+        rows = evaluate_few_shot(self.tasks, adapter.fit_predict(encoder), "validation",
+                                 [int(self.k)], int(self.draws), cache, seed=int(self.seed))
+        scored = rows[rows["status"] == "ok"]
+        if scored.empty:
+            return float("nan")
+        return float(scored.groupby("task_id")["delta_auprc"].mean().mean())
+
+
+@dataclass
+class OuterLoopLog:
+    """What :func:`outer_loop` did: the mean meta-batch loss of every step, and with
+    validation the ``(step, score)`` pairs and the step whose state was kept (steps count
+    from 1; step 0 is the state before training, a candidate too)."""
+
+    losses: list[float]
+    validation: list[tuple[int, float]] = field(default_factory=list)
+    best_step: int | None = None
+
+
 def outer_loop(
     parameters: Sequence[Tensor],
     stream: EpisodeStream,
@@ -395,17 +452,36 @@ def outer_loop(
     lr: float,
     grad_clip: float | None,
     like: nn.Module,
-) -> list[float]:
-    """Episodic meta-training with Adam; returns the mean meta-batch loss of every step.
+    validate: Callable[[], float] | None = None,
+    validate_every: int = 50,
+    keep: Sequence[nn.Module] = (),
+) -> OuterLoopLog:
+    """Episodic meta-training with Adam.
 
     Each step draws ``batch_size`` episodes; each episode's loss is divided by
     ``batch_size`` and back-propagated at once (gradients accumulate in ``.grad``), so the
     memory held never grows with the meta-batch; then one (clipped) optimiser step.
+
+    With ``validate`` (higher is better; NaN never wins) the state of the ``keep`` modules
+    is scored before training, every ``validate_every`` steps and after the last step, and
+    the best one is loaded back at the end (see :class:`MetaValidation`).
     """
     params = [p for p in parameters if p.requires_grad]
     optimiser = adam(params, lr=lr)
-    history: list[float] = []
-    for _ in range(int(steps)):
+    log = OuterLoopLog(losses=[])
+    best: tuple[float, list[dict[str, Tensor]]] | None = None
+
+    def check(step: int) -> None:
+        nonlocal best
+        score = float(validate())  # type: ignore[misc]
+        log.validation.append((step, score))
+        if score == score and (best is None or score > best[0]):
+            best = (score, [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in keep])
+            log.best_step = step
+
+    if validate is not None:
+        check(0)
+    for step in range(1, int(steps) + 1):
         optimiser.zero_grad(set_to_none=True)
         total = 0.0
         for _ in range(int(batch_size)):
@@ -415,5 +491,39 @@ def outer_loop(
         if grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(params, grad_clip)
         optimiser.step()
-        history.append(total)
-    return history
+        log.losses.append(total)
+        if validate is not None and (step % int(validate_every) == 0 or step == int(steps)):
+            check(step)
+    if best is not None:
+        for module, state in zip(keep, best[1], strict=True):
+            module.load_state_dict(state)
+    return log
+
+
+def run_outer_loop(
+    adapter: Adapter,
+    parameters: Sequence[Tensor],
+    stream: EpisodeStream,
+    episode_loss: Callable[[TrainingEpisode], Tensor],
+    like: nn.Module,
+    encoder: nn.Module,
+    keep: Sequence[nn.Module],
+    validation: MetaValidation | None,
+) -> None:
+    """:func:`outer_loop` with ``adapter``'s meta-training hyper-parameters (``meta_steps``,
+    ``meta_batch_size``, ``meta_lr``, ``grad_clip``) under its ``seed``; sets its
+    ``history_`` (losses), ``validation_`` (``(step, score)`` pairs) and ``best_step_``.
+
+    ``keep``: the modules holding the meta-parameters (restored to the best validated state).
+    """
+    a: Any = adapter
+    validate = None if validation is None else (lambda: validation.score(adapter, encoder, stream.cache))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(a.seed)
+        log = outer_loop(
+            parameters, stream, episode_loss, a.meta_steps, a.meta_batch_size, a.meta_lr,
+            a.grad_clip, like, validate, validation.every if validation else 1, keep,
+        )
+    a.history_ = log.losses
+    a.validation_ = log.validation
+    a.best_step_ = log.best_step

@@ -42,13 +42,14 @@ from moladapt.adapt.base import (
     Adapter,
     EpisodeStream,
     HeadMixin,
+    MetaValidation,
     ModulePredictor,
     TaskFeatureCache,
     TrainingEpisode,
     balanced_bce,
     full_batch,
     labels_tensor,
-    outer_loop,
+    run_outer_loop,
     support_pos_weight,
 )
 from moladapt.data.featurize import Featurizer
@@ -178,6 +179,7 @@ class MAML(HeadMixin, Adapter):
         encoder: nn.Module,
         train_tasks: Sequence[Task],
         featurizer: str | Featurizer | TaskFeatureCache = "basic",
+        validation: MetaValidation | None = None,
     ) -> MAML:
         stream = EpisodeStream(train_tasks, featurizer, self.train_k, self.query_size, self.seed)
         model = MolecularModel(encoder, self._train_head(encoder))  # type: ignore[arg-type]
@@ -192,12 +194,8 @@ class MAML(HeadMixin, Adapter):
             )
 
         try:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self.seed)
-                self.history_ = outer_loop(
-                    list(model.parameters()), stream, episode_loss, self.meta_steps,
-                    self.meta_batch_size, self.meta_lr, self.grad_clip, model,
-                )
+            run_outer_loop(self, list(model.parameters()), stream, episode_loss, model,
+                           encoder, [model], validation)
         finally:
             model.train(was_training)
         return self

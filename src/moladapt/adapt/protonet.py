@@ -33,11 +33,12 @@ from moladapt.adapt.base import (
     ADAPTERS,
     Adapter,
     EpisodeStream,
+    MetaValidation,
     TaskFeatureCache,
     TrainingEpisode,
     embed,
     labels_tensor,
-    outer_loop,
+    run_outer_loop,
 )
 from moladapt.data.featurize import Featurizer
 from moladapt.types import MolGraphs, Task
@@ -142,6 +143,7 @@ class ProtoNet(Adapter):
         encoder: nn.Module,
         train_tasks: Sequence[Task],
         featurizer: str | Featurizer | TaskFeatureCache = "basic",
+        validation: MetaValidation | None = None,
     ) -> ProtoNet:
         if self.meta_steps <= 0:
             return self
@@ -156,12 +158,8 @@ class ProtoNet(Adapter):
             return F.binary_cross_entropy_with_logits(logits, ep.query_y.to(logits.dtype))
 
         try:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self.seed)
-                self.history_ = outer_loop(
-                    list(encoder.parameters()), stream, episode_loss, self.meta_steps,
-                    self.meta_batch_size, self.meta_lr, self.grad_clip, encoder,
-                )
+            run_outer_loop(self, list(encoder.parameters()), stream, episode_loss, encoder,
+                           encoder, [encoder], validation)
         finally:
             encoder.train(was_training)
         return self

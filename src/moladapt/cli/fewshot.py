@@ -70,6 +70,11 @@ def meta_train_command(
     param: list[str] = typer.Option(None, "--param", "-p", help=_PARAM_HELP),
     seed: int = typer.Option(0, help="Encoder initialisation, episodes and head."),
     init: Path = typer.Option(None, help="Start from this checkpoint's encoder (train / pretrain / meta-train)."),
+    valid_tasks: str = typer.Option(None, help="Held-out tasks for model selection (e.g. fsmol-valid): keep the best-scoring "
+                                    "state (mean ΔAUPRC) instead of the last. Same spec syntax as --tasks."),
+    validate_every: int = typer.Option(50, help="Outer steps between validations (with --valid-tasks)."),
+    validation_k: int = typer.Option(16, help="Support size of the validation episodes."),
+    validation_draws: int = typer.Option(1, help="Validation episodes per task (the same ones every time)."),
     threads: int = typer.Option(None, help="torch threads (default: torch's choice)."),
     output: Path = typer.Option(Path("runs/meta-train"), help="Directory for model.pt, meta.json, config.yaml."),
 ) -> None:
@@ -90,11 +95,23 @@ def meta_train_command(
                                                    "num_layers": num_layers, "dropout": dropout,
                                                    "fingerprint_bits": fingerprint_bits},
         featurizer=featurizer, hparams=hparams, init=init, output=output, seed=seed,
-        tasks_name=_spec(tasks, max_tasks),
+        tasks_name=_spec(tasks, max_tasks), valid_tasks=valid_tasks, validate_every=validate_every,
+        validation_k=validation_k, validation_draws=validation_draws,
     )
     info = result.info
     loss = "" if info["final_loss"] is None else f"; final meta-loss {info['final_loss']:.4f}"
     typer.echo(f"{method}: {len(result.history)} meta steps in {info['seconds']:.1f}s{loss}")
+    checked = info["validation"]
+    if checked is not None:
+        scores = dict(checked["scores"])
+
+        def shown(step: int) -> str:
+            return "n/a" if scores[step] is None else f"{scores[step]:+.3f}"
+
+        best = checked["best_step"]
+        kept = "the last state (no validation task fits k)" if best is None else f"step {best} (ΔAUPRC {shown(best)})"
+        typer.echo(f"validation on {valid_tasks}: {len(scores)} checks; kept {kept}; "
+                   f"last step ΔAUPRC {shown(max(scores))}")
     typer.echo(f"wrote {output}/model.pt, meta.json, config.yaml")
 
 
