@@ -406,14 +406,9 @@ def _score(y: np.ndarray, proba: np.ndarray, names: list[str], method: str) -> M
     single-task ``task_sample``) are skipped with that reason instead of being scored."""
     from moladapt.evaluate.metrics import classification_metrics
 
-    unpredicted = np.all(np.isnan(proba), axis=0)
-    if not unpredicted.any():
-        return classification_metrics(y, proba, names)
-    y = np.where(unpredicted[None, :], np.nan, y)
-    report = classification_metrics(y, np.nan_to_num(proba, nan=0.5), names)
-    for t in np.flatnonzero(unpredicted):
-        report.skipped[names[t]] = f"not predicted by {method} (outside its task sample)"
-    return report
+    unpredicted = np.flatnonzero(np.all(np.isnan(proba), axis=0))
+    reason = f"not predicted by {method} (outside its task sample)"
+    return classification_metrics(y, proba, names, not_scored={names[t]: reason for t in unpredicted})
 
 
 def _fmt(v: float | int) -> str:

@@ -125,6 +125,19 @@ def test_invalid_inputs_are_refused():
     # A NaN prediction on an *unmeasured* row is fine.
     rep = classification_metrics(np.array([0.0, 1.0, NAN]), np.array([0.1, 0.9, NAN]))
     assert rep.mean["roc_auc"] == 1.0
+    with pytest.raises(ValueError, match="unknown tasks"):
+        classification_metrics(np.zeros((3, 1)), np.zeros((3, 1)), ["a"], not_scored={"b": "why"})
+
+
+def test_tasks_known_to_be_unpredicted_are_skipped_with_the_callers_reason():
+    y = np.array([[0.0, 1.0], [1.0, 0.0], [1.0, NAN]])
+    scores = np.array([[0.2, NAN], [0.9, NAN], [0.7, NAN]])
+    rep = classification_metrics(y, scores, ["a", "b"], not_scored={"b": "outside the sample"})
+    assert rep.skipped == {"b": "outside the sample"} and rep.n_tasks_scored == 1
+    assert rep.per_task["b"]["n"] == 2 and math.isnan(rep.per_task["b"]["roc_auc"])
+    assert rep.mean["roc_auc"] == 1.0
+    with pytest.raises(ValueError, match="non-finite"):  # without the caller's word: an error
+        classification_metrics(y, scores, ["a", "b"])
 
 
 def test_regression_against_numpy_formulas():

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,13 +92,19 @@ class MetricReport:
 
 
 def classification_metrics(
-    y_true: np.ndarray, y_score: np.ndarray, task_names: Sequence[str] | None = None
+    y_true: np.ndarray,
+    y_score: np.ndarray,
+    task_names: Sequence[str] | None = None,
+    not_scored: Mapping[str, str] | None = None,
 ) -> MetricReport:
     """ROC-AUC, AUPRC and ΔAUPRC per task of binary labels ``y_true`` (0/1, NaN = unmeasured).
 
     ``y_score`` holds scores or probabilities of the positive class, same shape.
+    ``not_scored`` maps tasks the caller knows have no predictions (e.g. outside a trained
+    task sample) to the reason: they are skipped with it and their scores are not read.
     """
     y_true, y_score, names = _prepare(y_true, y_score, task_names)
+    not_scored = _known_tasks(not_scored, names)
     measured = ~np.isnan(y_true)
     bad = measured & (y_true != 0) & (y_true != 1)
     if bad.any():
@@ -107,11 +113,16 @@ def classification_metrics(
     per_task: dict[str, dict[str, float]] = {}
     skipped: dict[str, str] = {}
     for t, name in enumerate(names):
-        y, s = _measured(y_true[:, t], y_score[:, t], measured[:, t], name)
+        if name in not_scored:
+            y, s = y_true[measured[:, t], t], None
+        else:
+            y, s = _measured(y_true[:, t], y_score[:, t], measured[:, t], name)
         n, n_pos = len(y), int(y.sum())
         rate = n_pos / n if n else math.nan
         row = {"n": n, "n_positive": n_pos, "positive_rate": rate}
-        if n == 0:
+        if name in not_scored:
+            skipped[name] = not_scored[name]
+        elif n == 0:
             skipped[name] = "no measured labels"
         elif n_pos in (0, n):
             skipped[name] = f"one class present (all {int(y[0])}) in {n} measured labels"
@@ -200,6 +211,13 @@ def _prepare(
     if len(set(names)) != len(names):
         raise ValueError("task names must be unique")
     return y_true, y_pred, names
+
+
+def _known_tasks(not_scored: Mapping[str, str] | None, names: Sequence[str]) -> Mapping[str, str]:
+    unknown = sorted(set(not_scored or {}) - set(names))
+    if unknown:
+        raise ValueError(f"not_scored names unknown tasks: {unknown[:5]}")
+    return not_scored or {}
 
 
 def _measured(
