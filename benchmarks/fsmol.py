@@ -128,6 +128,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--encoder", default="gin")
     p.add_argument("--layers", type=int, default=5)
     p.add_argument("--hidden", type=int, default=300)
+    p.add_argument("--jk", default="last", help="layer aggregation: last | concat | max | sum "
+                   "(concat ≈ FS-Mol's readout over all layer states)")
+    p.add_argument("--pooling", default="mean", help="graph readout: mean | sum | max | attention")
     p.add_argument("--featurizer", default="basic")
     p.add_argument("--meta-steps", type=int, default=2000)
     p.add_argument("--valid", default="none",
@@ -183,7 +186,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def model_cfg(args: argparse.Namespace, method: str = "") -> ModelConfig:
-    cfg = encoder_config({"encoder": args.encoder, "num_layers": args.layers, "hidden_dim": args.hidden})
+    cfg = encoder_config({"encoder": args.encoder, "num_layers": args.layers, "hidden_dim": args.hidden,
+                          "jk": args.jk, "pooling": args.pooling})
     fusion = ECFP_FUSION if method.endswith(ECFP_SUFFIX) else {}
     return dataclasses.replace(cfg, head_hidden_dims=(), **fusion)
 
@@ -656,6 +660,8 @@ def _configuration_lines(args: argparse.Namespace) -> list[str]:
         ident = json.loads(path.read_text(encoding="utf-8"))
         enc = ident["encoder"]
         arch = f"{enc['encoder'].upper()} {enc['num_layers']}×{enc['hidden_dim']}"
+        if (enc["jk"], enc["pooling"]) != ("last", "mean"):
+            arch += f" (jk {enc['jk']}, {enc['pooling']} pooling)"
         if enc.get("fingerprint_bits"):
             arch += (f" ⊕ ECFP{2 * enc['fingerprint_radius']} {enc['fingerprint_bits']} bits → MLP "
                      + "→".join(str(d) for d in enc["fingerprint_dims"]))

@@ -97,7 +97,7 @@ def test_tiny_run_resumes_and_reports(bench, data_dir, tmp_path, capsys):
     out = tmp_path / "results"
     argv = ["--methods", "protonet,mt-head", "--train", "fsmol-valid:4", "--test", "fsmol-valid",
             "--ood", "fsmol-test", "--max-tasks", "2", "--support", "16", "--draws", "1",
-            "--layers", "2", "--hidden", "16", "--meta-steps", "2", "--meta-batch-size", "2",
+            "--layers", "2", "--hidden", "16", "--jk", "concat", "--meta-steps", "2", "--meta-batch-size", "2",
             "--mt-epochs", "1", "--mt-batch-size", "64", "--valid", "fsmol-test:2",
             "--validate-every", "1", "--out", str(out), "--work-dir", str(tmp_path / "work")]
     assert bench.main([*argv, "--estimate-only"]) == 0
@@ -118,6 +118,7 @@ def test_tiny_run_resumes_and_reports(bench, data_dir, tmp_path, capsys):
                  "| protonet |", "| mt-head |", "Evaluation time", "Nguyen", "## Trained models"):
         assert text in report
     assert "best of validations on fsmol-test:2 every 1 steps: step" in report
+    assert "| GIN 2×16 (jk concat, mean pooling) |" in report
     assert (out / "fsmol_fsmol-valid_delta_auprc_vs_k.png").stat().st_size > 0
 
     capsys.readouterr()

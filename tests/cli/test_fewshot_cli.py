@@ -32,7 +32,7 @@ def invoke(*args, code=0):
 def test_meta_train_then_few_shot_then_plot(tmp_path, data_dir):
     mt = tmp_path / "meta"
     out = invoke("meta-train", "--method", "fomaml", "--tasks", "fsmol-train", "--max-tasks", 4,
-                 "--hidden-dim", 16, "--num-layers", 2, "--meta-steps", 2, "--inner-steps", 1,
+                 "--hidden-dim", 16, "--num-layers", 2, "--jk", "concat", "--meta-steps", 2, "--inner-steps", 1,
                  "--valid-tasks", "fsmol-valid:2", "--validate-every", 1,
                  "--threads", 1, "--output", mt)
     assert "fomaml: 2 meta steps" in out.output
@@ -52,7 +52,7 @@ def test_meta_train_then_few_shot_then_plot(tmp_path, data_dir):
     from moladapt.training import load_checkpoint
 
     loaded = load_checkpoint(mt / "model.pt")  # a regular checkpoint: `train --init` reads it
-    assert loaded.extra["meta"]["method"] == "fomaml" and loaded.model.encoder.out_dim == 16
+    assert loaded.extra["meta"]["method"] == "fomaml" and loaded.model.encoder.out_dim == 2 * 16  # jk concat
 
     fs = tmp_path / "fs"
     args = ["few-shot", "--method", "fomaml", "--checkpoint", mt / "model.pt",
