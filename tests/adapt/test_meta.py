@@ -24,7 +24,7 @@ from moladapt.adapt.base import (
     support_pos_weight,
 )
 from moladapt.adapt.maml import inner_adapt, maml_query_loss
-from moladapt.adapt.protonet import ProtoNet
+from moladapt.adapt.protonet import DISTANCES, ProtoNet, prototype_logits
 from moladapt.data.episodes import EpisodeSampler
 from moladapt.data.featurize import get_featurizer
 from moladapt.evaluate.metrics import classification_metrics
@@ -169,7 +169,7 @@ class _AtomCounts(nn.Module):
         return torch.cat([n, torch.remainder(n, 3)], dim=1)
 
 
-@pytest.mark.parametrize("distance", ["euclidean", "mahalanobis"])
+@pytest.mark.parametrize("distance", DISTANCES)
 def test_protonet_is_perfect_on_separable_embeddings(distance):
     small = ["C" * i for i in range(1, 7)] * 2
     large = ["C" * i for i in range(12, 24)]
@@ -184,6 +184,32 @@ def test_protonet_is_perfect_on_separable_embeddings(distance):
     assert proba.shape == (len(query),)
     assert classification_metrics(y[query], proba).mean["roc_auc"] == 1.0
     assert np.array_equal(proba > 0.5, y[query] == 1)
+
+
+def test_class_mahalanobis_is_fsmols_per_class_covariance_formula():
+    """Against the formula written out with explicit inverses (FS-Mol / Simple CNAPS)."""
+    gen = torch.Generator().manual_seed(0)
+    z_support = torch.randn(11, 5, generator=gen, dtype=torch.float64)
+    y = torch.tensor([1, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0], dtype=torch.float64)
+    z_query = torch.randn(7, 5, generator=gen, dtype=torch.float64)
+
+    def cov(z):
+        c = z - z.mean(0)
+        return c.T @ c / (len(z) - 1)
+
+    distances = []
+    for cls in (0, 1):
+        z = z_support[y == cls]
+        weight = min(len(z) / (len(z) + 1), 0.1)
+        sigma = weight * cov(z) + (1 - weight) * cov(z_support) + 0.1 * torch.eye(5, dtype=torch.float64)
+        diff = z_query - z.mean(0)
+        distances.append(((diff @ torch.linalg.inv(sigma)) * diff).sum(1))
+    expected = distances[0] - distances[1]
+    got = prototype_logits(z_support, y, z_query, "class_mahalanobis")
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+    # one positive: its class covariance is zero, the task covariance and ridge carry it
+    one = prototype_logits(z_support, (torch.arange(11) == 3).double(), z_query, "class_mahalanobis")
+    assert torch.isfinite(one).all()
 
 
 # --- conformance of every registered adapter on real FS-Mol tasks -------------------------

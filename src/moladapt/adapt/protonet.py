@@ -6,12 +6,20 @@ probabilities are a softmax over negative distances to the two prototypes,
 .. math:: p(y = 1 \\mid x) = \\frac{e^{-d(z, c_1)}}{e^{-d(z, c_0)} + e^{-d(z, c_1)}}
     = \\sigma\\big(d(z, c_0) - d(z, c_1)\\big).
 
-Distances: ``"euclidean"`` (default) is the *squared* Euclidean distance, as Snell et al.
-use; ``"mahalanobis"`` is :math:`(z - c)^\\top \\Sigma^{-1} (z - c)` with the pooled
-within-class covariance of the support embeddings shrunk towards a scaled identity,
-:math:`\\Sigma = (1 - \\lambda) S + \\lambda \\tfrac{\\operatorname{tr} S}{d} I` (needed: with
-k ≪ d, :math:`S` is singular); FS-Mol's ProtoNet baseline also uses a regularised
-Mahalanobis distance.
+Distances:
+
+* ``"euclidean"`` (default): the *squared* Euclidean distance, as Snell et al. use.
+* ``"mahalanobis"``: :math:`(z - c)^\\top \\Sigma^{-1} (z - c)` with one :math:`\\Sigma` for both
+  classes, the pooled within-class covariance :math:`S` of the support embeddings shrunk
+  towards a scaled identity, :math:`\\Sigma = (1 - \\lambda) S + \\lambda \\tfrac{\\operatorname{tr} S}{d} I`
+  (needed: with k ≪ d, :math:`S` is singular); scale-free.
+* ``"class_mahalanobis"``: FS-Mol's ProtoNet distance (Stanley et al. 2021, after Simple
+  CNAPS, Bateni et al. CVPR 2020): one covariance per class,
+  :math:`\\Sigma_c = \\lambda_c S_c + (1 - \\lambda_c) S_{\\text{task}} + \\beta I` with
+  :math:`S_c` the covariance of class :math:`c`'s support embeddings, :math:`S_{\\text{task}}`
+  that of the whole support set, :math:`\\lambda_c = \\min(n_c / (n_c + 1), 0.1)` and
+  :math:`\\beta = 0.1` (absolute, not relative to the embeddings' scale, as in FS-Mol's code);
+  ``shrinkage`` is not used.
 
 Meta-training (optional, ``meta_steps > 0``): episodic training of the encoder with the
 cross-entropy of these probabilities on the query (unweighted, as Snell et al.), encoder in
@@ -45,34 +53,55 @@ from moladapt.types import MolGraphs, Task
 
 __all__ = ["DISTANCES", "ProtoNet", "ProtoPredictor", "prototype_logits"]
 
-DISTANCES = ("euclidean", "mahalanobis")
+DISTANCES = ("euclidean", "mahalanobis", "class_mahalanobis")
+#: FS-Mol's class-covariance weight cap and ridge (``class_mahalanobis``).
+CLASS_WEIGHT_CAP, CLASS_RIDGE = 0.1, 0.1
+
+
+def _covariance(z: Tensor) -> Tensor:
+    """Sample covariance ``[d, d]`` of the rows of ``z`` (zero for a single row)."""
+    centred = z - z.mean(0, keepdim=True)
+    return centred.T @ centred / max(z.shape[0] - 1, 1)
 
 
 def _metric(z_support: Tensor, y: Tensor, distance: str, shrinkage: float) -> tuple[Tensor, Tensor | None]:
-    """Prototypes ``[2, d]`` (row 0: negatives, row 1: positives) and, for Mahalanobis,
-    the Cholesky factor of the shrunk covariance."""
+    """Prototypes ``[2, d]`` (row 0: negatives, row 1: positives) and the Cholesky factor(s)
+    of the covariance: ``None`` (Euclidean), ``[d, d]`` shared (``mahalanobis``) or
+    ``[2, d, d]`` one per class (``class_mahalanobis``)."""
     if distance not in DISTANCES:
         raise ValueError(f"unknown distance {distance!r}; choose one of: {', '.join(DISTANCES)}")
     pos = y.reshape(-1) > 0.5
     if not bool(pos.any()) or bool(pos.all()):
         raise ValueError("the support set needs at least one molecule of each class")
-    protos = torch.stack([z_support[~pos].mean(0), z_support[pos].mean(0)])
+    classes = (z_support[~pos], z_support[pos])
+    protos = torch.stack([z.mean(0) for z in classes])
     if distance == "euclidean":
         return protos, None
     d = z_support.shape[1]
+    eye = torch.eye(d, dtype=z_support.dtype, device=z_support.device)
+    if distance == "class_mahalanobis":
+        task_cov = _covariance(z_support)
+        sigmas = []
+        for z in classes:
+            weight = min(z.shape[0] / (z.shape[0] + 1), CLASS_WEIGHT_CAP)
+            sigmas.append(weight * _covariance(z) + (1 - weight) * task_cov + CLASS_RIDGE * eye)
+        return protos, torch.linalg.cholesky(torch.stack(sigmas))
     centred = z_support - protos[pos.long()]
     dof = max(z_support.shape[0] - 2, 1)
     cov = centred.T @ centred / dof
-    eye = torch.eye(d, dtype=z_support.dtype, device=z_support.device)
     scale = torch.clamp(torch.trace(cov) / d, min=1e-6)
     sigma = (1 - shrinkage) * cov + shrinkage * scale * eye + 1e-6 * scale * eye
     return protos, torch.linalg.cholesky(sigma)
 
 
 def _sq_distances(z: Tensor, protos: Tensor, chol: Tensor | None) -> Tensor:
+    """``[n, 2]`` squared distances of embeddings ``z [n, d]`` to the two prototypes."""
     diff = z[:, None, :] - protos[None, :, :]  # [n, 2, d]
     if chol is None:
         return (diff**2).sum(-1)
+    if chol.dim() == 3:  # one covariance per class: whiten each class's differences by its own
+        white = torch.linalg.solve_triangular(chol, diff.permute(1, 2, 0), upper=False)  # [2, d, n]
+        return (white**2).sum(1).T
     n = diff.shape[0]
     flat = diff.reshape(-1, diff.shape[-1]).T  # [d, 2n]
     white = torch.linalg.solve_triangular(chol, flat, upper=False)
@@ -110,8 +139,9 @@ class ProtoNet(Adapter):
     """Prototypical network (see the module docstring).
 
     Args:
-        distance: ``"euclidean"`` (squared) or ``"mahalanobis"``.
-        shrinkage: λ of the Mahalanobis covariance (in ``[0, 1]``; unused for Euclidean).
+        distance: ``"euclidean"`` (squared), ``"mahalanobis"`` or ``"class_mahalanobis"``
+            (FS-Mol's; see the module docstring).
+        shrinkage: λ of the ``mahalanobis`` covariance (in ``[0, 1]``; unused otherwise).
         meta_steps: episodic meta-training steps (0: use the encoder as given).
         meta_batch_size, meta_lr, train_k, query_size, grad_clip, seed: as for MAML.
     """
