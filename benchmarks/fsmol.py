@@ -137,6 +137,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="held-out tasks for model selection during meta-training (FS-Mol's rule), "
                         "e.g. fsmol-valid; 'none' keeps the last state")
     p.add_argument("--validate-every", type=int, default=50, help="outer steps between validations")
+    p.add_argument("--validation-support", default="16",
+                   help="support sizes of the validation episodes (FS-Mol's trainers: 16,128)")
     p.add_argument("--meta-batch-size", type=int, default=4)
     p.add_argument("--hparam", action="append", default=[],
                    help="METHOD.NAME=VALUE: an adapter hyper-parameter (repeatable), e.g. "
@@ -283,11 +285,16 @@ def _same(path: Path, wanted: dict[str, Any]) -> bool:
     return json.loads(path.read_text(encoding="utf-8")) == json.loads(json.dumps(wanted))
 
 
+def validation_support(args: argparse.Namespace) -> list[int]:
+    return [int(k) for k in str(args.validation_support).split(",") if k.strip()]
+
+
 def meta_identity(args: argparse.Namespace, method: str) -> dict[str, Any]:
     identity = {"method": method, "train": args.train, "encoder": dataclasses.asdict(model_cfg(args, method)),
                 "featurizer": args.featurizer, "hparams": meta_hparams(args, method), "seed": int(args.seed)}
     if args.valid != "none":  # absent otherwise, so models trained before validation existed still match
-        identity["validation"] = {"tasks": args.valid, "every": int(args.validate_every)}
+        identity["validation"] = {"tasks": args.valid, "every": int(args.validate_every),
+                                  "support_sizes": validation_support(args)}
     return identity
 
 
@@ -312,7 +319,7 @@ def ensure_meta_trained(args: argparse.Namespace, method: str, train_tasks: list
                         meta_hparams(args, method),
                         output=out, seed=args.seed, tasks_name=args.train,
                         valid_tasks=None if args.valid == "none" else args.valid,
-                        validate_every=args.validate_every)
+                        validate_every=args.validate_every, validation_support=validation_support(args))
     meta_path = out / "meta.json"
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     write_json(meta_path, {**meta, "threads": torch.get_num_threads(), "setup_seconds": setup,
@@ -545,7 +552,8 @@ def estimate(args: argparse.Namespace, eval_groups: dict[str, list[Task]], cache
 
                 checks = args.meta_steps // args.validate_every + 2  # + before training and the last step
                 start = time.perf_counter()
-                MetaValidation(resolve_tasks(args.valid), args.validate_every).score(adapter, encoder, cache)
+                MetaValidation(resolve_tasks(args.valid), args.validate_every,
+                               validation_support(args)).score(adapter, encoder, cache)
                 seconds = (time.perf_counter() - start) * checks
                 total += seconds
                 lines.append(f"  validate {method:<29} {checks:>6} checks    {_dur(seconds)}")

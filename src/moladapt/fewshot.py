@@ -237,7 +237,7 @@ def meta_train(
     tasks_name: str | None = None,
     valid_tasks: Sequence[Task] | str | None = None,
     validate_every: int = 50,
-    validation_k: int = 16,
+    validation_support: Sequence[int] = (16,),
     validation_draws: int = 1,
 ) -> MetaTrained:
     """Meta-train ``method`` on ``train_tasks`` and (with ``output``) save it.
@@ -257,7 +257,8 @@ def meta_train(
         tasks_name: how ``train_tasks`` were chosen (e.g. their spec), for the records.
         valid_tasks: held-out tasks (or a spec such as ``"fsmol-valid"``) for model selection:
             every ``validate_every`` outer steps the method is scored on ``validation_draws``
-            ``validation_k``-shot episodes per task and the best state is kept
+            episodes per task and support size in ``validation_support``, and the best state
+            is kept
             (:class:`~moladapt.adapt.base.MetaValidation`). ``None``: keep the last state.
     """
     from moladapt.training import load_checkpoint
@@ -290,7 +291,7 @@ def meta_train(
     validation = None
     if valid_tasks is not None:
         held_out = resolve_tasks(valid_tasks) if isinstance(valid_tasks, str) else list(valid_tasks)
-        validation = MetaValidation(held_out, every=validate_every, k=validation_k,
+        validation = MetaValidation(held_out, every=validate_every, support_sizes=tuple(validation_support),
                                     draws=validation_draws, seed=int(seed))
     start = time.perf_counter()
     adapter.meta_train(encoder, tasks, TaskFeatureCache(feat), validation=validation)
@@ -310,7 +311,8 @@ def meta_train(
         "final_loss": float(np.mean(tail)) if tail else None,
         "validation": None if validation is None else {
             "tasks": valid_tasks if isinstance(valid_tasks, str) else None,
-            "n_tasks": len(validation.tasks), "every": validation.every, "k": validation.k,
+            "n_tasks": len(validation.tasks), "every": validation.every,
+            "support_sizes": list(validation.support_sizes),
             "draws": validation.draws, "best_step": getattr(adapter, "best_step_", None),
             "scores": [[int(step), None if score != score else float(score)]  # NaN: no task fit k
                        for step, score in getattr(adapter, "validation_", [])],

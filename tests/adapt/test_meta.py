@@ -309,7 +309,7 @@ def test_meta_validation_selects_a_state_of_the_same_trajectory(name, real_tasks
         adapter.meta_train(encoder, tasks[1:], cache, validation=validation)
         return adapter, encoder
 
-    validation = MetaValidation(tasks[:1], every=1, k=16, draws=2)
+    validation = MetaValidation(tasks[:1], every=1, support_sizes=[16, 32], draws=2)
     validated, validated_encoder = trained(steps, validation)
     plain, _ = trained(steps)
     np.testing.assert_allclose(validated.history_, plain.history_, rtol=1e-6)

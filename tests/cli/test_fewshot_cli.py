@@ -33,7 +33,7 @@ def test_meta_train_then_few_shot_then_plot(tmp_path, data_dir):
     mt = tmp_path / "meta"
     out = invoke("meta-train", "--method", "fomaml", "--tasks", "fsmol-train", "--max-tasks", 4,
                  "--hidden-dim", 16, "--num-layers", 2, "--jk", "concat", "--meta-steps", 2, "--inner-steps", 1,
-                 "--valid-tasks", "fsmol-valid:2", "--validate-every", 1,
+                 "--valid-tasks", "fsmol-valid:2", "--validate-every", 1, "--validation-support", "16,32",
                  "--threads", 1, "--output", mt)
     assert "fomaml: 2 meta steps" in out.output
     assert "validation on fsmol-valid:2: 3 checks; kept step" in out.output
@@ -46,8 +46,8 @@ def test_meta_train_then_few_shot_then_plot(tmp_path, data_dir):
     assert config["tasks"] == "fsmol-train:4" and config["encoder"]["hidden_dim"] == 16
     assert [step for step, _ in meta["validation"]["scores"]] == [0, 1, 2]
     assert meta["validation"]["best_step"] in (0, 1, 2)
-    assert config["validation"] == {"tasks": "fsmol-valid:2", "n_tasks": 2, "every": 1, "k": 16,
-                                    "draws": 1, "best_step": meta["validation"]["best_step"]}
+    assert config["validation"] == {"tasks": "fsmol-valid:2", "n_tasks": 2, "every": 1,
+                                    "support_sizes": [16, 32], "draws": 1, "best_step": meta["validation"]["best_step"]}
 
     from moladapt.training import load_checkpoint
 

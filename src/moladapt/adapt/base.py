@@ -401,16 +401,17 @@ class MetaValidation:
     Every ``every`` outer steps, and after the last, the current meta-parameters are scored
     with the evaluation protocol (:func:`moladapt.evaluate.protocol.evaluate_few_shot`) on
     ``tasks`` (held-out tasks, e.g. FS-Mol's validation split): ``draws`` episodes per task
-    with ``k`` support molecules, the rest of the task as query, the same episodes every
-    time (episode seeds ``seed + draw``). The score is the mean over tasks of the mean
-    ΔAUPRC over draws; the meta-parameters (parameters *and* buffers) of the best-scoring
+    and support size in ``support_sizes`` (FS-Mol's trainers use 16 and 128, 5 draws), the
+    rest of the task as query, the same episodes every time (episode seeds ``seed + draw``).
+    The score is the mean over tasks of the task's mean ΔAUPRC over its episodes; the
+    meta-parameters (parameters *and* buffers) of the best-scoring
     step are restored at the end. Scoring adapts copies under a forked RNG, so validating
     never changes the training trajectory, only which of its states is kept.
     """
 
     tasks: Sequence[Task]
     every: int = 50
-    k: int = 16
+    support_sizes: tuple[int, ...] = (16,)
     draws: int = 1
     seed: int = 0
 
@@ -419,13 +420,15 @@ class MetaValidation:
             raise ValueError(f"validation interval must be >= 1 outer step, got {self.every}")
         if not self.tasks:
             raise ValueError("meta-validation needs at least one task")
+        object.__setattr__(self, "support_sizes", tuple(int(k) for k in self.support_sizes))
 
     def score(self, adapter: Adapter, encoder: nn.Module, cache: TaskFeatureCache) -> float:
-        """Mean ΔAUPRC over tasks of ``adapter`` adapted from ``encoder`` (NaN: no task fits k)."""
+        """Mean ΔAUPRC over tasks of ``adapter`` adapted from ``encoder`` (NaN: no task is
+        large enough for any of the support sizes)."""
         from moladapt.evaluate.protocol import evaluate_few_shot  # the protocol imports this module
 
         rows = evaluate_few_shot(self.tasks, adapter.fit_predict(encoder), "validation",
-                                 [int(self.k)], int(self.draws), cache, seed=int(self.seed))
+                                 self.support_sizes, int(self.draws), cache, seed=int(self.seed))
         scored = rows[rows["status"] == "ok"]
         if scored.empty:
             return float("nan")

@@ -51,6 +51,17 @@ def _summary_lines(summary) -> list[str]:
     return lines
 
 
+def _ints(text: str, option: str) -> list[int]:
+    """Comma-separated support sizes, e.g. ``"16,128"``."""
+    sizes = split_list(text)
+    if not sizes:
+        raise ValueError(f"{option} needs at least one support size")
+    try:
+        return [int(k) for k in sizes]
+    except ValueError:
+        raise ValueError(f"{option} must be comma-separated integers, got {text!r}") from None
+
+
 @friendly_errors
 def meta_train_command(
     method: str = typer.Option(..., help="maml | fomaml | anil | protonet (an adapter with meta-training)."),
@@ -75,7 +86,8 @@ def meta_train_command(
     valid_tasks: str = typer.Option(None, help="Held-out tasks for model selection (e.g. fsmol-valid): keep the best-scoring "
                                     "state (mean ΔAUPRC) instead of the last. Same spec syntax as --tasks."),
     validate_every: int = typer.Option(50, help="Outer steps between validations (with --valid-tasks)."),
-    validation_k: int = typer.Option(16, help="Support size of the validation episodes."),
+    validation_support: str = typer.Option("16", help="Comma-separated support sizes of the validation episodes "
+                                           "(FS-Mol's trainers: 16,128)."),
     validation_draws: int = typer.Option(1, help="Validation episodes per task (the same ones every time)."),
     threads: int = typer.Option(None, help="torch threads (default: torch's choice)."),
     output: Path = typer.Option(Path("runs/meta-train"), help="Directory for model.pt, meta.json, config.yaml."),
@@ -99,7 +111,7 @@ def meta_train_command(
                                                    "fingerprint_bits": fingerprint_bits},
         featurizer=featurizer, hparams=hparams, init=init, output=output, seed=seed,
         tasks_name=_spec(tasks, max_tasks), valid_tasks=valid_tasks, validate_every=validate_every,
-        validation_k=validation_k, validation_draws=validation_draws,
+        validation_support=_ints(validation_support, "--validation-support"), validation_draws=validation_draws,
     )
     info = result.info
     loss = "" if info["final_loss"] is None else f"; final meta-loss {info['final_loss']:.4f}"
@@ -142,13 +154,7 @@ def few_shot_command(
 
     _threads(threads)
     check_method(method, checkpoint)
-    sizes = split_list(support)
-    if not sizes:
-        raise ValueError("--support needs at least one support size")
-    try:
-        ks = [int(k) for k in sizes]
-    except ValueError:
-        raise ValueError(f"--support must be comma-separated integers, got {support!r}") from None
+    ks = _ints(support, "--support")
     task_list = resolve_tasks(tasks, max_tasks=max_tasks)
     if checkpoint is None and method not in BASELINES:
         typer.secho(f"note: no --checkpoint: {method} adapts a randomly initialised GIN (5 x 300)",
