@@ -404,9 +404,9 @@ class MetaValidation:
     and support size in ``support_sizes`` (FS-Mol's trainers use 16 and 128, 5 draws), the
     rest of the task as query, the same episodes every time (episode seeds ``seed + draw``).
     The score is the mean over tasks of the task's mean ΔAUPRC over its episodes; the
-    meta-parameters (parameters *and* buffers) of the best-scoring
-    step are restored at the end. Scoring adapts copies under a forked RNG, so validating
-    never changes the training trajectory, only which of its states is kept.
+    meta-parameters (parameters *and* buffers) of the best-scoring step are restored at the
+    end. Scoring adapts copies under a forked RNG, so validating never changes the training
+    trajectory, only which of its states is kept.
     """
 
     tasks: Sequence[Task]
