@@ -1,4 +1,4 @@
-"""benchmarks/pretraining.py: a shorter budget reads its no-pretraining row off longer runs."""
+"""benchmarks/pretraining.py and moleculenet.py: how their reports read the stored fine-tuning runs."""
 
 from __future__ import annotations
 
@@ -74,3 +74,21 @@ def test_exact_budget_wins_and_nothing_is_invented(bench, tmp_path):
 def test_early_stopped_runs_are_not_truncated(bench, tmp_path):
     _write_run(tmp_path / "bbbp_seed0_e6", [0.6] * 6, [0.5] * 6, patience=2)
     assert bench.baseline_record(_args(tmp_path, epochs=3), "bbbp", 0) is None
+
+
+def test_moleculenet_report_pairs_rich_with_basic_on_shared_runs_only():
+    bench = _load("moleculenet_bench", "moleculenet.py")
+
+    def run(featurizer, dataset, seed, last, patience=None, epochs=100):
+        return {"featurizer": featurizer, "dataset": dataset, "seed": seed, "epochs": epochs,
+                "patience": patience, "test_roc_auc": last - 0.01, "test_roc_auc_last_epoch": last}
+
+    basic = [run("basic", d, s, 0.60 + 0.01 * s) for d in ("bbbp", "bace", "sider") for s in range(3)]
+    basic.append(run("basic", "tox21", 0, 0.7))  # no rich partner: not paired
+    basic.append(run("basic", "bbbp", 0, 0.1, patience=15))  # another budget: not paired
+    rich = [run("rich", d, s, 0.62 + 0.01 * s) for d in ("bbbp", "bace", "sider") for s in range(3)]
+    text = bench.featurizer_comparison(basic, rich)
+    assert "Paired over the 9 (dataset, seed) runs" in text and "(bace, bbbp, sider)" in text
+    assert "| last epoch | 9 | +2.00 |" in text and "| best-valid epoch | 9 | +2.00 |" in text
+    assert "bbbp +2.0" in text
+    assert bench.featurizer_comparison(basic, []) == ""
