@@ -285,6 +285,10 @@ def _same(path: Path, wanted: dict[str, Any]) -> bool:
     return json.loads(path.read_text(encoding="utf-8")) == json.loads(json.dumps(wanted))
 
 
+def validation_seconds(meta: dict[str, Any]) -> float:
+    return float((meta.get("validation") or {}).get("seconds", 0.0))
+
+
 def validation_support(args: argparse.Namespace) -> list[int]:
     return [int(k) for k in str(args.validation_support).split(",") if k.strip()]
 
@@ -323,7 +327,7 @@ def ensure_meta_trained(args: argparse.Namespace, method: str, train_tasks: list
     meta_path = out / "meta.json"
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     write_json(meta_path, {**meta, "threads": torch.get_num_threads(), "setup_seconds": setup,
-                           "step_seconds": max(meta["seconds"] - setup, 1e-9)})
+                           "step_seconds": max(meta["seconds"] - setup - validation_seconds(meta), 1e-9)})
     write_json(out / "identity.json", identity)
     print(f"[{method}] done in {_dur(time.perf_counter() - start)} "
           f"(final loss {result.info['final_loss']})", flush=True)
@@ -771,8 +775,9 @@ def write_report(args: argparse.Namespace) -> Path | None:
 
     lines += _configuration_lines(args)
     lines += ["## Meta-training speed", "",
-              "Outer steps only (the episode stream's setup, loading the training tasks' graphs, "
-              "is measured separately and left out).", "",
+              "Outer steps only: the episode stream's setup (loading the training tasks' graphs) and "
+              "validation checks are measured separately and left out; a resumed run counts the steps "
+              "run after its resume point.", "",
               "| method | steps | episodes/step | time | steps/s | vs MAML | threads |",
               "|---|---|---|---|---|---|---|"]
     speeds = {}
@@ -781,7 +786,7 @@ def write_report(args: argparse.Namespace) -> Path | None:
     for model_dir in model_dirs:
         method, path = model_dir.name, model_dir / "meta.json"
         meta = json.loads(path.read_text(encoding="utf-8"))
-        steps = int(meta["params"]["meta_steps"])
+        steps = int(meta["params"]["meta_steps"]) - int(meta.get("resumed_from_step", 0))  # timed here
         seconds = float(meta.get("step_seconds", meta["seconds"]))
         speeds[method] = steps / seconds
         rel = f"{speeds[method] / speeds['maml']:.2f}×" if "maml" in speeds else "–"

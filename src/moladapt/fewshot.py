@@ -49,7 +49,7 @@ import yaml
 from torch import nn
 
 from moladapt.adapt import ADAPTERS, Adapter, TaskFeatureCache
-from moladapt.adapt.base import FitPredict, MetaValidation, new_head
+from moladapt.adapt.base import FitPredict, MetaCheckpoint, MetaValidation, new_head
 from moladapt.adapt.fingerprint_baselines import KNNECFP, RandomForestECFP
 from moladapt.config import ModelConfig, from_dict, to_plain
 from moladapt.data.featurize import Featurizer, get_featurizer
@@ -239,6 +239,7 @@ def meta_train(
     validate_every: int = 50,
     validation_support: Sequence[int] = (16,),
     validation_draws: int = 1,
+    checkpoint_every: int = 100,
 ) -> MetaTrained:
     """Meta-train ``method`` on ``train_tasks`` and (with ``output``) save it.
 
@@ -260,6 +261,10 @@ def meta_train(
             episodes per task and support size in ``validation_support``, and the best state
             is kept
             (:class:`~moladapt.adapt.base.MetaValidation`). ``None``: keep the last state.
+        checkpoint_every: with ``output``, save the training state to ``output/resume.pt``
+            every this many outer steps; a later call with the same configuration and output
+            continues from it (after a kill, or to train further with more ``meta_steps``).
+            0: no resume file.
     """
     from moladapt.training import load_checkpoint
 
@@ -293,8 +298,15 @@ def meta_train(
         held_out = resolve_tasks(valid_tasks) if isinstance(valid_tasks, str) else list(valid_tasks)
         validation = MetaValidation(held_out, every=validate_every, support_sizes=tuple(validation_support),
                                     draws=validation_draws, seed=int(seed))
+    checkpoint = None
+    if output is not None and checkpoint_every > 0:
+        checkpoint = MetaCheckpoint(
+            Path(output) / "resume.pt", every=checkpoint_every,
+            identity={"method": method, "encoder": to_plain(dataclasses.asdict(model_cfg)),
+                      "featurizer": [feat.name, feat.version], "tasks": tasks_spec,
+                      "init": None if init is None else str(init), "seed": int(seed)})
     start = time.perf_counter()
-    adapter.meta_train(encoder, tasks, TaskFeatureCache(feat), validation=validation)
+    adapter.meta_train(encoder, tasks, TaskFeatureCache(feat), validation=validation, checkpoint=checkpoint)
     seconds = time.perf_counter() - start
     history = [float(v) for v in getattr(adapter, "history_", [])]
     tail = history[-max(1, len(history) // 10):] if history else []
@@ -307,13 +319,15 @@ def meta_train(
         "init": None if init is None else str(init),
         "warm_start_head": warm_head,
         "seed": int(seed),
-        "seconds": seconds,
+        "seconds": seconds,  # of this call: after a resume, for the steps after resumed_from_step
+        "resumed_from_step": int(getattr(adapter, "resumed_from_step_", 0)),
         "final_loss": float(np.mean(tail)) if tail else None,
         "validation": None if validation is None else {
             "tasks": valid_tasks if isinstance(valid_tasks, str) else None,
             "n_tasks": len(validation.tasks), "every": validation.every,
             "support_sizes": list(validation.support_sizes),
             "draws": validation.draws, "best_step": getattr(adapter, "best_step_", None),
+            "seconds": float(getattr(adapter, "validation_seconds_", 0.0)),
             "scores": [[int(step), None if score != score else float(score)]  # NaN: no task fit k
                        for step, score in getattr(adapter, "validation_", [])],
         },
@@ -349,7 +363,7 @@ def save_meta_trained(output: str | Path, result: MetaTrained) -> Path:
 
 def _without_scores(validation: dict[str, Any] | None) -> dict[str, Any] | None:
     """The validation settings (config.yaml holds settings; meta.json holds the scores too)."""
-    return None if validation is None else {k: v for k, v in validation.items() if k != "scores"}
+    return None if validation is None else {k: v for k, v in validation.items() if k not in ("scores", "seconds")}
 
 
 @dataclass

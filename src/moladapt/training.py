@@ -28,7 +28,7 @@ from moladapt.evaluate.metrics import MetricReport, compute_metrics
 from moladapt.models.encoders import build_encoder
 from moladapt.models.heads import MolecularModel, PredictionHead
 from moladapt.types import MolGraphs
-from moladapt.utils import adam, autocast
+from moladapt.utils import adam, atomic_torch_save, autocast
 
 CHECKPOINT_FORMAT = "moladapt-checkpoint/1"
 
@@ -302,11 +302,7 @@ def save_checkpoint(path: str | Path, model: MolecularModel, featurizer: Featuri
         "target_std": None if target_std is None else [float(v) for v in target_std],
         "extra": to_plain(extra or {}),
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    atomic_torch_save(payload, Path(path))
 
 
 @dataclass

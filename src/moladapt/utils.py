@@ -30,6 +30,25 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def atomic_torch_save(payload: Any, path: Path) -> None:
+    """``torch.save`` to ``path`` atomically (temporary file, fsync, ``os.replace``): a killed
+    process leaves the previous file or the new one, never a truncated checkpoint."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def json_safe(obj: Any) -> Any:
     """NaN/inf → None and numpy scalars → Python, recursively."""
     if isinstance(obj, dict):

@@ -17,6 +17,7 @@ from torch_geometric.nn.pool import global_add_pool
 from moladapt.adapt import ADAPTERS, TaskFeatureCache
 from moladapt.adapt.anil import ANIL
 from moladapt.adapt.base import (
+    MetaCheckpoint,
     MetaValidation,
     balanced_bce,
     new_head,
@@ -327,3 +328,36 @@ def _assert_close_states(a, b):
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+@pytest.mark.parametrize("name", ["maml", "anil", "protonet"])
+def test_a_killed_meta_training_resumes_on_the_same_trajectory(name, real_tasks, tmp_path):
+    tasks, cache = real_tasks
+    validation = MetaValidation(tasks[:1], every=2, draws=1)
+
+    def run(steps, checkpoint=None, init_seed=0, **params):
+        torch.manual_seed(init_seed)
+        encoder = build_encoder("gin", FEAT.atom_vocab_sizes, FEAT.bond_vocab_sizes,
+                                hidden_dim=16, num_layers=2, dropout=0.1)
+        adapter = ADAPTERS.get(name)()
+        adapter.set_params(**{k: v for k, v in TINY.items() if k in adapter.get_params()})
+        adapter.set_params(meta_steps=steps, **params)
+        adapter.meta_train(encoder, tasks[1:], cache, validation=validation, checkpoint=checkpoint)
+        return adapter, encoder
+
+    whole, whole_encoder = run(4)
+    checkpoint = MetaCheckpoint(tmp_path / "resume.pt", every=1, identity={"run": "test"})
+    run(2, checkpoint)  # stands for a run killed after step 2: its file holds step 2
+    resumed, resumed_encoder = run(4, checkpoint, init_seed=1)  # the file's state wins over the init
+    np.testing.assert_allclose(resumed.history_, whole.history_, rtol=1e-6)
+    assert [s for s, _ in resumed.validation_] == [s for s, _ in whole.validation_] == [0, 2, 4]
+    np.testing.assert_allclose([v for _, v in resumed.validation_], [v for _, v in whole.validation_], rtol=1e-6)
+    assert resumed.best_step_ == whole.best_step_
+    _assert_close_states(_state(resumed, resumed_encoder), _state(whole, whole_encoder))
+    with pytest.raises(ValueError, match="another meta-training configuration.*params"):
+        run(4, checkpoint, meta_lr=0.5)
+    with pytest.raises(ValueError, match="already holds 4 outer steps; asked for 3"):
+        run(3, checkpoint)
+    (tmp_path / "resume.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable meta-training checkpoint"):
+        run(4, checkpoint)

@@ -31,11 +31,15 @@ def invoke(*args, code=0):
 
 def test_meta_train_then_few_shot_then_plot(tmp_path, data_dir):
     mt = tmp_path / "meta"
-    out = invoke("meta-train", "--method", "fomaml", "--tasks", "fsmol-train", "--max-tasks", 4,
-                 "--hidden-dim", 16, "--num-layers", 2, "--jk", "concat", "--meta-steps", 2, "--inner-steps", 1,
-                 "--valid-tasks", "fsmol-valid:2", "--validate-every", 1, "--validation-support", "16,32",
-                 "--threads", 1, "--output", mt)
-    assert "fomaml: 2 meta steps" in out.output
+
+    def meta_train(steps):
+        return invoke("meta-train", "--method", "fomaml", "--tasks", "fsmol-train", "--max-tasks", 4,
+                      "--hidden-dim", 16, "--num-layers", 2, "--jk", "concat", "--meta-steps", steps,
+                      "--inner-steps", 1, "--valid-tasks", "fsmol-valid:2", "--validate-every", 1,
+                      "--validation-support", "16,32", "--threads", 1, "--output", mt)
+
+    out = meta_train(2)
+    assert "fomaml: 2 meta steps in" in out.output
     assert "validation on fsmol-valid:2: 3 checks; kept step" in out.output
     for name in ("model.pt", "meta.json", "config.yaml"):
         assert (mt / name).exists()
@@ -53,6 +57,10 @@ def test_meta_train_then_few_shot_then_plot(tmp_path, data_dir):
 
     loaded = load_checkpoint(mt / "model.pt")  # a regular checkpoint: `train --init` reads it
     assert loaded.extra["meta"]["method"] == "fomaml" and loaded.model.encoder.out_dim == 2 * 16  # jk concat
+
+    more = meta_train(3)
+    assert "fomaml: 3 meta steps (resumed from step 2)" in more.output  # same output: continues
+    assert json.loads((mt / "meta.json").read_text())["resumed_from_step"] == 2
 
     fs = tmp_path / "fs"
     args = ["few-shot", "--method", "fomaml", "--checkpoint", mt / "model.pt",

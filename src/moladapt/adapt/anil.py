@@ -27,6 +27,7 @@ from moladapt.adapt.base import (
     Adapter,
     EpisodeStream,
     HeadMixin,
+    MetaCheckpoint,
     MetaValidation,
     ModulePredictor,
     TaskFeatureCache,
@@ -110,6 +111,7 @@ class ANIL(HeadMixin, Adapter):
         train_tasks: Sequence[Task],
         featurizer: str | Featurizer | TaskFeatureCache = "basic",
         validation: MetaValidation | None = None,
+        checkpoint: MetaCheckpoint | None = None,
     ) -> ANIL:
         stream = EpisodeStream(train_tasks, featurizer, self.train_k, self.query_size, self.seed)
         head = self._train_head(encoder)
@@ -125,7 +127,7 @@ class ANIL(HeadMixin, Adapter):
 
         try:
             run_outer_loop(self, [*encoder.parameters(), *head.parameters()], stream, episode_loss,
-                           head, encoder, [encoder, head], validation)
+                           head, encoder, [encoder, head], validation, checkpoint)
         finally:
             encoder.train(was_training)
         return self

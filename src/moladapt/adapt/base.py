@@ -37,10 +37,15 @@ Conventions every adapter follows (so that methods differ only in what they are 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import hashlib
 import inspect
+import json
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -54,7 +59,7 @@ from moladapt.data.featurize import Featurizer, get_featurizer
 from moladapt.models.heads import MolecularModel, PredictionHead
 from moladapt.registry import Registry
 from moladapt.types import GraphBatch, MolGraphs, Task
-from moladapt.utils import adam
+from moladapt.utils import adam, atomic_torch_save
 
 __all__ = [
     "ADAPTERS",
@@ -62,6 +67,7 @@ __all__ = [
     "EpisodeStream",
     "FeaturizedTask",
     "FitPredict",
+    "MetaCheckpoint",
     "MetaValidation",
     "ModulePredictor",
     "Predictor",
@@ -341,11 +347,13 @@ class Adapter(ABC):
         train_tasks: Sequence[Task],
         featurizer: str | Featurizer | TaskFeatureCache = "basic",
         validation: MetaValidation | None = None,
+        checkpoint: MetaCheckpoint | None = None,
     ) -> Adapter:
         """Learn from ``train_tasks`` (updates ``encoder`` in place). Default: no-op.
 
         ``validation``: keep the best state on held-out tasks (:class:`MetaValidation`)
-        instead of the last one.
+        instead of the last one. ``checkpoint``: save the training state as it goes and
+        resume from it (:class:`MetaCheckpoint`).
         """
         return self
 
@@ -435,6 +443,59 @@ class MetaValidation:
         return float(scored.groupby("task_id")["delta_auprc"].mean().mean())
 
 
+@dataclass(frozen=True)
+class MetaCheckpoint:
+    """Resumable meta-training: every ``every`` outer steps (and after the last) the whole
+    training state is written atomically to ``path`` — the meta-parameters, Adam's state, the
+    episode stream's and torch's random states, the losses, the validation log and the best
+    validated state — and a run that finds the file continues from its step. A resumed run
+    follows the same trajectory as an uninterrupted one (same episodes, same updates), so a
+    killed meta-training loses at most ``every`` steps; asking for more steps than the file
+    holds continues training. ``identity`` (JSON-like: method, hyper-parameters except
+    ``meta_steps``, tasks, encoder...) must match the file's, so a file of another
+    configuration is refused instead of silently mixed in.
+    """
+
+    path: Path
+    every: int = 100
+    identity: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if int(self.every) < 1:
+            raise ValueError(f"checkpoint interval must be >= 1 outer step, got {self.every}")
+        object.__setattr__(self, "path", Path(self.path))
+
+    def load(self) -> dict[str, Any] | None:
+        """The saved state, or ``None`` when there is no file; a file of another identity
+        or format raises ``ValueError`` naming it."""
+        if not self.path.exists():
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same message
+            raise ValueError(f"{self.path}: not a readable meta-training checkpoint ({exc})") from exc
+        if not isinstance(state, dict) or state.get("format") != META_CHECKPOINT_FORMAT:
+            raise ValueError(f"{self.path}: not a meta-training checkpoint of format {META_CHECKPOINT_FORMAT}")
+        if state["identity"] != _comparable(self.identity):
+            theirs, ours = state["identity"], _comparable(self.identity)
+            diff = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+            raise ValueError(f"{self.path} was written by another meta-training configuration "
+                             f"(differs in: {', '.join(diff)}); delete it or choose another output")
+        return state
+
+    def save(self, state: dict[str, Any]) -> None:
+        atomic_torch_save({"format": META_CHECKPOINT_FORMAT, "identity": _comparable(self.identity), **state},
+                          self.path)
+
+
+META_CHECKPOINT_FORMAT = "moladapt-meta-resume-1"
+
+
+def _comparable(identity: Mapping[str, Any]) -> dict[str, Any]:
+    """``identity`` as plain JSON types (tuples become lists), as it reads back from the file."""
+    return json.loads(json.dumps(dict(identity), default=str))
+
+
 @dataclass
 class OuterLoopLog:
     """What :func:`outer_loop` did: the mean meta-batch loss of every step, and with
@@ -444,6 +505,8 @@ class OuterLoopLog:
     losses: list[float]
     validation: list[tuple[int, float]] = field(default_factory=list)
     best_step: int | None = None
+    resumed_from: int = 0  # the checkpoint's step this run continued from (0: a fresh start)
+    validation_seconds: float = 0.0  # spent scoring (in this process)
 
 
 def outer_loop(
@@ -458,6 +521,7 @@ def outer_loop(
     validate: Callable[[], float] | None = None,
     validate_every: int = 50,
     keep: Sequence[nn.Module] = (),
+    checkpoint: MetaCheckpoint | None = None,
 ) -> OuterLoopLog:
     """Episodic meta-training with Adam.
 
@@ -465,26 +529,56 @@ def outer_loop(
     ``batch_size`` and back-propagated at once (gradients accumulate in ``.grad``), so the
     memory held never grows with the meta-batch; then one (clipped) optimiser step.
 
-    With ``validate`` (higher is better; NaN never wins) the state of the ``keep`` modules
-    is scored before training, every ``validate_every`` steps and after the last step, and
-    the best one is loaded back at the end (see :class:`MetaValidation`).
+    ``keep``: the modules holding the meta-parameters. With ``validate`` (higher is better;
+    NaN never wins) their state is scored before training, every ``validate_every`` steps and
+    after the last step, and the best one is loaded back at the end (see
+    :class:`MetaValidation`). With ``checkpoint`` the run saves itself and resumes (see
+    :class:`MetaCheckpoint`).
     """
     params = [p for p in parameters if p.requires_grad]
     optimiser = adam(params, lr=lr)
     log = OuterLoopLog(losses=[])
     best: tuple[float, list[dict[str, Tensor]]] | None = None
+    first = 1
+    saved = None if checkpoint is None else checkpoint.load()
+    if saved is not None:
+        for module, state in zip(keep, saved["modules"], strict=True):
+            module.load_state_dict(state)
+        optimiser.load_state_dict(saved["optimiser"])
+        stream.rng.bit_generator.state = saved["stream_rng"]
+        torch.set_rng_state(saved["torch_rng"])
+        log = OuterLoopLog(list(saved["losses"]), [(int(a), float(b)) for a, b in saved["validation"]],
+                           saved["best_step"])
+        if saved["best_modules"] is not None:
+            best = (float(saved["best_score"]), saved["best_modules"])
+        first = int(saved["step"]) + 1
+        log.resumed_from = first - 1
+        if log.resumed_from > int(steps):
+            raise ValueError(f"{checkpoint.path} already holds {log.resumed_from} outer steps; asked for "
+                             f"{int(steps)} (ask for at least as many, or use another output)")
+
+    def save(step: int) -> None:
+        assert checkpoint is not None
+        checkpoint.save({
+            "step": step, "modules": [m.state_dict() for m in keep], "optimiser": optimiser.state_dict(),
+            "stream_rng": stream.rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+            "losses": log.losses, "validation": [list(v) for v in log.validation], "best_step": log.best_step,
+            "best_score": None if best is None else best[0], "best_modules": None if best is None else best[1],
+        })
 
     def check(step: int) -> None:
         nonlocal best
+        start = time.perf_counter()
         score = float(validate())  # type: ignore[misc]
+        log.validation_seconds += time.perf_counter() - start
         log.validation.append((step, score))
         if score == score and (best is None or score > best[0]):
             best = (score, [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in keep])
             log.best_step = step
 
-    if validate is not None:
+    if validate is not None and first == 1:
         check(0)
-    for step in range(1, int(steps) + 1):
+    for step in range(first, int(steps) + 1):
         optimiser.zero_grad(set_to_none=True)
         total = 0.0
         for _ in range(int(batch_size)):
@@ -497,6 +591,8 @@ def outer_loop(
         log.losses.append(total)
         if validate is not None and (step % int(validate_every) == 0 or step == int(steps)):
             check(step)
+        if checkpoint is not None and (step % int(checkpoint.every) == 0 or step == int(steps)):
+            save(step)
     if best is not None:
         for module, state in zip(keep, best[1], strict=True):
             module.load_state_dict(state)
@@ -512,12 +608,16 @@ def run_outer_loop(
     encoder: nn.Module,
     keep: Sequence[nn.Module],
     validation: MetaValidation | None,
+    checkpoint: MetaCheckpoint | None = None,
 ) -> None:
     """:func:`outer_loop` with ``adapter``'s meta-training hyper-parameters (``meta_steps``,
     ``meta_batch_size``, ``meta_lr``, ``grad_clip``) under its ``seed``; sets its
-    ``history_`` (losses), ``validation_`` (``(step, score)`` pairs) and ``best_step_``.
+    ``history_`` (losses), ``validation_`` (``(step, score)`` pairs), ``best_step_``,
+    ``resumed_from_step_`` and ``validation_seconds_``.
 
     ``keep``: the modules holding the meta-parameters (restored to the best validated state).
+    ``checkpoint``: save and resume (its identity gains the adapter's class and
+    hyper-parameters, except ``meta_steps``: more steps continue a finished run).
     """
     a: Any = adapter
     validate = None if validation is None else (lambda: validation.score(adapter, encoder, stream.cache))
@@ -526,7 +626,26 @@ def run_outer_loop(
         log = outer_loop(
             parameters, stream, episode_loss, a.meta_steps, a.meta_batch_size, a.meta_lr,
             a.grad_clip, like, validate, validation.every if validation else 1, keep,
+            _with_adapter_identity(checkpoint, adapter, validation, stream),
         )
     a.history_ = log.losses
     a.validation_ = log.validation
     a.best_step_ = log.best_step
+    a.resumed_from_step_ = log.resumed_from
+    a.validation_seconds_ = log.validation_seconds
+
+
+def _with_adapter_identity(
+    checkpoint: MetaCheckpoint | None, adapter: Adapter, validation: MetaValidation | None,
+    stream: EpisodeStream,
+) -> MetaCheckpoint | None:
+    if checkpoint is None:
+        return None
+    tasks = hashlib.sha1("\n".join(item.task.task_id for item in stream.items).encode()).hexdigest()
+    params = {k: v for k, v in adapter.get_params().items() if k != "meta_steps"}
+    checked = None if validation is None else {
+        "tasks": [t.task_id for t in validation.tasks], "every": validation.every,
+        "support_sizes": list(validation.support_sizes), "draws": validation.draws, "seed": validation.seed}
+    identity = {**checkpoint.identity, "adapter": type(adapter).__name__, "params": params,
+                "train_tasks_sha1": tasks, "episode_k": stream.k, "validation": checked}
+    return dataclasses.replace(checkpoint, identity=identity)

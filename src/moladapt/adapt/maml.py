@@ -42,6 +42,7 @@ from moladapt.adapt.base import (
     Adapter,
     EpisodeStream,
     HeadMixin,
+    MetaCheckpoint,
     MetaValidation,
     ModulePredictor,
     TaskFeatureCache,
@@ -180,6 +181,7 @@ class MAML(HeadMixin, Adapter):
         train_tasks: Sequence[Task],
         featurizer: str | Featurizer | TaskFeatureCache = "basic",
         validation: MetaValidation | None = None,
+        checkpoint: MetaCheckpoint | None = None,
     ) -> MAML:
         stream = EpisodeStream(train_tasks, featurizer, self.train_k, self.query_size, self.seed)
         model = MolecularModel(encoder, self._train_head(encoder))  # type: ignore[arg-type]
@@ -195,7 +197,7 @@ class MAML(HeadMixin, Adapter):
 
         try:
             run_outer_loop(self, list(model.parameters()), stream, episode_loss, model,
-                           encoder, [model], validation)
+                           encoder, [model], validation, checkpoint)
         finally:
             model.train(was_training)
         return self

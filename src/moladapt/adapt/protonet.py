@@ -41,6 +41,7 @@ from moladapt.adapt.base import (
     ADAPTERS,
     Adapter,
     EpisodeStream,
+    MetaCheckpoint,
     MetaValidation,
     TaskFeatureCache,
     TrainingEpisode,
@@ -174,6 +175,7 @@ class ProtoNet(Adapter):
         train_tasks: Sequence[Task],
         featurizer: str | Featurizer | TaskFeatureCache = "basic",
         validation: MetaValidation | None = None,
+        checkpoint: MetaCheckpoint | None = None,
     ) -> ProtoNet:
         if self.meta_steps <= 0:
             return self
@@ -189,7 +191,7 @@ class ProtoNet(Adapter):
 
         try:
             run_outer_loop(self, list(encoder.parameters()), stream, episode_loss, encoder,
-                           encoder, [encoder], validation)
+                           encoder, [encoder], validation, checkpoint)
         finally:
             encoder.train(was_training)
         return self

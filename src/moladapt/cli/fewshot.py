@@ -89,6 +89,9 @@ def meta_train_command(
     validation_support: str = typer.Option("16", help="Comma-separated support sizes of the validation episodes "
                                            "(FS-Mol's trainers: 16,128)."),
     validation_draws: int = typer.Option(1, help="Validation episodes per task (the same ones every time)."),
+    checkpoint_every: int = typer.Option(100, help="Save OUTPUT/resume.pt every this many outer steps; rerunning the "
+                                         "same command continues from it (also to train further with a larger "
+                                         "--meta-steps). 0: off."),
     threads: int = typer.Option(None, help="torch threads (default: torch's choice)."),
     output: Path = typer.Option(Path("runs/meta-train"), help="Directory for model.pt, meta.json, config.yaml."),
 ) -> None:
@@ -112,10 +115,12 @@ def meta_train_command(
         featurizer=featurizer, hparams=hparams, init=init, output=output, seed=seed,
         tasks_name=_spec(tasks, max_tasks), valid_tasks=valid_tasks, validate_every=validate_every,
         validation_support=_ints(validation_support, "--validation-support"), validation_draws=validation_draws,
+        checkpoint_every=checkpoint_every,
     )
     info = result.info
     loss = "" if info["final_loss"] is None else f"; final meta-loss {info['final_loss']:.4f}"
-    typer.echo(f"{method}: {len(result.history)} meta steps in {info['seconds']:.1f}s{loss}")
+    resumed = f" (resumed from step {info['resumed_from_step']})" if info["resumed_from_step"] else ""
+    typer.echo(f"{method}: {len(result.history)} meta steps{resumed} in {info['seconds']:.1f}s{loss}")
     checked = info["validation"]
     if checked is not None:
         scores = dict(checked["scores"])

@@ -26,7 +26,6 @@ When training ends, ``checkpoint_dir/encoder.pt`` is written by
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -46,7 +45,7 @@ from moladapt.pretrain.corpus import ShardedCorpus
 from moladapt.pretrain.objectives import PretrainObjective, build_objective
 from moladapt.training import build_model, load_checkpoint, save_checkpoint
 from moladapt.types import MolGraphs
-from moladapt.utils import PRECISIONS, adam, autocast
+from moladapt.utils import PRECISIONS, adam, atomic_torch_save, autocast
 
 PRETRAIN_CHECKPOINT_FORMAT = "moladapt-pretrain/1"
 LAST_CHECKPOINT = "last.pt"
@@ -168,20 +167,6 @@ def _check_data(data: PretrainData, y: np.ndarray | None, featurizer: Featurizer
 
 
 # -- checkpoints ------------------------------------------------------------------------------
-def _atomic_save(payload: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def load_pretrain_checkpoint(path: str | Path) -> dict[str, Any]:
     """The raw ``last.pt`` payload (``torch.load(weights_only=True)``), format-checked."""
     payload = torch.load(Path(path), map_location="cpu", weights_only=True)
@@ -407,7 +392,7 @@ def _train(encoder: Encoder, featurizer: Featurizer, specs: list[tuple[list[Obje
         history.epochs.append(record)
         bar.set_postfix(loss=f"{record['loss']:.4f}", stage=stage)
         if ckpt_path is not None and ctx.is_main:
-            _atomic_save({
+            atomic_torch_save({
                 "format": PRETRAIN_CHECKPOINT_FORMAT,
                 "epoch": epoch + 1,
                 "stage": stage,
