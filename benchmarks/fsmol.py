@@ -45,6 +45,7 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import sys
 import time
@@ -86,12 +87,33 @@ ALL_METHODS = (*META_METHODS, *MT_METHODS, SCRATCH, *BASELINE_METHODS)
 #: ``<meta-method>+ecfp``: the same method on the fingerprint-fused encoder (FS-Mol's
 #: "gnn+ecfp+fc": GNN readout ⊕ ECFP4 2048 bits → MLP 1024 → 512).
 ECFP_SUFFIX = "+ecfp"
+#: ``<meta-method>[+ecfp]@<tag>``: another configuration of the method (its own ``--hparam``
+#: entries, model and result rows), e.g. ``protonet+ecfp@fsmol`` beside ``protonet+ecfp``.
+VARIANT_SEP = "@"
 ECFP_FUSION = {"fingerprint_bits": 2048, "fingerprint_radius": 2, "fingerprint_dims": (1024, 512)}
 
 
+def without_variant(method: str) -> str:
+    """``protonet+ecfp@fsmol`` → ``protonet+ecfp``."""
+    return method.partition(VARIANT_SEP)[0]
+
+
+def is_fused(method: str) -> bool:
+    return without_variant(method).endswith(ECFP_SUFFIX)
+
+
 def base_method(method: str) -> str:
-    """``protonet+ecfp`` → ``protonet``."""
-    return method[: -len(ECFP_SUFFIX)] if method.endswith(ECFP_SUFFIX) else method
+    """``protonet+ecfp@fsmol`` → ``protonet``."""
+    name = without_variant(method)
+    return name[: -len(ECFP_SUFFIX)] if is_fused(name) else name
+
+
+def known_method(method: str) -> bool:
+    """One of :data:`ALL_METHODS`, or a meta-method with ``+ecfp`` and/or ``@<tag>``."""
+    name, sep, tag = method.partition(VARIANT_SEP)
+    if sep and not (re.fullmatch(r"[A-Za-z0-9_-]+", tag) and is_meta(name)):
+        return False
+    return name in ALL_METHODS or (is_fused(name) and is_meta(name))
 
 
 def is_meta(method: str) -> bool:
@@ -116,7 +138,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", default=",".join(ALL_METHODS),
-                   help=f"comma-separated subset of: {', '.join(ALL_METHODS)}")
+                   help=f"comma-separated subset of: {', '.join(ALL_METHODS)}; a meta-method may "
+                        f"carry {ECFP_SUFFIX} (fingerprint-fused encoder) and {VARIANT_SEP}TAG (another "
+                        "configuration with its own --hparam entries, model and rows)")
     p.add_argument("--support", default=",".join(map(str, DEFAULT_K)), help="k values")
     p.add_argument("--draws", type=int, default=10, help="episodes per task and k")
     p.add_argument("--max-tasks", type=int, default=None,
@@ -165,18 +189,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="a paragraph for the report's header (e.g. budgets that differ by method)")
     args = p.parse_args(argv)
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = sorted(m for m in args.methods
-                     if m not in ALL_METHODS and not (m.endswith(ECFP_SUFFIX) and is_meta(m)))
+    unknown = sorted(m for m in args.methods if not known_method(m))
     if unknown or not args.methods:
         p.error(f"unknown method(s) {unknown}; choose from {', '.join(ALL_METHODS)} "
-                f"(a meta-method may carry '{ECFP_SUFFIX}')")
+                f"(a meta-method may carry '{ECFP_SUFFIX}' and a variant tag '{VARIANT_SEP}name')")
     hparams: dict[str, dict[str, Any]] = {}
     for item in args.hparam:
         key, eq, value = item.partition("=")
         method, dot, name = key.partition(".")
         if not (eq and dot and name) or not is_meta(method):
             p.error(f"--hparam {item!r}: expected METHOD.NAME=VALUE with METHOD one of "
-                    f"{', '.join(META_METHODS)} (optionally with {ECFP_SUFFIX})")
+                    f"{', '.join(META_METHODS)} (optionally with {ECFP_SUFFIX} and {VARIANT_SEP}tag)")
         hparams.setdefault(method, {})[name] = yaml.safe_load(value)
     args.hparam = hparams
     args.support = sorted({int(k) for k in args.support.split(",") if k.strip()})
@@ -190,15 +213,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def model_cfg(args: argparse.Namespace, method: str = "") -> ModelConfig:
     cfg = encoder_config({"encoder": args.encoder, "num_layers": args.layers, "hidden_dim": args.hidden,
                           "jk": args.jk, "pooling": args.pooling})
-    fusion = ECFP_FUSION if method.endswith(ECFP_SUFFIX) else {}
+    fusion = ECFP_FUSION if is_fused(method) else {}
     return dataclasses.replace(cfg, head_hidden_dims=(), **fusion)
 
 
 def meta_hparams(args: argparse.Namespace, method: str) -> dict[str, Any]:
-    """``--meta-steps``/``--meta-batch-size`` and the ``--hparam`` entries of ``method``."""
+    """``--meta-steps``/``--meta-batch-size`` and the ``--hparam`` entries of ``method``, the
+    more specific name winning: ``protonet`` < ``protonet+ecfp`` < ``protonet+ecfp@tag``."""
     hp = {"meta_steps": int(args.meta_steps), "meta_batch_size": int(args.meta_batch_size)}
-    hp.update(args.hparam.get(base_method(method), {}))
-    hp.update(args.hparam.get(method, {}) if method != base_method(method) else {})
+    for name in dict.fromkeys((base_method(method), without_variant(method), method)):
+        hp.update(args.hparam.get(name, {}))
     return hp
 
 

@@ -88,9 +88,25 @@ def test_ecfp_variants_and_hparams(bench):
     assert bench.meta_hparams(args, "protonet+ecfp") == {"meta_steps": 7, "meta_batch_size": 4,
                                                          "distance": "mahalanobis", "train_k": 64}
     assert bench.eval_spec(args, "protonet+ecfp", {"protonet+ecfp": Path("m.pt")})["method"] == "protonet"
-    for bad in (["--methods", "rf-ecfp+ecfp"], ["--hparam", "protonet=1"], ["--hparam", "rf-ecfp.x=1"]):
+    for bad in (["--methods", "rf-ecfp+ecfp"], ["--hparam", "protonet=1"], ["--hparam", "rf-ecfp.x=1"],
+                ["--methods", "rf-ecfp@v2"], ["--methods", "protonet@"], ["--methods", "protonet@a b"]):
         with pytest.raises(SystemExit):
             bench.parse_args(bad)
+
+
+def test_variant_tags_get_their_own_hparams_on_top_of_the_methods(bench):
+    args = bench.parse_args(["--methods", "protonet+ecfp,protonet+ecfp@fsmol,maml@long",
+                             "--hparam", "protonet.distance=mahalanobis",
+                             "--hparam", "protonet+ecfp.train_k=64",
+                             "--hparam", "protonet+ecfp@fsmol.distance=class_mahalanobis",
+                             "--hparam", "protonet+ecfp@fsmol.train_k=16"])
+    assert bench.meta_hparams(args, "protonet+ecfp@fsmol") == {
+        "meta_steps": 2000, "meta_batch_size": 4, "distance": "class_mahalanobis", "train_k": 16}
+    assert bench.meta_hparams(args, "protonet+ecfp")["distance"] == "mahalanobis"  # untouched
+    assert bench.model_cfg(args, "protonet+ecfp@fsmol").fingerprint_bits == 2048
+    assert bench.model_cfg(args, "maml@long").fingerprint_bits == 0
+    assert bench.base_method("protonet+ecfp@fsmol") == "protonet" and bench.is_meta("maml@long")
+    assert bench.eval_spec(args, "maml@long", {"maml@long": Path("m.pt")})["method"] == "maml"
 
 
 def test_tiny_run_resumes_and_reports(bench, data_dir, tmp_path, capsys):
