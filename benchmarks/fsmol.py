@@ -10,7 +10,12 @@ Methods (``--methods``; each is a directory name under ``raw/fsmol/<group>/``):
   molecules × training-tasks label matrix, then per episode ``finetune`` with
   ``mode="full"`` (encoder and head) or ``mode="head"`` (MLP head on the frozen encoder);
 * ``scratch-finetune`` — single-task from scratch: ``finetune`` (full) on a random encoder;
-* ``rf-ecfp``, ``knn-ecfp`` — fingerprint baselines.
+* ``rf-ecfp``, ``knn-ecfp`` — fingerprint baselines;
+* ``<meta-method>+ecfp`` — on the fingerprint-fused encoder; ``<meta-method>[+ecfp]@<tag>`` —
+  another configuration of it (own ``--hparam <method>@<tag>.NAME=VALUE`` entries, model and
+  rows), e.g. FS-Mol's ProtoNet settings beside the default ones. ``--valid fsmol-valid`` keeps
+  the best validated meta-training step, and meta-training resumes after a kill
+  (``models/<method>/resume.pt``).
 
 Every method is evaluated with :func:`moladapt.fewshot.few_shot` (same episodes for all
 methods: ``draws`` per task and k) on the FS-Mol test tasks and on an out-of-distribution
