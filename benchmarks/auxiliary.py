@@ -5,7 +5,9 @@ fine-tuned on the target
 
 * ``finetune``: without auxiliary tasks (the baseline; the same training loop);
 * ``sum``, ``gcs``, ``gns``, ``pcgrad``, ``rcgrad``: jointly with the auxiliary objectives
-  (``--aux``), the encoder's per-task gradients merged by that combiner;
+  (``--aux``), the encoder's per-task gradients merged by that combiner (``rcgrad`` with
+  w_i = 1, so each auxiliary coefficient is ≥ ½);
+* ``rcgrad-w0``: RCGrad without BLO with fixed w_i = 0 (coefficient = half the GNS scale);
 * ``blo``, ``blo+rcgrad``: the auxiliary tasks' weights learned by bi-level optimisation,
   with the weighted-sum / RCGrad direction in the inner loop.
 
@@ -42,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
-METHODS = ("finetune", "sum", "gcs", "gns", "pcgrad", "rcgrad", "blo", "blo+rcgrad")
+METHODS = ("finetune", "sum", "gcs", "gns", "pcgrad", "rcgrad", "rcgrad-w0", "blo", "blo+rcgrad")
 MOLECULENET = ("bbbp", "bace", "clintox")
 DEFAULT_AUX = "attribute_masking,edge_prediction,context_prediction,infomax,graphcl"
 BASELINE = "finetune"
@@ -67,6 +69,9 @@ def aux_section(method: str, aux: tuple[str, ...], inner_steps: int) -> dict:
     if method in ("blo", "blo+rcgrad"):
         return {"method": "bilevel", "aux_objectives": list(aux), "inner_steps": inner_steps,
                 "combiner": None if method == "blo" else "rcgrad"}
+    if method == "rcgrad-w0":  # RCGrad without BLO and fixed w_i = 0: coefficient GNS scale / 2
+        return {"method": "auxiliary", "aux_objectives": list(aux), "combiner": "rcgrad",
+                "task_weights": [0.0] * len(aux)}
     return {"method": "auxiliary", "aux_objectives": list(aux), "combiner": method}
 
 
