@@ -259,8 +259,7 @@ def meta_train(
         valid_tasks: held-out tasks (or a spec such as ``"fsmol-valid"``) for model selection:
             every ``validate_every`` outer steps the method is scored on ``validation_draws``
             episodes per task and support size in ``validation_support``, and the best state
-            is kept
-            (:class:`~moladapt.adapt.base.MetaValidation`). ``None``: keep the last state.
+            is kept (:class:`~moladapt.adapt.base.MetaValidation`). ``None``: keep the last state.
         checkpoint_every: with ``output``, save the training state to ``output/resume.pt``
             every this many outer steps; a later call with the same configuration and output
             continues from it (after a kill, or to train further with more ``meta_steps``).

@@ -51,7 +51,7 @@ def _summary_lines(summary) -> list[str]:
     return lines
 
 
-def _ints(text: str, option: str) -> list[int]:
+def _support_sizes(text: str, option: str) -> list[int]:
     """Comma-separated support sizes, e.g. ``"16,128"``."""
     sizes = split_list(text)
     if not sizes:
@@ -114,7 +114,7 @@ def meta_train_command(
                                                    "fingerprint_bits": fingerprint_bits},
         featurizer=featurizer, hparams=hparams, init=init, output=output, seed=seed,
         tasks_name=_spec(tasks, max_tasks), valid_tasks=valid_tasks, validate_every=validate_every,
-        validation_support=_ints(validation_support, "--validation-support"), validation_draws=validation_draws,
+        validation_support=_support_sizes(validation_support, "--validation-support"), validation_draws=validation_draws,
         checkpoint_every=checkpoint_every,
     )
     info = result.info
@@ -159,7 +159,7 @@ def few_shot_command(
 
     _threads(threads)
     check_method(method, checkpoint)
-    ks = _ints(support, "--support")
+    ks = _support_sizes(support, "--support")
     task_list = resolve_tasks(tasks, max_tasks=max_tasks)
     if checkpoint is None and method not in BASELINES:
         typer.secho(f"note: no --checkpoint: {method} adapts a randomly initialised GIN (5 x 300)",
