@@ -208,6 +208,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         hparams.setdefault(method, {})[name] = yaml.safe_load(value)
     args.hparam = hparams
     args.support = sorted({int(k) for k in args.support.split(",") if k.strip()})
+    args.validation_support = [int(k) for k in args.validation_support.split(",") if k.strip()]
     if args.draws < 1 or not args.support or args.support[0] < 2:
         p.error("--draws must be >= 1 and --support values >= 2")
     if args.max_tasks is not None and args.max_tasks < 1:
@@ -318,16 +319,12 @@ def validation_seconds(meta: dict[str, Any]) -> float:
     return float((meta.get("validation") or {}).get("seconds", 0.0))
 
 
-def validation_support(args: argparse.Namespace) -> list[int]:
-    return [int(k) for k in str(args.validation_support).split(",") if k.strip()]
-
-
 def meta_identity(args: argparse.Namespace, method: str) -> dict[str, Any]:
     identity = {"method": method, "train": args.train, "encoder": dataclasses.asdict(model_cfg(args, method)),
                 "featurizer": args.featurizer, "hparams": meta_hparams(args, method), "seed": int(args.seed)}
     if args.valid != "none":  # absent otherwise, so models trained before validation existed still match
         identity["validation"] = {"tasks": args.valid, "every": int(args.validate_every),
-                                  "support_sizes": validation_support(args)}
+                                  "support_sizes": args.validation_support}
     return identity
 
 
@@ -352,7 +349,7 @@ def ensure_meta_trained(args: argparse.Namespace, method: str, train_tasks: list
                         meta_hparams(args, method),
                         output=out, seed=args.seed, tasks_name=args.train,
                         valid_tasks=None if args.valid == "none" else args.valid,
-                        validate_every=args.validate_every, validation_support=validation_support(args))
+                        validate_every=args.validate_every, validation_support=args.validation_support)
     meta_path = out / "meta.json"
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     write_json(meta_path, {**meta, "threads": torch.get_num_threads(), "setup_seconds": setup,
@@ -586,7 +583,7 @@ def estimate(args: argparse.Namespace, eval_groups: dict[str, list[Task]], cache
                 checks = args.meta_steps // args.validate_every + 2  # + before training and the last step
                 start = time.perf_counter()
                 MetaValidation(resolve_tasks(args.valid), args.validate_every,
-                               validation_support(args)).score(adapter, encoder, cache)
+                               args.validation_support).score(adapter, encoder, cache)
                 seconds = (time.perf_counter() - start) * checks
                 total += seconds
                 lines.append(f"  validate {method:<29} {checks:>6} checks    {_dur(seconds)}")
