@@ -6,8 +6,9 @@ the test ROC-AUC at the *last* epoch (the protocol of pretrain-gnns and of the p
 its table: their scripts log ``test_acc_list[-1]`` after 100 epochs) and at the epoch of best
 *validation* ROC-AUC (what moladapt itself selects). The test part is scored every epoch for
 that; it never steers training. Independent (dataset, seed) runs go to parallel single-threaded
-processes. Each finished run is written to ``benchmarks/results/raw/...`` at once, so an
-interrupted benchmark resumes where it stopped.
+processes. Each finished run is written to ``benchmarks/results/raw/...`` at once and a run
+in progress saves its state after every epoch (``resume.pt``), so an interrupted benchmark
+resumes where it stopped, within a run too.
 
     MOLADAPT_DATA_DIR=../shared/data python benchmarks/moleculenet.py --seeds 0,1,2 --jobs 2 \
         --datasets bbbp,bace,clintox,sider,tox21,toxcast

@@ -207,3 +207,81 @@ def test_bf16_mixed_precision_learns_and_keeps_float32_weights(data_dir, tmp_pat
     assert all(p.dtype == torch.float32 for p in loaded.model.parameters())
     with pytest.raises(ValueError, match="unknown precision"):
         run_training(cfg.replace(train={"precision": "fp16x"}), None, progress=False)
+
+
+def test_a_killed_training_resumes_along_the_same_trajectory(bbbp, tmp_path, monkeypatch):
+    import moladapt.resume
+
+    bbbp.iloc[:600].to_csv(tmp_path / "bbbp600.csv", index=False)
+    cfg = RunConfig(data=DataConfig(dataset=None, csv=str(tmp_path / "bbbp600.csv"), target_columns=("p_np",),
+                                    split="scaffold"), model=SMALL,
+                    train=TrainConfig(epochs=3, batch_size=64, seed=3, track_test=True))
+    reference = run_training(cfg, tmp_path / "whole", progress=False)
+    assert not (tmp_path / "whole" / "resume.pt").exists()  # removed once the results are written
+
+    real_save, saves = moladapt.resume.atomic_torch_save, []
+
+    def save_then_die_after_two_epochs(payload, path):
+        real_save(payload, path)
+        saves.append(path)
+        if len(saves) == 2:
+            raise KeyboardInterrupt  # a kill right after epoch 2's state reached the disk
+
+    monkeypatch.setattr(moladapt.resume, "atomic_torch_save", save_then_die_after_two_epochs)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(cfg, tmp_path / "killed", progress=False)
+    assert (tmp_path / "killed" / "resume.pt").exists() and not (tmp_path / "killed" / "model.pt").exists()
+    monkeypatch.setattr(moladapt.resume, "atomic_torch_save", real_save)
+    messages = []
+    resumed = run_training(cfg, tmp_path / "killed", progress=False, log=messages.append)
+    assert any("after 2 finished epoch(s)" in m for m in messages)
+
+    import json
+
+    whole, again = (json.loads((tmp_path / d / "metrics.json").read_text())["history"] for d in ("whole", "killed"))
+    assert again["resumed_from_epoch"] == 2 and whole["resumed_from_epoch"] == 0
+    assert [e["valid_metric"] for e in again["epochs"]] == pytest.approx([e["valid_metric"] for e in whole["epochs"]], abs=1e-6)
+    assert [e["monitored"]["test"] for e in again["epochs"]] == pytest.approx(
+        [e["monitored"]["test"] for e in whole["epochs"]], abs=1e-6)
+    assert resumed.best_epoch == reference.best_epoch
+    assert resumed.test.mean["roc_auc"] == pytest.approx(reference.test.mean["roc_auc"], abs=1e-6)
+    a, b = (load_checkpoint(tmp_path / d / "model.pt").model.state_dict() for d in ("whole", "killed"))
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
+    assert not (tmp_path / "killed" / "resume.pt").exists()
+
+
+def test_resume_file_continues_with_more_epochs_and_refuses_another_configuration(data_dir, tmp_path):
+    from moladapt.training import TrainCheckpoint
+
+    prepared = prepare(load_dataset("bbbp"), "basic")
+    train, valid = np.arange(256), np.arange(256, 320)
+    checkpoint = TrainCheckpoint(tmp_path / "resume.pt", identity={"run": "test"})
+
+    def fit(**train_cfg):
+        torch.manual_seed(0)
+        model = build_model(SMALL, prepared.featurizer, 1)
+        cfg = TrainConfig(**{"batch_size": 64, "seed": 1, **train_cfg})
+        return Trainer(model, "classification", cfg, progress=False).fit(
+            prepared.graphs, prepared.y, train, valid, checkpoint=checkpoint)
+
+    assert fit(epochs=2).history_.resumed_from_epoch == 0
+    longer = fit(epochs=3).history_
+    assert longer.resumed_from_epoch == 2 and [e.epoch for e in longer.epochs] == [0, 1, 2]
+    with pytest.raises(ValueError, match="already holds 3 epochs; asked for 2"):
+        fit(epochs=2)
+    with pytest.raises(ValueError, match=r"another training configuration \(differs in: train\)"):
+        fit(epochs=4, lr=1e-2)
+    with pytest.raises(ValueError, match="differs in: data_sha1"):
+        Trainer(build_model(SMALL, prepared.featurizer, 1), "classification",
+                TrainConfig(epochs=4, batch_size=64, seed=1), progress=False).fit(
+            prepared.graphs, prepared.y, train[:-1], valid, checkpoint=checkpoint)
+    # an early-stopped run stays stopped: resuming it trains no further epoch
+    stopping = TrainCheckpoint(tmp_path / "stop.pt")
+    torch.manual_seed(0)
+    cfg = TrainConfig(epochs=30, batch_size=64, seed=1, patience=0, lr=1e-1)
+    first = Trainer(build_model(SMALL, prepared.featurizer, 1), "classification", cfg, progress=False).fit(
+        prepared.graphs, prepared.y, train, valid, checkpoint=stopping).history_
+    assert len(first.epochs) < 30
+    again = Trainer(build_model(SMALL, prepared.featurizer, 1), "classification", cfg, progress=False).fit(
+        prepared.graphs, prepared.y, train, valid, checkpoint=stopping).history_
+    assert len(again.epochs) == len(first.epochs) and again.best_epoch == first.best_epoch

@@ -21,6 +21,7 @@ from moladapt.data.splits import Split, make_split
 from moladapt.evaluate.metrics import MetricReport, compute_metrics
 from moladapt.training import (
     PreparedData,
+    TrainCheckpoint,
     Trainer,
     build_model,
     load_checkpoint,
@@ -104,8 +105,14 @@ def check_choices(cfg: RunConfig) -> None:
 
 
 def run_training(cfg: RunConfig, output: str | Path | None = None, progress: bool = True,
-                 log=print) -> RunResult:
-    """Train and evaluate one model as ``cfg`` says; write its files to ``output``."""
+                 log=print, resume: bool = True) -> RunResult:
+    """Train and evaluate one model as ``cfg`` says; write its files to ``output``.
+
+    While it trains, ``output/resume.pt`` holds the state after the last finished epoch
+    (:class:`~moladapt.training.TrainCheckpoint`); the same call after a kill continues from
+    there (``resume=False`` starts afresh instead), and the file is removed once the results
+    are written.
+    """
     check_choices(cfg)
     out = Path(output) if output is not None else None
     if out is not None:
@@ -126,9 +133,18 @@ def run_training(cfg: RunConfig, output: str | Path | None = None, progress: boo
 
         load_encoder_weights(model.encoder, init.model.encoder)
     trainer = Trainer(model, data.task_type, cfg.train, progress=progress)
+    checkpoint = None
+    if out is not None:
+        checkpoint = TrainCheckpoint(out / "resume.pt", identity={
+            "data": cfg.to_dict()["data"], "model": cfg.to_dict()["model"],
+            "featurizer": prepared.featurizer.fingerprint})
+        if not resume:
+            checkpoint.discard()
     t0 = time.perf_counter()
     trainer.fit(prepared.graphs, prepared.y, split.train, split.valid,
-                monitor={"test": split.test} if cfg.train.track_test else None)
+                monitor={"test": split.test} if cfg.train.track_test else None, checkpoint=checkpoint)
+    if checkpoint is not None and trainer.history_.resumed_from_epoch:
+        log(f"resumed {checkpoint.path} after {trainer.history_.resumed_from_epoch} finished epoch(s)")
     wall = time.perf_counter() - t0
     test = trainer.score(prepared.graphs, prepared.y, split.test, data.task_names)
     valid = trainer.score(prepared.graphs, prepared.y, split.valid, data.task_names)
@@ -144,6 +160,8 @@ def run_training(cfg: RunConfig, output: str | Path | None = None, progress: boo
             "invalid_smiles": [{"line": line, "smiles": s} for line, s in prepared.invalid],
             "history": trainer.history_.to_dict(), "environment": environment(),
         })
+        assert checkpoint is not None
+        checkpoint.discard()
     return result
 
 

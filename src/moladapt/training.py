@@ -9,10 +9,12 @@ validation metric (ROC-AUC, or RMSE for regression); optional early stopping.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -27,6 +29,7 @@ from moladapt.data.sources import CLASSIFICATION, DataError, LabeledData
 from moladapt.evaluate.metrics import MetricReport, compute_metrics
 from moladapt.models.encoders import build_encoder
 from moladapt.models.heads import MolecularModel, PredictionHead
+from moladapt.resume import ResumeFile
 from moladapt.types import MolGraphs
 from moladapt.utils import adam, atomic_torch_save, autocast
 
@@ -117,14 +120,38 @@ class TrainHistory:
     best_valid: float = float("nan")
     train_seconds: float = 0.0
     molecules_per_second: float = 0.0
+    resumed_from_epoch: int = 0  # epochs already done (by an interrupted run) when fit began
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "best_epoch": self.best_epoch, "best_valid": self.best_valid,
             "train_seconds": self.train_seconds, "molecules_per_second": self.molecules_per_second,
+            "resumed_from_epoch": self.resumed_from_epoch,
             "epochs": [{k: v for k, v in e.__dict__.items() if k != "monitored" or v}
                        for e in self.epochs],
         }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainHistory:
+        """The inverse of :meth:`to_dict`."""
+        return cls([EpochLog(**e) for e in d["epochs"]], int(d["best_epoch"]), float(d["best_valid"]),
+                   float(d["train_seconds"]), float(d["molecules_per_second"]), int(d["resumed_from_epoch"]))
+
+
+@dataclass(frozen=True)
+class TrainCheckpoint(ResumeFile):
+    """Resumable supervised training: after every epoch :meth:`Trainer.fit` writes its whole
+    state to ``path`` atomically — weights, Adam's state, the shuffling and torch random
+    states (dropout), the epoch logs, the best-validation weights and the early-stopping
+    counter — and a ``fit`` that finds the file continues after its last epoch, along the same
+    trajectory as an uninterrupted run (a kill loses at most the epoch in progress). Asking
+    for more epochs than the file holds continues training; the identity (the training
+    configuration except ``epochs``, ``patience`` and the thread count, the parameter shapes,
+    a hash of the labels and index sets, plus whatever the caller adds) must match.
+    """
+
+    FORMAT: ClassVar[str] = "moladapt-train-resume-1"
+    KIND: ClassVar[str] = "training"
 
 
 class Trainer:
@@ -155,14 +182,29 @@ class Trainer:
             groups.append({"params": enc_params, "lr": cfg.lr * cfg.encoder_lr_scale})
         return adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
+    def _identity(self, checkpoint: TrainCheckpoint, y: np.ndarray, index_sets: dict[str, Any]) -> TrainCheckpoint:
+        """``checkpoint`` with what decides this fit's trajectory added to its identity."""
+        digest = hashlib.sha1(np.ascontiguousarray(y, dtype=np.float32).tobytes())
+        for name in sorted(k for k, v in index_sets.items() if v is not None):
+            digest.update(name.encode())
+            digest.update(np.ascontiguousarray(index_sets[name], dtype=np.int64).tobytes())
+        optimisation = {k: v for k, v in dataclasses.asdict(self.config).items()
+                        if k not in ("epochs", "patience", "num_threads")}
+        shapes = {k: list(v.shape) for k, v in self.model.state_dict().items()}
+        return checkpoint.with_identity(train=to_plain(optimisation), task_type=self.task_type,
+                                        parameters=shapes, data_sha1=digest.hexdigest())
+
     def fit(self, graphs: MolGraphs, y: np.ndarray, train_idx: np.ndarray,
             valid_idx: np.ndarray | None = None,
-            monitor: dict[str, np.ndarray] | None = None) -> Trainer:
+            monitor: dict[str, np.ndarray] | None = None,
+            checkpoint: TrainCheckpoint | None = None) -> Trainer:
         """Train on ``train_idx``; keep the weights of the best epoch on ``valid_idx``.
 
         ``monitor`` names further index sets scored after every epoch and logged in
         ``history_.epochs[i].monitored`` only (e.g. ``{"test": test_idx}`` to report the
         last-epoch test metric as pretrain-gnns does); they never influence training.
+        ``checkpoint``: save the state after every epoch and resume from it (see
+        :class:`TrainCheckpoint`); ``history_.resumed_from_epoch`` says where this call began.
         """
         cfg = self.config
         if cfg.num_threads:
@@ -183,14 +225,42 @@ class Trainer:
             sq = np.nansum((y[train_idx] - self.target_mean_) ** 2, axis=0)
             self.target_std_ = np.where(n_train > 0, np.sqrt(sq / np.maximum(n_train, 1)), 1.0) + 1e-8
             y_fit = (y - self.target_mean_) / self.target_std_
-        self._set_encoder_trainable(not (cfg.freeze_encoder or cfg.head_only_epochs > 0))
         self.model.to(self.device)
         optimizer = self._optimizer()
         history = TrainHistory()
         better = (lambda a, b: a > b) if self.task_type == CLASSIFICATION else (lambda a, b: a < b)
-        best_state, since_best = None, 0
+        best_state, since_best, stopped = None, 0, False
         n_seen, t_train = 0, 0.0
-        bar = tqdm(range(cfg.epochs), desc="train", disable=not self.progress, leave=False)
+        first_epoch = 0
+        if checkpoint is not None:
+            checkpoint = self._identity(checkpoint, y, {"train": train_idx, "valid": valid_idx, **(monitor or {})})
+            saved = checkpoint.load()
+            if saved is not None:
+                first_epoch = int(saved["epoch"]) + 1
+                if first_epoch > cfg.epochs:
+                    raise ValueError(f"{checkpoint.path} already holds {first_epoch} epochs; asked for "
+                                     f"{cfg.epochs} (ask for at least as many, or use another output)")
+                self.model.load_state_dict(saved["model"])
+                optimizer.load_state_dict(saved["optimizer"])
+                rng.bit_generator.state = saved["shuffle_rng"]
+                torch.set_rng_state(saved["torch_rng"])
+                history = TrainHistory.from_dict(saved["history"])
+                best_state, since_best, stopped = saved["best_state"], int(saved["since_best"]), bool(saved["stopped"])
+                n_seen, t_train = int(saved["n_seen"]), float(saved["train_seconds"])
+        history.resumed_from_epoch = first_epoch
+        self._set_encoder_trainable(not cfg.freeze_encoder and first_epoch >= cfg.head_only_epochs)
+
+        def save(epoch: int) -> None:
+            assert checkpoint is not None
+            checkpoint.save({
+                "epoch": epoch, "model": self.model.state_dict(), "optimizer": optimizer.state_dict(),
+                "shuffle_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                "history": history.to_dict(), "best_state": best_state, "since_best": since_best,
+                "stopped": stopped, "n_seen": n_seen, "train_seconds": t_train})
+
+        epochs = range(cfg.epochs if stopped else first_epoch, cfg.epochs)
+        bar = tqdm(epochs, desc="train", disable=not self.progress, leave=False, initial=first_epoch,
+                   total=cfg.epochs)
         for epoch in bar:
             t0 = time.perf_counter()
             if epoch == cfg.head_only_epochs and not cfg.freeze_encoder:
@@ -234,9 +304,12 @@ class Trainer:
             else:
                 since_best += 1
                 # never stop while the encoder is still waiting to be unfrozen
-                if cfg.patience is not None and since_best > cfg.patience and not (
-                        epoch < cfg.head_only_epochs and not cfg.freeze_encoder):
-                    break
+                stopped = cfg.patience is not None and since_best > cfg.patience and not (
+                    epoch < cfg.head_only_epochs and not cfg.freeze_encoder)
+            if checkpoint is not None:
+                save(epoch)
+            if stopped:
+                break
         if best_state is not None:
             self.model.load_state_dict(best_state)
         history.train_seconds = t_train

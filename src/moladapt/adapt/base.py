@@ -37,16 +37,13 @@ Conventions every adapter follows (so that methods differ only in what they are 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import hashlib
 import inspect
-import json
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -58,8 +55,9 @@ from moladapt.data.episodes import EpisodeSampler, TaskTooSmall
 from moladapt.data.featurize import Featurizer, get_featurizer
 from moladapt.models.heads import MolecularModel, PredictionHead
 from moladapt.registry import Registry
+from moladapt.resume import ResumeFile
 from moladapt.types import GraphBatch, MolGraphs, Task
-from moladapt.utils import adam, atomic_torch_save
+from moladapt.utils import adam
 
 __all__ = [
     "ADAPTERS",
@@ -444,7 +442,7 @@ class MetaValidation:
 
 
 @dataclass(frozen=True)
-class MetaCheckpoint:
+class MetaCheckpoint(ResumeFile):
     """Resumable meta-training: every ``every`` outer steps (and after the last) the whole
     training state is written atomically to ``path`` — the meta-parameters, Adam's state, the
     episode stream's and torch's random states, the losses, the validation log and the best
@@ -456,44 +454,15 @@ class MetaCheckpoint:
     configuration is refused instead of silently mixed in.
     """
 
-    path: Path
     every: int = 100
-    identity: Mapping[str, Any] = field(default_factory=dict)
+
+    FORMAT: ClassVar[str] = "moladapt-meta-resume-1"
+    KIND: ClassVar[str] = "meta-training"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if int(self.every) < 1:
             raise ValueError(f"checkpoint interval must be >= 1 outer step, got {self.every}")
-        object.__setattr__(self, "path", Path(self.path))
-
-    def load(self) -> dict[str, Any] | None:
-        """The saved state, or ``None`` when there is no file; a file of another identity
-        or format raises ``ValueError`` naming it."""
-        if not self.path.exists():
-            return None
-        try:
-            state = torch.load(self.path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same message
-            raise ValueError(f"{self.path}: not a readable meta-training checkpoint ({exc})") from exc
-        if not isinstance(state, dict) or state.get("format") != META_CHECKPOINT_FORMAT:
-            raise ValueError(f"{self.path}: not a meta-training checkpoint of format {META_CHECKPOINT_FORMAT}")
-        if state["identity"] != _comparable(self.identity):
-            theirs, ours = state["identity"], _comparable(self.identity)
-            diff = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
-            raise ValueError(f"{self.path} was written by another meta-training configuration "
-                             f"(differs in: {', '.join(diff)}); delete it or choose another output")
-        return state
-
-    def save(self, state: dict[str, Any]) -> None:
-        atomic_torch_save({"format": META_CHECKPOINT_FORMAT, "identity": _comparable(self.identity), **state},
-                          self.path)
-
-
-META_CHECKPOINT_FORMAT = "moladapt-meta-resume-1"
-
-
-def _comparable(identity: Mapping[str, Any]) -> dict[str, Any]:
-    """``identity`` as plain JSON types (tuples become lists), as it reads back from the file."""
-    return json.loads(json.dumps(dict(identity), default=str))
 
 
 @dataclass
@@ -646,6 +615,5 @@ def _with_adapter_identity(
     checked = None if validation is None else {
         "tasks": [t.task_id for t in validation.tasks], "every": validation.every,
         "support_sizes": list(validation.support_sizes), "draws": validation.draws, "seed": validation.seed}
-    identity = {**checkpoint.identity, "adapter": type(adapter).__name__, "params": params,
-                "train_tasks_sha1": tasks, "episode_k": stream.k, "validation": checked}
-    return dataclasses.replace(checkpoint, identity=identity)
+    return checkpoint.with_identity(adapter=type(adapter).__name__, params=params, train_tasks_sha1=tasks,
+                                    episode_k=stream.k, validation=checked)

@@ -39,6 +39,7 @@ def train(
     config: Path = typer.Option(None, help="A config.yaml to start from (options given here override it)."),
     output: Path = typer.Option(Path("runs/train"), help="Directory for config.yaml, metrics.json, model.pt."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    resume: bool = typer.Option(True, help="Continue an interrupted run from --output/resume.pt (--no-resume: start afresh)."),
 ) -> None:
     """Train a model on a benchmark or on your CSV and report its test metrics."""
     from moladapt.config import RunConfig
@@ -67,7 +68,7 @@ def train(
                     dropout=dropout, pooling=pooling, fingerprint_bits=fingerprint_bits),
         train=train_cfg,
     )
-    result = run_training(cfg, output, progress=progress, log=lambda m: typer.secho(m, fg=typer.colors.YELLOW, err=True))
+    result = run_training(cfg, output, progress=progress, resume=resume, log=lambda m: typer.secho(m, fg=typer.colors.YELLOW, err=True))
     typer.echo(f"split sizes (train/valid/test): {'/'.join(map(str, result.split_sizes))}; "
                f"best epoch {result.best_epoch}; {result.molecules_per_second:.0f} mol/s")
     typer.echo(f"valid: {result.valid.summary()}")
