@@ -361,3 +361,19 @@ def test_a_killed_meta_training_resumes_on_the_same_trajectory(name, real_tasks,
     (tmp_path / "resume.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="not a readable meta-training checkpoint"):
         run(4, checkpoint)
+
+
+def test_protonet_bf16_meta_training_learns_in_mixed_precision(real_tasks):
+    tasks, cache = real_tasks
+    torch.manual_seed(0)
+    encoder = build_encoder("gin", FEAT.atom_vocab_sizes, FEAT.bond_vocab_sizes, hidden_dim=16,
+                            num_layers=2, dropout=0.0)
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    adapter = ProtoNet(distance="class_mahalanobis", meta_steps=3, meta_batch_size=2, train_k=8,
+                       query_size=16, precision="bf16").meta_train(encoder, tasks, cache)
+    assert len(adapter.history_) == 3 and np.all(np.isfinite(adapter.history_))
+    assert all(p.dtype == torch.float32 for p in encoder.parameters())  # weights stay float32
+    changed = [k for k, v in encoder.state_dict().items() if "weight" in k and not torch.equal(before[k], v)]
+    assert len(changed) == sum("weight" in k for k in before)  # every weight got a gradient
+    with pytest.raises(ValueError, match="unknown precision 'fp8'"):
+        ProtoNet(meta_steps=1, precision="fp8").meta_train(encoder, tasks, cache)

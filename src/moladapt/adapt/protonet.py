@@ -51,6 +51,7 @@ from moladapt.adapt.base import (
 )
 from moladapt.data.featurize import Featurizer
 from moladapt.types import MolGraphs, Task
+from moladapt.utils import autocast
 
 __all__ = ["DISTANCES", "ProtoNet", "ProtoPredictor", "prototype_logits"]
 
@@ -145,6 +146,9 @@ class ProtoNet(Adapter):
         shrinkage: λ of the ``mahalanobis`` covariance (in ``[0, 1]``; unused otherwise).
         meta_steps: episodic meta-training steps (0: use the encoder as given).
         meta_batch_size, meta_lr, train_k, query_size, grad_clip, seed: as for MAML.
+        precision: ``"fp32"`` or ``"bf16"``: bfloat16 autocast of the encoder's forward passes
+            in meta-training (mixed precision: weights, Adam and the distances stay float32;
+            about 2× faster on CPUs with AMX/AVX512-BF16). Adaptation is always float32.
     """
 
     def __init__(
@@ -158,6 +162,7 @@ class ProtoNet(Adapter):
         query_size: int = 64,
         grad_clip: float | None = 10.0,
         seed: int = 0,
+        precision: str = "fp32",
     ) -> None:
         self.distance = distance
         self.shrinkage = shrinkage
@@ -168,6 +173,7 @@ class ProtoNet(Adapter):
         self.query_size = query_size
         self.grad_clip = grad_clip
         self.seed = seed
+        self.precision = precision
 
     def meta_train(
         self,
@@ -180,12 +186,17 @@ class ProtoNet(Adapter):
         if self.meta_steps <= 0:
             return self
         stream = EpisodeStream(train_tasks, featurizer, self.train_k, self.query_size, self.seed)
+        device = next(encoder.parameters()).device
+        autocast(device, self.precision)  # an unknown precision fails before any training
         was_training = encoder.training
         encoder.train()
 
         def episode_loss(ep: TrainingEpisode) -> Tensor:
+            with autocast(device, self.precision):
+                z_support, z_query = encoder(ep.support), encoder(ep.query)
+            dtype = next(encoder.parameters()).dtype  # the distances (Cholesky) need full precision
             logits = prototype_logits(
-                encoder(ep.support), ep.support_y, encoder(ep.query), self.distance, self.shrinkage
+                z_support.to(dtype), ep.support_y, z_query.to(dtype), self.distance, self.shrinkage
             )
             return F.binary_cross_entropy_with_logits(logits, ep.query_y.to(logits.dtype))
 
