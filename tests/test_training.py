@@ -232,6 +232,10 @@ def test_a_killed_training_resumes_along_the_same_trajectory(bbbp, tmp_path, mon
         run_training(cfg, tmp_path / "killed", progress=False)
     assert (tmp_path / "killed" / "resume.pt").exists() and not (tmp_path / "killed" / "model.pt").exists()
     monkeypatch.setattr(moladapt.resume, "atomic_torch_save", real_save)
+    other = cfg.replace(train={"lr": 1e-2})
+    with pytest.raises(ValueError, match=r"differs in: train\); start afresh \(resume=False"):
+        run_training(other, tmp_path / "killed", progress=False)
+    assert RunConfig.load(tmp_path / "killed" / "config.yaml") == cfg  # still the interrupted run's
     messages = []
     resumed = run_training(cfg, tmp_path / "killed", progress=False, log=messages.append)
     assert any("after 2 finished epoch(s)" in m for m in messages)

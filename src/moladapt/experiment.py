@@ -117,7 +117,8 @@ def run_training(cfg: RunConfig, output: str | Path | None = None, progress: boo
     out = Path(output) if output is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        cfg.save(out / "config.yaml")  # saved first, so a crashed run still says what it was
+        if not (resume and (out / "resume.pt").exists()):  # an interrupted run's config stays with its state
+            cfg.save(out / "config.yaml")  # saved first, so a crashed run still says what it was
     seed_everything(cfg.train.seed)
     data = load_data(cfg)
     prepared = prepare(data, cfg.data.featurizer)
@@ -152,6 +153,7 @@ def run_training(cfg: RunConfig, output: str | Path | None = None, progress: boo
                        len(prepared.invalid), trainer.history_.train_seconds,
                        trainer.history_.molecules_per_second, trainer.history_.best_epoch, out)
     if out is not None:
+        cfg.save(out / "config.yaml")
         save_checkpoint(out / "model.pt", model, prepared.featurizer, cfg.model, data.task_names,
                         data.task_type, trainer.target_mean_, trainer.target_std_,
                         extra={"run_config": cfg.to_dict()})

@@ -32,6 +32,7 @@ class ResumeFile:
 
     FORMAT: ClassVar[str] = "moladapt-resume-1"
     KIND: ClassVar[str] = "training"
+    REMEDY: ClassVar[str] = "delete it or choose another output"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path))
@@ -58,7 +59,7 @@ class ResumeFile:
             theirs = state["identity"]
             diff = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
             raise ValueError(f"{self.path} was written by another {self.KIND} configuration "
-                             f"(differs in: {', '.join(diff)}); delete it or choose another output")
+                             f"(differs in: {', '.join(diff)}); {self.REMEDY}")
         return state
 
     def save(self, state: Mapping[str, Any]) -> None:

@@ -152,6 +152,7 @@ class TrainCheckpoint(ResumeFile):
 
     FORMAT: ClassVar[str] = "moladapt-train-resume-1"
     KIND: ClassVar[str] = "training"
+    REMEDY: ClassVar[str] = "start afresh (resume=False; `moladapt train --no-resume`) or choose another output"
 
 
 class Trainer:
