@@ -148,8 +148,8 @@ class ProtoNet(Adapter):
         meta_batch_size, meta_lr, train_k, query_size, grad_clip, seed: as for MAML.
         precision: ``"fp32"`` or ``"bf16"``: bfloat16 autocast of the encoder's forward passes
             in meta-training (mixed precision: weights, Adam and the distances stay float32;
-            1.1–1.3× faster per step on this project's AVX512-BF16 CPU, more on GPUs and
-            AMX CPUs). Adaptation is always float32.
+            1.1–1.3× faster per step measured on this project's AVX512-BF16 CPU).
+            Adaptation is always float32.
     """
 
     def __init__(
