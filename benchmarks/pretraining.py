@@ -15,7 +15,7 @@ tabled too; with ``--patience`` the best-validation figure is the headline), on 
 ToxCast, SIDER, ClinTox, BACE × ``--seeds``. The no-pretraining row reuses
 ``benchmarks/results/raw/moleculenet_<featurizer>/<d>_seed<k>_e<epochs>`` when its budget
 and the model (5×300) match; otherwise it is run here. ``--pretrain-precision bf16`` pretrains
-under bfloat16 autocast (1.8–2.5× faster per objective here, see
+under bfloat16 autocast (1.8–2.5× faster per objective on a CPU with AMX-BF16, see
 ``results/pretrain_speed.md``); fine-tuning always runs in fp32, as the
 baseline did.
 
@@ -90,8 +90,53 @@ def pretrain_one(config: dict, checkpoint_dir: str) -> dict:
     from moladapt.study.pretrain_runner import ensure_pretrained
 
     built = ensure_pretrained(config, checkpoint_dir)
+    collapsed = built.summary["collapsed"] if "collapsed" in built.summary else _collapse_check(built, config)
     return {"hash": built.hash, "encoder": str(built.encoder_path), "seconds": built.seconds,
-            "final_loss": built.summary.get("final_loss")}
+            "final_loss": built.summary.get("final_loss"), "collapsed": collapsed}
+
+
+def _collapse_check(built, config: dict) -> int | str | None:
+    """For an encoder built before pretraining checked for collapse: measure it now on the
+    first 256 corpus molecules (None = not collapsed; the epoch is unknown)."""
+    import pandas as pd
+
+    from moladapt.pretrain.corpus import resolve_corpus
+    from moladapt.pretrain.trainer import COLLAPSE_SPREAD, embedding_spread
+    from moladapt.training import load_checkpoint
+
+    loaded = load_checkpoint(built.encoder_path)
+    if config["pretrain"]["objective"].startswith("supervised"):
+        from moladapt.data.sources import load_dataset
+
+        smiles = list(load_dataset(config["pretrain"]["labels_dataset"]).smiles[:256])
+    else:
+        path, column = resolve_corpus(config["pretrain"]["corpus"])
+        frame = pd.read_csv(path, nrows=256)
+        smiles = frame[column or frame.columns[0]].astype(str).tolist()
+    graphs = loaded.featurizer.featurize(smiles)
+    spread = embedding_spread(loaded.model.encoder, graphs.collate(list(range(len(graphs)))))
+    return "yes (checked after pretraining)" if spread < COLLAPSE_SPREAD else None
+
+
+def record_pretraining(directory: Path, built: dict) -> None:
+    """Keep what building the encoder cost beside its fine-tuning runs (the checkpoint directory
+    is not part of the results)."""
+    from moladapt.utils import atomic_write_text
+
+    directory.mkdir(parents=True, exist_ok=True)
+    info = {"hash": built["hash"], "seconds": built["seconds"], "final_loss": built["final_loss"],
+            "collapsed": built.get("collapsed"), "cpu": _cpu_model(), "date": str(dt.date.today())}
+    atomic_write_text(directory / "pretrain.json", json.dumps(info, indent=2) + "\n")
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def finetune_one(method: str, dataset: str, seed: int, init: str | None, args: dict, out_dir: str) -> dict:
@@ -227,6 +272,16 @@ def _table_rows(records: list[dict], methods: list[str], datasets: list[str], ke
     return rows
 
 
+def _pretraining_costs(args, methods: list[str]) -> list[tuple[str, dict]]:
+    raw = args.results_dir / "raw" / f"pretraining_{args.featurizer}"
+    out = []
+    for m in methods:
+        p = raw / m / "pretrain.json"
+        if p.exists():
+            out.append((m, json.loads(p.read_text())))
+    return out
+
+
 def report(args, records: list[dict], curve: list[dict], best: str | None) -> str:
     import pandas as pd
 
@@ -302,8 +357,26 @@ def report(args, records: list[dict], curve: list[dict], best: str | None) -> st
             avg = f"{np.mean(means):.1f}" if len(means) == len(datasets) else "—"
             lines.append(f"| {label} | " + " | ".join(cells) + f" | {avg} |")
         lines.append("")
+    costs = _pretraining_costs(args, methods)
+    if costs:
+        lines += ["## What pretraining cost", "",
+                  "Wall time of building each encoder (one process, one thread), as recorded beside "
+                  "its fine-tuning runs.", "",
+                  "| objective | pretraining wall time | final loss | collapsed | CPU | date |",
+                  "|---|---|---|---|---|---|"]
+        for m, c in costs:
+            loss = c.get("final_loss")
+            collapsed = "no" if c.get("collapsed") is None else f"at epoch {c['collapsed']}"
+            lines.append(f"| {m} | {c['seconds'] / 60:.0f} min | "
+                         f"{'—' if loss is None else f'{loss:.4g}'} | {collapsed} | "
+                         f"{c.get('cpu', '—')} | {c.get('date', '—')} |")
+        missing = [m for m in methods if m != "none" and m not in dict(costs)]
+        if missing:
+            lines.append(f"\nNot recorded (built before costs were kept): {', '.join(missing)}.")
+        lines.append("")
+    argv = [a for a in args.argv if a != "--report-only"]  # the command that produces the runs
     lines += ["Command: `MOLADAPT_DATA_DIR=../shared/data python benchmarks/pretraining.py "
-              + " ".join(args.argv) + "`", ""]
+              + " ".join(argv) + "`", ""]
     return "\n".join(lines)
 
 
@@ -370,8 +443,9 @@ def main() -> None:
         _run_pool(args.jobs, [(pretrain_one, c, ckpt) for c in configs.values()], pt_label)
         calls = list(none_calls)
         for o in first:
-            enc = pretrain_one(configs[o], ckpt)["encoder"]
-            calls += finetune_calls(args, o, enc, raw)
+            built = pretrain_one(configs[o], ckpt)  # done: returns at once
+            record_pretraining(raw / o, built)
+            calls += finetune_calls(args, o, built["encoder"], raw)
         _run_pool(args.jobs, calls, ft_label)
         none_calls = []
         if "supervised+best" in objectives:
@@ -381,8 +455,9 @@ def main() -> None:
             else:
                 cfg = pretrain_config(args, objective_spec("supervised+best", best, args.pretrain_epochs),
                                       args.corpus_size)
-                enc = pretrain_one(cfg, ckpt)["encoder"]
-                _run_pool(args.jobs, finetune_calls(args, "supervised+best", enc, raw), ft_label)
+                built = pretrain_one(cfg, ckpt)
+                record_pretraining(raw / "supervised+best", built)
+                _run_pool(args.jobs, finetune_calls(args, "supervised+best", built["encoder"], raw), ft_label)
                 (raw / "supervised+best" / "best_ssl.txt").write_text(best + "\n")
 
     records = reused + load_records(raw, args) if raw.exists() else list(reused)

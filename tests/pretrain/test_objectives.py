@@ -189,3 +189,23 @@ def test_infomax_and_graphcl_tolerate_tiny_batches(data):
         assert obj(enc, single, torch.Generator()).item() == 0.0
         enc.train()
         assert obj(enc, two, torch.Generator().manual_seed(0)).requires_grad
+
+
+def test_edge_prediction_scores_are_dot_products_scaled_by_sqrt_dim(data):
+    feat, graphs, _ = data
+    encoder = _encoder(feat).eval()
+    batch = graphs.collate(np.arange(8))
+    pairs = build_objective("edge_prediction", feat, encoder).transform(batch, torch.Generator().manual_seed(0))
+    h = encoder.node_embeddings(batch)
+
+    def expected(scale: float) -> torch.Tensor:
+        pos = (h[pairs.positive[0]] * h[pairs.positive[1]]).sum(-1) / scale
+        neg = (h[pairs.negative[0]] * h[pairs.negative[1]]).sum(-1) / scale
+        bce = torch.nn.functional.binary_cross_entropy_with_logits
+        return bce(pos, torch.ones_like(pos)) + bce(neg, torch.zeros_like(neg))
+
+    scaled = build_objective("edge_prediction", feat, encoder)
+    plain = build_objective("edge_prediction", feat, encoder, scale_by_sqrt_dim=False)
+    assert scaled.hparams == {"scale_by_sqrt_dim": True}
+    torch.testing.assert_close(scaled.loss(encoder, pairs), expected(32**0.5))
+    torch.testing.assert_close(plain.loss(encoder, pairs), expected(1.0))  # pretrain-gnns

@@ -124,3 +124,21 @@ def test_bf16_precision_trains_every_objective_in_mixed_precision(data, tmp_path
     assert load_pretrain_checkpoint(tmp_path / "last.pt")["config"]["precision"] == "bf16"
     with pytest.raises(ValueError, match="unknown precision 'fp8'"):
         pretrain(_encoder(feat), "infomax", graphs, epochs=1, precision="fp8", **KW)
+
+
+def test_a_collapsed_encoder_is_detected_and_recorded(data, tmp_path):
+    feat, graphs, _ = data
+    healthy = pretrain(_encoder(feat), ["edge_prediction"], graphs, epochs=1, **KW)
+    assert healthy.collapsed is None and healthy.epochs[0]["embedding_spread"] > 0.1
+
+    # Dead ReLUs in the last GIN layer (the failure of unscaled edge prediction): the layer's
+    # output no longer depends on its input, so every atom gets the same embedding.
+    enc = _encoder(feat)
+    with torch.no_grad():
+        enc.gnns[-1].mlp[0].bias.fill_(-1e6)
+    with pytest.warns(RuntimeWarning, match="collapsed"):
+        hist = pretrain(enc, ["edge_prediction"], graphs, epochs=2, checkpoint_dir=tmp_path, **KW)
+    assert hist.collapsed == 0
+    assert all(r["embedding_spread"] < 1e-4 for r in hist.epochs)
+    assert hist.to_dict()["collapsed"] == 0
+    assert load_checkpoint(hist.encoder_checkpoint).extra["pretrain"]["collapsed"] == 0

@@ -12,6 +12,7 @@ from moladapt.study.executors import RUNNERS
 from moladapt.study.pretrain_runner import (
     ensure_pretrained,
     pretrain_hash,
+    pretrain_identity,
     resolve,
     study_dir_of,
 )
@@ -89,6 +90,22 @@ def test_the_hash_covers_what_changes_the_encoder():
         assert pretrain_hash(tiny(**change)) != base, change
     assert pretrain_hash(tiny(**{"pretrain.objective": "none"})) is None
     assert study_dir_of(Path("/s/runs/abc")) == Path("/s")
+
+
+def test_a_changed_objective_recipe_changes_only_its_encoders_hash(monkeypatch):
+    from moladapt.pretrain.objectives.edge_prediction import EdgePrediction
+    from moladapt.pretrain.objectives.infomax import Infomax
+
+    edge = tiny(**{"pretrain.objective": "edge_prediction"})
+    both = tiny(**{"pretrain.objective": "infomax:1,edge_prediction:1"})
+    infomax = tiny(**{"pretrain.objective": "infomax"})
+    assert pretrain_identity(edge)["objective_recipes"] == {"edge_prediction": EdgePrediction.recipe_version}
+    assert "objective_recipes" not in pretrain_identity(infomax)  # hashes of unchanged recipes stay
+    before = {k: pretrain_hash(c) for k, c in (("edge", edge), ("both", both), ("infomax", infomax))}
+    monkeypatch.setattr(EdgePrediction, "recipe_version", EdgePrediction.recipe_version + 1)
+    monkeypatch.setattr(Infomax, "recipe_version", 1)
+    assert pretrain_hash(edge) != before["edge"] and pretrain_hash(both) != before["both"]
+    assert pretrain_hash(infomax) == before["infomax"]
 
 
 def test_resolve_normalises_unused_fields_and_names_bad_keys():

@@ -27,6 +27,7 @@ When training ends, ``checkpoint_dir/encoder.pt`` is written by
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,8 +61,11 @@ class PretrainHistory:
     """Per-epoch records of a pretraining run (including epochs done before a resume).
 
     Each record: ``epoch`` (0-based), ``stage``, ``loss`` (mean summed loss per batch),
-    ``losses`` (mean per objective), ``batches``, ``seconds``.
+    ``losses`` (mean per objective), ``batches``, ``seconds``, ``embedding_spread`` (see
+    :func:`embedding_spread`; measured on the epoch's last batch).
     ``start_epoch``: epochs already completed when this call started (0 unless resumed).
+    ``collapsed``: the first epoch after which the encoder had collapsed (every atom mapped to
+    the same vector), or None.
     """
 
     epochs: list[dict[str, Any]] = field(default_factory=list)
@@ -78,9 +82,41 @@ class PretrainHistory:
     def losses(self) -> list[float]:
         return [r["loss"] for r in self.epochs]
 
+    @property
+    def collapsed(self) -> int | None:
+        for r in self.epochs:
+            spread = r.get("embedding_spread")
+            if spread is not None and spread < COLLAPSE_SPREAD:
+                return int(r["epoch"])
+        return None
+
     def to_dict(self) -> dict[str, Any]:
         return {"epochs": self.epochs, "start_epoch": self.start_epoch,
-                "checkpoint": self.checkpoint, "encoder_checkpoint": self.encoder_checkpoint}
+                "checkpoint": self.checkpoint, "encoder_checkpoint": self.encoder_checkpoint,
+                "collapsed": self.collapsed}
+
+
+# Below this, the node embeddings of a batch are constant in every dimension: a collapsed encoder.
+COLLAPSE_SPREAD = 1e-4
+
+
+def embedding_spread(encoder: Encoder, batch: Any) -> float:
+    r"""Largest per-dimension standard deviation of the node embeddings over a batch's atoms.
+
+    :math:`\max_d \operatorname{std}_{i \in \text{atoms}} h_{i,d}` with ``h = encoder.node_embeddings
+    (batch)`` ``[N, d]``, in eval mode (running batch-norm statistics) and float32. About 0 means
+    representation collapse: every atom gets the same vector (e.g. all ReLUs of a layer dead),
+    so the objective is stuck at chance and fine-tuning would start from a constant input —
+    observed for edge prediction with unscaled dot-product scores on a GIN 5×300.
+    """
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        with torch.no_grad():
+            h = encoder.node_embeddings(batch).float()
+    finally:
+        encoder.train(was_training)
+    return float(h.std(dim=0).max()) if h.shape[0] > 1 else float("nan")
 
 
 # -- building ---------------------------------------------------------------------------------
@@ -389,7 +425,18 @@ def _train(encoder: Encoder, featurizer: Featurizer, specs: list[tuple[list[Obje
         record = {"epoch": epoch, "stage": stage, "loss": total / max(batches, 1),
                   "losses": {k: v / max(batches, 1) for k, v in sums.items()},
                   "batches": batches, "seconds": time.perf_counter() - t0}
+        if batches:
+            record["embedding_spread"] = embedding_spread(encoder, batch)
+        was_collapsed = history.collapsed is not None
         history.epochs.append(record)
+        if not was_collapsed and history.collapsed is not None and ctx.is_main:
+            warnings.warn(
+                f"pretraining epoch {epoch}: the encoder has collapsed — every atom of a batch gets "
+                f"the same embedding (largest per-dimension std {record['embedding_spread']:.2g}), "
+                f"so {', '.join(keys)} cannot learn any more and fine-tuning would start from a "
+                "constant representation. Lower the learning rate or change the objective's "
+                "scoring (edge_prediction: scale_by_sqrt_dim=True); the run goes on and its "
+                "summary records 'collapsed'.", RuntimeWarning, stacklevel=2)
         bar.set_postfix(loss=f"{record['loss']:.4f}", stage=stage)
         if ckpt_path is not None and ctx.is_main:
             atomic_torch_save({
@@ -415,6 +462,7 @@ def _train(encoder: Encoder, featurizer: Featurizer, specs: list[tuple[list[Obje
                 "objectives": _describe(stage_objs), "config": config,
                 "epochs_completed": len(history.epochs),
                 "final_loss": history.epochs[-1]["loss"] if history.epochs else None,
+                "collapsed": history.collapsed,
                 "world_size": ctx.world_size,
             })
         history.encoder_checkpoint = str(enc_path)

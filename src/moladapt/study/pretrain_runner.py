@@ -203,13 +203,23 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def pretrain_identity(config: dict[str, Any]) -> dict[str, Any]:
-    """What determines the pretrained encoder: pretrain section, encoder dims, featurizer."""
+    """What determines the pretrained encoder: pretrain section, encoder dims, featurizer (and
+    the recipe version of any objective whose default behaviour has changed)."""
     from moladapt.data.featurize import get_featurizer
+    from moladapt.pretrain.objectives import OBJECTIVES
 
     feat = get_featurizer(config["data"]["featurizer"])
-    return {"pretrain": config["pretrain"],
-            "encoder": {k: config["model"][k] for k in ENCODER_KEYS},
-            "featurizer": feat.fingerprint}
+    identity = {"pretrain": config["pretrain"],
+                "encoder": {k: config["model"][k] for k in ENCODER_KEYS},
+                "featurizer": feat.fingerprint}
+    if config["pretrain"]["objective"] != NONE:
+        names = [n for names, _ in parse_stages(config["pretrain"]["objective"], 0) for n in names]
+        # only changed recipes enter the identity: encoders of every other objective keep their hash
+        changed = {n: OBJECTIVES.get(n).recipe_version for n in names
+                   if OBJECTIVES.get(n).recipe_version != 1}
+        if changed:
+            identity["objective_recipes"] = changed
+    return identity
 
 
 def pretrain_hash(config: dict[str, Any]) -> str | None:

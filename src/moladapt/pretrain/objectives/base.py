@@ -36,10 +36,13 @@ class PretrainObjective(nn.Module):
         hparams: the keyword options given to the constructor (plain values), recorded in
             pretraining checkpoints so the objective can be rebuilt.
         needs_labels: whether batches must carry ``y`` (only ``supervised``).
+        recipe_version: bumped when the objective's default behaviour changes, so encoders
+            pretrained under the old recipe are not reused as if they were the new one.
     """
 
     name: ClassVar[str] = ""
     needs_labels: ClassVar[bool] = False
+    recipe_version: ClassVar[int] = 1
 
     def __init__(self, featurizer: Featurizer, out_dim: int) -> None:
         super().__init__()
