@@ -161,6 +161,10 @@ def pretrain_command(
     elif history.epochs:
         typer.echo(f"trained epochs {history.epochs_run[0]}..{history.epochs_run[-1]}; "
                    f"final loss {history.epochs[-1]['loss']:.4f}")
+    if history.collapsed is not None:
+        typer.echo(f"WARNING: the encoder collapsed at epoch {history.collapsed} (every atom gets the "
+                   "same embedding): fine-tuning from it starts from a constant representation; "
+                   "see history.json 'embedding_spread'", err=True)
     typer.echo(f"wrote {output}/config.yaml, last.pt, encoder.pt, history.json; "
                f"fine-tune with: moladapt train --init {output}/encoder.pt "
                f"--encoder {encoder} --hidden-dim {hidden_dim} --num-layers {num_layers} --pooling {pooling}")
