@@ -360,8 +360,8 @@ def report(args, records: list[dict], curve: list[dict], best: str | None) -> st
     costs = _pretraining_costs(args, methods)
     if costs:
         lines += ["## What pretraining cost", "",
-                  "Wall time of building each encoder (one process, one thread), as recorded beside "
-                  "its fine-tuning runs.", "",
+                  "Wall time of building each encoder (one thread), as recorded beside its fine-tuning "
+                  "runs; with `--jobs` > 1 other runs shared the cores, so read it as an upper bound.", "",
                   "| objective | pretraining wall time | final loss | collapsed | CPU | date |",
                   "|---|---|---|---|---|---|"]
         for m, c in costs:
