@@ -403,8 +403,9 @@ def _train(encoder: Encoder, featurizer: Featurizer, specs: list[tuple[list[Obje
         total, batches = 0.0, 0
         for batch in tqdm(batches_iter, desc=f"epoch {epoch}", unit="batch", leave=False,
                           disable=not progress or not ctx.is_main):
+            batch = batch.to(device)  # kept on the device: the epoch's last one is checked for collapse
             with autocast(device, precision):
-                losses = model(batch.to(device), gen)
+                losses = model(batch, gen)
             losses = losses.float()
             loss = losses.sum()
             if not loss.requires_grad:
