@@ -274,6 +274,14 @@ def main() -> None:
                 "init": args.init, "encoder_lr_scale": args.encoder_lr_scale,
                 "inner_steps": args.inner_steps,
                 "aux": [a.strip() for a in args.aux.split(",") if a.strip()]}
+    from moladapt.pretrain.objectives import OBJECTIVES
+
+    # an objective whose default recipe changed gives other results: its runs must not pool with
+    # the earlier ones (only changed recipes enter, so earlier runs keep their directories)
+    recipes = {a: OBJECTIVES.get(a).recipe_version for a in settings["aux"]
+               if OBJECTIVES.get(a).recipe_version != 1}
+    if recipes:
+        settings["aux_recipes"] = recipes
     todo = []
     for d in datasets:
         for s in (int(s) for s in args.seeds.split(",")):
@@ -311,7 +319,9 @@ def main() -> None:
     md = (f"# Fine-tuning with auxiliary tasks (Dey & Ning 2024 style)\n\n"
           f"Test {args.metric.removeprefix('test_')} (%) at the best validation epoch; "
           f"{args.encoder.upper()} {args.num_layers}×{args.hidden_dim}, `{args.featurizer}` "
-          f"features, auxiliary objectives {', '.join(settings['aux'])}; encoder "
+          f"features, auxiliary objectives {', '.join(settings['aux'])}"
+          + "".join(f" ({n}: recipe {v})" for n, v in settings.get("aux_recipes", {}).items())
+          + "; encoder "
           f"{'from ' + Path(args.init).name if args.init else 'randomly initialised'}. "
           f"Date {dt.date.today()}, {platform.machine()} with {os.cpu_count()} cores, one "
           f"thread per run.\n\n" + (f"{args.note.strip()}\n\n" if args.note.strip() else "") +

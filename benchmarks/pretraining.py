@@ -33,7 +33,8 @@ single-threaded processes run in parallel (first the pretrainings, then the fine
 
     MOLADAPT_DATA_DIR=../shared/data python benchmarks/pretraining.py --jobs 2 \
         --corpus-size 50000 --pretrain-epochs 10 --seeds 0,1,2
-    # corpus-size curve for one objective (adds a section to pretraining.md)
+    # corpus-size curve for one objective (adds a section to pretraining.md; the point at
+    # --corpus-size reuses the table's runs of that objective: same encoder, same hash)
     MOLADAPT_DATA_DIR=../shared/data python benchmarks/pretraining.py --jobs 2 \
         --corpus-sizes 10000,50000,200000 --curve-objective attribute_masking --seeds 0,1,2
 """
@@ -186,9 +187,11 @@ def baseline_record(args, dataset: str, seed: int) -> dict | None:
     return None
 
 
-def load_records(raw: Path, args) -> list[dict]:
-    """Finished fine-tuning runs of this budget (epochs, patience) under ``raw/<method>/``."""
-    records = [json.loads(p.read_text()) for p in sorted(raw.glob("*/*/summary.json"))]
+def load_records(raw: Path, args, depth: int = 2) -> list[dict]:
+    """Finished fine-tuning runs of this budget (epochs, patience) under ``raw/<method>/``
+    (``depth=1``: under ``raw/`` itself, the runs of one method)."""
+    pattern = "*/summary.json" if depth == 1 else "*/*/summary.json"
+    records = [json.loads(p.read_text()) for p in sorted(raw.glob(pattern))]
     return [r for r in records if (r["epochs"], r["patience"]) == (args.epochs, args.patience)]
 
 
@@ -282,6 +285,86 @@ def _pretraining_costs(args, methods: list[str]) -> list[tuple[str, dict]]:
     return out
 
 
+def table_curve_records(args, raw: Path) -> list[dict]:
+    """The table's runs of ``--curve-objective`` as the curve's ``--corpus-size`` point.
+
+    They fine-tuned the very encoder that point would build (same pretraining hash, checked on
+    each run's ``init``), so the curve reuses them instead of running them twice.
+    """
+    from moladapt.study.pretrain_runner import pretrain_hash
+
+    n = args.corpus_size
+    key = pretrain_hash(pretrain_config(args, args.curve_objective, n))
+    return [{**r, "method": f"{args.curve_objective}@{n}", "corpus_size": n, "shared_with_table": True}
+            for r in load_records(raw / args.curve_objective, args, depth=1)
+            if r.get("init") and Path(r["init"]).parent.name == key]
+
+
+def curve_records(args, raw: Path, curve_raw: Path) -> list[dict]:
+    """The curve's own runs plus the table's runs of the same encoder (see above)."""
+    own = load_records(curve_raw, args) if curve_raw.exists() else []
+    seen = {(r["corpus_size"], r["dataset"], r["seed"]) for r in own}
+    shared = [r for r in table_curve_records(args, raw)
+              if (r["corpus_size"], r["dataset"], r["seed"]) not in seen]
+    return [r for r in own + shared if r["dataset"] in args.datasets and r["seed"] in args.seeds]
+
+
+def _curve_section(args, records: list[dict], curve: list[dict], key: str) -> list[str]:
+    """Downstream ROC-AUC per corpus size, with the paired gain over no pretraining."""
+    import pandas as pd
+
+    from moladapt.evaluate.statistics import paired_comparisons
+
+    datasets = args.datasets
+    sizes = sorted({r["corpus_size"] for r in curve})
+    obj = curve[0]["method"].split("@")[0]
+    none = [r for r in records if r["method"] == "none"]
+    frame = pd.DataFrame([{"method": "none" if r["method"] == "none" else f"{r['corpus_size']:,}",
+                           "dataset": r["dataset"], "seed": r["seed"], "roc_auc": r[key] * 100}
+                          for r in none + curve])
+    cmp = paired_comparisons(frame, "roc_auc", baseline="none", unit_cols=["dataset", "seed"])
+    stats = {c["method"]: c for _, c in cmp.iterrows()}
+    curve_raw = args.results_dir / "raw" / f"pretraining_curve_{args.featurizer}"
+    table_raw = args.results_dir / "raw" / f"pretraining_{args.featurizer}"
+    lines = [f"## Corpus-size curve: {obj}", "",
+             f"Pretrained on the first N molecules of `{args.corpus}` for {args.pretrain_epochs} epochs "
+             "(so a larger corpus also means proportionally more pretraining steps), fine-tuned as "
+             f"above. Δ: paired mean gain over no pretraining (dataset × seed pairs), Wilcoxon p "
+             "Holm-adjusted over the sizes.", "",
+             "| corpus size | " + " | ".join(datasets) + " | average | Δ [95% CI] | Holm p | pretraining |",
+             "|---|" + "---|" * (len(datasets) + 4)]
+    rows = [("0 (none)", none, None)] + [(f"{n:,}", [r for r in curve if r["corpus_size"] == n], n)
+                                         for n in sizes]
+    for label, rs, n in rows:
+        cells, means = [], []
+        for d in datasets:
+            vals = [r[key] for r in rs if r["dataset"] == d]
+            cells.append(_cell(vals))
+            if vals:
+                means.append(np.mean(vals) * 100)
+        avg = f"{np.mean(means):.1f}" if len(means) == len(datasets) else "—"
+        c = stats.get(label)
+        delta = "" if c is None else f"{c['mean_diff']:+.2f} [{c['ci_low']:+.2f}, {c['ci_high']:+.2f}]"
+        holm = "" if c is None else f"{c['p_wilcoxon_holm']:.3g}"
+        cost = ""
+        if n is not None:
+            shared = all(r.get("shared_with_table") for r in rs)
+            p = (table_raw / obj if shared else curve_raw / f"{obj}@{n}") / "pretrain.json"
+            cost = f"{json.loads(p.read_text())['seconds'] / 60:.0f} min" if p.exists() else "not recorded"
+            if shared:
+                cost += " (the table's run)"
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {avg} | {delta} | {holm} | {cost} |")
+    command = (f"--corpus-sizes {','.join(str(n) for n in sizes)} --curve-objective {obj} "
+               f"--corpus-size {args.corpus_size} --datasets {','.join(datasets)} "
+               f"--seeds {','.join(map(str, args.seeds))} --epochs {args.epochs} "
+               f"--pretrain-epochs {args.pretrain_epochs} --pretrain-precision {args.pretrain_precision}"
+               + (f" --patience {args.patience}" if args.patience else ""))
+    lines += ["", "Command: `MOLADAPT_DATA_DIR=../shared/data python benchmarks/pretraining.py "
+              f"{command} --jobs 2` (the {args.corpus_size:,} point is the table's {obj} row when its "
+              "encoder matches, and is not run again).", ""]
+    return lines
+
+
 def report(args, records: list[dict], curve: list[dict], best: str | None) -> str:
     import pandas as pd
 
@@ -340,23 +423,7 @@ def report(args, records: list[dict], curve: list[dict], best: str | None) -> st
                      f"{args.epochs} epochs of a longer run are a run of {args.epochs} epochs)"
                      if truncated else "") + ".", ""]
     if curve:
-        sizes = sorted({r["corpus_size"] for r in curve})
-        obj = curve[0]["method"].split("@")[0]
-        lines += [f"## Corpus-size curve: {obj}", "",
-                  "| corpus size | " + " | ".join(datasets) + " | average |",
-                  "|---|" + "---|" * (len(datasets) + 1)]
-        rows = [("0 (none)", [r for r in records if r["method"] == "none"])]
-        rows += [(f"{n:,}", [r for r in curve if r["corpus_size"] == n]) for n in sizes]
-        for label, rs in rows:
-            cells, means = [], []
-            for d in datasets:
-                vals = [r[key] for r in rs if r["dataset"] == d]
-                cells.append(_cell(vals))
-                if vals:
-                    means.append(np.mean(vals) * 100)
-            avg = f"{np.mean(means):.1f}" if len(means) == len(datasets) else "—"
-            lines.append(f"| {label} | " + " | ".join(cells) + f" | {avg} |")
-        lines.append("")
+        lines += _curve_section(args, records, curve, key)
     costs = _pretraining_costs(args, methods)
     if costs:
         lines += ["## What pretraining cost", "",
@@ -428,11 +495,17 @@ def main() -> None:
     if args.corpus_sizes and not args.report_only:
         sizes = [int(n) for n in args.corpus_sizes.split(",")]
         configs = {n: pretrain_config(args, args.curve_objective, n) for n in sizes}
-        _run_pool(args.jobs, [(pretrain_one, configs[n], ckpt) for n in sizes], pt_label)
+        covered = {(r["corpus_size"], r["dataset"], r["seed"]) for r in table_curve_records(args, raw)}
+        todo = [n for n in sizes
+                if any((n, d, s) not in covered for d in args.datasets for s in args.seeds)]
+        _run_pool(args.jobs, [(pretrain_one, configs[n], ckpt) for n in todo], pt_label)
         calls = list(none_calls)
-        for n in sizes:
-            enc = pretrain_one(configs[n], ckpt)["encoder"]  # done: returns at once
-            calls += finetune_calls(args, f"{args.curve_objective}@{n}", enc, curve_raw, corpus_size=n)
+        for n in todo:
+            built = pretrain_one(configs[n], ckpt)  # done: returns at once
+            method = f"{args.curve_objective}@{n}"
+            record_pretraining(curve_raw / method, built)
+            calls += [c for c in finetune_calls(args, method, built["encoder"], curve_raw, corpus_size=n)
+                      if (n, c[2], c[3]) not in covered]
         _run_pool(args.jobs, calls, ft_label)
         none_calls = []
     elif not args.report_only:
@@ -462,8 +535,7 @@ def main() -> None:
 
     records = reused + load_records(raw, args) if raw.exists() else list(reused)
     records = [r for r in records if r["dataset"] in args.datasets and r["seed"] in args.seeds]
-    curve = load_records(curve_raw, args) if curve_raw.exists() else []
-    curve = [r for r in curve if r["dataset"] in args.datasets and r["seed"] in args.seeds]
+    curve = curve_records(args, raw, curve_raw) if curve_raw.exists() else []
     best_file = raw / "supervised+best" / "best_ssl.txt"
     best = best_file.read_text().strip() if best_file.exists() else None
     md = report(args, records, curve, best)
