@@ -92,3 +92,48 @@ def test_moleculenet_report_pairs_rich_with_basic_on_shared_runs_only():
     assert "| last epoch | 9 | +2.00 |" in text and "| best-valid epoch | 9 | +2.00 |" in text
     assert "bbbp +2.0" in text
     assert bench.featurizer_comparison(basic, []) == ""
+
+
+def _curve_args(tmp_path: Path) -> argparse.Namespace:
+    return argparse.Namespace(
+        featurizer="basic", hidden_dim=300, num_layers=5, corpus="moses_train", labels_dataset="toxcast",
+        pretrain_epochs=10, pretrain_batch_size=256, pretrain_precision="bf16", corpus_size=50_000,
+        curve_objective="attribute_masking", epochs=30, patience=None, datasets=["bbbp", "bace"],
+        seeds=[0, 1], results_dir=tmp_path)
+
+
+def _finetune_summary(folder: Path, dataset: str, seed: int, init: str, method: str, size=None) -> None:
+    folder.mkdir(parents=True)
+    (folder / "summary.json").write_text(json.dumps({
+        "method": method, "dataset": dataset, "seed": seed, "epochs": 30, "patience": None,
+        "init": init, "corpus_size": size, "test_roc_auc": 0.7, "test_roc_auc_last_epoch": 0.71}))
+
+
+def test_curve_reuses_the_tables_runs_of_the_same_encoder_only(bench, tmp_path):
+    from moladapt.study.pretrain_runner import pretrain_hash
+
+    args = _curve_args(tmp_path)
+    key = pretrain_hash(bench.pretrain_config(args, "attribute_masking", 50_000))
+    assert key != pretrain_hash(bench.pretrain_config(args, "attribute_masking", 10_000))
+    table = tmp_path / "table"
+    for d, s in [("bbbp", 0), ("bbbp", 1), ("bace", 0)]:
+        _finetune_summary(table / "attribute_masking" / f"{d}_seed{s}_e30", d, s,
+                          f"/elsewhere/pretrained/{key}/encoder.pt", "attribute_masking")
+    # an encoder pretrained otherwise (another hash) is not the curve's 50k point
+    _finetune_summary(table / "attribute_masking" / "bace_seed1_e30", "bace", 1,
+                      "/elsewhere/pretrained/0123456789abcdef/encoder.pt", "attribute_masking")
+    _finetune_summary(table / "graphcl" / "bbbp_seed0_e30", "bbbp", 0,
+                      f"/elsewhere/pretrained/{key}/encoder.pt", "graphcl")
+    shared = bench.table_curve_records(args, table)
+    assert sorted((r["dataset"], r["seed"]) for r in shared) == [("bace", 0), ("bbbp", 0), ("bbbp", 1)]
+    assert {r["method"] for r in shared} == {"attribute_masking@50000"}
+    assert all(r["corpus_size"] == 50_000 and r["shared_with_table"] for r in shared)
+
+    own = tmp_path / "curve"
+    _finetune_summary(own / "attribute_masking@50000" / "bbbp_seed0_e30", "bbbp", 0, "x", "attribute_masking@50000", 50_000)
+    _finetune_summary(own / "attribute_masking@10000" / "bbbp_seed0_e30", "bbbp", 0, "y", "attribute_masking@10000", 10_000)
+    curve = bench.curve_records(args, table, own)
+    points = sorted((r["corpus_size"], r["dataset"], r["seed"], bool(r.get("shared_with_table"))) for r in curve)
+    # the curve's own 50k run of (bbbp, 0) wins over the table's; no point is counted twice
+    assert points == [(10_000, "bbbp", 0, False), (50_000, "bace", 0, True),
+                      (50_000, "bbbp", 0, False), (50_000, "bbbp", 1, True)]
