@@ -48,8 +48,9 @@ BUNDLED = ROOT / "src" / "moladapt" / "bundled"
 
 
 def downstream_table(path: Path, name: str) -> str:
-    """From ``path`` (pretraining.md): its protocol paragraphs, the ``none`` and ``name`` rows of
-    its first objective table and ``name``'s paired comparison (or the whole file)."""
+    """From ``path`` (pretraining.md): its protocol paragraphs, its first objective table and
+    the paired comparisons, every objective kept (so the card shows what ``name`` was chosen
+    against) and ``name``'s rows in bold; or the whole file when it has no such table."""
     text = path.read_text()
     lines = text.splitlines()
 
@@ -60,16 +61,18 @@ def downstream_table(path: Path, name: str) -> str:
                 for row in lines[i + 2:]:
                     if not row.startswith("|"):
                         break
-                    if row.strip("|").split("|")[0].strip().strip("*`") in ("none", name):
-                        keep.append(row)
+                    cells = row.strip().strip("|").split("|")
+                    if cells[0].strip().strip("*`") == name:
+                        row = "| " + " | ".join(f"**{c.strip()}**" if c.strip() else "" for c in cells) + " |"
+                    keep.append(row)
                 return keep if len(keep) > 2 else []
         return []
 
     table = rows_of("| objective | ")
-    if not table:
+    if not table or not any(f"**{name}**" in row for row in table):
         return f"From `{path.name}`:\n\n{text}"
     protocol = [line for line in lines if line.startswith(("Test ROC-AUC", "Pretraining:"))]
-    parts = [f"From `{path.name}` (scaffold split):", *protocol, "\n".join(table)]
+    parts = [f"From `{path.name}` (scaffold split; this encoder in bold):", *protocol, "\n".join(table)]
     comparison = rows_of("| objective | pairs")
     if comparison:
         parts += ["Paired with no pretraining over dataset × seed (ROC-AUC points; Wilcoxon, Holm):",

@@ -125,3 +125,25 @@ def test_every_shipped_encoder_matches_its_card_and_loads():
         encoder = load_pretrained_encoder(pt)
         n_params = sum(p.numel() for p in encoder.parameters())
         assert n_params == 1_857_900, n_params  # GIN 5×300 of pretrain-gnns
+
+
+def test_card_quotes_every_objective_with_the_bundled_one_in_bold(tmp_path):
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("build_bundled", root / "benchmarks" / "build_bundled_encoder.py")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    md = tmp_path / "pretraining.md"
+    md.write_text("# title\n\nTest ROC-AUC (%) after 30 epochs.\n\n"
+                  "| objective | bbbp | average |\n|---|---|---|\n| none | 60.0 ± 1.0 | 60.0 |\n"
+                  "| attribute_masking | 66.0 ± 1.0 | 66.0 |\n| graphcl | 65.0 ± 2.0 | 65.0 |\n\n"
+                  "| objective | pairs | mean Δ |\n|---|---|---|\n| attribute_masking | 3 | +6.00 |\n"
+                  "| graphcl | 3 | +5.00 |\n")
+    card = build.downstream_table(md, "attribute_masking")
+    assert "| **attribute_masking** | **66.0 ± 1.0** | **66.0** |" in card
+    assert "| graphcl | 65.0 ± 2.0 | 65.0 |" in card and "| none | 60.0 ± 1.0 | 60.0 |" in card
+    assert "| **attribute_masking** | **3** | **+6.00** |" in card and "| graphcl | 3 | +5.00 |" in card
+    assert "Test ROC-AUC (%) after 30 epochs." in card
+    # an encoder the results do not mention: the whole file, nothing made up
+    assert build.downstream_table(md, "infomax").startswith("From `pretraining.md`:\n\n# title")
