@@ -155,3 +155,25 @@ def test_study_runner_resolves_and_runs(tmp_path, tox21_csv, cache):
         runner.resolve({"extra": {}})
     with pytest.raises(KeyError, match="combiner"):
         runner.resolve({"aux": {"combiner": "magic"}})
+    # objective options: absent unless set (earlier keys stay), normalised when set
+    assert "objective_options" not in resolved["aux"]
+    with_options = runner.resolve({**config, "aux": {**config["aux"], "objective_options": {
+        "edgepred": {"scale_by_sqrt_dim": False}}}})
+    assert with_options["aux"]["objective_options"] == {"edge_prediction": {"scale_by_sqrt_dim": False}}
+    with pytest.raises(ValueError, match="aux.objective_options: .*'graphcl' is not among"):
+        runner.resolve({**config, "aux": {**config["aux"], "objective_options": {"graphcl": {"temperature": 1}}}})
+
+
+def test_aux_specs_carry_objective_options_to_the_objectives():
+    from moladapt.adapt.auxiliary import build_aux_objectives
+    from moladapt.data.featurize import get_featurizer
+    from moladapt.models.encoders import build_encoder
+
+    cfg = AuxConfig(aux_objectives=("attribute_masking", "edge_prediction"),
+                    objective_options={"attrmask": {"mask_rate": 0.4}})
+    assert cfg.aux_specs() == [("attribute_masking", {"mask_rate": 0.4}), "edge_prediction"]
+    assert "objective_options" not in AuxConfig().to_dict()
+    feat = get_featurizer("basic")
+    encoder = build_encoder("gin", feat.atom_vocab_sizes, feat.bond_vocab_sizes, hidden_dim=16, num_layers=2)
+    built = build_aux_objectives(cfg.aux_specs(), feat, encoder)
+    assert built[0].hparams["mask_rate"] == 0.4 and built[1].hparams["scale_by_sqrt_dim"] is True

@@ -26,7 +26,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,9 @@ class AuxConfig:
         combiner: gradient combiner (``sum``, ``gcs``, ``gns``, ``pcgrad``, ``rcgrad``);
             ``None``: ``sum`` for ``auxiliary``, the plain weighted sum (BLO) for ``bilevel``.
         combiner_options: keyword hyper-parameters of the combiner.
+        objective_options: constructor options of the auxiliary objectives,
+            ``{objective: {option: value}}`` (e.g. ``{attribute_masking: {mask_rate: 0.25}}``);
+            left out of :meth:`to_dict` when unset, so earlier configs keep their keys.
         target: the target column (default: every column, trained as one target task; for
             ``bilevel`` with ``source_tasks``, the first column).
 
@@ -89,6 +92,7 @@ class AuxConfig:
     aux_objectives: tuple[str, ...] = ("attribute_masking", "edge_prediction")
     combiner: str | None = "rcgrad"
     combiner_options: dict[str, Any] | None = None
+    objective_options: dict[str, dict[str, Any]] | None = None
     target: str | None = None
     task_weights: tuple[float, ...] | None = None
     pos_weight: str | None = None
@@ -145,6 +149,7 @@ class AuxConfig:
             if OBJECTIVES.get(name).needs_labels:
                 raise ValueError(f"objective {name!r} needs labels; it cannot be an auxiliary task "
                                  "(give supervised columns as source_tasks with method 'bilevel')")
+        self.parsed_objective_options()
         if self.combiner is not None:
             COMBINERS.get(self.combiner)
         if self.method == "bilevel":
@@ -156,8 +161,27 @@ class AuxConfig:
             if self.inner_optimizer not in ("adam", "sgd"):
                 raise ValueError(f"unknown inner_optimizer {self.inner_optimizer!r}; choose 'adam' or 'sgd'")
 
+    def parsed_objective_options(self) -> dict[str, dict[str, Any]]:
+        """``objective_options`` checked against ``aux_objectives`` and their constructors,
+        keyed by registered name (imports the registries: torch)."""
+        from moladapt.pretrain.objectives import parse_objective_options
+
+        try:
+            return parse_objective_options(self.objective_options, self.aux_objectives)
+        except ValueError as exc:
+            raise ValueError(f"aux.objective_options: {exc}") from None
+
+    def aux_specs(self) -> list[Any]:
+        """The auxiliary objectives as the adapters take them: ``name`` or ``(name, options)``."""
+        from moladapt.pretrain.objectives import with_options
+
+        return with_options(self.aux_objectives, self.parsed_objective_options())
+
     def to_dict(self) -> dict[str, Any]:
-        return to_plain(asdict(self))
+        out = to_plain(asdict(self))
+        if not out.get("objective_options"):
+            del out["objective_options"]
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> AuxConfig:
@@ -308,7 +332,7 @@ def run_auxiliary(run_cfg: RunConfig, aux_cfg: AuxConfig, output: str | Path | N
         from moladapt.adapt.auxiliary import AuxiliaryFineTuner
 
         est = AuxiliaryFineTuner(
-            aux_objectives=aux_cfg.aux_objectives, combiner=aux_cfg.combiner or "sum",
+            aux_objectives=aux_cfg.aux_specs(), combiner=aux_cfg.combiner or "sum",
             combiner_options=aux_cfg.combiner_options, epochs=tc.epochs, batch_size=tc.batch_size,
             lr=tc.lr, seed=tc.seed, task_weights=aux_cfg.task_weights, task_type=data.task_type,
             encoder_lr=tc.lr * tc.encoder_lr_scale, weight_decay=tc.weight_decay,
@@ -335,7 +359,7 @@ def run_auxiliary(run_cfg: RunConfig, aux_cfg: AuxConfig, output: str | Path | N
         outer_steps = aux_cfg.outer_steps or max(
             1, round(tc.epochs * steps_per_epoch / aux_cfg.inner_steps))
         est = BiLevelTaskWeighting(
-            source_tasks=sources, aux_objectives=aux_cfg.aux_objectives, target=targets,
+            source_tasks=sources, aux_objectives=aux_cfg.aux_specs(), target=targets,
             weighting=aux_cfg.weighting, init_weights=aux_cfg.init_weights,
             hypergradient=aux_cfg.hypergradient, combiner=aux_cfg.combiner,
             combiner_options=aux_cfg.combiner_options, outer_steps=outer_steps,
@@ -432,6 +456,7 @@ def _resolve_auxiliary(config: dict[str, Any]) -> dict[str, Any]:
     resolved = _resolve_train(config)
     aux_cfg = AuxConfig.from_dict(aux)
     aux_cfg.validate()
+    aux_cfg = replace(aux_cfg, objective_options=aux_cfg.parsed_objective_options() or None)
     run_cfg = RunConfig.from_dict(resolved)
     _check_train_options(run_cfg)
     return {**resolved, "aux": aux_cfg.to_dict()}

@@ -27,6 +27,7 @@ def test_auxiliary_cli_on_a_csv(tmp_path, data_dir):
     out = tmp_path / "run"
     result = CliRunner().invoke(app, ["auxiliary", "--data", str(csv), "--aux",
                                       "attrmask,edge_prediction", "--combiner", "gcs",
+                                      "-O", "attrmask.mask_rate=0.3",
                                       "--output", str(out), *TINY])
     assert result.exit_code == 0, result.output
     assert "attribute_masking: mean cosine to the target" in result.output
@@ -35,6 +36,10 @@ def test_auxiliary_cli_on_a_csv(tmp_path, data_dir):
     assert metrics["label"] == "gcs" and set(metrics["gradient_log"]["tasks"]) == {
         "attribute_masking", "edge_prediction"}
     assert (out / "model.pt").exists()
+    import yaml
+
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["aux"]["objective_options"] == {"attribute_masking": {"mask_rate": 0.3}}
 
 
 def test_auxiliary_cli_reports_bad_input(tmp_path, data_dir):
@@ -45,3 +50,6 @@ def test_auxiliary_cli_reports_bad_input(tmp_path, data_dir):
     sources = runner.invoke(app, ["auxiliary", "--dataset", "bbbp", "--sources", "all",
                                   "--output", str(tmp_path / "y"), *TINY])
     assert sources.exit_code == 2 and "--bilevel" in sources.output
+    option = runner.invoke(app, ["auxiliary", "--dataset", "bbbp", "--aux", "attrmask",
+                                 "-O", "graphcl.temperature=0.2", "--output", str(tmp_path / "z"), *TINY])
+    assert option.exit_code == 2 and "'graphcl' is not among the objectives in use" in option.output

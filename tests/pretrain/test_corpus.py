@@ -140,6 +140,21 @@ def test_cli_end_to_end_then_fine_tune(tmp_path, moses_head, data_dir):
     hist = json.loads((out / "history.json").read_text())
     assert hist["start_epoch"] == 1 and [e["epoch"] for e in hist["epochs"]] == [0, 1]
 
+    # objective options: recorded in config.yaml and the checkpoint; resuming with others is refused
+    res = CliRunner().invoke(app, ["--objective", "attribute_masking", "--epochs", "2",
+                                   "-O", "attrmask.mask_rate=0.3", *common])
+    assert res.exit_code == 2 and "use another checkpoint_dir" in res.output, res.output
+    opt_out = tmp_path / "pre_opt"
+    res = CliRunner().invoke(app, ["--objective", "attribute_masking", "--epochs", "1",
+                                   "-O", "attrmask.mask_rate=0.3", *common[:-2], str(opt_out), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "mask_rate: 0.3" in (opt_out / "config.yaml").read_text()
+    saved = torch.load(opt_out / "last.pt", weights_only=True)
+    assert saved["objectives"][0][0]["hparams"]["mask_rate"] == 0.3
+    res = CliRunner().invoke(app, ["--objective", "attribute_masking", "-O", "graphcl.temperature=1",
+                                   *common])
+    assert res.exit_code == 2 and "not among the objectives in use" in res.output
+
     # fine-tuning starts from the pretrained encoder (frozen: it stays exactly as saved)
     labels = tmp_path / "labels.csv"
     pd.read_csv(data_dir / "BBBP.csv").iloc[:80][["smiles", "p_np"]].to_csv(labels, index=False)

@@ -209,3 +209,44 @@ def test_edge_prediction_scores_are_dot_products_scaled_by_sqrt_dim(data):
     assert scaled.hparams == {"scale_by_sqrt_dim": True}
     torch.testing.assert_close(scaled.loss(encoder, pairs), expected(32**0.5))
     torch.testing.assert_close(plain.loss(encoder, pairs), expected(1.0))  # pretrain-gnns
+
+
+def test_objective_options_are_parsed_checked_and_named():
+    from moladapt.pretrain.objectives import (
+        objective_option_names,
+        parse_objective_options,
+        with_options,
+    )
+
+    assert objective_option_names("attrmask") == ["mask_rate", "mask_edges"]
+    assert objective_option_names("supervised") == []  # num_tasks comes from the labels
+    used = ["attribute_masking", "graphcl", "edge_prediction"]
+    options = parse_objective_options(
+        ["attrmask.mask_rate=0.25", "graphcl.augmentations=[node_drop, edge_perturb]",
+         "edgepred.scale_by_sqrt_dim=false", "graphcl.aug_ratio=0.1"], used)
+    assert options == {"attribute_masking": {"mask_rate": 0.25},
+                       "edge_prediction": {"scale_by_sqrt_dim": False},
+                       "graphcl": {"aug_ratio": 0.1, "augmentations": ["node_drop", "edge_perturb"]}}
+    # a mapping (a config file's) reads the same
+    assert parse_objective_options({"attrmask": {"mask_rate": 0.25}}, used) == {
+        "attribute_masking": {"mask_rate": 0.25}}
+    assert parse_objective_options(None, used) == {} and parse_objective_options([], used) == {}
+    assert with_options(["attribute_masking", "infomax"], options) == [
+        ("attribute_masking", {"mask_rate": 0.25}), "infomax"]
+    for items, needle in [(["mask_rate=0.2"], "objective.option=value"),
+                          (["infomax.x=1"], "'infomax' is not among the objectives in use"),
+                          (["attribute_masking.rate=0.2"], "its options are: mask_rate, mask_edges")]:
+        with pytest.raises(ValueError, match=needle):
+            parse_objective_options(items, used)
+
+
+def test_objective_options_reach_the_built_objective(data):
+    from moladapt.pretrain.objectives import parse_objective_options
+
+    feat, _, _ = data
+    enc = _encoder(feat)
+    options = parse_objective_options(["attribute_masking.mask_rate=0.5"], ["attribute_masking"])
+    obj = build_objective("attribute_masking", feat, enc, **options["attribute_masking"])
+    assert obj.hparams["mask_rate"] == 0.5
+    with pytest.raises(ValueError, match="mask_rate"):
+        build_objective("attribute_masking", feat, enc, mask_rate=1.5)  # the objective's own check

@@ -178,3 +178,21 @@ def test_two_processes_asking_for_the_same_encoder_build_it_once(tmp_path, data_
     assert len({(h, mtime) for h, _, mtime in results}) == 1
     summary = json.loads((tmp_path / "pretrained" / results[0][0] / "pretrain.json").read_text())
     assert summary["epochs_trained_here"] == 1 and len(summary["epochs"]) == 1
+
+
+def test_objective_options_enter_the_hash_only_when_set():
+    base = tiny()
+    assert "objective_options" not in base["pretrain"]  # every earlier encoder keeps its hash
+    set_ = tiny(**{"pretrain.objective_options": {"attrmask": {"mask_rate": 0.3}}})
+    assert set_["pretrain"]["objective_options"] == {"attribute_masking": {"mask_rate": 0.3}}
+    assert pretrain_hash(set_) != pretrain_hash(base)
+    assert pretrain_hash(tiny(**{"pretrain.objective_options": {}})) == pretrain_hash(base)
+    for change, needle in [({"pretrain.objective_options": {"graphcl": {"temperature": 1}}},
+                            "not among the objectives in use"),
+                           ({"pretrain.objective_options": {"attribute_masking": {"rate": 1}}},
+                            "its options are"),
+                           ({"pretrain.objective": "none",
+                             "pretrain.objective_options": {"attribute_masking": {"mask_rate": 0.3}}},
+                            "objective is none")]:
+        with pytest.raises(ValueError, match=needle):
+            tiny(**change)

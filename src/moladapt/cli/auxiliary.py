@@ -2,6 +2,7 @@
 
     moladapt auxiliary --dataset bbbp --aux attribute_masking,edge_prediction --combiner rcgrad
     moladapt auxiliary --dataset tox21 --bilevel --target NR-AR --sources all --aux none
+    moladapt auxiliary --dataset bace --aux attrmask,graphcl -O attrmask.mask_rate=0.25 -O graphcl.temperature=0.2
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ def auxiliary_command(
     aux: str = typer.Option(None, help="Comma-separated auxiliary objectives: attribute_masking, "
                             "edge_prediction, context_prediction, infomax, graphcl; 'none' for none "
                             "[default: attribute_masking,edge_prediction]."),
+    aux_option: list[str] = typer.Option(
+        None, "--aux-option", "-O", help="An auxiliary objective's option as objective.option=value, "
+        "repeatable: attribute_masking.mask_rate=0.25, graphcl.temperature=0.2, "
+        "edge_prediction.scale_by_sqrt_dim=false."),
     combiner: str = typer.Option(None, help="Gradient combiner: rcgrad | gcs | gns | pcgrad | sum "
                                  "(with --bilevel also 'none': plain BLO) [default: rcgrad]."),
     bilevel: bool = typer.Option(False, "--bilevel", help="Learn the task weights by bi-level optimisation."),
@@ -100,6 +105,13 @@ def auxiliary_command(
     if combiner is not None:
         changes["combiner"] = None if combiner.strip().lower() == "none" else combiner.strip()
     aux_cfg = dataclasses.replace(aux_cfg, **{k: v for k, v in changes.items() if v is not None})
+    if aux_option:
+        from moladapt.pretrain.objectives import parse_objective_options
+
+        merged = {n: dict(o) for n, o in (aux_cfg.objective_options or {}).items()}
+        for name, options in parse_objective_options(aux_option, aux_cfg.aux_objectives).items():
+            merged[name] = {**merged.get(name, {}), **options}
+        aux_cfg = dataclasses.replace(aux_cfg, objective_options=merged)
 
     result = run_auxiliary(cfg, aux_cfg, output,
                            log=lambda m: typer.secho(m, fg=typer.colors.YELLOW, err=True))

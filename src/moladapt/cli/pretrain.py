@@ -5,6 +5,8 @@
 with ``+`` joining objectives within a stage, e.g. ``context_prediction:10,supervised:5``
 or ``attribute_masking+infomax:20``. Self-supervised stages train on ``--corpus``;
 ``supervised`` stages on ``--labels-dataset`` (a benchmark name or a CSV of 0/1 labels).
+``-O objective.option=value`` (repeatable) sets an objective's constructor option, e.g.
+``-O attribute_masking.mask_rate=0.25``; an unknown option is refused with the list of known ones.
 """
 
 from __future__ import annotations
@@ -62,6 +64,11 @@ def pretrain_command(
     corpus: str = typer.Option(None, help="Unlabelled SMILES: moses_train | moses_test | "
                                "moses_test_scaffolds, or a CSV/CSV.gz/.smi/.txt file."),
     smiles_column: str = typer.Option(None, help="SMILES column of a CSV corpus (default: 'smiles' in any case)."),
+    objective_option: list[str] = typer.Option(
+        None, "--objective-option", "-O", help="An objective's option as objective.option=value, "
+        "repeatable: attribute_masking.mask_rate=0.25, graphcl.augmentations=[node_drop,edge_perturb], "
+        "edge_prediction.scale_by_sqrt_dim=false, context_prediction.r2=4 (every stage using the "
+        "objective gets it)."),
     labels_dataset: str = typer.Option(None, help="Labelled molecules for 'supervised' stages: a benchmark "
                                        "name (e.g. toxcast) or a CSV of 0/1 labels."),
     labels_smiles_column: str = typer.Option("smiles", help="SMILES column of a --labels-dataset CSV."),
@@ -96,6 +103,7 @@ def pretrain_command(
     from moladapt.pretrain import OBJECTIVES, pretrain
     from moladapt.pretrain import distributed as ddp
     from moladapt.pretrain.corpus import featurize_corpus
+    from moladapt.pretrain.objectives import parse_objective_options, with_options
     from moladapt.utils import atomic_write_text, write_json
 
     def log(message: str) -> None:
@@ -106,6 +114,7 @@ def pretrain_command(
     if threads:
         torch.set_num_threads(threads)
     stages = parse_objectives(objective, epochs)
+    options = parse_objective_options(objective_option, [n for names, _ in stages for n in names])
     needs = [any(OBJECTIVES.get(n).needs_labels for n in names) for names, _ in stages]
     if any(needs) and not labels_dataset:
         raise ValueError("a 'supervised' stage needs --labels-dataset")
@@ -131,6 +140,7 @@ def pretrain_command(
                         num_layers=num_layers, dropout=dropout, jk=jk, pooling=pooling)
     config = {
         "objective": objective, "stages": [{"objectives": n, "epochs": e} for n, e in stages],
+        "objective_options": options,
         "corpus": corpus, "smiles_column": smiles_column, "limit": limit, "shard_size": shard_size,
         "labels_dataset": labels_dataset, "featurizer": featurizer,
         "model": {"encoder": encoder, "hidden_dim": hidden_dim, "num_layers": num_layers,
@@ -143,7 +153,7 @@ def pretrain_command(
 
     default = corpus_data if corpus_data is not None else labelled.graphs
     stage_data = [(labelled.graphs, labelled.y) if need else None for need in needs]
-    history = pretrain(enc, None, default, stages=[(names, n) for names, n in stages], batch_size=batch_size,
+    history = pretrain(enc, None, default, stages=[(with_options(names, options), n) for names, n in stages], batch_size=batch_size,
                        lr=lr, seed=seed, checkpoint_dir=output, resume=resume, progress=progress,
                        device=device, stage_data=stage_data, precision=precision)
     if not main:

@@ -11,6 +11,10 @@ A run's config is the ``train`` runner's (``data`` / ``model`` / ``train``) plus
     axes:
       pretrain.objective: [none, attribute_masking, "context_prediction:100,supervised:100"]
 
+``objective_options`` (``{objective: {option: value}}``, e.g. ``{graphcl: {temperature: 0.2}}``)
+sets objectives' constructor options; it enters the resolved section (and the encoder's hash)
+only when set.
+
 ``objective`` is ``none`` (no pretraining: fine-tune from scratch), objective names joined by
 ``,`` or ``+`` (losses summed, for ``epochs`` epochs), or stages ``name:epochs`` run one after
 the other, as ``moladapt pretrain --objective`` reads them
@@ -72,6 +76,7 @@ PRETRAIN_DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "precision": "fp32",  # or bf16: autocast while pretraining (moladapt.utils.PRECISIONS)
 }
+OPTIONS_KEY = "objective_options"  # {objective: {option: value}}, e.g. {graphcl: {temperature: 0.2}}
 ENCODER_KEYS = ("encoder", "hidden_dim", "num_layers", "jk", "pooling")
 PRETRAINED_DIR = "pretrained"
 DONE_FILE = "pretrain.json"
@@ -107,13 +112,18 @@ def resolve_pretrain(section: dict[str, Any] | None) -> dict[str, Any]:
     section = {} if section is None else section
     if not isinstance(section, dict):
         raise ValueError(f"'pretrain' must be a mapping of options, got {section!r}")
+    section = dict(section)
+    # not in the defaults: present only when set, so every other encoder keeps its hash
+    raw_options = section.pop(OPTIONS_KEY, None)
     unknown = sorted(set(section) - set(PRETRAIN_DEFAULTS))
     if unknown:
         raise ValueError(f"unknown key(s) {['pretrain.' + k for k in unknown]}; pretrain options "
-                         f"are: {', '.join(PRETRAIN_DEFAULTS)}")
+                         f"are: {', '.join([*PRETRAIN_DEFAULTS, OPTIONS_KEY])}")
     cfg = {**PRETRAIN_DEFAULTS, **section}
     objective = str(cfg["objective"]).replace(" ", "")
     if objective.lower() == NONE:
+        if raw_options:
+            raise ValueError(f"pretrain.{OPTIONS_KEY} is set but pretrain.objective is none")
         return {**dict.fromkeys(PRETRAIN_DEFAULTS), "objective": NONE}
     cfg["objective"] = objective
 
@@ -134,6 +144,15 @@ def resolve_pretrain(section: dict[str, Any] | None) -> dict[str, Any]:
                 OBJECTIVES.get(name)
             except KeyError as exc:
                 raise ValueError(f"pretrain.objective: {exc.args[0]} (or 'none')") from None
+    if raw_options:
+        from moladapt.pretrain.objectives import parse_objective_options
+
+        try:
+            options = parse_objective_options(raw_options, [n for names, _ in stages for n in names])
+        except ValueError as exc:
+            raise ValueError(f"pretrain.{OPTIONS_KEY}: {exc}") from None
+        if options:
+            cfg[OPTIONS_KEY] = options
     staged = ":" in objective
     if staged:
         cfg["epochs"] = None  # the stages carry their epochs
@@ -312,6 +331,7 @@ def _pretrain(config: dict[str, Any], directory: Path, log: Callable[[str], None
     from moladapt.models.encoders import build_encoder
     from moladapt.pretrain import pretrain
     from moladapt.pretrain.corpus import featurize_corpus
+    from moladapt.pretrain.objectives import with_options
     from moladapt.utils import write_json
 
     pre, model = config["pretrain"], config["model"]
@@ -332,6 +352,7 @@ def _pretrain(config: dict[str, Any], directory: Path, log: Callable[[str], None
                             dropout=pre["dropout"], jk=model["jk"], pooling=model["pooling"])
     default = corpus if corpus is not None else labelled.graphs
     stage_data = [(labelled.graphs, labelled.y) if need else None for need in needs]
+    stages = [(with_options(names, pre.get(OPTIONS_KEY)), n) for names, n in stages]
     history = pretrain(encoder, None, default, stages=stages, batch_size=pre["batch_size"],
                        lr=pre["lr"], seed=pre["seed"], precision=pre["precision"],
                        checkpoint_dir=directory, resume=True,

@@ -6,7 +6,14 @@ interface.
 """
 
 from moladapt.pretrain.objectives.attribute_masking import AttributeMasking
-from moladapt.pretrain.objectives.base import OBJECTIVES, PretrainObjective, build_objective
+from moladapt.pretrain.objectives.base import (
+    OBJECTIVES,
+    PretrainObjective,
+    build_objective,
+    objective_option_names,
+    parse_objective_options,
+    with_options,
+)
 from moladapt.pretrain.objectives.context_prediction import ContextPrediction
 from moladapt.pretrain.objectives.edge_prediction import EdgePrediction
 from moladapt.pretrain.objectives.graphcl import GraphCL
@@ -23,4 +30,7 @@ __all__ = [
     "PretrainObjective",
     "Supervised",
     "build_objective",
+    "objective_option_names",
+    "parse_objective_options",
+    "with_options",
 ]

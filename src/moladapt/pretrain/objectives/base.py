@@ -14,6 +14,8 @@ optimizer trains them and checkpoints save them) with two steps:
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -38,11 +40,14 @@ class PretrainObjective(nn.Module):
         needs_labels: whether batches must carry ``y`` (only ``supervised``).
         recipe_version: bumped when the objective's default behaviour changes, so encoders
             pretrained under the old recipe are not reused as if they were the new one.
+        derived_options: constructor options the caller fills in from the data (e.g.
+            ``supervised``'s ``num_tasks``), so a user does not set them.
     """
 
     name: ClassVar[str] = ""
     needs_labels: ClassVar[bool] = False
     recipe_version: ClassVar[int] = 1
+    derived_options: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, featurizer: Featurizer, out_dim: int) -> None:
         super().__init__()
@@ -83,6 +88,67 @@ def canonical_objective(name: str) -> str:
     """The registered name for ``name`` or one of its short aliases (``attrmask`` → ``attribute_masking``)."""
     key = name.strip()
     return OBJECTIVE_ALIASES.get(key.lower(), key)
+
+
+def objective_option_names(name: str) -> list[str]:
+    """The keyword options a user may give objective ``name`` (its constructor's)."""
+    cls = OBJECTIVES.get(canonical_objective(name))
+    skip = {"self", "featurizer", "out_dim", *cls.derived_options}
+    return [p.name for p in inspect.signature(cls.__init__).parameters.values()
+            if p.name not in skip and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+def parse_objective_options(
+    items: Sequence[str] | Mapping[str, Mapping[str, Any]] | None, objectives: Iterable[str]
+) -> dict[str, dict[str, Any]]:
+    """Options per objective from ``name.option=value`` items (or a ``{name: {option: value}}``
+    mapping), checked against the objectives in use and their constructors.
+
+    Values are read as YAML (``0.25``, ``false``, ``[node_drop, subgraph]``); names may be
+    aliases (``attrmask.mask_rate=0.25``). The result is keyed by registered name, options
+    sorted, so equal settings compare (and hash) equal.
+
+    Raises:
+        ValueError: an item that is not ``name.option=value``, an objective not among
+            ``objectives``, or an option the objective does not take (the message lists those
+            it does).
+    """
+    import yaml
+
+    used = {canonical_objective(n) for n in objectives}
+    pairs: list[tuple[str, str, Any]] = []
+    if isinstance(items, Mapping):
+        for name, options in items.items():
+            if not isinstance(options, Mapping):
+                raise ValueError(f"objective options of {name!r} must be a mapping option: value, "
+                                 f"got {options!r}")
+            pairs += [(str(name), str(k), v) for k, v in options.items()]
+    else:
+        for item in items or ():
+            key, sep, text = str(item).partition("=")
+            name, dot, option = key.strip().partition(".")
+            if not (sep and dot and name and option):
+                raise ValueError(f"objective option {item!r}: write it as objective.option=value, "
+                                 "e.g. attribute_masking.mask_rate=0.25")
+            pairs.append((name, option.strip(), yaml.safe_load(text.strip()) if text.strip() else None))
+    out: dict[str, dict[str, Any]] = {}
+    for raw_name, option, value in pairs:
+        name = canonical_objective(raw_name)
+        if name not in used:
+            raise ValueError(f"objective option {raw_name}.{option}: {raw_name!r} is not among the "
+                             f"objectives in use ({', '.join(sorted(used)) or 'none'})")
+        allowed = objective_option_names(name)
+        if option not in allowed:
+            raise ValueError(f"objective {name!r} has no option {option!r}; its options are: "
+                             f"{', '.join(allowed) or '(none)'}")
+        out.setdefault(name, {})[option] = value
+    return {n: dict(sorted(o.items())) for n, o in sorted(out.items())}
+
+
+def with_options(names: Iterable[str], options: Mapping[str, Mapping[str, Any]] | None) -> list[Any]:
+    """Objective specs for the trainer: ``name``, or ``(name, options)`` where options are set."""
+    options = options or {}
+    return [(n, dict(options[n])) if options.get(n) else n for n in names]
 
 
 def build_objective(
