@@ -309,6 +309,37 @@ def curve_records(args, raw: Path, curve_raw: Path) -> list[dict]:
     return [r for r in own + shared if r["dataset"] in args.datasets and r["seed"] in args.seeds]
 
 
+def _curve_figure(objective: str, sizes: list[int], stats: dict) -> bytes:
+    """Paired gain over no pretraining (mean, 95% bootstrap CI) against corpus size (log axis)."""
+    from matplotlib.figure import Figure
+
+    from moladapt.evaluate.report import figure_png
+
+    rows = [(n, stats[f"{n:,}"]) for n in sizes if f"{n:,}" in stats]
+    xs = np.array([n for n, _ in rows], dtype=float)
+    mean = np.array([c["mean_diff"] for _, c in rows])
+    lo = np.array([c["ci_low"] for _, c in rows])
+    hi = np.array([c["ci_high"] for _, c in rows])
+    fig = Figure(figsize=(5.6, 3.6))
+    ax = fig.add_subplot()
+    ax.axhline(0.0, color="0.3", lw=1, label="no pretraining")
+    ax.fill_between(xs, lo, hi, color="#3b6fd8", alpha=0.2, lw=0, label="95% bootstrap CI")
+    ax.errorbar(xs, mean, yerr=[mean - lo, hi - mean], marker="o", color="#3b6fd8", capsize=3,
+                label=f"{objective}: mean paired gain")
+    for x, c in zip(xs, [c for _, c in rows], strict=True):
+        if c["significant"]:
+            ax.annotate("*", (x, c["mean_diff"]), textcoords="offset points", xytext=(0, 6),
+                        ha="center", fontsize=12)
+    ax.set_xscale("log")
+    ax.set_xticks(xs, [f"{int(x):,}" for x in xs])
+    ax.minorticks_off()
+    ax.set_xlabel("pretraining corpus size (molecules)")
+    ax.set_ylabel("test ROC-AUC gain (points)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    return figure_png(fig)
+
+
 def _curve_section(args, records: list[dict], curve: list[dict], key: str) -> list[str]:
     """Downstream ROC-AUC per corpus size, with the paired gain over no pretraining."""
     import pandas as pd
@@ -354,6 +385,9 @@ def _curve_section(args, records: list[dict], curve: list[dict], key: str) -> li
             if shared:
                 cost += " (the table's run)"
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {avg} | {delta} | {holm} | {cost} |")
+    figure = args.results_dir / "pretraining_curve.png"
+    figure.write_bytes(_curve_figure(obj, sizes, stats))
+    lines += ["", f"![gain over no pretraining against corpus size]({figure.name})"]
     command = (f"--corpus-sizes {','.join(str(n) for n in sizes)} --curve-objective {obj} "
                f"--corpus-size {args.corpus_size} --datasets {','.join(datasets)} "
                f"--seeds {','.join(map(str, args.seeds))} --epochs {args.epochs} "
@@ -413,6 +447,13 @@ def report(args, records: list[dict], curve: list[dict], best: str | None) -> st
                          f"{c['p_wilcoxon_holm']:.3g} | {'yes' if c['significant'] else 'no'} | "
                          f"{c['direction']} | {c['note']} |")
         lines.append("")
+        from moladapt.evaluate.report import forest_plot
+
+        figure = args.results_dir / "pretraining_gain.png"
+        figure.write_bytes(forest_plot(cmp, xlabel="test ROC-AUC points: objective − none",
+                                       title=f"Gain over no pretraining ({len(datasets)} datasets × "
+                                             f"{len(args.seeds)} seeds, paired)"))
+        lines += [f"![paired gain per objective, 95% CI; filled = significant after Holm]({figure.name})", ""]
     reused = sum(1 for r in records if r.get("reused_from"))
     if reused:
         truncated = sum(1 for r in records if r.get("truncated_from"))

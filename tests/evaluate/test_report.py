@@ -37,7 +37,8 @@ def test_report_files_headline_and_table(tmp_path):
         df, tmp_path / "rep", metric="roc_auc", baseline="base", title="Demo", n_boot=300
     )
     assert out == tmp_path / "rep"
-    for name in ("report.md", "report.html", "bars.png", "cd_diagram.png", "comparisons.csv"):
+    for name in ("report.md", "report.html", "bars.png", "cd_diagram.png", "differences.png",
+                 "comparisons.csv"):
         assert (out / name).is_file(), name
     assert not (out / "roc_auc_vs_k.png").exists()  # no k column, no few-shot curve
 
@@ -57,7 +58,7 @@ def test_report_files_headline_and_table(tmp_path):
     assert good.count("**") == 2 * 4 and good.count("\\*") == 3  # 3 datasets + mean rank bold
 
     # Self-contained HTML: every plot embedded, no external assets.
-    assert page.count('src="data:image/png;base64,') == 2
+    assert page.count('src="data:image/png;base64,') == 3
     png = (out / "bars.png").read_bytes()
     assert base64.b64encode(png).decode() in page
     assert "http://" not in page and "https://" not in page and "<link" not in page
@@ -71,7 +72,7 @@ def test_fewshot_curve_and_heatmap(tmp_path):
     for name in ("roc_auc_vs_k.png", "heatmap_featurizer_k.png", "cd_diagram.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     page = (out / "report.html").read_text()
-    assert page.count('src="data:image/png;base64,') == 4
+    assert page.count('src="data:image/png;base64,') == 5
     md = (out / "report.md").read_text()
     assert "](roc_auc_vs_k.png)" in md and "](heatmap_featurizer_k.png)" in md
     # Default baseline: the first method of the table. Runs are paired on seed, k, featurizer.
@@ -124,3 +125,16 @@ def test_breakdown_shows_where_a_gain_holds(tmp_path):
     assert set(table["value"]) == {"basic", "rich"} and table["n_pairs"].tolist() == [18, 18]
     with pytest.raises(ValueError, match="split"):
         write_report(pd.DataFrame(rows), tmp_path, breakdown=("split",))
+
+
+def test_forest_plot_marks_what_the_tests_support():
+    from moladapt.evaluate.report import forest_plot
+    from moladapt.evaluate.statistics import paired_comparisons
+
+    df = _results(with_k=False, n_seeds=10)
+    comps = paired_comparisons(df, "roc_auc", "base", unit_cols=["dataset", "seed"], by="dataset", n_boot=200)
+    png = forest_plot(comps, label_cols=("dataset", "method"), title="t")
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    # rows without a CI (one pair) still plot: the point alone
+    one = comps.head(1).assign(ci_low=float("nan"), ci_high=float("nan"), significant=False)
+    assert forest_plot(one)[:8] == b"\x89PNG\r\n\x1a\n"

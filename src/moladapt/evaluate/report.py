@@ -9,6 +9,8 @@ columns ``method``, ``dataset`` and the metric, usually ``seed``, optionally ``s
 * ``bars.png``: mean ± 95% CI per method, per dataset;
 * ``cd_diagram.png``: Demšar's critical-difference diagram (average ranks, methods joined
   by a bar when their ranks differ by less than the Nemenyi CD);
+* ``differences.png``: a forest plot of every (method, dataset) paired difference from the
+  baseline with its bootstrap CI, filled where significant (:func:`forest_plot`);
 * ``<metric>_vs_k.png`` when a ``k`` column exists: the metric against k, one line per
   method with a 95% confidence band;
 * ``heatmap_<a>_<b>.png`` when ``heatmap=(a, b)`` is given: the mean metric over a × b;
@@ -149,6 +151,17 @@ def write_report(
     images = [
         _Image("bars.png", _bar_chart(data, metric, methods, datasets), _bars_caption(metric))
     ]
+    if not comps.empty:
+        images.append(
+            _Image(
+                "differences.png",
+                forest_plot(comps, label_cols=("dataset", "method"),
+                            xlabel=f"{metric}: method − {baseline}"),
+                f"Paired difference from the baseline {baseline!r} per dataset: mean and 95% "
+                f"bootstrap CI over the paired runs; filled = significant (Wilcoxon, Holm over "
+                f"all {len(comps)} comparisons, α = {alpha}), green better, red worse.",
+            )
+        )
     if math.isfinite(ranks.cd) and ranks.n_methods >= 2:
         images.append(
             _Image(
@@ -442,7 +455,54 @@ def _bar_chart(data: pd.DataFrame, metric: str, methods: list, datasets: list) -
     ax.set_ylim(lo - pad, hi + pad)  # bars from 0 would hide differences of a few points
     ax.legend(fontsize=8, ncols=min(n_m, 4), loc="upper center", bbox_to_anchor=(0.5, -0.15))
     ax.grid(axis="y", alpha=0.3)
-    return _png(fig)
+    return figure_png(fig)
+
+
+def forest_plot(
+    comparisons: pd.DataFrame,
+    *,
+    label_cols: Sequence[str] = ("method",),
+    xlabel: str = "difference from the baseline",
+    title: str | None = None,
+) -> bytes:
+    """A forest plot (PNG bytes) of paired comparisons: one row per comparison, its mean
+    difference as a point and its CI as a bar, a line at 0 (no difference).
+
+    Args:
+        comparisons: :func:`~moladapt.evaluate.statistics.paired_comparisons`' table (columns
+            ``mean_diff``, ``ci_low``, ``ci_high``, ``significant``, ``direction`` and the
+            ``label_cols``), one row per comparison, plotted top to bottom in its order.
+        label_cols: columns joined (`` · ``) into each row's label.
+        xlabel, title: axis label and optional title.
+
+    Significant rows are filled (green when ``direction`` is ``better``, red when ``worse``);
+    the others are hollow grey, so what the tests support stands out from what they do not.
+    """
+    from matplotlib.figure import Figure
+
+    rows = comparisons.reset_index(drop=True)
+    n = len(rows)
+    fig = Figure(figsize=(6.4, 0.9 + 0.32 * max(n, 1)))
+    ax = fig.add_subplot()
+    ax.axvline(0.0, color="0.3", lw=1)
+    colours = {"better": "#2a9d4b", "worse": "#d1495b"}
+    for i, row in rows.iterrows():
+        y = n - 1 - i
+        significant = bool(row.get("significant", False))
+        colour = colours.get(str(row.get("direction", "")), "0.45") if significant else "0.45"
+        lo, hi = row.get("ci_low", np.nan), row.get("ci_high", np.nan)
+        if np.isfinite(lo) and np.isfinite(hi):
+            ax.plot([lo, hi], [y, y], color=colour, lw=2, solid_capstyle="butt")
+        ax.plot([row["mean_diff"]], [y], marker="o", ms=6, color=colour,
+                markerfacecolor=colour if significant else "white", markeredgewidth=1.5)
+    labels = [" · ".join(str(r[c]) for c in label_cols if c in rows.columns) for _, r in rows.iterrows()]
+    ax.set_yticks(range(n - 1, -1, -1), labels)
+    ax.set_ylim(-0.7, n - 0.3)
+    ax.set_xlabel(xlabel)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    return figure_png(fig)
 
 
 def _cd_diagram(res: FriedmanResult) -> bytes:
@@ -485,7 +545,7 @@ def _cd_diagram(res: FriedmanResult) -> bytes:
     ax.set_xlim(lo - margin, hi + margin)
     ax.set_ylim(first_label - step * rows, top + 0.3)
     ax.axis("off")
-    return _png(fig)
+    return figure_png(fig)
 
 
 def _k_curves(data: pd.DataFrame, metric: str, methods: list) -> bytes:
@@ -510,7 +570,7 @@ def _k_curves(data: pd.DataFrame, metric: str, methods: list) -> bytes:
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def _heatmap(data: pd.DataFrame, metric: str, a: str, b: str) -> bytes:
@@ -532,10 +592,11 @@ def _heatmap(data: pd.DataFrame, metric: str, a: str, b: str) -> bytes:
             color = "black" if v > mid else "white"  # readable on viridis' light/dark ends
             ax.text(j, i, f"{v:.3f}", ha="center", va="center", fontsize=8, color=color)
     fig.colorbar(im, ax=ax, label=f"mean {metric}")
-    return _png(fig)
+    return figure_png(fig)
 
 
-def _png(fig) -> bytes:
+def figure_png(fig) -> bytes:
+    """A matplotlib figure as PNG bytes (110 dpi, tight bounding box)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     return buf.getvalue()
