@@ -24,7 +24,9 @@ thread, plus ≈ 20 s to featurize 200,000 SMILES (cached afterwards). The run i
     MOLADAPT_DATA_DIR=../shared/data OMP_NUM_THREADS=2 python benchmarks/build_bundled_encoder.py \
         --objective attribute_masking --downstream benchmarks/results/pretraining.md
 
-Only the card again (after new downstream results; no training, the .pt is unchanged)::
+Only the card again (after new downstream results; no training, the .pt is unchanged; on a
+checkout without the build record under ``--work-dir``, only the card's downstream section is
+renewed)::
 
     python benchmarks/build_bundled_encoder.py --objective attribute_masking --card-only \
         --downstream benchmarks/results/pretraining.md
@@ -45,6 +47,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLED = ROOT / "src" / "moladapt" / "bundled"
+DOWNSTREAM_HEADING = "## Measured downstream effect"  # the card's last section (bundled_models.model_card)
 
 
 def downstream_table(path: Path, name: str) -> str:
@@ -125,6 +128,18 @@ def main() -> None:
     record_path = args.work_dir / f"build_{name}.json"
     command = "python benchmarks/build_bundled_encoder.py " + shlex.join(sys.argv[1:])
 
+    if args.card_only and not record_path.exists() and out_pt.exists() and out_md.exists():
+        # no build record on this checkout (it is not committed): renew only the card's last
+        # section, the measured downstream effect, after checking the card describes this .pt
+        card = out_md.read_text()
+        if sha256_file(out_pt) not in card:
+            raise SystemExit(f"{out_md} does not carry the sha256 of {out_pt}: rebuild the card from a build")
+        if not args.downstream:
+            raise SystemExit("--card-only without a build record renews the downstream section: give --downstream")
+        head = card.split(DOWNSTREAM_HEADING)[0]
+        out_md.write_text(f"{head}{DOWNSTREAM_HEADING}\n\n{downstream_table(args.downstream, name).strip()}\n")
+        print(f"renewed the downstream section of {out_md} from {args.downstream}")
+        return
     if args.card_only:
         if not out_pt.exists() or not record_path.exists():
             raise SystemExit(f"--card-only needs {out_pt} and {record_path} from a build")
