@@ -196,3 +196,12 @@ def test_objective_options_enter_the_hash_only_when_set():
                             "objective is none")]:
         with pytest.raises(ValueError, match=needle):
             tiny(**change)
+
+
+def test_a_study_axis_over_an_objective_option():
+    study = {"runner": "pretrain_finetune", "fixed": {k: v for k, v in TINY.items()},
+             "axes": {"pretrain.objective_options.attrmask.mask_rate": [0.15, 0.3]}}
+    runs = StudySpec.from_dict(study).runs()
+    assert [r.config["pretrain"]["objective_options"] for r in runs] == [
+        {"attribute_masking": {"mask_rate": 0.15}}, {"attribute_masking": {"mask_rate": 0.3}}]
+    assert len({pretrain_hash(r.config) for r in runs}) == 2
