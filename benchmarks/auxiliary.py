@@ -274,12 +274,10 @@ def main() -> None:
                 "init": args.init, "encoder_lr_scale": args.encoder_lr_scale,
                 "inner_steps": args.inner_steps,
                 "aux": [a.strip() for a in args.aux.split(",") if a.strip()]}
-    from moladapt.pretrain.objectives import OBJECTIVES
+    from moladapt.pretrain.objectives import changed_recipes
 
-    # an objective whose default recipe changed gives other results: its runs must not pool with
-    # the earlier ones (only changed recipes enter, so earlier runs keep their directories)
-    recipes = {a: OBJECTIVES.get(a).recipe_version for a in settings["aux"]
-               if OBJECTIVES.get(a).recipe_version != 1}
+    # runs of a changed objective recipe must not pool with earlier ones (which keep their dirs)
+    recipes = changed_recipes(settings["aux"])
     if recipes:
         settings["aux_recipes"] = recipes
     todo = []

@@ -187,11 +187,9 @@ def baseline_record(args, dataset: str, seed: int) -> dict | None:
     return None
 
 
-def load_records(raw: Path, args, depth: int = 2) -> list[dict]:
-    """Finished fine-tuning runs of this budget (epochs, patience) under ``raw/<method>/``
-    (``depth=1``: under ``raw/`` itself, the runs of one method)."""
-    pattern = "*/summary.json" if depth == 1 else "*/*/summary.json"
-    records = [json.loads(p.read_text()) for p in sorted(raw.glob(pattern))]
+def load_records(raw: Path, args) -> list[dict]:
+    """Finished fine-tuning runs of this budget (epochs, patience) under ``raw/<method>/``."""
+    records = [json.loads(p.read_text()) for p in sorted(raw.glob("*/*/summary.json"))]
     return [r for r in records if (r["epochs"], r["patience"]) == (args.epochs, args.patience)]
 
 
@@ -260,19 +258,22 @@ def _metric_words(args) -> str:
             if args.patience is None else "at the epoch of best validation ROC-AUC")
 
 
+def _dataset_cells(records: list[dict], datasets: list[str], key: str, leaky: bool = False) -> list[str]:
+    """One row's cells: mean ± std per dataset (``†`` where ``leaky`` and the dataset is in
+    :data:`LEAKY`), then the average over datasets (``—`` unless every dataset has runs)."""
+    cells, means = [], []
+    for d in datasets:
+        vals = [r[key] for r in records if r["dataset"] == d]
+        cells.append(_cell(vals) + ("†" if leaky and d in LEAKY and vals else ""))
+        if vals:
+            means.append(np.mean(vals) * 100)
+    return [*cells, f"{np.mean(means):.1f}" if len(means) == len(datasets) else "—"]
+
+
 def _table_rows(records: list[dict], methods: list[str], datasets: list[str], key: str) -> list[str]:
-    rows = []
-    for m in methods:
-        cells, means = [], []
-        for d in datasets:
-            vals = [r[key] for r in records if r["method"] == m and r["dataset"] == d]
-            mark = "†" if m.startswith("supervised") and d in LEAKY and vals else ""
-            cells.append(_cell(vals) + mark)
-            if vals:
-                means.append(np.mean(vals) * 100)
-        avg = f"{np.mean(means):.1f}" if len(means) == len(datasets) else "—"
-        rows.append(f"| {m} | " + " | ".join(cells) + f" | {avg} |")
-    return rows
+    return [f"| {m} | " + " | ".join(_dataset_cells([r for r in records if r["method"] == m], datasets,
+                                                    key, leaky=m.startswith("supervised"))) + " |"
+            for m in methods]
 
 
 def _pretraining_costs(args, methods: list[str]) -> list[tuple[str, dict]]:
@@ -296,8 +297,8 @@ def table_curve_records(args, raw: Path) -> list[dict]:
     n = args.corpus_size
     key = pretrain_hash(pretrain_config(args, args.curve_objective, n))
     return [{**r, "method": f"{args.curve_objective}@{n}", "corpus_size": n, "shared_with_table": True}
-            for r in load_records(raw / args.curve_objective, args, depth=1)
-            if r.get("init") and Path(r["init"]).parent.name == key]
+            for r in load_records(raw, args)
+            if r["method"] == args.curve_objective and r.get("init") and Path(r["init"]).parent.name == key]
 
 
 def curve_records(args, raw: Path, curve_raw: Path) -> list[dict]:
@@ -367,13 +368,6 @@ def _curve_section(args, records: list[dict], curve: list[dict], key: str) -> li
     rows = [("0 (none)", none, None)] + [(f"{n:,}", [r for r in curve if r["corpus_size"] == n], n)
                                          for n in sizes]
     for label, rs, n in rows:
-        cells, means = [], []
-        for d in datasets:
-            vals = [r[key] for r in rs if r["dataset"] == d]
-            cells.append(_cell(vals))
-            if vals:
-                means.append(np.mean(vals) * 100)
-        avg = f"{np.mean(means):.1f}" if len(means) == len(datasets) else "—"
         c = stats.get(label)
         delta = "" if c is None else f"{c['mean_diff']:+.2f} [{c['ci_low']:+.2f}, {c['ci_high']:+.2f}]"
         holm = "" if c is None else f"{c['p_wilcoxon_holm']:.3g}"
@@ -384,7 +378,8 @@ def _curve_section(args, records: list[dict], curve: list[dict], key: str) -> li
             cost = f"{json.loads(p.read_text())['seconds'] / 60:.0f} min" if p.exists() else "not recorded"
             if shared:
                 cost += " (the table's run)"
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {avg} | {delta} | {holm} | {cost} |")
+        lines.append(f"| {label} | " + " | ".join(_dataset_cells(rs, datasets, key))
+                     + f" | {delta} | {holm} | {cost} |")
     figure = args.results_dir / "pretraining_curve.png"
     figure.write_bytes(_curve_figure(obj, sizes, stats))
     lines += ["", f"![gain over no pretraining against corpus size]({figure.name})"]

@@ -225,7 +225,7 @@ def pretrain_identity(config: dict[str, Any]) -> dict[str, Any]:
     """What determines the pretrained encoder: pretrain section, encoder dims, featurizer (and
     the recipe version of any objective whose default behaviour has changed)."""
     from moladapt.data.featurize import get_featurizer
-    from moladapt.pretrain.objectives import OBJECTIVES
+    from moladapt.pretrain.objectives import changed_recipes
 
     feat = get_featurizer(config["data"]["featurizer"])
     identity = {"pretrain": config["pretrain"],
@@ -234,8 +234,7 @@ def pretrain_identity(config: dict[str, Any]) -> dict[str, Any]:
     if config["pretrain"]["objective"] != NONE:
         names = [n for names, _ in parse_stages(config["pretrain"]["objective"], 0) for n in names]
         # only changed recipes enter the identity: encoders of every other objective keep their hash
-        changed = {n: OBJECTIVES.get(n).recipe_version for n in names
-                   if OBJECTIVES.get(n).recipe_version != 1}
+        changed = changed_recipes(names)
         if changed:
             identity["objective_recipes"] = changed
     return identity

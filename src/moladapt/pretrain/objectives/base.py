@@ -145,6 +145,18 @@ def parse_objective_options(
     return {n: dict(sorted(o.items())) for n, o in sorted(out.items())}
 
 
+def changed_recipes(names: Iterable[str]) -> dict[str, int]:
+    """``{name: recipe_version}`` of the objectives among ``names`` whose default recipe has
+    changed (version ≠ 1): what must enter a result's identity so runs of another recipe never
+    pool with it, while results of unchanged objectives keep theirs."""
+    out = {}
+    for name in names:
+        version = OBJECTIVES.get(canonical_objective(name)).recipe_version
+        if version != 1:
+            out[canonical_objective(name)] = version
+    return out
+
+
 def with_options(names: Iterable[str], options: Mapping[str, Mapping[str, Any]] | None) -> list[Any]:
     """Objective specs for the trainer: ``name``, or ``(name, options)`` where options are set."""
     options = options or {}
