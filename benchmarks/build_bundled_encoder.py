@@ -83,6 +83,36 @@ def downstream_table(path: Path, name: str) -> str:
     return "\n\n".join(parts)
 
 
+def build_config(args: argparse.Namespace) -> dict:
+    """The resolved pretrain_finetune config of the build (what its pretraining hash names)."""
+    from moladapt.study.pretrain_runner import resolve
+
+    return resolve({
+        "data": {"dataset": "bbbp", "featurizer": "basic"},
+        "model": {"encoder": "gin", "hidden_dim": args.hidden_dim, "num_layers": args.num_layers},
+        "train": {},
+        "pretrain": {"objective": args.objective, "corpus": args.corpus, "corpus_size": args.corpus_size,
+                     "labels_dataset": args.labels_dataset, "epochs": args.epochs,
+                     "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+                     "precision": args.precision},
+    })
+
+
+def write_identity(out_pt: Path, config: dict, summary: dict) -> Path:
+    """``encoder_<name>.identity.json`` beside ``out_pt``: the pretraining hash and identity of
+    ``config`` and the file's sha256, so a study asking for this very pretraining copies the
+    bundled file (:func:`moladapt.bundled_models.find_by_pretrain_hash`)."""
+    from moladapt.bundled_models import sha256_file
+    from moladapt.study.pretrain_runner import pretrain_hash, pretrain_identity
+    from moladapt.utils import write_json
+
+    path = out_pt.with_name(out_pt.name[:-len(".pt")] + ".identity.json")
+    write_json(path, {"hash": pretrain_hash(config), "identity": pretrain_identity(config),
+                      "sha256": sha256_file(out_pt), "pretrain_seconds": summary.get("pretrain_seconds"),
+                      "final_loss": summary.get("final_loss")})
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--objective", default="attribute_masking",
@@ -117,7 +147,7 @@ def main() -> None:
     from moladapt.cli.pretrain import parse_objectives
     from moladapt.data.featurize import get_featurizer
     from moladapt.experiment import environment
-    from moladapt.study.pretrain_runner import OBJECTIVE_COST, ensure_pretrained, resolve
+    from moladapt.study.pretrain_runner import OBJECTIVE_COST, ensure_pretrained
 
     stages = parse_objectives(args.objective, args.epochs)
     name = args.name or "_".join(dict.fromkeys(n for names, _ in stages for n in names))
@@ -147,15 +177,7 @@ def main() -> None:
     else:
         torch.set_num_threads(args.threads)
         feat = get_featurizer("basic")
-        config = resolve({
-            "data": {"dataset": "bbbp", "featurizer": "basic"},
-            "model": {"encoder": "gin", "hidden_dim": args.hidden_dim, "num_layers": args.num_layers},
-            "train": {},
-            "pretrain": {"objective": args.objective, "corpus": args.corpus, "corpus_size": args.corpus_size,
-                         "labels_dataset": args.labels_dataset, "epochs": args.epochs,
-                         "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-                         "precision": args.precision},
-        })
+        config = build_config(args)
         pre = config["pretrain"]
         mol_epochs = sum(args.corpus_size * n * max(OBJECTIVE_COST.get(o, 1.5) for o in names)
                          for names, n in stages)
@@ -171,6 +193,7 @@ def main() -> None:
         if size_mb > args.max_mb:
             raise SystemExit(f"{built.encoder_path} is {size_mb:.1f} MB > --max-mb {args.max_mb}: not bundled")
         shutil.copyfile(built.encoder_path, out_pt)
+        write_identity(out_pt, config, summary)
         from moladapt.training import load_checkpoint
 
         extra = load_checkpoint(out_pt, feat).extra.get("pretrain", {})

@@ -258,21 +258,42 @@ def _metric_words(args) -> str:
             if args.patience is None else "at the epoch of best validation ROC-AUC")
 
 
-def _dataset_cells(records: list[dict], datasets: list[str], key: str, leaky: bool = False) -> list[str]:
+def _dataset_cells(records: list[dict], datasets: list[str], key: str, leaky: bool = False,
+                   averages: tuple[list[str], ...] | None = None) -> list[str]:
     """One row's cells: mean ± std per dataset (``†`` where ``leaky`` and the dataset is in
-    :data:`LEAKY`), then the average over datasets (``—`` unless every dataset has runs)."""
-    cells, means = [], []
+    :data:`LEAKY`), then one average per dataset list in ``averages`` (default: all of
+    ``datasets``; ``—`` unless every dataset of the list has runs)."""
+    cells, means = [], {}
     for d in datasets:
         vals = [r[key] for r in records if r["dataset"] == d]
         cells.append(_cell(vals) + ("†" if leaky and d in LEAKY and vals else ""))
         if vals:
-            means.append(np.mean(vals) * 100)
-    return [*cells, f"{np.mean(means):.1f}" if len(means) == len(datasets) else "—"]
+            means[d] = np.mean(vals) * 100
+    for subset in averages or (datasets,):
+        have = [means[d] for d in subset if d in means]
+        cells.append(f"{np.mean(have):.1f}" if have and len(have) == len(subset) else "—")
+    return cells
 
 
-def _table_rows(records: list[dict], methods: list[str], datasets: list[str], key: str) -> list[str]:
+def common_datasets(records: list[dict], methods: list[str], datasets: list[str]) -> list[str]:
+    """The datasets on which every method has runs (the ground all rows share)."""
+    return [d for d in datasets if all(any(r["method"] == m and r["dataset"] == d for r in records)
+                                       for m in methods)]
+
+
+def _average_columns(datasets: list[str], common: list[str]) -> tuple[list[str], tuple[list[str], ...]]:
+    """Header cells and dataset lists of a table's average columns: one over every dataset, and
+    one over the ``common`` datasets when some rows lack runs on the others."""
+    if common == datasets or not common:
+        return ["average"], (datasets,)
+    return [f"average ({', '.join(common)})", f"average (all {len(datasets)})"], (common, datasets)
+
+
+def _table_rows(records: list[dict], methods: list[str], datasets: list[str], key: str,
+                averages: tuple[list[str], ...] | None = None) -> list[str]:
     return [f"| {m} | " + " | ".join(_dataset_cells([r for r in records if r["method"] == m], datasets,
-                                                    key, leaky=m.startswith("supervised"))) + " |"
+                                                    key, leaky=m.startswith("supervised"),
+                                                    averages=averages)) + " |"
             for m in methods]
 
 
@@ -347,10 +368,15 @@ def _curve_section(args, records: list[dict], curve: list[dict], key: str) -> li
 
     from moladapt.evaluate.statistics import paired_comparisons
 
-    datasets = args.datasets
     sizes = sorted({r["corpus_size"] for r in curve})
+    # the table may hold the shared size's runs on datasets the curve never ran
+    datasets = [d for d in args.datasets
+                if all(any(r["corpus_size"] == n and r["dataset"] == d for r in curve) for n in sizes)]
+    curve = [r for r in curve if r["dataset"] in datasets]
+    if not curve:
+        return []
     obj = curve[0]["method"].split("@")[0]
-    none = [r for r in records if r["method"] == "none"]
+    none = [r for r in records if r["method"] == "none" and r["dataset"] in datasets]
     frame = pd.DataFrame([{"method": "none" if r["method"] == "none" else f"{r['corpus_size']:,}",
                            "dataset": r["dataset"], "seed": r["seed"], "roc_auc": r[key] * 100}
                           for r in none + curve])
@@ -394,6 +420,17 @@ def _curve_section(args, records: list[dict], curve: list[dict], key: str) -> li
     return lines
 
 
+def _comparison_rows(cmp) -> list[str]:
+    lines = ["| objective | pairs | mean Δ | 95% CI | Wilcoxon p | Holm p | significant | direction | note |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for _, c in cmp.iterrows():
+        lines.append(f"| {c['method']} | {c['n_pairs']} | {c['mean_diff']:+.2f} | "
+                     f"[{c['ci_low']:+.2f}, {c['ci_high']:+.2f}] | {c['p_wilcoxon']:.3g} | "
+                     f"{c['p_wilcoxon_holm']:.3g} | {'yes' if c['significant'] else 'no'} | "
+                     f"{c['direction']} | {c['note']} |")
+    return lines
+
+
 def report(args, records: list[dict], curve: list[dict], best: str | None) -> str:
     import pandas as pd
 
@@ -401,6 +438,8 @@ def report(args, records: list[dict], curve: list[dict], best: str | None) -> st
 
     datasets = args.datasets
     methods = ["none", *[m for m in ALL if any(r["method"] == m for r in records)]]
+    common = common_datasets(records, methods, datasets)
+    avg_head, averages = _average_columns(datasets, common)
     lines = [f"# Pretraining: does it help? GIN {args.num_layers}×{args.hidden_dim}, `{args.featurizer}` "
              "features, scaffold split", "",
              f"Test ROC-AUC (%) {_metric_words(args)}, mean ± std over seeds "
@@ -412,41 +451,50 @@ def report(args, records: list[dict], curve: list[dict], best: str | None) -> st
              + (f"; supervised+best = {best} then supervised (best by mean validation ROC-AUC)" if best else "")
              + f". Fine-tuning: batch 32, Adam 1e-3, dropout 0.5, {args.epochs} epochs"
              + (f", patience {args.patience}" if args.patience else "") + ".", "",
-             "| objective | " + " | ".join(datasets) + " | average |",
-             "|---|" + "---|" * (len(datasets) + 1)]
+             "| objective | " + " | ".join([*datasets, *avg_head]) + " |",
+             "|---|" + "---|" * (len(datasets) + len(avg_head))]
     key = _metric_key(args)
-    lines += _table_rows(records, methods, datasets, key)
+    lines += _table_rows(records, methods, datasets, key, averages)
     lines.append("")
+    if len(averages) > 1:
+        lines += [f"Not every objective was fine-tuned on {', '.join(d for d in datasets if d not in common)} "
+                  "(a `—`): the first average column is the ground all rows share.", ""]
     if LEAKY & set(datasets) and any(m.startswith("supervised") for m in methods):
         lines += ["† pretraining saw these molecules' labels (ToxCast, which includes the Tox21 "
                   "assays), test set included: left out of the statistics below.", ""]
     if key != "test_roc_auc":
         lines += ["The same runs, test ROC-AUC at the epoch of best validation ROC-AUC (the weights "
-                  "moladapt keeps):", "", "| objective | " + " | ".join(datasets) + " | average |",
-                  "|---|" + "---|" * (len(datasets) + 1),
-                  *_table_rows(records, methods, datasets, "test_roc_auc"), ""]
-    frame = pd.DataFrame([{"method": r["method"], "dataset": r["dataset"], "seed": r["seed"],
-                           "roc_auc": r[key] * 100} for r in records
-                          if r["dataset"] in datasets
-                          and not (r["method"].startswith("supervised") and r["dataset"] in LEAKY)])
+                  "moladapt keeps):", "", "| objective | " + " | ".join([*datasets, *avg_head]) + " |",
+                  "|---|" + "---|" * (len(datasets) + len(avg_head)),
+                  *_table_rows(records, methods, datasets, "test_roc_auc", averages), ""]
+
+    def pairs_frame(on: list[str], among: list[str]) -> pd.DataFrame:
+        return pd.DataFrame([{"method": r["method"], "dataset": r["dataset"], "seed": r["seed"],
+                              "roc_auc": r[key] * 100} for r in records
+                             if r["dataset"] in on and r["method"] in among
+                             and not (r["method"].startswith("supervised") and r["dataset"] in LEAKY)])
+
+    frame = pairs_frame(averages[0], methods)
     if len(methods) > 1 and not frame.empty:
         cmp = paired_comparisons(frame, "roc_auc", baseline="none", unit_cols=["dataset", "seed"])
-        lines += ["## Paired comparison with no pretraining (dataset × seed pairs)", "",
+        ground = "" if len(averages) == 1 else f" on {', '.join(common)}"
+        lines += [f"## Paired comparison with no pretraining (dataset × seed pairs{ground})", "",
                   "Mean difference (objective − none, ROC-AUC points), 95% bootstrap CI, two-sided "
                   "Wilcoxon signed-rank p, Holm-adjusted over the objectives.", "",
-                  "| objective | pairs | mean Δ | 95% CI | Wilcoxon p | Holm p | significant | direction | note |",
-                  "|---|---|---|---|---|---|---|---|---|"]
-        for _, c in cmp.iterrows():
-            lines.append(f"| {c['method']} | {c['n_pairs']} | {c['mean_diff']:+.2f} | "
-                         f"[{c['ci_low']:+.2f}, {c['ci_high']:+.2f}] | {c['p_wilcoxon']:.3g} | "
-                         f"{c['p_wilcoxon_holm']:.3g} | {'yes' if c['significant'] else 'no'} | "
-                         f"{c['direction']} | {c['note']} |")
-        lines.append("")
+                  *_comparison_rows(cmp), ""]
+        complete = [m for m in methods if m == "none" or all(
+            any(r["method"] == m and r["dataset"] == d for r in records) for d in datasets)]
+        if len(averages) > 1 and len(complete) > 1:
+            every = pairs_frame(datasets, complete)
+            lines += [f"On all {len(datasets)} datasets, the objectives fine-tuned on every one of them "
+                      "(Holm over these):", "",
+                      *_comparison_rows(paired_comparisons(every, "roc_auc", baseline="none",
+                                                           unit_cols=["dataset", "seed"])), ""]
         from moladapt.evaluate.report import forest_plot
 
         figure = args.results_dir / "pretraining_gain.png"
         figure.write_bytes(forest_plot(cmp, xlabel="test ROC-AUC points: objective − none",
-                                       title=f"Gain over no pretraining ({len(datasets)} datasets × "
+                                       title=f"Gain over no pretraining ({len(averages[0])} datasets × "
                                              f"{len(args.seeds)} seeds, paired)"))
         lines += [f"![paired gain per objective, 95% CI; filled = significant after Holm]({figure.name})", ""]
     reused = sum(1 for r in records if r.get("reused_from"))

@@ -137,3 +137,19 @@ def test_curve_reuses_the_tables_runs_of_the_same_encoder_only(bench, tmp_path):
     # the curve's own 50k run of (bbbp, 0) wins over the table's; no point is counted twice
     assert points == [(10_000, "bbbp", 0, False), (50_000, "bace", 0, True),
                       (50_000, "bbbp", 0, False), (50_000, "bbbp", 1, True)]
+
+
+def test_rows_missing_a_dataset_average_over_the_shared_ground(bench):
+    recs = [{"method": m, "dataset": d, "seed": s, "k": v + s / 100}
+            for m, sets in {"none": {"bbbp": 0.6, "tox21": 0.7}, "graphcl": {"bbbp": 0.7}}.items()
+            for d, v in sets.items() for s in (0, 1)]
+    datasets = ["bbbp", "tox21"]
+    common = bench.common_datasets(recs, ["none", "graphcl"], datasets)
+    assert common == ["bbbp"]
+    head, averages = bench._average_columns(datasets, common)
+    assert head == ["average (bbbp)", "average (all 2)"]
+    none = [r for r in recs if r["method"] == "none"]
+    graphcl = [r for r in recs if r["method"] == "graphcl"]
+    assert bench._dataset_cells(none, datasets, "k", averages=averages)[2:] == ["60.5", "65.5"]
+    assert bench._dataset_cells(graphcl, datasets, "k", averages=averages)[1:] == ["—", "70.5", "—"]
+    assert bench._average_columns(datasets, datasets) == (["average"], (datasets,))

@@ -2,14 +2,17 @@
 
 A bundled encoder lives at ``moladapt/bundled/encoder_<name>.pt`` (a checkpoint written by
 :func:`moladapt.pretrain.save_pretrained_encoder`: GIN 5×300, ``basic`` features) with a
-model card ``encoder_<name>.md`` beside it. ``benchmarks/build_bundled_encoder.py`` builds
-both. ``moladapt train --init bundled`` / ``MolPropertyModel(init="bundled")`` start from it
+model card ``encoder_<name>.md`` and its pretraining identity ``encoder_<name>.identity.json``
+(the hash :func:`moladapt.study.pretrain_runner.pretrain_hash` gives its configuration, the
+identity behind it, the file's sha256) beside it. ``benchmarks/build_bundled_encoder.py``
+builds all three. ``moladapt train --init bundled`` / ``MolPropertyModel(init="bundled")`` start from it
 (via :func:`resolve_init`); ``bundled:<name>`` picks one by name.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,28 @@ def encoder_path(name: str = DEFAULT_NAME) -> Path:
 
 def card_path(name: str = DEFAULT_NAME) -> Path:
     return bundled_dir() / f"encoder_{name}.md"
+
+
+def identity_path(name: str = DEFAULT_NAME) -> Path:
+    return bundled_dir() / f"encoder_{name}.identity.json"
+
+
+def find_by_pretrain_hash(key: str) -> tuple[str, dict[str, Any]] | None:
+    """The bundled encoder built by the pretraining configuration whose hash is ``key``, as
+    ``(name, identity record)``; None when no bundled encoder records that hash, or when the
+    one that does no longer has the sha256 its record names (a stale record is never trusted).
+
+    A study or benchmark that asks for exactly the bundled encoder's pretraining then starts
+    from the shipped file instead of spending the CPU hours again.
+    """
+    for name in available():
+        path = identity_path(name)
+        if not path.exists():
+            continue
+        record = json.loads(path.read_text())
+        if record.get("hash") == key and record.get("sha256") == sha256_file(encoder_path(name)):
+            return name, record
+    return None
 
 
 def available() -> list[str]:

@@ -205,3 +205,46 @@ def test_a_study_axis_over_an_objective_option():
     assert [r.config["pretrain"]["objective_options"] for r in runs] == [
         {"attribute_masking": {"mask_rate": 0.15}}, {"attribute_masking": {"mask_rate": 0.3}}]
     assert len({pretrain_hash(r.config) for r in runs}) == 2
+
+
+def _bundled_build_config():
+    """The configuration of the shipped encoder, as its model card's command resolves it."""
+    return resolve({
+        "data": {"dataset": "bbbp", "featurizer": "basic"},
+        "model": {"encoder": "gin", "hidden_dim": 300, "num_layers": 5},
+        "train": {},
+        "pretrain": {"objective": "attribute_masking", "corpus": "moses_train", "corpus_size": 50000,
+                     "labels_dataset": "toxcast", "epochs": 10, "batch_size": 256, "lr": 1e-3,
+                     "seed": 0, "precision": "bf16"},
+    })
+
+
+def test_the_bundled_encoders_configuration_copies_the_shipped_file(tmp_path, monkeypatch):
+    from moladapt import bundled_models
+
+    config = _bundled_build_config()
+    key = pretrain_hash(config)
+    assert bundled_models.find_by_pretrain_hash(key)[0] == bundled_models.DEFAULT_NAME
+    # no corpus reachable: anything but a copy would fail
+    monkeypatch.setenv("MOLADAPT_DATA_DIR", str(tmp_path / "no_data"))
+    built = ensure_pretrained(config, tmp_path)
+    assert not built.built and built.summary["source"] == f"bundled:{bundled_models.DEFAULT_NAME}"
+    assert bundled_models.sha256_file(built.encoder_path) == bundled_models.sha256_file(
+        bundled_models.encoder_path())
+    assert built.seconds > 0  # the build's recorded cost, not this copy's
+
+
+def test_a_stale_bundled_identity_is_not_trusted(tmp_path, monkeypatch):
+    import shutil
+
+    from moladapt import bundled_models
+
+    shipped = bundled_models.bundled_dir()
+    record = json.loads(bundled_models.identity_path().read_text())
+    shutil.copyfile(bundled_models.encoder_path(), tmp_path / "encoder_x.pt")
+    (tmp_path / "encoder_x.identity.json").write_text(json.dumps({**record, "sha256": "0" * 64}))
+    monkeypatch.setattr(bundled_models, "bundled_dir", lambda: tmp_path)
+    assert bundled_models.find_by_pretrain_hash(record["hash"]) is None
+    (tmp_path / "encoder_x.identity.json").write_text(json.dumps(record))
+    assert bundled_models.find_by_pretrain_hash(record["hash"])[0] == "x"
+    assert shipped != tmp_path

@@ -30,6 +30,10 @@ one; no ``epochs`` when the stages give theirs), so two grid points that pretrai
 are the same run and a study must ``exclude`` the duplicates (e.g. ``objective: none`` at every
 corpus size but one); :meth:`StudySpec.runs` says so when it does not.
 
+A configuration that is exactly a bundled encoder's (same hash, see
+:func:`moladapt.bundled_models.find_by_pretrain_hash`) copies the shipped file instead of
+pretraining.
+
 Sharing: the pretrained encoder lives in ``<study_dir>/pretrained/<hash>/`` (``study_dir``:
 the folder holding ``runs/<key>/``), ``hash`` = :func:`pretrain_hash` of the resolved pretrain
 section, the encoder dimensions and the featurizer. One exclusive ``fcntl.flock`` on
@@ -312,7 +316,7 @@ def ensure_pretrained(config: dict[str, Any], study_dir: str | Path,
     with _FileLock(directory / LOCK_FILE):
         done = directory / DONE_FILE
         built = False
-        if not done.exists():
+        if not done.exists() and not _copy_bundled(key, directory, log):
             _pretrain(config, directory, log)
             built = True
         summary = json.loads(done.read_text())
@@ -321,6 +325,31 @@ def ensure_pretrained(config: dict[str, Any], study_dir: str | Path,
         built = False  # last.pt already had every epoch (a crash after the final epoch)
     return PretrainedEncoder(key, directory, built, float(summary.get("pretrain_seconds", 0.0)),
                              wait, summary)
+
+
+def _copy_bundled(key: str, directory: Path, log: Callable[[str], None] | None) -> bool:
+    """Fill ``directory`` from the bundled encoder of the same pretraining hash, if there is one."""
+    import shutil
+
+    from moladapt.bundled_models import encoder_path, find_by_pretrain_hash
+    from moladapt.pretrain.trainer import ENCODER_CHECKPOINT
+    from moladapt.utils import write_json
+
+    found = find_by_pretrain_hash(key)
+    if found is None:
+        return False
+    name, record = found
+    directory.mkdir(parents=True, exist_ok=True)
+    partial = directory / f"{ENCODER_CHECKPOINT}.partial"
+    shutil.copyfile(encoder_path(name), partial)
+    os.replace(partial, directory / ENCODER_CHECKPOINT)
+    write_json(directory / DONE_FILE, {
+        "source": f"bundled:{name}", "identity": record["identity"], "epochs_trained_here": 0,
+        "pretrain_seconds": record.get("pretrain_seconds", 0.0), "final_loss": record.get("final_loss")})
+    if log is not None:
+        log(f"pretraining {key}: the bundled encoder {name!r} was built by this configuration; "
+            "copied instead of pretraining again")
+    return True
 
 
 def _pretrain(config: dict[str, Any], directory: Path, log: Callable[[str], None] | None) -> None:
