@@ -63,16 +63,24 @@ def default_datasets() -> list[str]:
     return [*tdc, *MOLECULENET]
 
 
-def aux_section(method: str, aux: tuple[str, ...], inner_steps: int) -> dict:
+def aux_section(method: str, aux: tuple[str, ...], inner_steps: int,
+                recipes: dict[str, int] | None = None) -> dict:
+    """The ``aux`` config of ``method``; ``recipes`` (the settings' ``aux_recipes``: versions
+    other than 1; an objective absent from it runs recipe 1) become objective options."""
     if method == "finetune":
         return {"method": "auxiliary", "aux_objectives": []}
+    from moladapt.pretrain.objectives import recipe_options
+    from moladapt.pretrain.objectives.base import canonical_objective
+
+    options = {a: recipe_options(a, (recipes or {}).get(canonical_objective(a), 1)) for a in aux}
+    section = {"method": "auxiliary", "aux_objectives": list(aux), "combiner": method,
+               "objective_options": {a: o for a, o in options.items() if o} or None}
     if method in ("blo", "blo+rcgrad"):
-        return {"method": "bilevel", "aux_objectives": list(aux), "inner_steps": inner_steps,
+        return {**section, "method": "bilevel", "inner_steps": inner_steps,
                 "combiner": None if method == "blo" else "rcgrad"}
     if method == "rcgrad-w0":  # RCGrad without BLO and fixed w_i = 0: coefficient GNS scale / 2
-        return {"method": "auxiliary", "aux_objectives": list(aux), "combiner": "rcgrad",
-                "task_weights": [0.0] * len(aux)}
-    return {"method": "auxiliary", "aux_objectives": list(aux), "combiner": method}
+        return {**section, "combiner": "rcgrad", "task_weights": [0.0] * len(aux)}
+    return section
 
 
 def run_one(dataset: str, method: str, seed: int, args: dict, raw_dir: str) -> dict:
@@ -92,7 +100,8 @@ def run_one(dataset: str, method: str, seed: int, args: dict, raw_dir: str) -> d
                   "seed": seed, "patience": args["patience"], "num_threads": 1,
                   "init": args["init"], "encoder_lr_scale": args["encoder_lr_scale"]},
     })
-    aux_cfg = AuxConfig.from_dict(aux_section(method, tuple(args["aux"]), args["inner_steps"]))
+    aux_cfg = AuxConfig.from_dict(aux_section(method, tuple(args["aux"]), args["inner_steps"],
+                                              args.get("aux_recipes", {})))
     out = Path(raw_dir) / dataset / run_name(method, seed, args)
     result = run_auxiliary(run_cfg, aux_cfg, out, log=lambda m: None)
     record = {"dataset": dataset, "method": method, "seed": seed, "split": split,
@@ -231,6 +240,9 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--aux", default=DEFAULT_AUX, help="auxiliary objectives")
+    parser.add_argument("--aux-recipe", action="append", default=[], metavar="OBJECTIVE=VERSION",
+                        help="run an auxiliary objective under an earlier recipe (e.g. "
+                             "edge_prediction=1, the plain dot product) to complete results of it")
     parser.add_argument("--init", default=None, help="pretrained encoder checkpoint, or bundled[:name] (optional)")
     parser.add_argument("--featurizer", default="basic")
     parser.add_argument("--encoder", default="gin")
@@ -277,7 +289,16 @@ def main() -> None:
     from moladapt.pretrain.objectives import changed_recipes
 
     # runs of a changed objective recipe must not pool with earlier ones (which keep their dirs)
-    recipes = changed_recipes(settings["aux"])
+    pins = {}
+    for item in args.aux_recipe:
+        name, _, version = item.partition("=")
+        if not version.strip().isdigit():
+            parser.error(f"--aux-recipe {item!r}: expected OBJECTIVE=VERSION, e.g. edge_prediction=1")
+        pins[name.strip()] = int(version)
+    try:
+        recipes = changed_recipes(settings["aux"], pins)
+    except (KeyError, ValueError) as exc:
+        parser.error(f"--aux-recipe: {exc}")
     if recipes:
         settings["aux_recipes"] = recipes
     todo = []
@@ -325,7 +346,8 @@ def main() -> None:
           f"thread per run.\n\n" + (f"{args.note.strip()}\n\n" if args.note.strip() else "") +
           f"Command: `python benchmarks/auxiliary.py --datasets {','.join(datasets)} --methods "
           f"{','.join(methods)} --seeds {args.seeds} --epochs {args.epochs} --hidden-dim "
-          f"{args.hidden_dim} --num-layers {args.num_layers} --aux {','.join(settings['aux'])}{init}`\n\n"
+          f"{args.hidden_dim} --num-layers {args.num_layers} --aux {','.join(settings['aux'])}{init}"
+          + "".join(f" --aux-recipe {r}" for r in args.aux_recipe) + "`\n\n"
           + table(records, args.metric, methods)
           + f"\n\nSeeds: {', '.join(str(s) for s in sorted({r['seed'] for r in records}))}. "
           f"Runs: {len(records)}.\n\n## Cost\n\n" + cost_table(records, methods)

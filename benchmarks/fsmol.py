@@ -718,6 +718,42 @@ def _configuration_lines(args: argparse.Namespace) -> list[str]:
             *rows, ""]
 
 
+def _reproduce_lines(args: argparse.Namespace, specs: list[str]) -> list[str]:
+    """The commands that give the stored rows (they resume: only what is missing runs), one
+    per set of methods sharing encoder dimensions and draws, read from the stored configs."""
+    defaults = {"meta_steps": args.meta_steps, "meta_batch_size": args.meta_batch_size}
+    commands: dict[tuple, dict[str, list[str]]] = {}
+    for method_dir in sorted((raw_dir(args) / group_dir_name(specs[0])).glob("*/config.yaml")):
+        method = method_dir.parent.name
+        cfg = yaml.safe_load(method_dir.read_text(encoding="utf-8")) or {}
+        model = method if is_meta(method) else "multitask" if method in MT_METHODS else None
+        ident_path = raw_dir(args) / "models" / str(model) / "identity.json"
+        ident = json.loads(ident_path.read_text(encoding="utf-8")) if ident_path.exists() else {}
+        enc = ident.get("encoder") or cfg.get("encoder") or {}
+        options = [f"--draws {cfg.get('draws', args.draws)}"]
+        if enc.get("num_layers"):
+            options.append(f"--layers {enc['num_layers']} --hidden {enc['hidden_dim']}")
+        hparams = {k: v for k, v in (ident.get("hparams") or {}).items() if defaults.get(k) != v}
+        extra = [f"--hparam {method}.{k}={v}" for k, v in hparams.items()]
+        if method in MT_METHODS and ident.get("epochs") not in (None, args.mt_epochs):
+            extra.append(f"--mt-epochs {ident['epochs']}")
+        entry = commands.setdefault(tuple(options), {"methods": [], "extra": []})
+        entry["methods"].append(method)
+        entry["extra"] += extra
+    if not commands:
+        return []
+    ood = f" --ood {specs[1]}" if len(specs) > 1 else " --ood none"
+    lines = ["## Reproduce", "",
+             "The rows above come from these commands (read from the stored configurations; each "
+             f"evaluates `{specs[0]}` and the out-of-distribution group, and resumes: only missing "
+             "rows and models are computed):", "", "```"]
+    for options, entry in commands.items():
+        lines.append("MOLADAPT_DATA_DIR=../shared/data python benchmarks/fsmol.py --methods "
+                     + ",".join(entry["methods"]) + " " + " ".join([*options, *entry["extra"]])
+                     + ood + " --no-estimate")
+    return [*lines, "```", ""]
+
+
 def write_report(args: argparse.Namespace) -> Path | None:
     specs = groups(args)
     data = {spec: _collect(args, spec) for spec in specs}
@@ -800,6 +836,7 @@ def write_report(args: argparse.Namespace) -> Path | None:
     lines.append("")
 
     lines += _configuration_lines(args)
+    lines += _reproduce_lines(args, specs)
     lines += ["## Meta-training speed", "",
               "Outer steps only: the episode stream's setup (loading the training tasks' graphs) and "
               "validation checks are measured separately and left out; a resumed run counts the steps "

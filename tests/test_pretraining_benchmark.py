@@ -153,3 +153,14 @@ def test_rows_missing_a_dataset_average_over_the_shared_ground(bench):
     assert bench._dataset_cells(none, datasets, "k", averages=averages)[2:] == ["60.5", "65.5"]
     assert bench._dataset_cells(graphcl, datasets, "k", averages=averages)[1:] == ["—", "70.5", "—"]
     assert bench._average_columns(datasets, datasets) == (["average"], (datasets,))
+
+
+def test_auxiliary_runs_take_the_recipe_their_settings_name():
+    aux = _load("auxiliary_bench", "auxiliary.py")
+    objectives = ("attribute_masking", "edge_prediction")
+    # settings without aux_recipes are recipe-1 runs (they predate recipe 2): completed as such
+    old = aux.aux_section("gns", objectives, 10, {})
+    assert old["objective_options"] == {"edge_prediction": {"scale_by_sqrt_dim": False}}
+    assert aux.aux_section("blo", objectives, 10, {"edge_prediction": 2})["objective_options"] is None
+    assert aux.aux_section("rcgrad-w0", objectives, 10, {})["task_weights"] == [0.0, 0.0]
+    assert aux.aux_section("finetune", objectives, 10, {})["aux_objectives"] == []

@@ -250,3 +250,22 @@ def test_objective_options_reach_the_built_objective(data):
     assert obj.hparams["mask_rate"] == 0.5
     with pytest.raises(ValueError, match="mask_rate"):
         build_objective("attribute_masking", feat, enc, mask_rate=1.5)  # the objective's own check
+
+
+def test_an_earlier_recipe_is_named_by_version_and_rebuilt_by_its_options():
+    from moladapt.pretrain.objectives import changed_recipes, recipe_options
+
+    # edge prediction's recipe 2 scales scores by 1/sqrt(d); recipe 1 is pretrain-gnns' dot product
+    assert recipe_options("edge_prediction", 2) == {}
+    assert recipe_options("edge_prediction", 1) == {"scale_by_sqrt_dim": False}
+    assert recipe_options("attribute_masking", 1) == {}
+    with pytest.raises(ValueError, match="no recipe 3"):
+        recipe_options("edge_prediction", 3)
+    names = ["attribute_masking", "edge_prediction"]
+    assert changed_recipes(names) == {"edge_prediction": 2}
+    assert changed_recipes(names, {"edge_prediction": 1}) == {}  # pinned: pools with recipe-1 results
+    with pytest.raises(ValueError, match="not among"):
+        changed_recipes(names, {"infomax": 1})
+    feat = get_featurizer("basic")
+    enc = build_encoder("gin", feat.atom_vocab_sizes, feat.bond_vocab_sizes, hidden_dim=8, num_layers=1)
+    assert not build_objective("edge_prediction", feat, enc, **recipe_options("edge_prediction", 1)).scale_by_sqrt_dim

@@ -13,6 +13,7 @@ from moladapt.pretrain.objectives.base import (
     changed_recipes,
     objective_option_names,
     parse_objective_options,
+    recipe_options,
     with_options,
 )
 from moladapt.pretrain.objectives.context_prediction import ContextPrediction
@@ -34,5 +35,6 @@ __all__ = [
     "changed_recipes",
     "objective_option_names",
     "parse_objective_options",
+    "recipe_options",
     "with_options",
 ]

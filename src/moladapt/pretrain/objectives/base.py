@@ -40,6 +40,9 @@ class PretrainObjective(nn.Module):
         needs_labels: whether batches must carry ``y`` (only ``supervised``).
         recipe_version: bumped when the objective's default behaviour changes, so encoders
             pretrained under the old recipe are not reused as if they were the new one.
+        earlier_recipes: ``{version: options}``, the constructor options that reproduce each
+            earlier recipe, so results of an old recipe can be completed under it
+            (:func:`recipe_options`).
         derived_options: constructor options the caller fills in from the data (e.g.
             ``supervised``'s ``num_tasks``), so a user does not set them.
     """
@@ -47,6 +50,7 @@ class PretrainObjective(nn.Module):
     name: ClassVar[str] = ""
     needs_labels: ClassVar[bool] = False
     recipe_version: ClassVar[int] = 1
+    earlier_recipes: ClassVar[dict[int, dict[str, Any]]] = {}
     derived_options: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, featurizer: Featurizer, out_dim: int) -> None:
@@ -145,15 +149,34 @@ def parse_objective_options(
     return {n: dict(sorted(o.items())) for n, o in sorted(out.items())}
 
 
-def changed_recipes(names: Iterable[str]) -> dict[str, int]:
-    """``{name: recipe_version}`` of the objectives among ``names`` whose default recipe has
-    changed (version ≠ 1): what must enter a result's identity so runs of another recipe never
-    pool with it, while results of unchanged objectives keep theirs."""
+def recipe_options(name: str, version: int) -> dict[str, Any]:
+    """The constructor options that run objective ``name`` under recipe ``version``: none for
+    its current recipe, :attr:`PretrainObjective.earlier_recipes` for an earlier one."""
+    cls = OBJECTIVES.get(canonical_objective(name))
+    if version == cls.recipe_version:
+        return {}
+    if version in cls.earlier_recipes:
+        return dict(cls.earlier_recipes[version])
+    known = sorted({cls.recipe_version, *cls.earlier_recipes})
+    raise ValueError(f"objective {cls.name!r} has no recipe {version}: recipes {known} "
+                     f"(current {cls.recipe_version})")
+
+
+def changed_recipes(names: Iterable[str], pinned: Mapping[str, int] | None = None) -> dict[str, int]:
+    """``{name: recipe_version}`` of the objectives among ``names`` that run another recipe than
+    1 (their current one, or the one ``pinned`` gives them): what must enter a result's identity
+    so runs of another recipe never pool with it, while results of recipe 1 keep theirs."""
+    names = [canonical_objective(n) for n in names]
+    pinned = {canonical_objective(k): int(v) for k, v in (pinned or {}).items()}
+    stray = sorted(set(pinned) - set(names))
+    if stray:
+        raise ValueError(f"recipe given for {stray}, which are not among the objectives {names}")
     out = {}
     for name in names:
-        version = OBJECTIVES.get(canonical_objective(name)).recipe_version
+        version = pinned.get(name, OBJECTIVES.get(name).recipe_version)
+        recipe_options(name, version)  # an unknown version fails here, not mid-run
         if version != 1:
-            out[canonical_objective(name)] = version
+            out[name] = version
     return out
 
 

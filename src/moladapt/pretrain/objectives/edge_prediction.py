@@ -80,6 +80,7 @@ class EdgePrediction(PretrainObjective):
 
     name = "edge_prediction"
     recipe_version = 2  # 2: scores scaled by 1/sqrt(d) by default
+    earlier_recipes = {1: {"scale_by_sqrt_dim": False}}  # 1: pretrain-gnns' plain dot product
 
     def __init__(self, featurizer: Featurizer, out_dim: int, scale_by_sqrt_dim: bool = True) -> None:
         super().__init__(featurizer, out_dim)
