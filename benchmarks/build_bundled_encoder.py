@@ -109,7 +109,7 @@ def write_identity(out_pt: Path, config: dict, summary: dict) -> Path:
     path = out_pt.with_name(out_pt.name[:-len(".pt")] + ".identity.json")
     write_json(path, {"hash": pretrain_hash(config), "identity": pretrain_identity(config),
                       "sha256": sha256_file(out_pt), "pretrain_seconds": summary.get("pretrain_seconds"),
-                      "final_loss": summary.get("final_loss")})
+                      "final_loss": summary.get("final_loss"), "date": str(dt.date.today())})
     return path
 
 

@@ -93,7 +93,8 @@ def pretrain_one(config: dict, checkpoint_dir: str) -> dict:
     built = ensure_pretrained(config, checkpoint_dir)
     collapsed = built.summary["collapsed"] if "collapsed" in built.summary else _collapse_check(built, config)
     return {"hash": built.hash, "encoder": str(built.encoder_path), "seconds": built.seconds,
-            "final_loss": built.summary.get("final_loss"), "collapsed": collapsed}
+            "final_loss": built.summary.get("final_loss"), "collapsed": collapsed,
+            "source": built.summary.get("source"), "built_on": built.summary.get("built_on")}
 
 
 def _collapse_check(built, config: dict) -> int | str | None:
@@ -126,7 +127,10 @@ def record_pretraining(directory: Path, built: dict) -> None:
 
     directory.mkdir(parents=True, exist_ok=True)
     info = {"hash": built["hash"], "seconds": built["seconds"], "final_loss": built["final_loss"],
-            "collapsed": built.get("collapsed"), "cpu": _cpu_model(), "date": str(dt.date.today())}
+            "collapsed": built.get("collapsed"), "cpu": _cpu_model(),
+            "date": built.get("built_on") or str(dt.date.today())}
+    if built.get("source"):  # copied from the bundled file: its build's cost, not a copy's
+        info["source"] = built["source"]
     atomic_write_text(directory / "pretrain.json", json.dumps(info, indent=2) + "\n")
 
 
@@ -518,7 +522,8 @@ def report(args, records: list[dict], curve: list[dict], best: str | None) -> st
         for m, c in costs:
             loss = c.get("final_loss")
             collapsed = "no" if c.get("collapsed") is None else f"at epoch {c['collapsed']}"
-            lines.append(f"| {m} | {c['seconds'] / 60:.0f} min | "
+            built = " (the bundled encoder's build)" if str(c.get("source", "")).startswith("bundled") else ""
+            lines.append(f"| {m} | {c['seconds'] / 60:.0f} min{built} | "
                          f"{'—' if loss is None else f'{loss:.4g}'} | {collapsed} | "
                          f"{c.get('cpu', '—')} | {c.get('date', '—')} |")
         missing = [m for m in methods if m != "none" and m not in dict(costs)]

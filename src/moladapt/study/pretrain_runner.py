@@ -345,7 +345,8 @@ def _copy_bundled(key: str, directory: Path, log: Callable[[str], None] | None) 
     os.replace(partial, directory / ENCODER_CHECKPOINT)
     write_json(directory / DONE_FILE, {
         "source": f"bundled:{name}", "identity": record["identity"], "epochs_trained_here": 0,
-        "pretrain_seconds": record.get("pretrain_seconds", 0.0), "final_loss": record.get("final_loss")})
+        "pretrain_seconds": record.get("pretrain_seconds", 0.0), "final_loss": record.get("final_loss"),
+        "built_on": record.get("date")})
     if log is not None:
         log(f"pretraining {key}: the bundled encoder {name!r} was built by this configuration; "
             "copied instead of pretraining again")
