@@ -57,7 +57,9 @@ def downstream_table(path: Path, name: str) -> str:
     text = path.read_text()
     lines = text.splitlines()
 
-    def rows_of(header_prefix: str) -> list[str]:
+    def tables_of(header_prefix: str) -> list[tuple[str, list[str]]]:
+        """Every table whose header starts so, with the line that introduces it."""
+        out = []
         for i, line in enumerate(lines):
             if line.startswith(header_prefix) and i + 1 < len(lines) and lines[i + 1].startswith("|---"):
                 keep = [line, lines[i + 1]]
@@ -68,18 +70,20 @@ def downstream_table(path: Path, name: str) -> str:
                     if cells[0].strip().strip("*`") == name:
                         row = "| " + " | ".join(f"**{c.strip()}**" if c.strip() else "" for c in cells) + " |"
                     keep.append(row)
-                return keep if len(keep) > 2 else []
-        return []
+                caption = next((c.lstrip("# ") for c in reversed(lines[:i]) if c.strip()
+                                and not c.startswith(("Mean difference", "|"))), "")
+                if len(keep) > 2:
+                    out.append((caption, keep))
+        return out
 
-    table = rows_of("| objective | ")
+    tables = tables_of("| objective | ")
+    table = next((t for caption, t in tables if "pairs" not in t[0]), [])
     if not table or not any(f"**{name}**" in row for row in table):
         return f"From `{path.name}`:\n\n{text}"
     protocol = [line for line in lines if line.startswith(("Test ROC-AUC", "Pretraining:"))]
     parts = [f"From `{path.name}` (scaffold split; this encoder in bold):", *protocol, "\n".join(table)]
-    comparison = rows_of("| objective | pairs")
-    if comparison:
-        parts += ["Paired with no pretraining over dataset × seed (ROC-AUC points; Wilcoxon, Holm):",
-                  "\n".join(comparison)]
+    for caption, comparison in tables_of("| objective | pairs"):
+        parts += [f"{caption.rstrip(':')}; ROC-AUC points, objective − none:", "\n".join(comparison)]
     return "\n\n".join(parts)
 
 

@@ -463,7 +463,7 @@ def report(args, records: list[dict], curve: list[dict], best: str | None) -> st
     if len(averages) > 1:
         lines += [f"Not every objective was fine-tuned on {', '.join(d for d in datasets if d not in common)} "
                   "(a `—`): the first average column is the ground all rows share.", ""]
-    if LEAKY & set(datasets) and any(m.startswith("supervised") for m in methods):
+    if any(r["method"].startswith("supervised") and r["dataset"] in LEAKY for r in records):
         lines += ["† pretraining saw these molecules' labels (ToxCast, which includes the Tox21 "
                   "assays), test set included: left out of the statistics below.", ""]
     if key != "test_roc_auc":
