@@ -281,8 +281,14 @@ def _dataset_cells(records: list[dict], datasets: list[str], key: str, leaky: bo
 
 def common_datasets(records: list[dict], methods: list[str], datasets: list[str]) -> list[str]:
     """The datasets on which every method has runs (the ground all rows share)."""
-    return [d for d in datasets if all(any(r["method"] == m and r["dataset"] == d for r in records)
-                                       for m in methods)]
+    present = {(r["method"], r["dataset"]) for r in records}
+    return [d for d in datasets if all((m, d) in present for m in methods)]
+
+
+def complete_methods(records: list[dict], methods: list[str], datasets: list[str]) -> list[str]:
+    """The methods with runs on every dataset."""
+    present = {(r["method"], r["dataset"]) for r in records}
+    return [m for m in methods if all((m, d) in present for d in datasets)]
 
 
 def _average_columns(datasets: list[str], common: list[str]) -> tuple[list[str], tuple[list[str], ...]]:
@@ -486,8 +492,7 @@ def report(args, records: list[dict], curve: list[dict], best: str | None) -> st
                   "Mean difference (objective − none, ROC-AUC points), 95% bootstrap CI, two-sided "
                   "Wilcoxon signed-rank p, Holm-adjusted over the objectives.", "",
                   *_comparison_rows(cmp), ""]
-        complete = [m for m in methods if m == "none" or all(
-            any(r["method"] == m and r["dataset"] == d for r in records) for d in datasets)]
+        complete = complete_methods(records, methods, datasets)
         if len(averages) > 1 and len(complete) > 1:
             every = pairs_frame(datasets, complete)
             lines += [f"On all {len(datasets)} datasets, the objectives fine-tuned on every one of them "
