@@ -16,6 +16,7 @@ from moladapt.training import (
     prepare,
     save_checkpoint,
 )
+from moladapt.utils import code_revision
 
 SMALL = ModelConfig(hidden_dim=64, num_layers=3, dropout=0.1)
 
@@ -103,6 +104,7 @@ def test_checkpoint_round_trip_and_featurizer_check(tmp_path, bbbp):
     save_checkpoint(path, model, feat, SMALL, ["a", "b"], "classification")
     loaded = load_checkpoint(path)
     assert loaded.task_names == ["a", "b"] and loaded.featurizer.name == "basic"
+    assert torch.load(path, weights_only=True)["code"] == code_revision()  # traceable to its code
     for k, v in model.state_dict().items():
         assert torch.equal(v, loaded.model.state_dict()[k])
     with pytest.raises(ValueError, match="featurizer 'basic'.*'rich' .*was requested"):

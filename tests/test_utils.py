@@ -1,9 +1,13 @@
-"""Small shared helpers: the fused Adam and the precision context."""
+"""Small shared helpers: the fused Adam, the precision context and the code revision."""
+
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
 
-from moladapt.utils import adam, autocast
+import moladapt
+from moladapt.utils import adam, autocast, code_revision
 
 
 def test_adam_is_fused_on_cpu_and_takes_the_same_steps_as_plain_adam():
@@ -38,3 +42,16 @@ def test_autocast_contexts():
         assert lin(x).dtype == torch.bfloat16
     with pytest.raises(ValueError, match="unknown precision"):
         autocast("cpu", "fp8")
+
+
+def test_code_revision_names_the_checkout_commit_or_only_the_version():
+    info = code_revision()
+    assert info["version"] == moladapt.__version__
+    package_dir = Path(moladapt.__file__).resolve().parent
+    git = subprocess.run(["git", "-C", str(package_dir), "rev-parse", "HEAD"], capture_output=True,
+                         text=True, check=False)
+    if git.returncode == 0:  # a source checkout (CI clones one)
+        assert info["git_commit"] == git.stdout.strip()
+        assert isinstance(info["dirty"], bool)
+    else:
+        assert set(info) == {"version"}

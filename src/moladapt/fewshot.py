@@ -60,7 +60,7 @@ from moladapt.evaluate.statistics import bootstrap_mean_ci
 from moladapt.models.heads import MolecularModel
 from moladapt.registry import Registry
 from moladapt.types import Task
-from moladapt.utils import atomic_write_text, write_json
+from moladapt.utils import atomic_write_text, code_revision, write_json
 
 __all__ = [
     "BASELINES",
@@ -351,7 +351,7 @@ def save_meta_trained(output: str | Path, result: MetaTrained) -> Path:
     path = out / "model.pt"
     save_checkpoint(path, model, result.featurizer, result.model_config, [CHECKPOINT_TASK],
                     CLASSIFICATION, extra={"meta": result.info})
-    write_json(out / "meta.json", {**result.info, "history": result.history})
+    write_json(out / "meta.json", {**result.info, "code": code_revision(), "history": result.history})
     config = {"command": "meta-train", **{k: result.info[k] for k in ("method", "tasks", "n_train_tasks", "init", "seed")},
               "featurizer": result.featurizer.name, "encoder": to_plain(dataclasses.asdict(result.model_config)),
               "params": result.info["params"], "validation": _without_scores(result.info.get("validation")),

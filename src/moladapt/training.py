@@ -31,7 +31,7 @@ from moladapt.models.encoders import build_encoder
 from moladapt.models.heads import MolecularModel, PredictionHead
 from moladapt.resume import ResumeFile
 from moladapt.types import MolGraphs
-from moladapt.utils import adam, atomic_torch_save, autocast
+from moladapt.utils import adam, atomic_torch_save, autocast, code_revision
 
 CHECKPOINT_FORMAT = "moladapt-checkpoint/1"
 
@@ -366,6 +366,7 @@ def save_checkpoint(path: str | Path, model: MolecularModel, featurizer: Featuri
     payload = {
         "format": CHECKPOINT_FORMAT,
         "moladapt_version": moladapt.__version__,
+        "code": code_revision(),
         "state_dict": model.state_dict(),
         "model_config": to_plain(asdict(model_cfg)),
         "featurizer": {"name": featurizer.name, "version": featurizer.version,

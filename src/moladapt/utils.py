@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 import random
+import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -109,3 +111,34 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+@functools.lru_cache(maxsize=1)
+def code_revision() -> dict[str, Any]:
+    """The code that produced a result: the package version and, when moladapt runs from a git
+    checkout, its commit and whether tracked files differed from it (``dirty``).
+
+    A model trained today and retrained next month can differ only if the code did; the
+    version number alone cannot tell two working trees apart, the commit can. Outside a git
+    checkout (a wheel install), or when git is missing or slow, only the version is given.
+    """
+    import moladapt
+
+    info: dict[str, Any] = {"version": moladapt.__version__}
+    package_dir = Path(moladapt.__file__).resolve().parent
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(package_dir), *args], capture_output=True,
+                                  text=True, timeout=10, check=False)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit:
+        info["git_commit"] = commit
+        status = git("status", "--porcelain", "--untracked-files=no", "--", ".")
+        if status is not None:
+            info["dirty"] = bool(status)
+    return info

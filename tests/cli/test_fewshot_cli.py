@@ -11,6 +11,7 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
+import moladapt
 from moladapt.cli.fewshot import few_shot_command, meta_train_command, plot_command
 
 torch.set_num_threads(1)
@@ -46,6 +47,7 @@ def test_meta_train_then_few_shot_then_plot(tmp_path, data_dir):
     meta = json.loads((mt / "meta.json").read_text())
     assert meta["method"] == "fomaml" and meta["has_head"] and len(meta["history"]) == 2
     assert meta["n_train_tasks"] == 4 and meta["params"]["inner_steps"] == 1
+    assert meta["code"]["version"] == moladapt.__version__  # which code trained it
     config = yaml.safe_load((mt / "config.yaml").read_text())
     assert config["tasks"] == "fsmol-train:4" and config["encoder"]["hidden_dim"] == 16
     assert [step for step, _ in meta["validation"]["scores"]] == [0, 1, 2]
