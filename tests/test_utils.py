@@ -48,10 +48,12 @@ def test_code_revision_names_the_checkout_commit_or_only_the_version():
     info = code_revision()
     assert info["version"] == moladapt.__version__
     package_dir = Path(moladapt.__file__).resolve().parent
-    git = subprocess.run(["git", "-C", str(package_dir), "rev-parse", "HEAD"], capture_output=True,
-                         text=True, check=False)
-    if git.returncode == 0:  # a source checkout (CI clones one)
-        assert info["git_commit"] == git.stdout.strip()
+    def git(*args):
+        return subprocess.run(["git", "-C", str(package_dir), *args], capture_output=True, text=True,
+                              check=False)
+
+    if git("ls-files", "--error-unmatch", "__init__.py").returncode == 0:  # a source checkout
+        assert info["git_commit"] == git("rev-parse", "HEAD").stdout.strip()
         assert isinstance(info["dirty"], bool)
     else:
         assert set(info) == {"version"}

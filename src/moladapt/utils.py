@@ -135,7 +135,10 @@ def code_revision() -> dict[str, Any]:
             return None
         return done.stdout.strip() if done.returncode == 0 else None
 
-    commit = git("rev-parse", "HEAD")
+    # An installed copy can sit inside someone else's repository (a venv in a project): only a
+    # package whose own files git tracks is a source checkout.
+    tracked = git("ls-files", "--error-unmatch", "__init__.py") is not None
+    commit = git("rev-parse", "HEAD") if tracked else None
     if commit:
         info["git_commit"] = commit
         status = git("status", "--porcelain", "--untracked-files=no", "--", ".")
