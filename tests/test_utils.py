@@ -48,6 +48,7 @@ def test_code_revision_names_the_checkout_commit_or_only_the_version():
     info = code_revision()
     assert info["version"] == moladapt.__version__
     package_dir = Path(moladapt.__file__).resolve().parent
+
     def git(*args):
         return subprocess.run(["git", "-C", str(package_dir), *args], capture_output=True, text=True,
                               check=False)

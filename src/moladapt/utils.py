@@ -121,6 +121,8 @@ def code_revision() -> dict[str, Any]:
     A model trained today and retrained next month can differ only if the code did; the
     version number alone cannot tell two working trees apart, the commit can. Outside a git
     checkout (a wheel install), or when git is missing or slow, only the version is given.
+    Asked once per process (cached): a commit made while a long run is going on is not the
+    code that run imported, so later checkpoints of that run keep the first answer.
     """
     import moladapt
 
