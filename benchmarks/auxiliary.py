@@ -152,14 +152,21 @@ def table(records: list[dict], metric: str, methods: list[str]) -> str:
         sub = frame[frame["dataset"] == dataset]
         cells = [fmt(sub.loc[sub["method"] == m, metric].dropna().to_numpy()) for m in methods]
         lines.append(f"| {dataset} | " + " | ".join(cells) + " |")
-    means = [frame.loc[frame["method"] == m].groupby("dataset")[metric].mean().mean() for m in methods]
-    lines.append("| **mean over datasets** | " + " | ".join(f"{v:.1f}" for v in means) + " |")
-    if BASELINE in methods:
-        per_dataset = frame.groupby(["method", "dataset"])[metric].mean()
-        base = per_dataset.loc[BASELINE]
+    # A mean over different datasets per method would compare methods on different problems:
+    # average only over the datasets on which every shown method has runs, and name them.
+    per_dataset = frame.dropna(subset=[metric]).groupby(["method", "dataset"])[metric].mean()
+    shared = [d for d in dict.fromkeys(frame["dataset"])
+              if all((m, d) in per_dataset.index for m in methods)]
+    partial = len(shared) < frame["dataset"].nunique()
+    label = (f"mean over {', '.join(shared)}" if partial else "mean over datasets")
+    if shared:
+        means = [per_dataset.loc[m].loc[shared].mean() for m in methods]
+        lines.append(f"| **{label}** | " + " | ".join(f"{v:.1f}" for v in means) + " |")
+    if BASELINE in methods and shared:
+        base = per_dataset.loc[BASELINE].loc[shared]
         # The paper's "up to 7.7% over fine-tuning" is a relative change of the mean.
-        rel = [100 * ((per_dataset.loc[m] - base) / base).mean() for m in methods]
-        lines.append("| relative change vs finetune (mean over datasets) | "
+        rel = [100 * ((per_dataset.loc[m].loc[shared] - base) / base).mean() for m in methods]
+        lines.append(f"| relative change vs finetune ({label}) | "
                      + " | ".join(f"{v:+.1f}%" for v in rel) + " |")
     out = "\n".join(lines)
     if BASELINE in methods and len(methods) > 1:
