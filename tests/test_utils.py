@@ -1,13 +1,17 @@
-"""Small shared helpers: the fused Adam, the precision context and the code revision."""
+"""Small shared helpers: the fused Adam, the precision context, the code revision and the
+heap-retention cap."""
 
+import os
+import platform
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 import moladapt
-from moladapt.utils import adam, autocast, code_revision
+from moladapt.utils import adam, autocast, cap_heap_retention, code_revision
 
 
 def test_adam_is_fused_on_cpu_and_takes_the_same_steps_as_plain_adam():
@@ -58,3 +62,26 @@ def test_code_revision_names_the_checkout_commit_or_only_the_version():
         assert isinstance(info["dirty"], bool)
     else:
         assert set(info) == {"version"}
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
+                    reason="mallopt is glibc's")
+def test_cap_heap_retention_returns_freed_gradient_buffers_to_the_system():
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        pytest.skip("the user's own threshold wins")
+    assert cap_heap_retention() is True
+    assert cap_heap_retention() is True  # once per process, idempotent
+    # 8 MiB blocks: the size of a GIN 5×300 gradient row; glibc's adaptive threshold would
+    # otherwise put them on the heap after a larger block is freed.
+    torch.empty(20 << 20, dtype=torch.uint8).fill_(1)
+    before = _rss_bytes()
+    blocks = [torch.ones(2 << 20) for _ in range(16)]  # 16 × 8 MiB, touched
+    held = _rss_bytes()
+    del blocks
+    assert held - before > 100 << 20
+    assert _rss_bytes() - before < 32 << 20

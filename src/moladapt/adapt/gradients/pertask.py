@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from moladapt.adapt.gradients.base import CombineResult
+from moladapt.utils import cap_heap_retention
 
 
 def _flat(grads: Sequence[Tensor | None], params: Sequence[Tensor]) -> Tensor:
@@ -64,6 +65,7 @@ def per_task_gradients(
         raise ValueError("model_params is empty")
     if len(losses) == 0:
         raise ValueError("need at least one loss")
+    cap_heap_retention()  # [T, P] buffers every step: keep freed ones from piling up
     rows = []
     for k, loss in enumerate(losses):
         if loss.ndim != 0:
@@ -98,6 +100,7 @@ def per_task_gradients_func(
     """
     from torch.func import functional_call, vjp, vmap
 
+    cap_heap_retention()
     named = dict(model.named_parameters())
     names = (
         list(param_names)
