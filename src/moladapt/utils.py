@@ -121,12 +121,12 @@ def cap_heap_retention(threshold_bytes: int = 4 << 20) -> bool:
     Why: glibc raises its mmap threshold each time it frees a mapped block (up to 32 MiB), so
     the per-step ``[tasks × params]`` gradient buffers of gradient surgery (≈ 8–30 MiB each for
     GIN 5×300) later land on the heap, where blocks of shifting sizes fragment it and freed
-    memory is never handed back: an auxiliary fine-tuning run on Tox21 grew past 23 GiB and was
-    killed by the OOM killer, while calling ``malloc_trim`` every 5 s kept the same run at
-    0.7 GiB. A fixed threshold also turns off that adjustment. The price: mapping fresh pages
-    each step made a 4-task GIN 5×300 gradient step ≈ 10% slower here (240 → 262–269 ms), and
-    the run above kept under 1 GiB. A user's own ``MALLOC_MMAP_THRESHOLD_`` wins; other C
-    libraries are left alone (returns False).
+    memory is never handed back: a worker running auxiliary fine-tuning on Tox21 grew to
+    23.6 GiB in its third run and was killed by the OOM killer; calling ``malloc_trim`` every
+    5 s held a fresh run at 0.7 GiB. A fixed threshold also turns off that adjustment. With
+    it, a whole Tox21 run stayed under 1.1 GiB; the price, mapping fresh pages each step,
+    made a 4-task GIN 5×300 gradient step ≈ 10% slower here (240 → 262–269 ms). A user's
+    own ``MALLOC_MMAP_THRESHOLD_`` wins; other C libraries are left alone (returns False).
     """
     import ctypes
     import sys
