@@ -119,7 +119,7 @@ def cap_heap_retention(threshold_bytes: int = 4 << 20) -> bool:
     freeing it returns the memory to the system. Once per process; True if it took effect.
 
     Why: glibc raises its mmap threshold each time it frees a mapped block (up to 32 MiB), so
-    the per-step ``[tasks × params]`` gradient buffers of gradient surgery (≈ 8–30 MiB each for
+    the per-step ``[tasks × params]`` gradient buffers of gradient surgery (≈ 7–30 MiB each for
     GIN 5×300) later land on the heap, where blocks of shifting sizes fragment it and freed
     memory is never handed back: a worker running auxiliary fine-tuning on Tox21 grew to
     23.6 GiB in its third run and was killed by the OOM killer; calling ``malloc_trim`` every
