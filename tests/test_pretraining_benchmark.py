@@ -155,6 +155,18 @@ def test_rows_missing_a_dataset_average_over_the_shared_ground(bench):
     assert bench._average_columns(datasets, datasets) == (["average"], (datasets,))
 
 
+def test_objectives_run_beyond_the_shared_ground_are_paired_on_all_their_datasets(bench):
+    runs = {"none": ["bbbp", "tox21", "toxcast"], "attribute_masking": ["bbbp", "tox21", "toxcast"],
+            "graphcl": ["bbbp", "tox21"], "infomax": ["bbbp"], "supervised": ["bbbp", "tox21", "toxcast"]}
+    recs = [{"method": m, "dataset": d, "seed": 0} for m, sets in runs.items() for d in sets]
+    datasets = ["bbbp", "tox21", "toxcast"]
+    common = bench.common_datasets(recs, list(runs), datasets)
+    assert common == ["bbbp"]
+    # supervised pretraining saw the Tox21/ToxCast labels: never paired there
+    assert bench.beyond_ground(recs, list(runs), datasets, common) == {
+        "attribute_masking": datasets, "graphcl": ["bbbp", "tox21"]}
+
+
 def test_auxiliary_runs_take_the_recipe_their_settings_name():
     aux = _load("auxiliary_bench", "auxiliary.py")
     objectives = ("attribute_masking", "edge_prediction")
