@@ -323,6 +323,12 @@ def _pretraining_costs(args, methods: list[str]) -> list[tuple[str, dict]]:
         p = raw / m / "pretrain.json"
         if p.exists():
             out.append((m, json.loads(p.read_text())))
+        # A rebuild of the same configuration on another machine (its file names the runs that
+        # fine-tuned it): bf16 pretraining is not bit-reproducible across CPUs, so it gets its own row.
+        for rebuild in sorted((raw / m).glob("pretrain_rerun_*.json")):
+            info = json.loads(rebuild.read_text())
+            used = ", ".join(info.get("fine_tuned_on", [])) or "runs not recorded"
+            out.append((f"{m} (rebuilt; its {used} runs)", info))
     return out
 
 
