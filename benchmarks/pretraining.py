@@ -327,8 +327,8 @@ def _pretraining_costs(args, methods: list[str]) -> list[tuple[str, dict]]:
         # fine-tuned it): bf16 pretraining is not bit-reproducible across CPUs, so it gets its own row.
         for rebuild in sorted((raw / m).glob("pretrain_rerun_*.json")):
             info = json.loads(rebuild.read_text())
-            used = ", ".join(info.get("fine_tuned_on", [])) or "runs not recorded"
-            out.append((f"{m} (rebuilt; its {used} runs)", info))
+            used = ", ".join(info.get("fine_tuned_on", []))
+            out.append((f"{m} (rebuilt; used by its {used} runs)" if used else f"{m} (rebuilt)", info))
     return out
 
 
@@ -548,6 +548,11 @@ def report(args, records: list[dict], curve: list[dict], best: str | None) -> st
             lines.append(f"| {m} | {c['seconds'] / 60:.0f} min{built} | "
                          f"{'—' if loss is None else f'{loss:.4g}'} | {collapsed} | "
                          f"{c.get('cpu', '—')} | {c.get('date', '—')} |")
+        if any("(rebuilt" in m for m, _ in costs):
+            lines.append("\nA rebuilt encoder has the first build's configuration (same hash), pretrained "
+                         "again on another machine because the first checkpoint was not kept; bf16 "
+                         "arithmetic differs between CPUs, so its final loss differs a little. The runs "
+                         "named in its row fine-tuned the rebuild, the objective's other runs the first build.")
         missing = [m for m in methods if m != "none" and m not in dict(costs)]
         if missing:
             lines.append(f"\nNot recorded (built before costs were kept): {', '.join(missing)}.")
