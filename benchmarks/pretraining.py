@@ -328,7 +328,8 @@ def _pretraining_costs(args, methods: list[str]) -> list[tuple[str, dict]]:
         for rebuild in sorted((raw / m).glob("pretrain_rerun_*.json")):
             info = json.loads(rebuild.read_text())
             used = ", ".join(info.get("fine_tuned_on", []))
-            out.append((f"{m} (rebuilt; used by its {used} runs)" if used else f"{m} (rebuilt)", info))
+            label = f"{m} (rebuilt; used by its {used} runs)" if used else f"{m} (rebuilt)"
+            out.append((label, {**info, "rebuild": True}))
     return out
 
 
@@ -548,7 +549,7 @@ def report(args, records: list[dict], curve: list[dict], best: str | None) -> st
             lines.append(f"| {m} | {c['seconds'] / 60:.0f} min{built} | "
                          f"{'—' if loss is None else f'{loss:.4g}'} | {collapsed} | "
                          f"{c.get('cpu', '—')} | {c.get('date', '—')} |")
-        if any("(rebuilt" in m for m, _ in costs):
+        if any(c.get("rebuild") for _, c in costs):
             lines.append("\nA rebuilt encoder has the first build's configuration (same hash), pretrained "
                          "again on another machine because the first checkpoint was not kept; bf16 "
                          "arithmetic differs between CPUs, so its final loss differs a little. The runs "
