@@ -14,3 +14,17 @@ def test_sklearn_style_fit_predict(bbbp, tmp_path):
     assert labels[0, 0] in (0.0, 1.0)
     model.save(tmp_path / "m.pt")
     assert (tmp_path / "m.pt").exists()
+
+
+def test_a_model_from_the_bundled_encoder_records_where_it_started(tmp_path):
+    import pandas as pd
+
+    from moladapt.bundled_models import bundled_dir, encoder_path, sha256_file
+    from moladapt.provenance import describe_checkpoint
+
+    df = pd.read_csv(bundled_dir() / "BBBP.csv").iloc[:64]
+    model = MolPropertyModel(init="bundled", epochs=1, batch_size=64, progress=False)
+    model.fit(df["smiles"].tolist(), df["p_np"].to_numpy())
+    model.save(tmp_path / "m.pt")
+    (start,) = describe_checkpoint(tmp_path / "m.pt")["lineage"]
+    assert start["sha256"] == sha256_file(encoder_path())

@@ -52,9 +52,11 @@ def test_resolve_bundled_present(bundled):
     # the default is absent and exactly one encoder is bundled: "bundled" means that one
     assert resolve_init("bundled") == str(bundled / "encoder_graphcl.pt")
     assert resolve_init("bundled:graphcl") == str(bundled / "encoder_graphcl.pt")
+    assert resolve_init(Path("bundled:graphcl")) == str(bundled / "encoder_graphcl.pt")  # via typer
     default = bundled / f"encoder_{bundled_models.DEFAULT_NAME}.pt"
     default.write_bytes(b"y")
     assert resolve_init("bundled") == str(default)
+    assert resolve_init(Path("bundled")) == str(default)
     assert bundled_models.available() == sorted(["graphcl", bundled_models.DEFAULT_NAME])
 
 

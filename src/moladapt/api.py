@@ -79,13 +79,16 @@ class MolPropertyModel:
         self.invalid_rows_ = list(graphs.invalid_rows)
         y_kept = y[graphs.source_rows]
         model = build_model(self._model_config(), featurizer, y.shape[1])
+        self.init_record_ = None
         if self.init is not None:
             from moladapt.bundled_models import resolve_init
-
-            init = load_checkpoint(resolve_init(self.init), featurizer)
             from moladapt.models.fingerprint import load_encoder_weights
+            from moladapt.provenance import checkpoint_record
 
+            init_path = resolve_init(self.init)
+            init = load_checkpoint(init_path, featurizer)
             load_encoder_weights(model.encoder, init.model.encoder)
+            self.init_record_ = checkpoint_record(init_path, init.extra)
         frac_train = 1.0 - self.valid_fraction
         split = make_split(self.valid_split, graphs.smiles, y_kept, (frac_train, self.valid_fraction, 0.0), self.seed)
         train_idx = np.concatenate([split.train, split.test])
@@ -125,4 +128,5 @@ class MolPropertyModel:
 
         save_checkpoint(path, self.model_, self.featurizer_, self._model_config(),
                         [f"task_{j}" for j in range(self.n_tasks_)], self.task_type_,
-                        self.trainer_.target_mean_, self.trainer_.target_std_)
+                        self.trainer_.target_mean_, self.trainer_.target_std_,
+                        extra={"init": self.init_record_})

@@ -318,11 +318,16 @@ def run_auxiliary(run_cfg: RunConfig, aux_cfg: AuxConfig, output: str | Path | N
     targets, sources = resolve_columns(list(data.task_names), aux_cfg)
     target_names = [data.task_names[c] for c in targets]
     model = build_model(run_cfg.model, prepared.featurizer, len(targets))
+    init_record = None
     if tc.init:
-        init = load_checkpoint(tc.init, expected_featurizer=prepared.featurizer)
+        from moladapt.bundled_models import resolve_init
         from moladapt.models.fingerprint import load_encoder_weights
+        from moladapt.provenance import checkpoint_record
 
+        init_path = resolve_init(tc.init)
+        init = load_checkpoint(init_path, expected_featurizer=prepared.featurizer)
         load_encoder_weights(model.encoder, init.model.encoder)
+        init_record = checkpoint_record(init_path, init.extra)
     graphs = prepared.graphs
     y = prepared.y[:, targets]
     details: dict[str, Any] = {}
@@ -402,7 +407,8 @@ def run_auxiliary(run_cfg: RunConfig, aux_cfg: AuxConfig, output: str | Path | N
     if out is not None:
         save_checkpoint(out / "model.pt", model, prepared.featurizer, run_cfg.model, target_names,
                         data.task_type, est.target_mean_, est.target_std_,
-                        extra={"run_config": run_cfg.to_dict(), "aux_config": aux_cfg.to_dict()})
+                        extra={"run_config": run_cfg.to_dict(), "aux_config": aux_cfg.to_dict(),
+                               "init": init_record})
         write_json(out / "metrics.json", {
             **result.to_dict(), "wall_seconds": wall, "dataset": data.name, "source": data.source,
             "invalid_smiles": [{"line": line, "smiles": s} for line, s in prepared.invalid],

@@ -82,7 +82,10 @@ def resolve_init(init: str | Path | None) -> str | Path | None:
     if init is None:
         return None
     if not isinstance(init, str):
-        return init
+        # a CLI option typed Path: "bundled" arrives as Path("bundled")
+        if str(init) != BUNDLED and not str(init).startswith(f"{BUNDLED}:"):
+            return init
+        init = str(init)
     if init == BUNDLED:
         present = available()
         name = DEFAULT_NAME

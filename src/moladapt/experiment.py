@@ -126,13 +126,16 @@ def run_training(cfg: RunConfig, output: str | Path | None = None, progress: boo
         log(prepared.invalid_summary())
     split = split_data(prepared, cfg)
     model = build_model(cfg.model, prepared.featurizer, data.num_tasks)
+    init_record = None
     if cfg.train.init:
         from moladapt.bundled_models import resolve_init
-
-        init = load_checkpoint(resolve_init(cfg.train.init), expected_featurizer=prepared.featurizer)
         from moladapt.models.fingerprint import load_encoder_weights
+        from moladapt.provenance import checkpoint_record
 
+        init_path = resolve_init(cfg.train.init)
+        init = load_checkpoint(init_path, expected_featurizer=prepared.featurizer)
         load_encoder_weights(model.encoder, init.model.encoder)
+        init_record = checkpoint_record(init_path, init.extra)
     trainer = Trainer(model, data.task_type, cfg.train, progress=progress)
     checkpoint = None
     if out is not None:
@@ -156,7 +159,7 @@ def run_training(cfg: RunConfig, output: str | Path | None = None, progress: boo
         cfg.save(out / "config.yaml")
         save_checkpoint(out / "model.pt", model, prepared.featurizer, cfg.model, data.task_names,
                         data.task_type, trainer.target_mean_, trainer.target_std_,
-                        extra={"run_config": cfg.to_dict()})
+                        extra={"run_config": cfg.to_dict(), "init": init_record})
         write_json(out / "metrics.json", {
             **result.to_dict(), "wall_seconds": wall, "dataset": data.name, "source": data.source,
             "invalid_smiles": [{"line": line, "smiles": s} for line, s in prepared.invalid],

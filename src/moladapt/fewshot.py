@@ -222,6 +222,7 @@ class MetaTrained:
     info: dict[str, Any]
     history: list[float] = field(default_factory=list)
     checkpoint: Path | None = None
+    init_record: dict[str, Any] | None = None  # the checkpoint it started from (moladapt.provenance)
 
 
 def meta_train(
@@ -272,8 +273,14 @@ def meta_train(
     tasks = resolve_tasks(train_tasks) if isinstance(train_tasks, str) else list(train_tasks)
     feat = get_featurizer(featurizer) if isinstance(featurizer, str) else featurizer
     warm_head = False
+    init_record = None
     if init is not None:
+        from moladapt.bundled_models import resolve_init
+        from moladapt.provenance import checkpoint_record
+
+        init = resolve_init(init)
         loaded = load_checkpoint(init, expected_featurizer=feat)
+        init_record = checkpoint_record(init, loaded.extra)
         model_cfg = dataclasses.replace(loaded.model_config, head_hidden_dims=())
         if encoder_cfg is not None:
             wanted = encoder_config(encoder_cfg)
@@ -331,7 +338,7 @@ def meta_train(
                        for step, score in getattr(adapter, "validation_", [])],
         },
     }
-    result = MetaTrained(method, adapter, encoder, feat, model_cfg, info, history)
+    result = MetaTrained(method, adapter, encoder, feat, model_cfg, info, history, init_record=init_record)
     if output is not None:
         result.checkpoint = save_meta_trained(output, result)
     return result
@@ -350,7 +357,7 @@ def save_meta_trained(output: str | Path, result: MetaTrained) -> Path:
     model = copy.deepcopy(MolecularModel(encoder, head)).cpu()  # type: ignore[arg-type]
     path = out / "model.pt"
     save_checkpoint(path, model, result.featurizer, result.model_config, [CHECKPOINT_TASK],
-                    CLASSIFICATION, extra={"meta": result.info})
+                    CLASSIFICATION, extra={"meta": result.info, "init": result.init_record})
     write_json(out / "meta.json", {**result.info, "code": code_revision(), "history": result.history})
     config = {"command": "meta-train", **{k: result.info[k] for k in ("method", "tasks", "n_train_tasks", "init", "seed")},
               "featurizer": result.featurizer.name, "encoder": to_plain(dataclasses.asdict(result.model_config)),

@@ -53,3 +53,19 @@ def test_auxiliary_cli_reports_bad_input(tmp_path, data_dir):
     option = runner.invoke(app, ["auxiliary", "--dataset", "bbbp", "--aux", "attrmask",
                                  "-O", "graphcl.temperature=0.2", "--output", str(tmp_path / "z"), *TINY])
     assert option.exit_code == 2 and "'graphcl' is not among the objectives in use" in option.output
+
+
+def test_auxiliary_cli_starts_from_the_bundled_encoder(tmp_path):
+    """The README's `--init bundled` resolves to the shipped encoder, and model.pt records it."""
+    from moladapt.bundled_models import bundled_dir, encoder_path, sha256_file
+    from moladapt.provenance import describe_checkpoint
+
+    csv = tmp_path / "mine.csv"
+    pd.read_csv(bundled_dir() / "BBBP.csv").iloc[:64][["smiles", "p_np"]].to_csv(csv, index=False)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["auxiliary", "--data", str(csv), "--aux", "attrmask", "--init", "bundled",
+                                      "--combiner", "sum", "--output", str(out), "--epochs", "1",
+                                      "--batch-size", "64", "--threads", "1", "--split", "random"])
+    assert result.exit_code == 0, result.output
+    (start,) = describe_checkpoint(out / "model.pt")["lineage"]
+    assert start["sha256"] == sha256_file(encoder_path()) and start["bundled"]["name"] == "attribute_masking"

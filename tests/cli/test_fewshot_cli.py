@@ -127,3 +127,19 @@ def test_protonet_on_the_fingerprint_fused_encoder(tmp_path, data_dir):
                  "--no-plot", "--threads", 1, "--output", fs)
     assert "2 new episodes" in out.output
     assert pd.read_csv(fs / "results.csv")["auprc"].notna().all()
+
+
+def test_meta_training_from_a_checkpoint_records_it(tmp_path, data_dir):
+    from moladapt.data.featurize import get_featurizer
+    from moladapt.models.encoders import build_encoder
+    from moladapt.pretrain import save_pretrained_encoder
+    from moladapt.provenance import describe_checkpoint
+
+    feat = get_featurizer("basic")
+    start = tmp_path / "encoder.pt"
+    save_pretrained_encoder(start, build_encoder("gin", feat.atom_vocab_sizes, feat.bond_vocab_sizes,
+                                                 hidden_dim=16, num_layers=2), feat, {"objectives": []})
+    invoke("meta-train", "--method", "protonet", "--tasks", "fsmol-train", "--max-tasks", 2, "--meta-steps", 1,
+           "--init", start, "--threads", 1, "--output", tmp_path / "meta")
+    (step,) = describe_checkpoint(tmp_path / "meta" / "model.pt")["lineage"]
+    assert step["path"] == str(start) and step["extra"]["pretrain"] == {"objectives": []}

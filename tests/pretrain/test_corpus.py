@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 import typer
+import yaml
 from typer.testing import CliRunner
 
 from moladapt.cli.pretrain import parse_objectives, pretrain_command
@@ -178,3 +179,16 @@ def test_cli_end_to_end_then_fine_tune(tmp_path, moses_head, data_dir):
     assert [e["stage"] for e in hist["epochs"]] == [0, 1] and hist["labels"]["tasks"] == 1
     res = CliRunner().invoke(app, ["--objective", "infomax", "--output", str(tmp_path / "x")])
     assert res.exit_code == 2 and "--corpus" in res.output
+
+    # supervised pretraining on top of the self-supervised encoder (pretrain-gnns' recipe)
+    on_top = tmp_path / "on_top"
+    sup = ["--objective", "supervised", "--epochs", "1", "--labels-dataset", str(labels),
+           "--num-layers", "2", "--batch-size", "32", "--no-progress", "--init", str(out / "encoder.pt")]
+    res = CliRunner().invoke(app, [*sup, "--hidden-dim", "16", "--output", str(on_top)])
+    assert res.exit_code == 0, res.output
+    assert "starting from" in res.output
+    assert yaml.safe_load((on_top / "config.yaml").read_text())["init"]["path"] == str(out / "encoder.pt")
+    lineage = load_checkpoint(on_top / "encoder.pt").extra["pretrain"]["init"]
+    assert lineage["extra"]["pretrain"]["epochs_completed"] == 2  # the SSL run's own record came along
+    res = CliRunner().invoke(app, [*sup, "--hidden-dim", "32", "--output", str(tmp_path / "wide")])
+    assert res.exit_code == 2 and "hidden_dim 16 (asked 32)" in res.output, res.output

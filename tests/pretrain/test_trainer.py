@@ -142,3 +142,47 @@ def test_a_collapsed_encoder_is_detected_and_recorded(data, tmp_path):
     assert all(r["embedding_spread"] < 1e-4 for r in hist.epochs)
     assert hist.to_dict()["collapsed"] == 0
     assert load_checkpoint(hist.encoder_checkpoint).extra["pretrain"]["collapsed"] == 0
+
+
+def test_pretraining_continues_from_a_checkpoint_and_records_its_lineage(data, tmp_path):
+    from moladapt.pretrain import init_encoder_from
+
+    feat, graphs, y = data
+    first = _encoder(feat)
+    pretrain(first, ["attribute_masking"], graphs, epochs=1, checkpoint_dir=tmp_path / "ssl", **KW)
+    ssl_path = tmp_path / "ssl" / "encoder.pt"
+
+    second = _encoder(feat, seed=5)
+    record = init_encoder_from(second, ssl_path, feat)
+    assert _same_state(second, first)
+    assert len(record["sha256"]) == 64 and record["encoder"]["hidden_dim"] == 16
+    assert record["extra"]["pretrain"]["objectives"][0][0]["name"] == "attribute_masking"
+
+    hist = pretrain(second, ["supervised"], graphs, y, epochs=1, checkpoint_dir=tmp_path / "sup",
+                    init_from=record, **KW)
+    assert not _same_state(second, first)  # it trained on
+    lineage = load_checkpoint(hist.encoder_checkpoint).extra["pretrain"]
+    assert lineage["init"]["sha256"] == record["sha256"]
+    assert lineage["init"]["extra"]["pretrain"]["objectives"][0][0]["name"] == "attribute_masking"
+
+    # a last.pt that started elsewhere is not continued from random weights, nor the reverse
+    with pytest.raises(ValueError, match="started from .*encoder.pt"):
+        pretrain(_encoder(feat), ["supervised"], graphs, y, epochs=2, checkpoint_dir=tmp_path / "sup", **KW)
+    with pytest.raises(ValueError, match="started from random weights"):
+        pretrain(_encoder(feat), ["attribute_masking"], graphs, epochs=2, checkpoint_dir=tmp_path / "ssl",
+                 init_from=record, **KW)
+    resumed = pretrain(_encoder(feat), ["supervised"], graphs, y, epochs=2,
+                       checkpoint_dir=tmp_path / "sup", init_from=record, **KW)
+    assert resumed.start_epoch == 1 and resumed.epochs_run == [1]
+
+    # another architecture or featurizer: refused, naming what differs
+    wider = build_encoder("gin", feat.atom_vocab_sizes, feat.bond_vocab_sizes, hidden_dim=32, num_layers=2)
+    with pytest.raises(ValueError, match=r"hidden_dim 16 \(asked 32\)"):
+        init_encoder_from(wider, ssl_path, feat)
+    gcn = build_encoder("gcn", feat.atom_vocab_sizes, feat.bond_vocab_sizes, hidden_dim=16, num_layers=2)
+    with pytest.raises(ValueError, match="other type"):
+        init_encoder_from(gcn, ssl_path, feat)
+    rich = get_featurizer("rich")
+    with pytest.raises(ValueError, match="featurizer 'basic'"):
+        init_encoder_from(build_encoder("gin", rich.atom_vocab_sizes, rich.bond_vocab_sizes, hidden_dim=16,
+                                        num_layers=2), ssl_path, rich)

@@ -44,7 +44,7 @@ def auxiliary_command(
     lr: float = typer.Option(1e-3),
     patience: int = typer.Option(None, help="Stop after this many epochs without validation improvement."),
     seed: int = typer.Option(0),
-    init: Path = typer.Option(None, help="Start the encoder from this (pretrained) checkpoint."),
+    init: Path = typer.Option(None, help="Start the encoder from this (pretrained) checkpoint, or bundled[:name]."),
     encoder_lr_scale: float = typer.Option(1.0, help="Encoder learning rate = lr × this (auxiliary method)."),
     threads: int = typer.Option(None, help="torch threads (default: torch's choice)."),
     aux: str = typer.Option(None, help="Comma-separated auxiliary objectives: attribute_masking, "

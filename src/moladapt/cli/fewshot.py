@@ -82,7 +82,7 @@ def meta_train_command(
     meta_lr: float = typer.Option(None, help="Outer Adam learning rate (default 1e-3)."),
     param: list[str] = typer.Option(None, "--param", "-p", help=_PARAM_HELP),
     seed: int = typer.Option(0, help="Encoder initialisation, episodes and head."),
-    init: Path = typer.Option(None, help="Start from this checkpoint's encoder (train / pretrain / meta-train)."),
+    init: Path = typer.Option(None, help="Start from this checkpoint's encoder (train / pretrain / meta-train), or bundled[:name]."),
     valid_tasks: str = typer.Option(None, help="Held-out tasks for model selection (e.g. fsmol-valid): keep the best-scoring "
                                     "state (mean ΔAUPRC) instead of the last. Same spec syntax as --tasks."),
     validate_every: int = typer.Option(50, help="Outer steps between validations (with --valid-tasks)."),

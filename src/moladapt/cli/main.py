@@ -9,6 +9,7 @@ from moladapt.cli.datasets import datasets
 from moladapt.cli.demo import demo
 from moladapt.cli.evaluate import evaluate
 from moladapt.cli.fewshot import few_shot_command, meta_train_command, plot_command
+from moladapt.cli.inspect import inspect_command
 from moladapt.cli.multitask import multitask_command
 from moladapt.cli.predict import predict
 from moladapt.cli.pretrain import pretrain_command
@@ -25,6 +26,7 @@ app.command()(evaluate)
 app.command()(predict)
 app.command()(demo)
 app.command("pretrain")(pretrain_command)
+app.command("inspect")(inspect_command)
 app.command("auxiliary")(auxiliary_command)
 app.command("multitask")(multitask_command)
 app.command("transfer")(transfer_command)

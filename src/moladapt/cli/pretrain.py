@@ -7,6 +7,9 @@ or ``attribute_masking+infomax:20``. Self-supervised stages train on ``--corpus`
 ``supervised`` stages on ``--labels-dataset`` (a benchmark name or a CSV of 0/1 labels).
 ``-O objective.option=value`` (repeatable) sets an objective's constructor option, e.g.
 ``-O attribute_masking.mask_rate=0.25``; an unknown option is refused with the list of known ones.
+``--init`` starts from the encoder of a checkpoint (``bundled``, ``bundled:<name>`` or a path)
+instead of random weights, e.g. supervised pretraining on top of a self-supervised encoder, as
+pretrain-gnns does; the checkpoint's own record travels into the new ``encoder.pt``.
 """
 
 from __future__ import annotations
@@ -73,6 +76,8 @@ def pretrain_command(
                                        "name (e.g. toxcast) or a CSV of 0/1 labels."),
     labels_smiles_column: str = typer.Option("smiles", help="SMILES column of a --labels-dataset CSV."),
     featurizer: str = typer.Option("basic", help="basic (pretrain-gnns) | rich (OGB-like)."),
+    init: str = typer.Option(None, help="Start from this checkpoint's encoder: bundled | bundled:<name> | "
+                             "a path (encoder.pt or model.pt); its architecture and featurizer must match."),
     encoder: str = typer.Option("gin", help="gin | gcn | gat | sage."),
     hidden_dim: int = typer.Option(300),
     num_layers: int = typer.Option(5),
@@ -100,7 +105,7 @@ def pretrain_command(
 
     from moladapt.data.featurize import get_featurizer
     from moladapt.models.encoders import build_encoder
-    from moladapt.pretrain import OBJECTIVES, pretrain
+    from moladapt.pretrain import OBJECTIVES, pretrain, trained_on
     from moladapt.pretrain import distributed as ddp
     from moladapt.pretrain.corpus import featurize_corpus
     from moladapt.pretrain.objectives import parse_objective_options, with_options
@@ -138,7 +143,17 @@ def pretrain_command(
     torch.manual_seed(seed)
     enc = build_encoder(encoder, feat.atom_vocab_sizes, feat.bond_vocab_sizes, hidden_dim=hidden_dim,
                         num_layers=num_layers, dropout=dropout, jk=jk, pooling=pooling)
+    init_record = None
+    if init:
+        from moladapt.bundled_models import resolve_init
+        from moladapt.pretrain.trainer import init_encoder_from
+
+        init_record = init_encoder_from(enc, resolve_init(init), feat)
+        if main:
+            typer.echo(f"starting from {init_record['path']} (sha256 {init_record['sha256'][:12]}…)")
     config = {
+        "init": None if init_record is None else {"option": init, "path": init_record["path"],
+                                                  "sha256": init_record["sha256"]},
         "objective": objective, "stages": [{"objectives": n, "epochs": e} for n, e in stages],
         "objective_options": options,
         "corpus": corpus, "smiles_column": smiles_column, "limit": limit, "shard_size": shard_size,
@@ -151,20 +166,19 @@ def pretrain_command(
     if main:
         atomic_write_text(output / "config.yaml", yaml.safe_dump(config, sort_keys=False))
 
+    data_record = trained_on(corpus_data, labelled)
     default = corpus_data if corpus_data is not None else labelled.graphs
     stage_data = [(labelled.graphs, labelled.y) if need else None for need in needs]
     history = pretrain(enc, None, default, stages=[(with_options(names, options), n) for names, n in stages], batch_size=batch_size,
                        lr=lr, seed=seed, checkpoint_dir=output, resume=resume, progress=progress,
-                       device=device, stage_data=stage_data, precision=precision)
+                       device=device, stage_data=stage_data, precision=precision, init_from=init_record,
+                       data_record=data_record)
     if not main:
         return
-    summary: dict[str, Any] = {**history.to_dict()}
+    summary: dict[str, Any] = {**history.to_dict(), "init": init_record, **data_record}
     if corpus_data is not None:
-        summary["corpus"] = {k: v for k, v in corpus_data.to_dict().items() if k != "shards"}
-        summary["corpus"]["invalid_examples"] = [{"line": line, "smiles": s} for line, s in corpus_data.invalid]
-    if labelled is not None:
-        summary["labels"] = {"source": labelled.data.source, "molecules": len(labelled.graphs),
-                             "tasks": len(labelled.data.task_names), "invalid": len(labelled.invalid)}
+        summary["corpus"] = {**summary["corpus"], "invalid_examples": [
+            {"line": line, "smiles": s} for line, s in corpus_data.invalid]}
     write_json(output / "history.json", summary)
     if history.start_epoch and not history.epochs_run:
         typer.echo(f"nothing to do: {output}/last.pt already has all {history.start_epoch} epochs")

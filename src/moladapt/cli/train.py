@@ -30,7 +30,7 @@ def train(
     lr: float = typer.Option(1e-3),
     patience: int = typer.Option(None, help="Early stopping: stop once the validation metric has not improved for more than this many epochs."),
     seed: int = typer.Option(0),
-    init: Path = typer.Option(None, help="Start the encoder from this checkpoint."),
+    init: Path = typer.Option(None, help="Start the encoder from this checkpoint, or bundled[:name] (the shipped pretrained encoder)."),
     freeze_encoder: bool = typer.Option(False, help="Train the head only (linear probe)."),
     head_only_epochs: int = typer.Option(0, help="Staged unfreezing: train the head only for this many epochs, then everything."),
     encoder_lr_scale: float = typer.Option(1.0, help="Encoder learning rate = lr × this (e.g. 0.1 for a pretrained encoder)."),

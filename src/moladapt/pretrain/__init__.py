@@ -10,10 +10,12 @@ from moladapt.pretrain.corpus import ShardedCorpus, featurize_corpus
 from moladapt.pretrain.objectives import OBJECTIVES, PretrainObjective, build_objective
 from moladapt.pretrain.trainer import (
     PretrainHistory,
+    init_encoder_from,
     load_pretrain_checkpoint,
     load_pretrained_encoder,
     pretrain,
     save_pretrained_encoder,
+    trained_on,
 )
 
 __all__ = [
@@ -23,8 +25,10 @@ __all__ = [
     "ShardedCorpus",
     "build_objective",
     "featurize_corpus",
+    "init_encoder_from",
     "load_pretrain_checkpoint",
     "load_pretrained_encoder",
     "pretrain",
     "save_pretrained_encoder",
+    "trained_on",
 ]

@@ -19,6 +19,11 @@ unlabelled corpus read one cache shard at a time; see :mod:`moladapt.pretrain.co
 followed by a corpus for ``context_prediction``). Under ``torchrun`` the same call trains
 data-parallel (:mod:`moladapt.pretrain.distributed`).
 
+``init_from`` continues from weights trained elsewhere (pretrain-gnns' supervised pretraining
+on top of a context-prediction checkpoint, or more pretraining of the bundled encoder):
+:func:`init_encoder_from` loads them and returns the record of where they came from, which
+the checkpoints carry, so an ``encoder.pt`` names its whole lineage.
+
 When training ends, ``checkpoint_dir/encoder.pt`` is written by
 :func:`save_pretrained_encoder`: a regular moladapt checkpoint, so
 ``moladapt train --init checkpoint_dir/encoder.pt`` starts from the pretrained encoder.
@@ -243,6 +248,60 @@ def load_pretrained_encoder(
     return load_checkpoint(path, expected_featurizer).model.encoder
 
 
+def trained_on(corpus: ShardedCorpus | None = None, labelled: Any = None) -> dict[str, Any]:
+    """What a pretraining run learned from, for its records: the corpus (source, molecules,
+    rows, invalid SMILES skipped, shards) and the labelled set of ``supervised`` stages
+    (a :class:`moladapt.training.Prepared`: source, molecules, tasks, invalid rows)."""
+    record: dict[str, Any] = {}
+    if corpus is not None:
+        record["corpus"] = {k: v for k, v in corpus.to_dict().items() if k != "shards"}
+    if labelled is not None:
+        record["labels"] = {"source": labelled.data.source, "molecules": len(labelled.graphs),
+                            "tasks": len(labelled.data.task_names), "invalid": len(labelled.invalid)}
+    return record
+
+
+# The constructor arguments that shape the weights (dropout does not).
+ARCHITECTURE_KEYS = ("atom_vocab_sizes", "bond_vocab_sizes", "hidden_dim", "num_layers", "jk", "pooling")
+
+
+def init_encoder_from(encoder: Encoder, path: str | Path, featurizer: str | Featurizer) -> dict[str, Any]:
+    """Copy the encoder weights of the checkpoint ``path`` into ``encoder`` (in place).
+
+    Any moladapt checkpoint serves (a pretraining ``encoder.pt``, the bundled encoder, a
+    fine-tuned ``model.pt``); it must hold a graph encoder of ``encoder``'s architecture
+    (name, dims, layers, jk, pooling; dropout may differ), trained on ``featurizer``.
+
+    Returns:
+        the provenance record ``{"path", "sha256", "extra", "encoder"}``
+        (:func:`moladapt.provenance.checkpoint_record` plus the architecture); ``extra`` is the
+        checkpoint's own record, which holds *its* ``init`` in turn. Pass it to :func:`pretrain`
+        as ``init_from``.
+
+    Raises:
+        ValueError: another featurizer or architecture, named with both sides.
+    """
+    from moladapt.provenance import checkpoint_record
+
+    loaded = load_checkpoint(path, expected_featurizer=featurizer)
+    source = loaded.model.encoder
+    if not hasattr(source, "atom_encoder"):
+        raise ValueError(f"{path}: its encoder is {type(source).__name__} (fingerprint-fused); "
+                         "pretraining continues from a graph encoder only")
+    want = {k: encoder.hparams[k] for k in ARCHITECTURE_KEYS}
+    have = {k: source.hparams[k] for k in ARCHITECTURE_KEYS}
+    if source.name != encoder.name or want != have:
+        diff = ", ".join(f"{k} {have[k]} (asked {want[k]})" for k in ARCHITECTURE_KEYS if have[k] != want[k])
+        raise ValueError(
+            f"{path}: its encoder is {source.name} {source.hparams['num_layers']}×"
+            f"{source.hparams['hidden_dim']} (jk {source.hparams['jk']}, pooling "
+            f"{source.hparams['pooling']}), which differs from the one asked for "
+            f"({encoder.name}{'' if diff else ', other type'}{': ' + diff if diff else ''}); ask for "
+            "the checkpoint's architecture (--encoder, --hidden-dim, --num-layers, --jk, --pooling)")
+    encoder.load_state_dict(source.state_dict())
+    return {**checkpoint_record(path, loaded.extra), "encoder": {"name": source.name, **have}}
+
+
 # -- training ---------------------------------------------------------------------------------
 def pretrain(
     encoder: Encoder,
@@ -262,6 +321,8 @@ def pretrain(
     device: str | torch.device = "cpu",
     stage_data: Sequence[tuple[PretrainData, np.ndarray | None] | None] | None = None,
     precision: str = "fp32",
+    init_from: dict[str, Any] | None = None,
+    data_record: dict[str, Any] | None = None,
 ) -> PretrainHistory:
     """Pretrain ``encoder`` (in place) on ``graphs`` with the given objectives.
 
@@ -285,6 +346,11 @@ def pretrain(
         device: under ``torchrun`` on GPUs, ``"cuda"`` means ``cuda:<LOCAL_RANK>``.
         precision: ``"fp32"`` or ``"bf16"`` (bfloat16 autocast of the forward pass; weights,
             optimizer and losses stay float32). Saved with the checkpoint's config.
+        init_from: where ``encoder``'s starting weights came from (the record
+            :func:`init_encoder_from` returns); kept in ``last.pt`` and ``encoder.pt``, and a
+            ``last.pt`` that started from other weights (another sha256) is not resumed.
+        data_record: what ``graphs`` and ``stage_data`` are (:func:`trained_on`), kept in
+            ``encoder.pt`` as ``data``: the arrays themselves do not say where they came from.
 
     Returns:
         the :class:`PretrainHistory` (the objectives are in ``history`` only by name; the
@@ -319,7 +385,8 @@ def pretrain(
     ctx = ddp.init_from_env(device)
     return _train(encoder, featurizer, specs, stage_objs, inputs, ctx, ddp.resolve_device(device, ctx),
                   batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
-                  checkpoint_dir=checkpoint_dir, resume=resume, progress=progress, precision=precision)
+                  checkpoint_dir=checkpoint_dir, resume=resume, progress=progress, precision=precision,
+                  init_from=init_from, data_record=data_record)
 
 
 def _train(encoder: Encoder, featurizer: Featurizer, specs: list[tuple[list[ObjectiveSpec], int]],
@@ -327,7 +394,8 @@ def _train(encoder: Encoder, featurizer: Featurizer, specs: list[tuple[list[Obje
            inputs: list[tuple[PretrainData, np.ndarray | None]], ctx: ddp.DistContext,
            device: torch.device, *, batch_size: int, lr: float, weight_decay: float, seed: int,
            checkpoint_dir: str | Path | None, resume: bool, progress: bool,
-           precision: str = "fp32") -> PretrainHistory:
+           precision: str = "fp32", init_from: dict[str, Any] | None = None,
+           data_record: dict[str, Any] | None = None) -> PretrainHistory:
     if not hasattr(encoder, "atom_encoder"):
         raise ValueError(f"pretraining needs a graph encoder; got {type(encoder).__name__} (for a "
                          "fingerprint-fused encoder, pretrain its .graph_encoder)")
@@ -342,7 +410,7 @@ def _train(encoder: Encoder, featurizer: Featurizer, specs: list[tuple[list[Obje
 
     config = {"epochs": total_epochs, "stage_epochs": stage_epochs, "batch_size": int(batch_size),
               "lr": float(lr), "weight_decay": float(weight_decay), "seed": int(seed),
-              "precision": precision}
+              "precision": precision, "init": to_plain(init_from)}
     featurizer_info = {"name": featurizer.name, "version": featurizer.version,
                        "fingerprint": featurizer.fingerprint}
     history = PretrainHistory()
@@ -362,6 +430,11 @@ def _train(encoder: Encoder, featurizer: Featurizer, specs: list[tuple[list[Obje
         if payload["objectives"] != _describe(stage_objs):
             raise ValueError(f"{ckpt_path}: saved objectives {payload['objectives']} differ from "
                              f"{_describe(stage_objs)}; use another checkpoint_dir or resume=False")
+        saved_init = (payload["config"].get("init") or {}).get("sha256")
+        if saved_init != (init_from or {}).get("sha256"):
+            raise ValueError(f"{ckpt_path}: it started from {_init_label(payload['config'].get('init'))}, "
+                             f"this run from {_init_label(init_from)}; use another checkpoint_dir "
+                             "or resume=False")
         encoder.load_state_dict(payload["encoder"]["state_dict"])
         for objs, states in zip(stage_objs, payload["objective_states"], strict=True):
             for o, state in zip(objs, states, strict=True):
@@ -465,10 +538,16 @@ def _train(encoder: Encoder, featurizer: Featurizer, specs: list[tuple[list[Obje
                 "final_loss": history.epochs[-1]["loss"] if history.epochs else None,
                 "collapsed": history.collapsed,
                 "world_size": ctx.world_size,
+                "data": to_plain(data_record),
+                "init": to_plain(init_from),
             })
         history.encoder_checkpoint = str(enc_path)
     ddp.barrier(ctx)
     return history
+
+
+def _init_label(init: dict[str, Any] | None) -> str:
+    return "random weights" if not init else f"{init['path']} (sha256 {init['sha256'][:12]}…)"
 
 
 def _graph_batches(graphs: MolGraphs, y: np.ndarray | None, gen: torch.Generator,

@@ -358,7 +358,7 @@ def _pretrain(config: dict[str, Any], directory: Path, log: Callable[[str], None
 
     from moladapt.data.featurize import get_featurizer
     from moladapt.models.encoders import build_encoder
-    from moladapt.pretrain import pretrain
+    from moladapt.pretrain import pretrain, trained_on
     from moladapt.pretrain.corpus import featurize_corpus
     from moladapt.pretrain.objectives import with_options
     from moladapt.utils import write_json
@@ -385,7 +385,7 @@ def _pretrain(config: dict[str, Any], directory: Path, log: Callable[[str], None
     history = pretrain(encoder, None, default, stages=stages, batch_size=pre["batch_size"],
                        lr=pre["lr"], seed=pre["seed"], precision=pre["precision"],
                        checkpoint_dir=directory, resume=True,
-                       progress=False, stage_data=stage_data)
+                       progress=False, stage_data=stage_data, data_record=trained_on(corpus, labelled))
     seconds = time.perf_counter() - t0
     # epochs done by an earlier, interrupted attempt count too: their seconds are in history
     earlier = sum(r["seconds"] for r in history.epochs if r["epoch"] < history.start_epoch)
@@ -394,12 +394,8 @@ def _pretrain(config: dict[str, Any], directory: Path, log: Callable[[str], None
         "epochs_trained_here": len(history.epochs_run),
         "final_loss": history.epochs[-1]["loss"] if history.epochs else None,
         "identity": pretrain_identity(config),
+        **trained_on(corpus, labelled),
     }
-    if corpus is not None:
-        summary["corpus"] = {k: v for k, v in corpus.to_dict().items() if k != "shards"}
-    if labelled is not None:
-        summary["labels"] = {"source": labelled.data.source, "molecules": len(labelled.graphs),
-                             "tasks": len(labelled.data.task_names)}
     write_json(directory / DONE_FILE, summary)  # last: its presence means "encoder.pt is complete"
 
 
