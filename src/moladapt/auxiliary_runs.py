@@ -352,7 +352,8 @@ def run_auxiliary(run_cfg: RunConfig, aux_cfg: AuxConfig, output: str | Path | N
         details = {"aux_tasks": list(est.aux_names_), "steps": int(est.steps_),
                    "gradient_log": est.gradient_log_.summary(),
                    "final_losses": _mean_losses(est.loss_history_),
-                   "history": history.to_dict()}
+                   "history": history.to_dict(),
+                   "embedding_spread": est.embedding_spread_, "collapsed_epoch": est.collapsed_}
     else:
         from moladapt.adapt.bilevel import BiLevelTaskWeighting
 
@@ -436,6 +437,9 @@ def flat_metrics(result: AuxRunResult) -> dict[str, Any]:
         metrics[f"conflict.{task}"] = stats["conflict_fraction"]
     for task, weight in result.details.get("weights", {}).items():
         metrics[f"weight.{task}"] = float(weight)
+    spread = result.details.get("embedding_spread")
+    if spread:
+        metrics.update(embedding_spread_initial=float(spread[0]), embedding_spread_final=float(spread[-1]))
     return metrics
 
 

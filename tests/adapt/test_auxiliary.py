@@ -98,3 +98,20 @@ def test_adapter_is_registered_and_keeps_encoder(bbbp_small, data_dir):
     assert proba.shape == (24,) and np.all(np.isfinite(proba))
     assert all(torch.equal(state[k], v) for k, v in encoder.state_dict().items())
     assert len(adapter.gradient_log_) == 2
+
+
+def test_embedding_spread_is_tracked_and_a_collapse_is_flagged(bbbp_small, data_dir, monkeypatch):
+    prepared = bbbp_small
+    n = len(prepared.graphs)
+    train, valid = np.arange(0, n - 50), np.arange(n - 50, n)
+    tuner = AuxiliaryFineTuner(combiner="sum", epochs=2, batch_size=64, seed=1)
+    tuner.fit(_model(prepared), prepared.graphs, prepared.y, train, valid)
+    assert len(tuner.embedding_spread_) == 3  # before training, then after each epoch
+    assert all(s > 0.01 for s in tuner.embedding_spread_) and tuner.collapsed_ is None
+
+    import moladapt.adapt.auxiliary as aux
+
+    monkeypatch.setattr(aux, "COLLAPSE_SPREAD", float("inf"))  # every spread now counts as collapsed
+    tuner = AuxiliaryFineTuner(combiner="sum", epochs=2, batch_size=64, seed=1)
+    tuner.fit(_model(prepared), prepared.graphs, prepared.y, train, valid)
+    assert tuner.collapsed_ == 0  # the first epoch after which it was seen

@@ -67,6 +67,7 @@ from moladapt.evaluate.metrics import MetricReport, compute_metrics
 from moladapt.models.fingerprint import graph_part
 from moladapt.models.heads import MolecularModel
 from moladapt.pretrain.objectives import OBJECTIVES, PretrainObjective, build_objective
+from moladapt.pretrain.trainer import COLLAPSE_SPREAD, embedding_spread
 from moladapt.training import EpochLog, TrainHistory, masked_loss, predict
 from moladapt.types import MolGraphs
 from moladapt.utils import adam
@@ -196,7 +197,12 @@ class AuxiliaryFineTuner:
     Fitted attributes: ``model_`` (the model given to :meth:`fit`, trained in place),
     ``objectives_``, ``combiner_``, ``gradient_log_``, ``history_`` (a
     :class:`~moladapt.training.TrainHistory`), ``loss_history_`` (per step: the target and
-    auxiliary losses), ``aux_names_``, ``target_mean_`` / ``target_std_`` (regression).
+    auxiliary losses), ``aux_names_``, ``target_mean_`` / ``target_std_`` (regression),
+    ``embedding_spread_`` (before training, then after every epoch: the largest per-dimension
+    std of the atom embeddings of up to 256 training molecules,
+    :func:`moladapt.pretrain.trainer.embedding_spread`) and ``collapsed_`` (the first epoch at
+    which the encoder had collapsed — every atom the same embedding — or ``None``): an
+    auxiliary objective can collapse the shared encoder, and the target then learns nothing.
     """
 
     def __init__(
@@ -302,6 +308,9 @@ class AuxiliaryFineTuner:
         optimizer = adam(groups, lr=self.lr, weight_decay=self.weight_decay)
 
         history = TrainHistory()
+        probe = graphs.collate(np.asarray(train_idx)[:256]).to(ref.device)
+        self.embedding_spread_ = [embedding_spread(graph_part(model.encoder), probe)]
+        self.collapsed_: int | None = None
         better = (lambda a, b: a > b) if self.task_type == CLASSIFICATION else (lambda a, b: a < b)
         best_state: dict[str, Any] | None = None
         since_best, steps, n_seen, t_train = 0, 0, 0, 0.0
@@ -331,6 +340,9 @@ class AuxiliaryFineTuner:
                     steps += 1
                     n_seen += len(idx)
                 t_train += time.perf_counter() - t0
+                self.embedding_spread_.append(embedding_spread(graph_part(model.encoder), probe))
+                if self.collapsed_ is None and self.embedding_spread_[-1] < COLLAPSE_SPREAD:
+                    self.collapsed_ = epoch
                 valid_metric = float("nan")
                 if valid_idx is not None and len(valid_idx):
                     valid_metric = self.score(graphs, y, valid_idx).primary

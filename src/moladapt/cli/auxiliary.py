@@ -123,6 +123,15 @@ def auxiliary_command(
                    f"conflicting in {100 * stats['conflict_fraction']:.0f}% of steps")
     for task, weight in result.details.get("weights", {}).items():
         typer.echo(f"  learned weight {task}: {weight:.3f}")
+    spread = result.details.get("embedding_spread")
+    if spread:
+        typer.echo(f"  atom-embedding spread (max per-dimension std): {spread[0]:.3g} before, "
+                   f"{spread[-1]:.3g} after")
+    if result.details.get("collapsed_epoch") is not None:
+        typer.secho(f"WARNING: the encoder collapsed at epoch {result.details['collapsed_epoch']} (every "
+                    "atom gets the same embedding): an auxiliary objective has destroyed the "
+                    "representation the target needs; try a combiner that bounds the auxiliary "
+                    "gradients (gns, rcgrad) or lower auxiliary weights", fg=typer.colors.RED, err=True)
     typer.echo(f"valid: {result.valid.summary()}")
     typer.echo(f"test:  {result.test.summary()}")
     typer.echo(f"wrote {output}/config.yaml, metrics.json, model.pt")
