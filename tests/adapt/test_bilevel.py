@@ -191,6 +191,7 @@ def test_blo_on_tox21_slice_with_supervised_sources(tox21_slice, data_dir):
     assert np.all(np.isfinite(blo.hypergradient_history_))
     assert not np.allclose(blo.weights_history_[0], blo.weights_history_[-1])
     assert len(blo.valid_metric_history_) == 2 and np.all(np.isfinite(blo.valid_loss_history_))
+    assert len(blo.embedding_spread_) == 3 and min(blo.embedding_spread_) > 0.01 and blo.collapsed_ is None
     proba = blo.predict(prepared.graphs, valid)
     assert proba.shape == (40, 1) and np.all((proba >= 0) & (proba <= 1))
 

@@ -91,6 +91,7 @@ from moladapt.data.sources import CLASSIFICATION
 from moladapt.evaluate.metrics import MetricReport, compute_metrics
 from moladapt.models.fingerprint import graph_part
 from moladapt.models.heads import MolecularModel, PredictionHead
+from moladapt.pretrain.trainer import COLLAPSE_SPREAD, embedding_spread
 from moladapt.training import masked_loss, predict
 from moladapt.types import MolGraphs
 from moladapt.utils import adam
@@ -588,7 +589,9 @@ class BiLevelTaskWeighting:
     weights first), ``weights_`` (``{task: weight}`` at the end), ``task_names_`` (T names,
     target first), ``hypergradient_history_`` (``[outer_steps, T - 1]``, w.r.t. ``w``),
     ``valid_loss_history_``, ``valid_metric_history_`` (:meth:`fit`), ``gradient_log_``
-    (with a combiner), ``problem_``, ``model_``.
+    (with a combiner), ``problem_``, ``model_``; from :meth:`fit`, ``embedding_spread_`` (before
+    training, then after every outer step; see :class:`~moladapt.adapt.auxiliary.AuxiliaryFineTuner`)
+    and ``collapsed_`` (the first outer step with a collapsed encoder, or ``None``).
     """
 
     def __init__(
@@ -776,8 +779,14 @@ class BiLevelTaskWeighting:
         metrics: list[float] = []
         best: dict[str, Any] = {"metric": math.nan, "state": None, "step": -1}
         y2 = problem.y[:, problem.columns[:nt]]
+        probe = graphs.collate(np.asarray(train_idx)[:256]).to(ref.device)
+        self.embedding_spread_ = [embedding_spread(graph_part(model.encoder), probe)]
+        self.collapsed_: int | None = None
 
         def select(step: int) -> None:
+            self.embedding_spread_.append(embedding_spread(graph_part(model.encoder), probe))
+            if self.collapsed_ is None and self.embedding_spread_[-1] < COLLAPSE_SPREAD:
+                self.collapsed_ = step
             metric = self.score(graphs, y2, problem.valid_idx).primary
             metrics.append(metric)
             if not self.select_best or math.isnan(metric):
