@@ -246,3 +246,45 @@ def test_a_stale_bundled_identity_is_not_trusted(tmp_path, monkeypatch):
     assert bundled_models.find_by_pretrain_hash(record["hash"]) is None
     (tmp_path / "encoder_x.identity.json").write_text(json.dumps(record))
     assert bundled_models.find_by_pretrain_hash(record["hash"])[0] == "x"
+
+
+def _tiny_encoder_file(path: Path, seed: int = 0) -> Path:
+    from moladapt.data.featurize import get_featurizer
+    from moladapt.models.encoders import build_encoder
+    from moladapt.pretrain import save_pretrained_encoder
+
+    feat = get_featurizer("basic")
+    torch.manual_seed(seed)
+    save_pretrained_encoder(path, build_encoder("gin", feat.atom_vocab_sizes, feat.bond_vocab_sizes,
+                                                hidden_dim=16, num_layers=2), feat, {"note": "start"})
+    return path
+
+
+def test_pretrain_init_enters_the_hash_by_content_not_by_path(tmp_path):
+    import shutil
+
+    start = _tiny_encoder_file(tmp_path / "start.pt")
+    plain = tiny()
+    from_start = tiny(**{"pretrain.init": str(start)})
+    assert "init" not in plain["pretrain"] and from_start["pretrain"]["init"] == str(start.resolve())
+    assert pretrain_hash(from_start) != pretrain_hash(plain)
+    moved = tmp_path / "copy.pt"
+    shutil.copy(start, moved)
+    assert pretrain_hash(tiny(**{"pretrain.init": str(moved)})) == pretrain_hash(from_start)
+    other = _tiny_encoder_file(tmp_path / "other.pt", seed=1)
+    assert pretrain_hash(tiny(**{"pretrain.init": str(other)})) != pretrain_hash(from_start)
+    with pytest.raises(ValueError, match="no checkpoint at"):
+        tiny(**{"pretrain.init": str(tmp_path / "missing.pt")})
+    with pytest.raises(ValueError, match="pretrain.init is set but pretrain.objective is none"):
+        tiny(**{"pretrain.init": str(start), "pretrain.objective": "none"})
+
+
+def test_pretraining_from_an_init_records_it_in_the_encoder(tmp_path, data_dir):
+    from moladapt.provenance import describe_checkpoint
+
+    start = _tiny_encoder_file(tmp_path / "start.pt")
+    built = ensure_pretrained(tiny(**{"pretrain.init": str(start)}), tmp_path / "study")
+    (step,) = describe_checkpoint(built.encoder_path)["lineage"]
+    assert step["path"] == str(start.resolve()) and step["extra"]["pretrain"] == {"note": "start"}
+    data = describe_checkpoint(built.encoder_path)["extra"]["pretrain"]["data"]
+    assert data["corpus"]["num_molecules"] == 64

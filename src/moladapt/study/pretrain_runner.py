@@ -15,6 +15,12 @@ A run's config is the ``train`` runner's (``data`` / ``model`` / ``train``) plus
 sets objectives' constructor options; it enters the resolved section (and the encoder's hash)
 only when set.
 
+``init`` (``bundled``, ``bundled:<name>`` or a checkpoint path) starts the pretraining from that
+checkpoint's encoder instead of random weights (e.g. ``supervised`` on top of a self-supervised
+encoder, as pretrain-gnns does); it too enters the section only when set, and the encoder's hash
+through the file's sha256 (not its path), so a moved or copied file keeps the hash and a
+changed file changes it.
+
 ``objective`` is ``none`` (no pretraining: fine-tune from scratch), objective names joined by
 ``,`` or ``+`` (losses summed, for ``epochs`` epochs), or stages ``name:epochs`` run one after
 the other, as ``moladapt pretrain --objective`` reads them
@@ -81,6 +87,7 @@ PRETRAIN_DEFAULTS: dict[str, Any] = {
     "precision": "fp32",  # or bf16: autocast while pretraining (moladapt.utils.PRECISIONS)
 }
 OPTIONS_KEY = "objective_options"  # {objective: {option: value}}, e.g. {graphcl: {temperature: 0.2}}
+INIT_KEY = "init"  # a checkpoint the pretraining starts from
 ENCODER_KEYS = ("encoder", "hidden_dim", "num_layers", "jk", "pooling")
 PRETRAINED_DIR = "pretrained"
 DONE_FILE = "pretrain.json"
@@ -119,17 +126,26 @@ def resolve_pretrain(section: dict[str, Any] | None) -> dict[str, Any]:
     section = dict(section)
     # not in the defaults: present only when set, so every other encoder keeps its hash
     raw_options = section.pop(OPTIONS_KEY, None)
+    init = section.pop(INIT_KEY, None)
     unknown = sorted(set(section) - set(PRETRAIN_DEFAULTS))
     if unknown:
         raise ValueError(f"unknown key(s) {['pretrain.' + k for k in unknown]}; pretrain options "
-                         f"are: {', '.join([*PRETRAIN_DEFAULTS, OPTIONS_KEY])}")
+                         f"are: {', '.join([*PRETRAIN_DEFAULTS, OPTIONS_KEY, INIT_KEY])}")
     cfg = {**PRETRAIN_DEFAULTS, **section}
     objective = str(cfg["objective"]).replace(" ", "")
     if objective.lower() == NONE:
-        if raw_options:
-            raise ValueError(f"pretrain.{OPTIONS_KEY} is set but pretrain.objective is none")
+        for key, value in ((OPTIONS_KEY, raw_options), (INIT_KEY, init)):
+            if value:
+                raise ValueError(f"pretrain.{key} is set but pretrain.objective is none")
         return {**dict.fromkeys(PRETRAIN_DEFAULTS), "objective": NONE}
     cfg["objective"] = objective
+    if init:
+        from moladapt.bundled_models import resolve_init
+
+        path = Path(resolve_init(str(init))).resolve()
+        if not path.is_file():
+            raise ValueError(f"pretrain.init {init!r}: no checkpoint at {path}")
+        cfg[INIT_KEY] = str(path)
 
     def integer(name: str, minimum: int, optional: bool = False) -> None:
         value = cfg[name]
@@ -232,7 +248,12 @@ def pretrain_identity(config: dict[str, Any]) -> dict[str, Any]:
     from moladapt.pretrain.objectives import changed_recipes
 
     feat = get_featurizer(config["data"]["featurizer"])
-    identity = {"pretrain": config["pretrain"],
+    pre = dict(config["pretrain"])
+    if pre.get(INIT_KEY):  # the weights it starts from, not where the file lies
+        from moladapt.bundled_models import sha256_file
+
+        pre[INIT_KEY] = {"sha256": sha256_file(pre[INIT_KEY])}
+    identity = {"pretrain": pre,
                 "encoder": {k: config["model"][k] for k in ENCODER_KEYS},
                 "featurizer": feat.fingerprint}
     if config["pretrain"]["objective"] != NONE:
@@ -379,13 +400,19 @@ def _pretrain(config: dict[str, Any], directory: Path, log: Callable[[str], None
     encoder = build_encoder(model["encoder"], feat.atom_vocab_sizes, feat.bond_vocab_sizes,
                             hidden_dim=model["hidden_dim"], num_layers=model["num_layers"],
                             dropout=pre["dropout"], jk=model["jk"], pooling=model["pooling"])
+    init_record = None
+    if pre.get(INIT_KEY):
+        from moladapt.pretrain import init_encoder_from
+
+        init_record = init_encoder_from(encoder, pre[INIT_KEY], feat)
     default = corpus if corpus is not None else labelled.graphs
     stage_data = [(labelled.graphs, labelled.y) if need else None for need in needs]
     stages = [(with_options(names, pre.get(OPTIONS_KEY)), n) for names, n in stages]
     history = pretrain(encoder, None, default, stages=stages, batch_size=pre["batch_size"],
                        lr=pre["lr"], seed=pre["seed"], precision=pre["precision"],
                        checkpoint_dir=directory, resume=True,
-                       progress=False, stage_data=stage_data, data_record=trained_on(corpus, labelled))
+                       progress=False, stage_data=stage_data, data_record=trained_on(corpus, labelled),
+                       init_from=init_record)
     seconds = time.perf_counter() - t0
     # epochs done by an earlier, interrupted attempt count too: their seconds are in history
     earlier = sum(r["seconds"] for r in history.epochs if r["epoch"] < history.start_epoch)
