@@ -52,3 +52,29 @@ def test_full_coverage_keeps_the_plain_label(bench):
     text = bench.table(records, "test_roc_auc", ["finetune", "gns"])
     assert "| **mean over datasets** | 61.0 | 65.0 |" in text
     assert "| relative change vs finetune (mean over datasets) | +0.0% | +6.6% |" in text
+
+
+def test_learning_table_divides_the_final_training_loss_by_the_base_rate_loss(bench, tmp_path, data_dir):
+    import json
+    import math
+
+    import numpy as np
+    import pandas as pd
+
+    rate = pd.read_csv(data_dir / "BBBP.csv")["p_np"].mean()
+    base = -(rate * math.log(rate) + (1 - rate) * math.log(1 - rate))
+    assert bench.constant_predictor_loss("bbbp") == pytest.approx(base, rel=1e-6)
+    records = []
+    for method, losses, spread in (("finetune", [0.5, 0.3], None), ("sum", [0.6, base], [1.7, 0.3])):
+        run = tmp_path / method
+        run.mkdir()
+        metrics = {"history": {"epochs": [{"train_loss": v} for v in losses]}}
+        if spread:
+            metrics["embedding_spread"] = spread
+        (run / "metrics.json").write_text(json.dumps(metrics))
+        records.append({"dataset": "bbbp", "method": method, "seed": 0, "_dir": str(run)})
+    records.append({"dataset": "bbbp", "method": "blo", "seed": 0, "_dir": str(tmp_path / "gone")})
+    text = bench.learning_table(records, ["finetune", "sum", "blo"])
+    assert f"| bbbp | {base:.3f} | {0.3 / base:.2f} | 1.00 |" in text  # blo: no history, no column
+    assert "| sum | 1.70 → 0.30 | 1 |" in text
+    assert np.isfinite(base)
