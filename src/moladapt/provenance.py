@@ -25,7 +25,7 @@ def checkpoint_record(path: str | Path, extra: dict[str, Any]) -> dict[str, Any]
     """The record a run keeps of the checkpoint it started from: ``{"path", "sha256", "extra"}``."""
     from moladapt.bundled_models import sha256_file
 
-    return {"path": str(path), "sha256": sha256_file(path), "extra": to_plain(extra)}
+    return {"path": str(Path(path).resolve()), "sha256": sha256_file(path), "extra": to_plain(extra)}
 
 
 def _init_of(extra: dict[str, Any] | None) -> dict[str, Any] | None:
