@@ -288,3 +288,14 @@ def test_pretraining_from_an_init_records_it_in_the_encoder(tmp_path, data_dir):
     assert step["path"] == str(start.resolve()) and step["extra"]["pretrain"] == {"note": "start"}
     data = describe_checkpoint(built.encoder_path)["extra"]["pretrain"]["data"]
     assert data["corpus"]["num_molecules"] == 64
+
+
+def test_the_supervised_on_bundled_study_has_three_arms_and_two_encoders():
+    from moladapt.bundled_models import encoder_path
+
+    spec = StudySpec.load(REPO / "studies" / "supervised_on_bundled.yaml")
+    runs = spec.runs()
+    assert len(runs) == 36 and spec.grid_size() == 48
+    arms = {(r.config["pretrain"]["objective"], r.config["pretrain"].get("init")) for r in runs}
+    assert arms == {("none", None), ("supervised", None), ("supervised", str(encoder_path().resolve()))}
+    assert len({pretrain_hash(r.config) for r in runs} - {None}) == 2
