@@ -266,7 +266,8 @@ def _dataset_cells(records: list[dict], datasets: list[str], key: str, leaky: bo
                    averages: tuple[list[str], ...] | None = None) -> list[str]:
     """One row's cells: mean ± std per dataset (``†`` where ``leaky`` and the dataset is in
     :data:`LEAKY`), then one average per dataset list in ``averages`` (default: all of
-    ``datasets``; ``—`` unless every dataset of the list has runs)."""
+    ``datasets``; ``—`` unless every dataset of the list has runs; ``†`` when it averages a
+    leaky cell)."""
     cells, means = [], {}
     for d in datasets:
         vals = [r[key] for r in records if r["dataset"] == d]
@@ -275,7 +276,8 @@ def _dataset_cells(records: list[dict], datasets: list[str], key: str, leaky: bo
             means[d] = np.mean(vals) * 100
     for subset in averages or (datasets,):
         have = [means[d] for d in subset if d in means]
-        cells.append(f"{np.mean(have):.1f}" if have and len(have) == len(subset) else "—")
+        mark = "†" if leaky and any(d in LEAKY for d in subset) else ""
+        cells.append(f"{np.mean(have):.1f}{mark}" if have and len(have) == len(subset) else "—")
     return cells
 
 
@@ -487,7 +489,8 @@ def report(args, records: list[dict], curve: list[dict], best: str | None) -> st
                   "(a `—`): the first average column is the ground all rows share.", ""]
     if any(r["method"].startswith("supervised") and r["dataset"] in LEAKY for r in records):
         lines += ["† pretraining saw these molecules' labels (ToxCast, which includes the Tox21 "
-                  "assays), test set included: left out of the statistics below.", ""]
+                  "assays), test set included: left out of the statistics below; an average marked † "
+                  "includes such cells, so it is not comparable with the unmarked ones.", ""]
     if key != "test_roc_auc":
         lines += ["The same runs, test ROC-AUC at the epoch of best validation ROC-AUC (the weights "
                   "moladapt keeps):", "", "| objective | " + " | ".join([*datasets, *avg_head]) + " |",
