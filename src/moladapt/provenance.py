@@ -47,8 +47,6 @@ def lineage(extra: dict[str, Any] | None) -> list[dict[str, Any]]:
 
 def describe_checkpoint(path: str | Path) -> dict[str, Any]:
     """Everything a checkpoint says about itself, as plain data (see module docstring)."""
-    import torch
-
     from moladapt.bundled_models import (
         available,
         card_path,
@@ -56,14 +54,10 @@ def describe_checkpoint(path: str | Path) -> dict[str, Any]:
         identity_path,
         sha256_file,
     )
+    from moladapt.training import read_checkpoint_payload
 
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
-        raise ValueError(f"{path}: not a readable moladapt checkpoint ({exc})") from exc
+    payload = read_checkpoint_payload(path)
     if not isinstance(payload, dict) or "format" not in payload:
         raise ValueError(f"{path}: not a moladapt checkpoint")
     sha = sha256_file(path)

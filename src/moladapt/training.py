@@ -392,15 +392,22 @@ class LoadedModel:
     extra: dict[str, Any]
 
 
-def load_checkpoint(path: str | Path, expected_featurizer: str | Featurizer | None = None) -> LoadedModel:
-    """Load a checkpoint with ``torch.load(weights_only=True)``; refuse a featurizer mismatch."""
+def read_checkpoint_payload(path: str | Path) -> Any:
+    """The raw content of a checkpoint file (``torch.load(weights_only=True)``, on the CPU);
+    a clear error for a missing or unreadable file. Not checked for its format."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
         raise ValueError(f"{path}: not a readable moladapt checkpoint ({exc})") from exc
+
+
+def load_checkpoint(path: str | Path, expected_featurizer: str | Featurizer | None = None) -> LoadedModel:
+    """Load a checkpoint with ``torch.load(weights_only=True)``; refuse a featurizer mismatch."""
+    path = Path(path)
+    payload = read_checkpoint_payload(path)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: not a moladapt checkpoint (format {payload.get('format') if isinstance(payload, dict) else type(payload).__name__})")
     feat_info = payload["featurizer"]
