@@ -59,7 +59,7 @@ class MolPropertyModel:
 
     def fit(self, smiles: Sequence[str], y: Sequence | np.ndarray) -> MolPropertyModel:
         from moladapt.data.featurize import get_featurizer
-        from moladapt.training import Trainer, build_model, load_checkpoint
+        from moladapt.training import Trainer, build_model
         from moladapt.utils import seed_everything
 
         y = np.asarray(y, dtype=np.float32)
@@ -81,14 +81,11 @@ class MolPropertyModel:
         model = build_model(self._model_config(), featurizer, y.shape[1])
         self.init_record_ = None
         if self.init is not None:
-            from moladapt.bundled_models import resolve_init
             from moladapt.models.fingerprint import load_encoder_weights
-            from moladapt.provenance import checkpoint_record
+            from moladapt.provenance import load_init
 
-            init_path = resolve_init(self.init)
-            init = load_checkpoint(init_path, featurizer)
+            init, self.init_record_ = load_init(self.init, featurizer)
             load_encoder_weights(model.encoder, init.model.encoder)
-            self.init_record_ = checkpoint_record(init_path, init.extra)
         frac_train = 1.0 - self.valid_fraction
         split = make_split(self.valid_split, graphs.smiles, y_kept, (frac_train, self.valid_fraction, 0.0), self.seed)
         train_idx = np.concatenate([split.train, split.test])

@@ -303,7 +303,7 @@ def run_auxiliary(run_cfg: RunConfig, aux_cfg: AuxConfig, output: str | Path | N
 
     from moladapt.evaluate.metrics import compute_metrics
     from moladapt.experiment import environment, load_data, split_data
-    from moladapt.training import build_model, load_checkpoint, prepare, save_checkpoint
+    from moladapt.training import build_model, prepare, save_checkpoint
     from moladapt.utils import seed_everything, write_json
 
     tc = run_cfg.train
@@ -320,14 +320,11 @@ def run_auxiliary(run_cfg: RunConfig, aux_cfg: AuxConfig, output: str | Path | N
     model = build_model(run_cfg.model, prepared.featurizer, len(targets))
     init_record = None
     if tc.init:
-        from moladapt.bundled_models import resolve_init
         from moladapt.models.fingerprint import load_encoder_weights
-        from moladapt.provenance import checkpoint_record
+        from moladapt.provenance import load_init
 
-        init_path = resolve_init(tc.init)
-        init = load_checkpoint(init_path, expected_featurizer=prepared.featurizer)
+        init, init_record = load_init(tc.init, prepared.featurizer)
         load_encoder_weights(model.encoder, init.model.encoder)
-        init_record = checkpoint_record(init_path, init.extra)
     graphs = prepared.graphs
     y = prepared.y[:, targets]
     details: dict[str, Any] = {}

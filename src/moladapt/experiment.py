@@ -128,14 +128,11 @@ def run_training(cfg: RunConfig, output: str | Path | None = None, progress: boo
     model = build_model(cfg.model, prepared.featurizer, data.num_tasks)
     init_record = None
     if cfg.train.init:
-        from moladapt.bundled_models import resolve_init
         from moladapt.models.fingerprint import load_encoder_weights
-        from moladapt.provenance import checkpoint_record
+        from moladapt.provenance import load_init
 
-        init_path = resolve_init(cfg.train.init)
-        init = load_checkpoint(init_path, expected_featurizer=prepared.featurizer)
+        init, init_record = load_init(cfg.train.init, prepared.featurizer)
         load_encoder_weights(model.encoder, init.model.encoder)
-        init_record = checkpoint_record(init_path, init.extra)
     trainer = Trainer(model, data.task_type, cfg.train, progress=progress)
     checkpoint = None
     if out is not None:

@@ -266,7 +266,6 @@ def meta_train(
             continues from it (after a kill, or to train further with more ``meta_steps``).
             0: no resume file.
     """
-    from moladapt.training import load_checkpoint
 
     adapter = build_adapter(method, hparams, seed)
     tasks_spec = train_tasks if isinstance(train_tasks, str) else tasks_name
@@ -275,12 +274,9 @@ def meta_train(
     warm_head = False
     init_record = None
     if init is not None:
-        from moladapt.bundled_models import resolve_init
-        from moladapt.provenance import checkpoint_record
+        from moladapt.provenance import load_init
 
-        init = resolve_init(init)
-        loaded = load_checkpoint(init, expected_featurizer=feat)
-        init_record = checkpoint_record(init, loaded.extra)
+        loaded, init_record = load_init(init, feat)
         model_cfg = dataclasses.replace(loaded.model_config, head_hidden_dims=())
         if encoder_cfg is not None:
             wanted = encoder_config(encoder_cfg)

@@ -28,6 +28,18 @@ def checkpoint_record(path: str | Path, extra: dict[str, Any]) -> dict[str, Any]
     return {"path": str(Path(path).resolve()), "sha256": sha256_file(path), "extra": to_plain(extra)}
 
 
+def load_init(init: str | Path, featurizer: Any) -> tuple[Any, dict[str, Any]]:
+    """The checkpoint an ``init`` option names (``bundled``, ``bundled:<name>`` or a path),
+    loaded for ``featurizer`` (:func:`moladapt.training.load_checkpoint`), and the
+    :func:`checkpoint_record` the run keeps of it."""
+    from moladapt.bundled_models import resolve_init
+    from moladapt.training import load_checkpoint
+
+    path = resolve_init(init)
+    loaded = load_checkpoint(path, expected_featurizer=featurizer)
+    return loaded, checkpoint_record(path, loaded.extra)
+
+
 def _init_of(extra: dict[str, Any] | None) -> dict[str, Any] | None:
     if not extra:
         return None
