@@ -391,7 +391,7 @@ def run_auxiliary(run_cfg: RunConfig, aux_cfg: AuxConfig, output: str | Path | N
             "best_step": int(est.best_step_), "outer_steps": int(outer_steps),
             "inner_steps": int(aux_cfg.inner_steps),
             "gradient_log": est.gradient_log_.summary(),
-            "embedding_spread": est.embedding_spread_, "collapsed_epoch": est.collapsed_,
+            "embedding_spread": est.embedding_spread_, "collapsed_outer_step": est.collapsed_,
         }
     wall = time.perf_counter() - t0
 

@@ -69,3 +69,19 @@ def test_auxiliary_cli_starts_from_the_bundled_encoder(tmp_path):
     assert result.exit_code == 0, result.output
     (start,) = describe_checkpoint(out / "model.pt")["lineage"]
     assert start["sha256"] == sha256_file(encoder_path()) and start["bundled"]["name"] == "attribute_masking"
+
+
+def test_auxiliary_cli_warns_when_the_encoder_collapses(tmp_path, monkeypatch):
+    import moladapt.adapt.auxiliary as aux
+    from moladapt.bundled_models import bundled_dir
+
+    monkeypatch.setattr(aux, "COLLAPSE_SPREAD", float("inf"))  # every spread counts as collapsed
+    csv = tmp_path / "mine.csv"
+    pd.read_csv(bundled_dir() / "BBBP.csv").iloc[:64][["smiles", "p_np"]].to_csv(csv, index=False)
+    result = CliRunner().invoke(app, ["auxiliary", "--data", str(csv), "--aux", "attrmask", "--combiner", "sum",
+                                      "--output", str(tmp_path / "run"), *TINY])
+    assert result.exit_code == 0, result.output
+    assert "atom-embedding spread" in result.output
+    assert "WARNING: the encoder collapsed at epoch 0" in result.output
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["collapsed_epoch"] == 0 and len(metrics["embedding_spread"]) == 2

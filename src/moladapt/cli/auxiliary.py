@@ -127,11 +127,13 @@ def auxiliary_command(
     if spread:
         typer.echo(f"  atom-embedding spread (max per-dimension std): {spread[0]:.3g} before, "
                    f"{spread[-1]:.3g} after")
-    if result.details.get("collapsed_epoch") is not None:
-        typer.secho(f"WARNING: the encoder collapsed at epoch {result.details['collapsed_epoch']} (every "
+    when = next((f"{unit.replace('_', ' ')} {result.details[f'collapsed_{unit}']}"
+                 for unit in ("epoch", "outer_step") if result.details.get(f"collapsed_{unit}") is not None), None)
+    if when is not None:
+        typer.secho(f"WARNING: the encoder collapsed at {when} (every "
                     "atom gets the same embedding): an auxiliary objective has destroyed the "
                     "representation the target needs; try a combiner that bounds the auxiliary "
-                    "gradients (gns, rcgrad) or lower auxiliary weights", fg=typer.colors.RED, err=True)
+                    "gradients by the target's (gns) or lower auxiliary weights", fg=typer.colors.RED, err=True)
     typer.echo(f"valid: {result.valid.summary()}")
     typer.echo(f"test:  {result.test.summary()}")
     typer.echo(f"wrote {output}/config.yaml, metrics.json, model.pt")
