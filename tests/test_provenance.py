@@ -68,3 +68,18 @@ def test_the_bundled_encoder_names_its_corpus_and_model_card(bbbp_csv):
     assert "encoder_attribute_masking.md" in res.output and "gin 5×300" in res.output
     res = CliRunner().invoke(app, ["inspect", str(bbbp_csv)])
     assert res.exit_code == 2 and "not a readable moladapt checkpoint" in res.output
+
+
+def test_fine_tuning_from_another_architecture_names_what_differs(bbbp_csv, tmp_path):
+    from moladapt.config import RunConfig
+    from moladapt.experiment import run_training
+
+    res = CliRunner().invoke(app, ["pretrain", "--objective", "attribute_masking", "--epochs", "1",
+                                   "--corpus", str(bbbp_csv), "--output", str(tmp_path / "ssl"), *TINY])
+    assert res.exit_code == 0, res.output
+    cfg = RunConfig().replace(
+        data={"dataset": None, "csv": str(bbbp_csv), "smiles_column": "smiles", "split": "random"},
+        model={"hidden_dim": 32, "num_layers": 2},
+        train={"epochs": 1, "batch_size": 16, "init": str(tmp_path / "ssl" / "encoder.pt")})
+    with pytest.raises(ValueError, match=r"hidden_dim 16 \(asked 32\)"):
+        run_training(cfg, tmp_path / "ft", progress=False, log=lambda m: None)

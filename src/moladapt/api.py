@@ -85,7 +85,7 @@ class MolPropertyModel:
             from moladapt.provenance import load_init
 
             init, self.init_record_ = load_init(self.init, featurizer)
-            load_encoder_weights(model.encoder, init.model.encoder)
+            load_encoder_weights(model.encoder, init.model.encoder, self.init_record_["path"])
         frac_train = 1.0 - self.valid_fraction
         split = make_split(self.valid_split, graphs.smiles, y_kept, (frac_train, self.valid_fraction, 0.0), self.seed)
         train_idx = np.concatenate([split.train, split.test])

@@ -324,7 +324,7 @@ def run_auxiliary(run_cfg: RunConfig, aux_cfg: AuxConfig, output: str | Path | N
         from moladapt.provenance import load_init
 
         init, init_record = load_init(tc.init, prepared.featurizer)
-        load_encoder_weights(model.encoder, init.model.encoder)
+        load_encoder_weights(model.encoder, init.model.encoder, init_record["path"])
     graphs = prepared.graphs
     y = prepared.y[:, targets]
     details: dict[str, Any] = {}

@@ -132,7 +132,7 @@ def run_training(cfg: RunConfig, output: str | Path | None = None, progress: boo
         from moladapt.provenance import load_init
 
         init, init_record = load_init(cfg.train.init, prepared.featurizer)
-        load_encoder_weights(model.encoder, init.model.encoder)
+        load_encoder_weights(model.encoder, init.model.encoder, init_record["path"])
     trainer = Trainer(model, data.task_type, cfg.train, progress=progress)
     checkpoint = None
     if out is not None:

@@ -109,7 +109,7 @@ def test_embedding_spread_is_tracked_and_a_collapse_is_flagged(bbbp_small, data_
     assert len(tuner.embedding_spread_) == 3  # before training, then after each epoch
     assert all(s > 0.01 for s in tuner.embedding_spread_) and tuner.collapsed_ is None
 
-    import moladapt.adapt.auxiliary as aux
+    import moladapt.pretrain.trainer as aux
 
     monkeypatch.setattr(aux, "COLLAPSE_SPREAD", float("inf"))  # every spread now counts as collapsed
     tuner = AuxiliaryFineTuner(combiner="sum", epochs=2, batch_size=64, seed=1)

@@ -72,7 +72,7 @@ def test_auxiliary_cli_starts_from_the_bundled_encoder(tmp_path):
 
 
 def test_auxiliary_cli_warns_when_the_encoder_collapses(tmp_path, monkeypatch):
-    import moladapt.adapt.auxiliary as aux
+    import moladapt.pretrain.trainer as aux
     from moladapt.bundled_models import bundled_dir
 
     monkeypatch.setattr(aux, "COLLAPSE_SPREAD", float("inf"))  # every spread counts as collapsed

@@ -67,7 +67,7 @@ from moladapt.evaluate.metrics import MetricReport, compute_metrics
 from moladapt.models.fingerprint import graph_part
 from moladapt.models.heads import MolecularModel
 from moladapt.pretrain.objectives import OBJECTIVES, PretrainObjective, build_objective
-from moladapt.pretrain.trainer import COLLAPSE_SPREAD, embedding_spread
+from moladapt.pretrain.trainer import embedding_spread, first_collapse
 from moladapt.training import EpochLog, TrainHistory, masked_loss, predict
 from moladapt.types import MolGraphs
 from moladapt.utils import adam
@@ -310,7 +310,6 @@ class AuxiliaryFineTuner:
         history = TrainHistory()
         probe = graphs.collate(np.asarray(train_idx)[:256]).to(ref.device)
         self.embedding_spread_ = [embedding_spread(graph_part(model.encoder), probe)]
-        self.collapsed_: int | None = None
         better = (lambda a, b: a > b) if self.task_type == CLASSIFICATION else (lambda a, b: a < b)
         best_state: dict[str, Any] | None = None
         since_best, steps, n_seen, t_train = 0, 0, 0, 0.0
@@ -341,8 +340,6 @@ class AuxiliaryFineTuner:
                     n_seen += len(idx)
                 t_train += time.perf_counter() - t0
                 self.embedding_spread_.append(embedding_spread(graph_part(model.encoder), probe))
-                if self.collapsed_ is None and self.embedding_spread_[-1] < COLLAPSE_SPREAD:
-                    self.collapsed_ = epoch
                 valid_metric = float("nan")
                 if valid_idx is not None and len(valid_idx):
                     valid_metric = self.score(graphs, y, valid_idx).primary
@@ -365,6 +362,7 @@ class AuxiliaryFineTuner:
             model.load_state_dict(best_state)
         for p in [*shared, *specific]:
             p.grad = None
+        self.collapsed_ = first_collapse(self.embedding_spread_[1:])  # index = epoch
         history.train_seconds = t_train
         history.molecules_per_second = n_seen / t_train if t_train > 0 else float("nan")
         self.history_ = history

@@ -91,7 +91,7 @@ from moladapt.data.sources import CLASSIFICATION
 from moladapt.evaluate.metrics import MetricReport, compute_metrics
 from moladapt.models.fingerprint import graph_part
 from moladapt.models.heads import MolecularModel, PredictionHead
-from moladapt.pretrain.trainer import COLLAPSE_SPREAD, embedding_spread
+from moladapt.pretrain.trainer import embedding_spread, first_collapse
 from moladapt.training import masked_loss, predict
 from moladapt.types import MolGraphs
 from moladapt.utils import adam
@@ -781,12 +781,9 @@ class BiLevelTaskWeighting:
         y2 = problem.y[:, problem.columns[:nt]]
         probe = graphs.collate(np.asarray(train_idx)[:256]).to(ref.device)
         self.embedding_spread_ = [embedding_spread(graph_part(model.encoder), probe)]
-        self.collapsed_: int | None = None
 
         def select(step: int) -> None:
             self.embedding_spread_.append(embedding_spread(graph_part(model.encoder), probe))
-            if self.collapsed_ is None and self.embedding_spread_[-1] < COLLAPSE_SPREAD:
-                self.collapsed_ = step
             metric = self.score(graphs, y2, problem.valid_idx).primary
             metrics.append(metric)
             if not self.select_best or math.isnan(metric):
@@ -801,6 +798,7 @@ class BiLevelTaskWeighting:
             problem.load_state_dict(best["state"])
         model.eval()
         self.valid_metric_history_ = metrics
+        self.collapsed_ = first_collapse(self.embedding_spread_[1:])  # index = outer step
         self.best_step_ = int(best["step"])
         self.objectives_ = objectives
         self.source_head_ = problem.source_head

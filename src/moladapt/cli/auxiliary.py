@@ -127,10 +127,10 @@ def auxiliary_command(
     if spread:
         typer.echo(f"  atom-embedding spread (max per-dimension std): {spread[0]:.3g} before, "
                    f"{spread[-1]:.3g} after")
-    when = next((f"{unit.replace('_', ' ')} {result.details[f'collapsed_{unit}']}"
-                 for unit in ("epoch", "outer_step") if result.details.get(f"collapsed_{unit}") is not None), None)
-    if when is not None:
-        typer.secho(f"WARNING: the encoder collapsed at {when} (every "
+    unit = "outer_step" if aux_cfg.method == "bilevel" else "epoch"
+    if result.details.get(f"collapsed_{unit}") is not None:
+        typer.secho(f"WARNING: the encoder collapsed at {unit.replace('_', ' ')} "
+                    f"{result.details[f'collapsed_{unit}']} (every "
                     "atom gets the same embedding): an auxiliary objective has destroyed the "
                     "representation the target needs; try a combiner that bounds the auxiliary "
                     "gradients by the target's (gns) or lower auxiliary weights", fg=typer.colors.RED, err=True)

@@ -106,20 +106,41 @@ class FingerprintFusionEncoder(nn.Module):
         return f"name={self.name!r}, out_dim={self.out_dim}, n_bits={self.n_bits}, radius={self.radius}"
 
 
-def load_encoder_weights(target: nn.Module, source: nn.Module) -> None:
+# The constructor arguments that shape an encoder's weights (dropout does not).
+ARCHITECTURE_KEYS = ("atom_vocab_sizes", "bond_vocab_sizes", "hidden_dim", "num_layers", "jk", "pooling")
+
+
+def load_encoder_weights(target: nn.Module, source: nn.Module, source_name: str = "the checkpoint") -> None:
     """Copy ``source``'s weights into ``target`` (e.g. a pretrained encoder for ``--init``).
 
     A graph-only ``source`` (every pretrained checkpoint) goes into the graph part of a
     fingerprint-fused ``target``; its fusion MLP keeps its fresh initialisation. A fused
-    ``source`` needs a fused ``target``.
+    ``source`` needs a fused ``target``. Graph encoders must share type and
+    :data:`ARCHITECTURE_KEYS` (dropout may differ); otherwise a ValueError names
+    ``source_name`` and what differs.
     """
-    if isinstance(target, FingerprintFusionEncoder) and not isinstance(source, FingerprintFusionEncoder):
-        target.graph_encoder.load_state_dict(source.state_dict())
-        return
     if isinstance(source, FingerprintFusionEncoder) and not isinstance(target, FingerprintFusionEncoder):
         raise ValueError("the checkpoint's encoder is fingerprint-fused (gnn+ecfp) but the model to "
                          "initialise is graph-only; set fingerprint_bits to match")
+    if isinstance(target, FingerprintFusionEncoder) and not isinstance(source, FingerprintFusionEncoder):
+        target = target.graph_encoder
+    _check_architecture(graph_part(target), graph_part(source), source_name)
     target.load_state_dict(source.state_dict())
+
+
+def _check_architecture(target: nn.Module, source: nn.Module, source_name: str) -> None:
+    if not (hasattr(target, "hparams") and hasattr(source, "hparams")):
+        return
+    want = {k: target.hparams[k] for k in ARCHITECTURE_KEYS}
+    have = {k: source.hparams[k] for k in ARCHITECTURE_KEYS}
+    if source.name == target.name and want == have:
+        return
+    diff = ", ".join(f"{k} {have[k]} (asked {want[k]})" for k in ARCHITECTURE_KEYS if have[k] != want[k])
+    raise ValueError(
+        f"{source_name}: its encoder is {source.name} {have['num_layers']}×{have['hidden_dim']} (jk "
+        f"{have['jk']}, pooling {have['pooling']}), which differs from the one asked for "
+        f"({target.name}{'' if diff else ', other type'}{': ' + diff if diff else ''}); ask for the "
+        "checkpoint's architecture (--encoder, --hidden-dim, --num-layers, --jk, --pooling)")
 
 
 def graph_part(encoder: nn.Module) -> nn.Module:

@@ -89,11 +89,8 @@ class PretrainHistory:
 
     @property
     def collapsed(self) -> int | None:
-        for r in self.epochs:
-            spread = r.get("embedding_spread")
-            if spread is not None and spread < COLLAPSE_SPREAD:
-                return int(r["epoch"])
-        return None
+        first = first_collapse([r.get("embedding_spread") for r in self.epochs])
+        return None if first is None else int(self.epochs[first]["epoch"])
 
     def to_dict(self) -> dict[str, Any]:
         return {"epochs": self.epochs, "start_epoch": self.start_epoch,
@@ -103,6 +100,12 @@ class PretrainHistory:
 
 # Below this, the node embeddings of a batch are constant in every dimension: a collapsed encoder.
 COLLAPSE_SPREAD = 1e-4
+
+
+def first_collapse(spreads: Sequence[float | None]) -> int | None:
+    """The index of the first spread (:func:`embedding_spread`) of a collapsed encoder, or None;
+    ``None`` entries (not measured) are skipped."""
+    return next((i for i, s in enumerate(spreads) if s is not None and s < COLLAPSE_SPREAD), None)
 
 
 def embedding_spread(encoder: Encoder, batch: Any) -> float:
@@ -261,16 +264,12 @@ def trained_on(corpus: ShardedCorpus | None = None, labelled: Any = None) -> dic
     return record
 
 
-# The constructor arguments that shape the weights (dropout does not).
-ARCHITECTURE_KEYS = ("atom_vocab_sizes", "bond_vocab_sizes", "hidden_dim", "num_layers", "jk", "pooling")
-
-
 def init_encoder_from(encoder: Encoder, path: str | Path, featurizer: str | Featurizer) -> dict[str, Any]:
     """Copy the encoder weights of the checkpoint ``path`` into ``encoder`` (in place).
 
     Any moladapt checkpoint serves (a pretraining ``encoder.pt``, the bundled encoder, a
     fine-tuned ``model.pt``); it must hold a graph encoder of ``encoder``'s architecture
-    (name, dims, layers, jk, pooling; dropout may differ), trained on ``featurizer``.
+    (:func:`moladapt.models.fingerprint.load_encoder_weights`), trained on ``featurizer``.
 
     Returns:
         the provenance record ``{"path", "sha256", "extra", "encoder"}``
@@ -281,6 +280,7 @@ def init_encoder_from(encoder: Encoder, path: str | Path, featurizer: str | Feat
     Raises:
         ValueError: another featurizer or architecture, named with both sides.
     """
+    from moladapt.models.fingerprint import ARCHITECTURE_KEYS, load_encoder_weights
     from moladapt.provenance import checkpoint_record
 
     loaded = load_checkpoint(path, expected_featurizer=featurizer)
@@ -288,18 +288,9 @@ def init_encoder_from(encoder: Encoder, path: str | Path, featurizer: str | Feat
     if not hasattr(source, "atom_encoder"):
         raise ValueError(f"{path}: its encoder is {type(source).__name__} (fingerprint-fused); "
                          "pretraining continues from a graph encoder only")
-    want = {k: encoder.hparams[k] for k in ARCHITECTURE_KEYS}
-    have = {k: source.hparams[k] for k in ARCHITECTURE_KEYS}
-    if source.name != encoder.name or want != have:
-        diff = ", ".join(f"{k} {have[k]} (asked {want[k]})" for k in ARCHITECTURE_KEYS if have[k] != want[k])
-        raise ValueError(
-            f"{path}: its encoder is {source.name} {source.hparams['num_layers']}×"
-            f"{source.hparams['hidden_dim']} (jk {source.hparams['jk']}, pooling "
-            f"{source.hparams['pooling']}), which differs from the one asked for "
-            f"({encoder.name}{'' if diff else ', other type'}{': ' + diff if diff else ''}); ask for "
-            "the checkpoint's architecture (--encoder, --hidden-dim, --num-layers, --jk, --pooling)")
-    encoder.load_state_dict(source.state_dict())
-    return {**checkpoint_record(path, loaded.extra), "encoder": {"name": source.name, **have}}
+    load_encoder_weights(encoder, source, str(path))
+    return {**checkpoint_record(path, loaded.extra),
+            "encoder": {"name": source.name, **{k: source.hparams[k] for k in ARCHITECTURE_KEYS}}}
 
 
 # -- training ---------------------------------------------------------------------------------
