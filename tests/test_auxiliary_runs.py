@@ -177,3 +177,17 @@ def test_aux_specs_carry_objective_options_to_the_objectives():
     encoder = build_encoder("gin", feat.atom_vocab_sizes, feat.bond_vocab_sizes, hidden_dim=16, num_layers=2)
     built = build_aux_objectives(cfg.aux_specs(), feat, encoder)
     assert built[0].hparams["mask_rate"] == 0.4 and built[1].hparams["scale_by_sqrt_dim"] is True
+
+
+def test_method_changes_is_the_inverse_of_label():
+    import dataclasses
+
+    import pytest
+
+    from moladapt.auxiliary_runs import AuxConfig, method_changes
+
+    for label in ("finetune", "sum", "gcs", "gns", "pcgrad", "rcgrad", "blo", "blo+rcgrad", "blo+gns"):
+        assert dataclasses.replace(AuxConfig(), **method_changes(label)).label() == label
+    assert dataclasses.replace(AuxConfig(combiner="pcgrad"), **method_changes("aux")).label() == "pcgrad"
+    with pytest.raises(ValueError, match="unknown adaptation method 'blo\\+magic'"):
+        method_changes("blo+magic")

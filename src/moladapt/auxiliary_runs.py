@@ -194,6 +194,34 @@ class AuxConfig:
         return "finetune" if not self.aux_objectives else (self.combiner or "sum")
 
 
+ADAPT_METHODS = ("finetune", "aux", "sum", "gcs", "gns", "pcgrad", "rcgrad", "blo", "blo+<combiner>")
+
+
+def method_changes(label: str) -> dict[str, Any]:
+    """The :class:`AuxConfig` fields that a short method name sets: the inverse of
+    :meth:`AuxConfig.label`, plus ``aux`` (auxiliary fine-tuning with the configured combiner).
+
+    ``finetune`` → no auxiliary tasks; ``sum`` / ``gcs`` / ``gns`` / ``pcgrad`` / ``rcgrad`` →
+    auxiliary fine-tuning with that combiner; ``blo`` → bi-level weights with the plain weighted
+    sum; ``blo+rcgrad`` (any ``blo+<combiner>``) → bi-level weights with that combiner in the
+    inner loop (Dey & Ning 2024's BLO+RCGrad).
+    """
+    from moladapt.adapt.gradients import COMBINERS
+
+    name = label.strip().lower()
+    if name == "finetune":
+        return {"method": "auxiliary", "aux_objectives": ()}
+    if name in ("aux", "auxiliary"):
+        return {"method": "auxiliary"}
+    if name in ("blo", "bilevel"):
+        return {"method": "bilevel", "combiner": None}
+    combiner = name.removeprefix("blo+")
+    if combiner in COMBINERS.names():
+        return {"method": "bilevel" if name.startswith("blo+") else "auxiliary", "combiner": combiner}
+    raise ValueError(f"unknown adaptation method {label!r}; choose one of: {', '.join(ADAPT_METHODS)} "
+                     f"(combiners: {', '.join(COMBINERS.names())})")
+
+
 def save_configs(path: str | Path, run_cfg: RunConfig, aux_cfg: AuxConfig) -> None:
     """One YAML file with the sections ``data``, ``model``, ``train`` and ``aux``."""
     import yaml

@@ -85,3 +85,30 @@ def test_auxiliary_cli_warns_when_the_encoder_collapses(tmp_path, monkeypatch):
     assert "WARNING: the encoder collapsed at epoch 0" in result.output
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["collapsed_epoch"] == 0 and len(metrics["embedding_spread"]) == 2
+
+
+def test_adapt_method_sets_the_strategy(tmp_path, data_dir):
+    """`moladapt adapt --method blo+rcgrad` is bi-level weights with RCGrad in the inner loop;
+    `--method finetune` has no auxiliary task; a contradicting flag is refused."""
+    from moladapt.cli.main import app as main_app
+
+    csv = tmp_path / "mine.csv"
+    pd.read_csv(data_dir / "BBBP.csv").iloc[:200][["smiles", "p_np"]].to_csv(csv, index=False)
+    runner = CliRunner()
+    out = tmp_path / "blo"
+    result = runner.invoke(main_app, ["adapt", "--method", "blo+rcgrad", "--data", str(csv), "--aux", "attrmask",
+                                      "--inner-steps", "2", "--output", str(out), *TINY])
+    assert result.exit_code == 0, result.output
+    assert "learned weight attribute_masking" in result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["label"] == "blo+rcgrad"
+    result = runner.invoke(main_app, ["adapt", "--method", "finetune", "--data", str(csv),
+                                      "--output", str(tmp_path / "ft"), *TINY])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "ft" / "metrics.json").read_text())["label"] == "finetune"
+    clash = runner.invoke(main_app, ["adapt", "--method", "finetune", "--aux", "attrmask", "--data", str(csv),
+                                     "--output", str(tmp_path / "x"), *TINY])
+    assert clash.exit_code == 2 and "--method finetune sets aux_objectives" in clash.output
+    unknown = runner.invoke(main_app, ["adapt", "--method", "magic", "--data", str(csv),
+                                       "--output", str(tmp_path / "y"), *TINY])
+    assert unknown.exit_code == 2 and "unknown adaptation method 'magic'" in unknown.output

@@ -1,5 +1,9 @@
-"""`moladapt auxiliary`: fine-tune with auxiliary tasks (gradient surgery or bi-level weights).
+"""`moladapt adapt` (alias `moladapt auxiliary`): adapt an encoder to a target task by plain
+fine-tuning, fine-tuning with auxiliary tasks (gradient surgery), or bi-level task weights.
 
+    moladapt adapt --method rcgrad --dataset bbbp --init bundled --aux attrmask,edgepred,contextpred
+    moladapt adapt --method blo+rcgrad --dataset bace --init bundled --aux attrmask,edgepred
+    moladapt adapt --method finetune --dataset bace --init bundled
     moladapt auxiliary --dataset bbbp --aux attribute_masking,edge_prediction --combiner rcgrad
     moladapt auxiliary --dataset tox21 --bilevel --target NR-AR --sources all --aux none
     moladapt auxiliary --dataset bace --aux attrmask,graphcl -O attrmask.mask_rate=0.25 -O graphcl.temperature=0.2
@@ -24,9 +28,26 @@ def _aux_list(value: str | None) -> tuple[str, ...] | None:
     return tuple(canonical_objective(n) for n in split_list(value)) or ()
 
 
+def _merge_method(method: str, given: dict) -> dict:
+    """``--method``'s settings under the options typed beside it; a contradiction is an error."""
+    from moladapt.auxiliary_runs import method_changes
+
+    implied = method_changes(method)
+    flags = {"method": "--bilevel", "combiner": "--combiner", "aux_objectives": "--aux"}
+    for key, value in implied.items():
+        if key in given and given[key] != value:
+            shown = "none" if value in (None, ()) else value
+            raise ValueError(f"--method {method} sets {key} to {shown!r}, but {flags[key]} asks "
+                             f"for {given[key]!r}; give one or the other")
+    return {**given, **implied}
+
+
 @friendly_errors
 def auxiliary_command(
     ctx: typer.Context,
+    method: str = typer.Option(None, help="finetune | aux (with --combiner) | sum | gcs | gns | pcgrad | "
+                               "rcgrad | blo | blo+rcgrad (bi-level weights, any blo+<combiner>). "
+                               "Sets --bilevel/--combiner/--aux none for you."),
     dataset: str = typer.Option(None, help="A benchmark by name (see `moladapt datasets`)."),
     data: Path = typer.Option(None, help="Your own CSV/CSV.gz file instead of --dataset."),
     smiles_column: str = typer.Option("smiles", help="SMILES column of --data."),
@@ -104,7 +125,10 @@ def auxiliary_command(
         changes["source_tasks"] = split_list(sources) or ()
     if combiner is not None:
         changes["combiner"] = None if combiner.strip().lower() == "none" else combiner.strip()
-    aux_cfg = dataclasses.replace(aux_cfg, **{k: v for k, v in changes.items() if v is not None})
+    given_changes = {k: v for k, v in changes.items() if v is not None}
+    if method is not None:
+        given_changes = _merge_method(method, given_changes)
+    aux_cfg = dataclasses.replace(aux_cfg, **given_changes)
     if aux_option:
         from moladapt.pretrain.objectives import parse_objective_options
 

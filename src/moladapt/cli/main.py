@@ -27,6 +27,8 @@ app.command()(predict)
 app.command()(demo)
 app.command("pretrain")(pretrain_command)
 app.command("inspect")(inspect_command)
+app.command("adapt", help="Adapt an encoder to a target task: fine-tune, fine-tune with auxiliary "
+            "tasks (gradient surgery), or learn the tasks' weights by bi-level optimisation.")(auxiliary_command)
 app.command("auxiliary")(auxiliary_command)
 app.command("multitask")(multitask_command)
 app.command("transfer")(transfer_command)
