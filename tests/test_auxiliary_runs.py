@@ -191,3 +191,19 @@ def test_method_changes_is_the_inverse_of_label():
     assert dataclasses.replace(AuxConfig(combiner="pcgrad"), **method_changes("aux")).label() == "pcgrad"
     with pytest.raises(ValueError, match="unknown adaptation method 'blo\\+magic'"):
         method_changes("blo+magic")
+
+
+def test_study_aux_method_takes_a_label():
+    """One study axis `aux.method: [finetune, rcgrad, blo+rcgrad]` spans the comparison."""
+    runner = RUNNERS.get("auxiliary")
+    base = {"aux": {"aux_objectives": ["edge_prediction"], "combiner": "pcgrad"}}
+    resolved = {m: runner.resolve({"aux": {**base["aux"], "method": m}})["aux"]
+                for m in ("finetune", "rcgrad", "blo+rcgrad", "blo", "auxiliary")}
+    assert resolved["finetune"]["aux_objectives"] == [] and resolved["finetune"]["method"] == "auxiliary"
+    assert resolved["rcgrad"]["combiner"] == "rcgrad" and resolved["rcgrad"]["method"] == "auxiliary"
+    assert resolved["blo+rcgrad"]["method"] == "bilevel" and resolved["blo+rcgrad"]["combiner"] == "rcgrad"
+    assert resolved["blo"]["method"] == "bilevel" and resolved["blo"]["combiner"] is None
+    assert resolved["auxiliary"]["combiner"] == "pcgrad"  # a plain method name keeps the combiner
+    assert all(AuxConfig.from_dict(r).label() == m for m, r in resolved.items() if m != "auxiliary")
+    with pytest.raises(ValueError, match="unknown adaptation method 'magic'"):
+        runner.resolve({"aux": {"method": "magic"}})

@@ -54,7 +54,9 @@ class AuxConfig:
     """How to adapt with auxiliary tasks (the ``aux`` section of a run's config).
 
     Shared:
-        method: ``"auxiliary"`` (joint fine-tuning with gradient surgery) or ``"bilevel"``.
+        method: ``"auxiliary"`` (joint fine-tuning with gradient surgery) or ``"bilevel"``. A
+            study's ``aux.method`` may also be a label of :func:`method_changes` (``finetune``,
+            ``rcgrad``, ``blo+rcgrad`` ...), which sets the fields that label implies.
         aux_objectives: self-supervised auxiliary tasks, names from :data:`AUX_OBJECTIVES`
             (``()``: none; for ``auxiliary`` that is plain fine-tuning).
         combiner: gradient combiner (``sum``, ``gcs``, ``gns``, ``pcgrad``, ``rcgrad``);
@@ -484,6 +486,10 @@ def _resolve_auxiliary(config: dict[str, Any]) -> dict[str, Any]:
     aux = config.pop("aux", None) or {}
     if not isinstance(aux, dict):
         raise ValueError(f"'aux' must be a mapping of options, got {aux!r}")
+    if isinstance(aux.get("method"), str) and aux["method"] not in METHODS:
+        # a label (finetune, rcgrad, blo+rcgrad ...) sets its fields over the others, so one
+        # axis ``aux.method: [finetune, gns, rcgrad, blo, blo+rcgrad]`` spans the comparison
+        aux = {**aux, **method_changes(aux["method"])}
     known = {f.name: str(f.type) for f in fields(AuxConfig)}
     for name, value in list(aux.items()):
         if name not in known:
@@ -511,5 +517,23 @@ def _run_auxiliary(config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     return json_safe({**flat_metrics(result), "run_dir": str(run_dir)})
 
 
+# training time over plain fine-tuning's with 3 auxiliary tasks, GIN 5×300, same dataset and
+# seed (benchmarks/results/auxiliary.md, "training time"): combiners 3.6–3.8×, BLO 10.5×, BLO+RCGrad 16.0×
+_MEASURED_COST_3_AUX = {"auxiliary": 3.7, "bilevel": 10.5, "bilevel+rcgrad": 16.0}
+
+
+def _auxiliary_cost_factor(config: dict[str, Any]) -> float:
+    """Auxiliary runs are costed as multiples of plain fine-tuning measured with 3 auxiliary tasks
+    (benchmarks/results/auxiliary.md: a combiner ≈ 3.7×, BLO ≈ 10.5×, BLO+RCGrad ≈ 16×), the
+    part above 1× scaled by the number of auxiliary or source tasks over 3."""
+    aux = config.get("aux") or {}
+    n_tasks = len(aux.get("aux_objectives") or ()) + len(aux.get("source_tasks") or ())
+    if aux.get("method") == "bilevel":
+        measured = _MEASURED_COST_3_AUX["bilevel+rcgrad" if aux.get("combiner") else "bilevel"]
+    else:
+        measured = _MEASURED_COST_3_AUX["auxiliary"] if aux.get("aux_objectives") else 1.0
+    return 1.0 + (measured - 1.0) * max(n_tasks, 1) / 3
+
+
 if "auxiliary" not in RUNNERS:
-    RUNNERS.add("auxiliary", Runner(_run_auxiliary, _resolve_auxiliary))
+    RUNNERS.add("auxiliary", Runner(_run_auxiliary, _resolve_auxiliary, cost_factor=_auxiliary_cost_factor))

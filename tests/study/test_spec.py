@@ -93,6 +93,29 @@ def test_demo_study_plans(data_dir):
     assert "bbbp: 2,050" in text and "molecule-epochs" in text and "estimated time" in text
 
 
+def test_auxiliary_study_plans_with_each_strategy_costed(data_dir):
+    """The shipped strategy study resolves every label of its aux.method axis, and its plan
+    costs a bi-level run above an auxiliary one above plain fine-tuning."""
+    import re
+    from pathlib import Path
+
+    from moladapt.study.executors import RUNNERS
+
+    spec = StudySpec.load(Path(__file__).resolve().parents[2] / "studies" / "auxiliary_strategies.yaml")
+    runs = spec.runs()
+    assert len(runs) == 60
+    factor = RUNNERS.get("auxiliary").cost_factor
+    by_label = {r.config["aux"]["method"] + "/" + str(r.config["aux"]["combiner"])
+                + f"/{len(r.config['aux']['aux_objectives'])}": factor(r.config) for r in runs}
+    assert by_label == pytest.approx({"auxiliary/rcgrad/0": 1.0, "auxiliary/gns/3": 3.7, "auxiliary/rcgrad/3": 3.7,
+                                      "bilevel/None/3": 10.5, "bilevel/rcgrad/3": 16.0})
+    text = plan(spec, runs)
+    assert "estimated time" in text and "BLO+RCGrad ≈ 16×" in text
+    hours = float(re.search(r"estimated time: ~([0-9.]+) h", text).group(1))
+    plain = plan(spec, [r for r in runs if factor(r.config) == 1.0])
+    assert hours > 10 * float(re.search(r"estimated time: ~([0-9.]+) min", plain).group(1)) / 60
+
+
 def test_numbers_are_normalised_so_equal_configs_share_a_key():
     a = StudySpec.from_dict({**BASE, "axes": {"train.lr": ["1e-3"], "model.dropout": [0]}}).runs()[0]
     b = StudySpec.from_dict({**BASE, "axes": {"train.lr": [0.001], "model.dropout": [0.0]}}).runs()[0]

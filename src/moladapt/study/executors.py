@@ -29,14 +29,16 @@ class Runner:
     defaults; raise ValueError naming a bad key).
 
     ``plan_cost(runs) -> (molecule-epochs, seconds, lines)``, optional: work done once per study
-    on top of each run's training (e.g. shared pretraining). A runner that has it takes the
-    ``train`` runner's data/model/train sections, and ``plan`` costs its runs like ``train``'s
-    plus this.
+    on top of each run's training (e.g. shared pretraining). ``cost_factor(config) -> float``,
+    optional: one run's training time as a multiple of plain training's (e.g. auxiliary tasks).
+    A runner that has either takes the ``train`` runner's data/model/train sections, and
+    ``plan`` costs its runs like ``train``'s, times the factor, plus the once-per-study work.
     """
 
     run: Callable[[dict[str, Any], Path], dict[str, Any]]
     resolve: Callable[[dict[str, Any]], dict[str, Any]]
     plan_cost: Callable[[list[Any]], tuple[float, float, list[str]]] | None = None
+    cost_factor: Callable[[dict[str, Any]], float] | None = None
 
 
 RUNNERS: Registry[Runner] = Registry("runner")

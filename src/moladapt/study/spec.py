@@ -289,8 +289,10 @@ def plan(spec: StudySpec, runs: list[RunSpec] | None = None) -> str:
         lines.append(f"  {label}: {n}  [{values}]")
     if not spec.axes:
         lines.append("  (none: a single run)")
-    extra_cost = spec._runner().plan_cost  # e.g. pretraining shared between runs
-    if (spec.runner != "train" and extra_cost is None) or not runs:
+    runner = spec._runner()
+    extra_cost = runner.plan_cost  # e.g. pretraining shared between runs
+    cost_factor = runner.cost_factor  # e.g. auxiliary tasks: a multiple of plain training
+    if (spec.runner != "train" and extra_cost is None and cost_factor is None) or not runs:
         return "\n".join(lines)
 
     sizes: dict[str, int | None] = {}
@@ -305,8 +307,8 @@ def plan(spec: StudySpec, runs: list[RunSpec] | None = None) -> str:
             continue
         mol_epochs = n * float(data["split_frac"][0]) * int(train["epochs"])
         total_mol_epochs += mol_epochs
-        total_seconds += mol_epochs / estimated_throughput(model["num_layers"], model["hidden_dim"])
-        total_seconds += PER_RUN_OVERHEAD_S
+        seconds = mol_epochs / estimated_throughput(model["num_layers"], model["hidden_dim"])
+        total_seconds += seconds * (cost_factor(run.config) if cost_factor else 1.0) + PER_RUN_OVERHEAD_S
     known = ", ".join(f"{k}: {v:,}" for k, v in sizes.items() if v is not None)
     lines.append(f"dataset sizes: {known or 'unknown'}")
     lines.append(f"cost: {total_mol_epochs:,.0f} training molecule-epochs"
@@ -324,6 +326,8 @@ def plan(spec: StudySpec, runs: list[RunSpec] | None = None) -> str:
                  "3×128 ≈ 2,000 mol/s, power law in layers × hidden² in between, "
                  f"≤ {MAX_THROUGHPUT:,.0f} mol/s, + {PER_RUN_OVERHEAD_S:.0f} s per run; "
                  "time scales ~linearly with cores")
+    if cost_factor is not None and getattr(cost_factor, "__doc__", None):
+        lines.append("  " + " ".join(cost_factor.__doc__.split()))
     return "\n".join(lines)
 
 
