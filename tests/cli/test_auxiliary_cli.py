@@ -112,3 +112,15 @@ def test_adapt_method_sets_the_strategy(tmp_path, data_dir):
     unknown = runner.invoke(main_app, ["adapt", "--method", "magic", "--data", str(csv),
                                        "--output", str(tmp_path / "y"), *TINY])
     assert unknown.exit_code == 2 and "unknown adaptation method 'magic'" in unknown.output
+
+
+def test_bilevel_combiner_none_is_plain_blo(tmp_path, data_dir):
+    """`--bilevel --combiner none` is BLO with the plain weighted sum, not the default RCGrad."""
+    csv = tmp_path / "mine.csv"
+    pd.read_csv(data_dir / "BBBP.csv").iloc[:200][["smiles", "p_np"]].to_csv(csv, index=False)
+    out = tmp_path / "blo"
+    result = CliRunner().invoke(app, ["auxiliary", "--bilevel", "--combiner", "none", "--data", str(csv),
+                                      "--aux", "attrmask", "--inner-steps", "2", "--output", str(out), *TINY])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["label"] == "blo"

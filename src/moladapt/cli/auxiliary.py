@@ -116,19 +116,19 @@ def auxiliary_command(
                     dropout=dropout, pooling=pooling),
         train=train_cfg,
     )
-    changes = {"aux_objectives": _aux_list(aux), "target": target, "weighting": weighting,
+    options = {"aux_objectives": _aux_list(aux), "target": target, "weighting": weighting,
                "hypergradient": hypergradient, "outer_steps": outer_steps,
                "inner_steps": inner_steps, "outer_lr": outer_lr}
+    changes = {k: v for k, v in options.items() if v is not None}  # the options typed
     if bilevel:
         changes["method"] = "bilevel"
     if sources is not None:
         changes["source_tasks"] = split_list(sources) or ()
-    if combiner is not None:
+    if combiner is not None:  # 'none' is a value (plain BLO), not "not given"
         changes["combiner"] = None if combiner.strip().lower() == "none" else combiner.strip()
-    given_changes = {k: v for k, v in changes.items() if v is not None}
     if method is not None:
-        given_changes = _merge_method(method, given_changes)
-    aux_cfg = dataclasses.replace(aux_cfg, **given_changes)
+        changes = _merge_method(method, changes)
+    aux_cfg = dataclasses.replace(aux_cfg, **changes)
     if aux_option:
         from moladapt.pretrain.objectives import parse_objective_options
 
