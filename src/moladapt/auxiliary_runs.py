@@ -87,7 +87,8 @@ class AuxConfig:
 
     The learning rate, batch size, epochs, patience, weight decay and seed come from the
     ``train`` section (the encoder learning rate is ``lr × encoder_lr_scale`` for
-    ``auxiliary``; ``bilevel`` uses one learning rate).
+    ``auxiliary``; ``bilevel`` uses one learning rate, and counts ``patience`` epochs as the
+    outer steps they span).
     """
 
     method: str = "auxiliary"
@@ -391,6 +392,9 @@ def run_auxiliary(run_cfg: RunConfig, aux_cfg: AuxConfig, output: str | Path | N
         steps_per_epoch = max(1, math.ceil(n_train / tc.batch_size))
         outer_steps = aux_cfg.outer_steps or max(
             1, round(tc.epochs * steps_per_epoch / aux_cfg.inner_steps))
+        # train.patience counts epochs; bi-level validates once per outer step
+        patience = (None if tc.patience is None
+                    else max(1, round(tc.patience * steps_per_epoch / aux_cfg.inner_steps)))
         est = BiLevelTaskWeighting(
             source_tasks=sources, aux_objectives=aux_cfg.aux_specs(), target=targets,
             weighting=aux_cfg.weighting, init_weights=aux_cfg.init_weights,
@@ -401,12 +405,13 @@ def run_auxiliary(run_cfg: RunConfig, aux_cfg: AuxConfig, output: str | Path | N
             neumann_terms=aux_cfg.neumann_terms, batch_size=tc.batch_size,
             valid_batch_size=aux_cfg.valid_batch_size, seed=tc.seed, task_type=data.task_type,
             select_best=aux_cfg.select_best, featurizer=prepared.featurizer,
-            eval_batch_size=tc.eval_batch_size,
+            eval_batch_size=tc.eval_batch_size, patience=patience,
         )
         est.fit(model, graphs, prepared.y, split.train, split.valid,
                 column_names=list(data.task_names))
         train_seconds = time.perf_counter() - t0
-        seen = outer_steps * aux_cfg.inner_steps * min(tc.batch_size, n_train)
+        steps_run = len(est.valid_loss_history_)
+        seen = steps_run * aux_cfg.inner_steps * min(tc.batch_size, n_train)
         mps = seen / train_seconds if train_seconds > 0 else float("nan")
         best_epoch = int(est.best_step_)
         details = {
@@ -419,6 +424,7 @@ def run_auxiliary(run_cfg: RunConfig, aux_cfg: AuxConfig, output: str | Path | N
             "valid_loss_history": list(est.valid_loss_history_),
             "valid_metric_history": list(est.valid_metric_history_),
             "best_step": int(est.best_step_), "outer_steps": int(outer_steps),
+            "outer_steps_run": steps_run, "patience_outer_steps": patience,
             "inner_steps": int(aux_cfg.inner_steps),
             "gradient_log": est.gradient_log_.summary(),
             "embedding_spread": est.embedding_spread_, "collapsed_outer_step": est.collapsed_,

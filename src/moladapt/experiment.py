@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from moladapt.config import RunConfig
-from moladapt.data.sources import DataError, LabeledData, load_csv, load_dataset
+from moladapt.data.sources import DataError, LabeledData, load_csv, load_dataset, select_columns
 from moladapt.data.splits import Split, make_split
 from moladapt.evaluate.metrics import MetricReport, compute_metrics
 from moladapt.training import (
@@ -34,8 +34,9 @@ from moladapt.utils import seed_everything, write_json
 
 def load_data(cfg: RunConfig) -> LabeledData:
     d = cfg.data
-    if d.dataset is not None:
-        return load_dataset(d.dataset)
+    if d.dataset is not None:  # target_columns picks some of a benchmark's tasks
+        data = load_dataset(d.dataset)
+        return data if d.target_columns is None else select_columns(data, d.target_columns)
     return load_csv(d.csv, d.smiles_column, d.target_columns, d.task_type)
 
 

@@ -247,8 +247,9 @@ def meta_train(
     Args:
         method: an adapter name (``maml``, ``fomaml``, ``anil``, ``protonet``, ...).
         train_tasks: tasks, or a :func:`resolve_tasks` spec such as ``"fsmol-train:500"``.
-        encoder_cfg: the encoder to build (see :func:`encoder_config`); ignored with ``init``
-            except that a conflicting architecture is an error.
+        encoder_cfg: the encoder to build (see :func:`encoder_config`). With ``init``, only the
+            keys it gives count: an architecture key that differs from the checkpoint's is an
+            error, and its ``dropout`` (default 0, as without ``init``) replaces the checkpoint's.
         featurizer: featurizer name (must match ``init``'s).
         hparams: the adapter's hyper-parameters (``meta_steps``, ``inner_lr``, ...).
         init: start from this checkpoint's encoder (``moladapt train``, pretraining, or a
@@ -274,17 +275,26 @@ def meta_train(
     warm_head = False
     init_record = None
     if init is not None:
+        from moladapt.models.fingerprint import graph_part
         from moladapt.provenance import load_init
 
         loaded, init_record = load_init(init, feat)
         model_cfg = dataclasses.replace(loaded.model_config, head_hidden_dims=())
-        if encoder_cfg is not None:
-            wanted = encoder_config(encoder_cfg)
-            arch = ("encoder", "hidden_dim", "num_layers", "jk", "pooling")
-            diff = {a: (getattr(wanted, a), getattr(model_cfg, a)) for a in arch if getattr(wanted, a) != getattr(model_cfg, a)}
-            if diff:
-                raise ValueError(f"init checkpoint {init} holds a different encoder: {', '.join(f'{a}: asked {w}, checkpoint {c}' for a, (w, c) in diff.items())}")
+        asked = {_ENCODER_ALIASES.get(k, k): v for k, v in dict(encoder_cfg or {}).items()}
+        arch = ("encoder", "hidden_dim", "num_layers", "jk", "pooling", "fingerprint_bits")
+        diff = {a: (asked[a], getattr(model_cfg, a)) for a in arch
+                if a in asked and asked[a] != getattr(model_cfg, a)}
+        if diff:
+            raise ValueError(f"init checkpoint {init} holds a different encoder: "
+                             + ", ".join(f"{a}: asked {w}, checkpoint {c}" for a, (w, c) in diff.items()))
         encoder = loaded.model.encoder
+        # dropout is not architecture: meta-training runs without it unless asked (see
+        # encoder_config), also from a supervised checkpoint trained with 0.5
+        model_cfg = dataclasses.replace(model_cfg, dropout=float(asked.get("dropout", 0.0)))
+        gnn = graph_part(encoder)
+        gnn.dropout = model_cfg.dropout
+        if isinstance(getattr(gnn, "hparams", None), dict):
+            gnn.hparams["dropout"] = model_cfg.dropout
         meta = loaded.extra.get("meta") or {}
         if meta.get("method") == method and meta.get("has_head") and hasattr(adapter, "head_"):
             adapter.head_ = loaded.model.head  # type: ignore[attr-defined]

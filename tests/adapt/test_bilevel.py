@@ -231,3 +231,20 @@ def test_combiner_sees_every_shared_column(combiner):
     valid = 0.5 * ((theta.detach() - lr * d - a) ** 2).sum()
     (want,) = torch.autograd.grad(valid, wr)
     assert torch.allclose(got, want, atol=1e-12), (got, want)
+
+
+def test_patience_stops_after_outer_steps_without_improvement(tox21_slice, data_dir):
+    """Validation ROC-AUC 0.7 at step 0, then worse: patience 2 stops after step 2 and keeps step 0."""
+    from types import SimpleNamespace
+
+    prepared, target = tox21_slice
+    torch.manual_seed(0)
+    model = build_model(SMALL, prepared.featurizer, 1)
+    n = len(prepared.graphs)
+    blo = BiLevelTaskWeighting(source_tasks=[0], target=target, outer_steps=10, inner_steps=1,
+                               batch_size=32, patience=2)
+    scores = iter([0.7, 0.6, 0.65, 0.9, 0.9])
+    blo.score = lambda *args, **kwargs: SimpleNamespace(primary=next(scores))
+    blo.fit(model, prepared.graphs, prepared.y, np.arange(n - 40), np.arange(n - 40, n))
+    assert blo.valid_metric_history_ == [0.7, 0.6, 0.65] and blo.best_step_ == 0
+    assert len(blo.valid_loss_history_) == 3 and blo.weights_history_.shape == (4, 1)

@@ -151,3 +151,32 @@ def test_evaluate_on_a_csv_skips_a_one_class_task_instead_of_refusing(tmp_path):
     assert "one class" in metrics["metrics"]["skipped"]["y"]
     bad = CliRunner().invoke(app, ["evaluate", str(ckpt), "--data", str(csv), "--part", "tset"])
     assert bad.exit_code == 2 and "--part must be" in bad.stderr
+
+
+def test_csv_options_are_applied_or_refused_never_ignored(tmp_path, data_dir):
+    """--target-columns picks tasks of a benchmark or of a --config file's CSV; --smiles-column
+    and --task-type without a CSV are refused; evaluate's CSV options need --data."""
+    runner = CliRunner()
+    bench = tmp_path / "tox"
+    result = runner.invoke(app, ["train", "--dataset", "tox21", "--target-columns", "NR-AR,SR-MMP",
+                                 "--split", "random", "--epochs", "1", "--output", str(bench), *TINY[:4], *TINY[6:]])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((bench / "metrics.json").read_text())
+    assert set(metrics["test"]["per_task"]) | set(metrics["test"].get("skipped", {})) == {"NR-AR", "SR-MMP"}
+    refused = runner.invoke(app, ["train", "--dataset", "bbbp", "--smiles-column", "SMILES",
+                                  "--output", str(tmp_path / "x"), *TINY])
+    assert refused.exit_code == 2 and "--smiles-column describe" in refused.output
+
+    csv = tmp_path / "mine.csv"
+    pd.read_csv(data_dir / "tox21.csv").iloc[:300].to_csv(csv, index=False)
+    first = tmp_path / "first"
+    assert runner.invoke(app, ["train", "--data", str(csv), "--target-columns", "NR-AR", "--split", "random",
+                               "--output", str(first), *TINY]).exit_code == 0
+    second = tmp_path / "second"
+    result = runner.invoke(app, ["train", "--config", str(first / "config.yaml"), "--target-columns", "SR-MMP",
+                                 "--output", str(second), *TINY])
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load((second / "config.yaml").read_text())["data"]["target_columns"] == ["SR-MMP"]
+    ev = runner.invoke(app, ["evaluate", str(first / "model.pt"), "--target-columns", "nope",
+                             "--output", str(tmp_path / "ev")])
+    assert ev.exit_code == 2 and "--target-columns describe a CSV given with --data" in ev.output

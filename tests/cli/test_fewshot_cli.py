@@ -143,3 +143,25 @@ def test_meta_training_from_a_checkpoint_records_it(tmp_path, data_dir):
            "--init", start, "--threads", 1, "--output", tmp_path / "meta")
     (step,) = describe_checkpoint(tmp_path / "meta" / "model.pt")["lineage"]
     assert step["path"] == str(start) and step["extra"]["pretrain"] == {"objectives": []}
+
+
+def test_meta_train_init_checks_typed_architecture_and_sets_dropout(tmp_path, data_dir):
+    """With --init the checkpoint fixes the architecture: a typed option that differs is refused
+    (not silently ignored), and a supervised checkpoint's dropout 0.5 becomes meta-training's 0."""
+    from moladapt.config import ModelConfig
+    from moladapt.data.featurize import get_featurizer
+    from moladapt.models.fingerprint import graph_part
+    from moladapt.training import build_model, load_checkpoint, save_checkpoint
+
+    feat = get_featurizer("basic")
+    cfg = ModelConfig(hidden_dim=16, num_layers=2, dropout=0.5)
+    ckpt = tmp_path / "sup.pt"
+    save_checkpoint(ckpt, build_model(cfg, feat, 1), feat, cfg, ["y"], "classification")
+    base = ["meta-train", "--method", "protonet", "--tasks", "fsmol-train", "--max-tasks", 2,
+            "--meta-steps", 1, "--meta-batch-size", 1, "--init", ckpt, "--checkpoint-every", 0, "--threads", 1]
+    clash = invoke(*base, "--hidden-dim", 32, "--output", tmp_path / "x", code=2)
+    assert "hidden_dim: asked 32, checkpoint 16" in clash.output
+    invoke(*base, "--output", tmp_path / "ok")
+    config = yaml.safe_load((tmp_path / "ok" / "config.yaml").read_text())
+    assert config["encoder"]["hidden_dim"] == 16 and config["encoder"]["dropout"] == 0.0
+    assert graph_part(load_checkpoint(tmp_path / "ok" / "model.pt").model.encoder).dropout == 0.0

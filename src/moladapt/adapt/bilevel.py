@@ -583,6 +583,8 @@ class BiLevelTaskWeighting:
         task_type: ``"classification"`` or ``"regression"``.
         select_best: restore the state with the best validation metric after the run
             (:meth:`fit` only; computed after every outer step).
+        patience: stop after this many outer steps without a better validation metric
+            (:meth:`fit` only; ``None``: run every outer step).
         featurizer: the featurizer of ``graphs`` (default: looked up by name).
 
     Fitted attributes: ``weights_history_`` (``[outer_steps + 1, T - 1]``, the initial
@@ -619,6 +621,7 @@ class BiLevelTaskWeighting:
         select_best: bool = True,
         featurizer: str | Featurizer | None = None,
         eval_batch_size: int = 256,
+        patience: int | None = None,
     ) -> None:
         self.source_tasks = source_tasks
         self.aux_objectives = aux_objectives
@@ -643,6 +646,7 @@ class BiLevelTaskWeighting:
         self.select_best = select_best
         self.featurizer = featurizer
         self.eval_batch_size = eval_batch_size
+        self.patience = patience
 
     def __repr__(self) -> str:
         keys = ("source_tasks", "aux_objectives", "weighting", "hypergradient", "combiner",
@@ -674,9 +678,10 @@ class BiLevelTaskWeighting:
     def fit_problem(
         self,
         problem: BiLevelProblem,
-        on_outer_step: Callable[[int], None] | None = None,
+        on_outer_step: Callable[[int], bool | None] | None = None,
     ) -> BiLevelTaskWeighting:
-        """Run the bi-level optimisation on any :class:`BiLevelProblem`."""
+        """Run the bi-level optimisation on any :class:`BiLevelProblem`; ``on_outer_step(step)``
+        runs after every outer step and stops the run by returning ``True``."""
         if self.hypergradient not in HYPERGRADIENTS:
             raise ValueError(f"unknown hypergradient {self.hypergradient!r}; "
                              f"choose one of: {', '.join(HYPERGRADIENTS)}")
@@ -716,8 +721,8 @@ class BiLevelTaskWeighting:
             history.append(weights_from_logits(phi, self.weighting).detach().cpu().numpy().copy())
             with torch.no_grad():
                 valid_losses.append(float(problem.valid_loss()))
-            if on_outer_step is not None:
-                on_outer_step(step)
+            if on_outer_step is not None and on_outer_step(step):
+                break
         self.weights_history_ = np.stack(history)
         self.hypergradient_history_ = (np.stack(hypergrads) if hypergrads
                                        else np.zeros((0, num_sources)))
@@ -782,14 +787,16 @@ class BiLevelTaskWeighting:
         probe = graphs.collate(np.asarray(train_idx)[:256]).to(ref.device)
         self.embedding_spread_ = [embedding_spread(graph_part(model.encoder), probe)]
 
-        def select(step: int) -> None:
+        def select(step: int) -> bool:
+            """Keep the best state; ``True`` (stop) after ``patience`` steps without a better one."""
             self.embedding_spread_.append(embedding_spread(graph_part(model.encoder), probe))
             metric = self.score(graphs, y2, problem.valid_idx).primary
             metrics.append(metric)
-            if not self.select_best or math.isnan(metric):
-                return
-            if math.isnan(best["metric"]) or better(metric, best["metric"]):
-                best.update(metric=metric, state=problem.state_dict(), step=step)
+            if not math.isnan(metric) and (math.isnan(best["metric"]) or better(metric, best["metric"])):
+                best.update(metric=metric, step=step,
+                            state=problem.state_dict() if self.select_best else None)
+            return (self.patience is not None and best["step"] >= 0  # NaN metrics never stop a run
+                    and step - best["step"] >= self.patience)
 
         with torch.random.fork_rng(devices=[] if ref.device.type == "cpu" else [ref.device]):
             torch.manual_seed(int(self.seed))

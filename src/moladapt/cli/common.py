@@ -20,6 +20,39 @@ def options_given(ctx: typer.Context, config_file: object, **options) -> dict:
             or getattr(ctx.get_parameter_source(k), "name", None) not in _DEFAULT_SOURCES}
 
 
+def typed_options(ctx: typer.Context, **options) -> dict:
+    """The ``options`` typed on the command line (not left at their default)."""
+    return {k: v for k, v in options.items()
+            if getattr(ctx.get_parameter_source(k), "name", None) not in _DEFAULT_SOURCES}
+
+
+def data_changes(ctx: typer.Context, config_file: object, config_csv: str | None, *,
+                 dataset: str | None, data: object, smiles_column: str,
+                 target_columns: str | None, task_type: str | None) -> dict:
+    """The ``data`` section's changes from ``--dataset`` / ``--data`` and the CSV options.
+
+    ``--target-columns`` picks columns of a CSV or tasks of a benchmark. ``--smiles-column``
+    and ``--task-type`` describe a CSV (``--data``, or the CSV of a ``--config`` file): typed
+    for a benchmark they are refused, never silently ignored. ``config_csv`` is the CSV of the
+    ``--config`` file, if it names one.
+    """
+    csv_options = dict(smiles_column=smiles_column, target_columns=split_list(target_columns),
+                       task_type=task_type)
+    if data is not None:
+        return {"dataset": None, "csv": str(data), **options_given(ctx, config_file, **csv_options)}
+    typed = typed_options(ctx, **csv_options)
+    if dataset is None and config_csv is not None:
+        return typed  # options of the config file's CSV
+    only_csv = [f"--{k.replace('_', '-')}" for k in ("smiles_column", "task_type") if k in typed]
+    if only_csv:
+        raise ValueError(f"{' and '.join(only_csv)} describe a CSV given with --data; a benchmark "
+                         "(--dataset) has its own SMILES column and task type")
+    if dataset is None:
+        return typed  # --target-columns: tasks of the config file's benchmark
+    return {"dataset": dataset, "csv": None, "smiles_column": "smiles", "task_type": None,
+            "target_columns": typed.get("target_columns")}
+
+
 def split_list(value: str | None) -> tuple[str, ...] | None:
     if value is None or value == "":
         return None

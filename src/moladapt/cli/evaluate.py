@@ -6,16 +6,17 @@ from pathlib import Path
 
 import typer
 
-from moladapt.cli.common import friendly_errors, split_list
+from moladapt.cli.common import friendly_errors, split_list, typed_options
 
 
 @friendly_errors
 def evaluate(
+    ctx: typer.Context,
     checkpoint: Path = typer.Argument(..., help="model.pt written by `moladapt train`."),
     dataset: str = typer.Option(None, help="A benchmark by name."),
     data: Path = typer.Option(None, help="Your CSV instead of --dataset."),
-    smiles_column: str = typer.Option("smiles"),
-    target_columns: str = typer.Option(None, help="Comma-separated label columns (default: the model's tasks)."),
+    smiles_column: str = typer.Option("smiles", help="SMILES column of --data."),
+    target_columns: str = typer.Option(None, help="Comma-separated label columns of --data (default: the model's tasks)."),
     part: str = typer.Option(None, help="train | valid | test: score one part of the run's split (needs the run's config.yaml beside the checkpoint)."),
     output: Path = typer.Option(Path("runs/evaluate"), help="Directory for metrics.json and config.yaml."),
 ) -> None:
@@ -32,6 +33,10 @@ def evaluate(
     run_cfg_path = checkpoint.parent / "config.yaml"
     if run_cfg_path.exists():
         cfg = RunConfig.load(run_cfg_path)
+    typed = typed_options(ctx, smiles_column=smiles_column, target_columns=target_columns)
+    if data is None and typed:
+        raise ValueError(f"{' and '.join('--' + k.replace('_', '-') for k in typed)} describe a CSV "
+                         "given with --data; without --data the labels are the benchmark's or the run's")
     if data is not None:
         loaded = load_checkpoint(checkpoint)
         targets = split_list(target_columns) or tuple(loaded.task_names)

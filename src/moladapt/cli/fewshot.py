@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from moladapt.cli.common import friendly_errors, split_list
+from moladapt.cli.common import friendly_errors, split_list, typed_options
 
 _METHOD_HELP = "maml | fomaml | anil | protonet | finetune | linear_probe, or (few-shot only) rf-ecfp | knn-ecfp."
 _TASKS_HELP = ("fsmol-train | fsmol-valid | fsmol-test, or a multi-task classification benchmark "
@@ -64,15 +64,16 @@ def _support_sizes(text: str, option: str) -> list[int]:
 
 @friendly_errors
 def meta_train_command(
+    ctx: typer.Context,
     method: str = typer.Option(..., help="maml | fomaml | anil | protonet (an adapter with meta-training)."),
     tasks: str = typer.Option("fsmol-train", help=_TASKS_HELP),
     max_tasks: int = typer.Option(None, help="Meta-train on a seeded random subset of this many tasks."),
-    encoder: str = typer.Option("gin", help="gin | gcn | gat | sage (ignored with --init)."),
+    encoder: str = typer.Option("gin", help="gin | gcn | gat | sage (with --init: must match the checkpoint)."),
     hidden_dim: int = typer.Option(300),
     num_layers: int = typer.Option(5),
-    dropout: float = typer.Option(0.0),
-    jk: str = typer.Option("last", help="Layer aggregation: last | concat | max | sum (ignored with --init)."),
-    pooling: str = typer.Option("mean", help="Graph readout: mean | sum | max | attention (ignored with --init)."),
+    dropout: float = typer.Option(0.0, help="Encoder dropout in meta-training (also replaces an --init checkpoint's)."),
+    jk: str = typer.Option("last", help="Layer aggregation: last | concat | max | sum (with --init: must match the checkpoint)."),
+    pooling: str = typer.Option("mean", help="Graph readout: mean | sum | max | attention (with --init: must match the checkpoint)."),
     fingerprint_bits: int = typer.Option(0, help="Fuse the graph embedding with this many ECFP4 bits through an MLP 1024 → 512 (FS-Mol's ProtoNet features gnn+ecfp+fc use 2048). 0: graph only."),
     featurizer: str = typer.Option("basic", help="basic (pretrain-gnns) | rich (OGB-like)."),
     meta_steps: int = typer.Option(None, help="Outer (meta) steps (default: the method's, 300)."),
@@ -106,12 +107,13 @@ def meta_train_command(
     build_adapter(method, hparams, seed)  # a bad method or hyper-parameter fails before loading tasks
     task_list = resolve_tasks(tasks, max_tasks=max_tasks)
     typer.echo(f"meta-training {method} on {len(task_list)} tasks ({_spec(tasks, max_tasks)})", err=True)
+    encoder_cfg = {"encoder": encoder, "hidden_dim": hidden_dim, "num_layers": num_layers,
+                   "dropout": dropout, "jk": jk, "pooling": pooling, "fingerprint_bits": fingerprint_bits}
+    if init is not None:  # the checkpoint fixes the architecture: only typed options count (checked)
+        encoder_cfg = typed_options(ctx, **encoder_cfg)
     result = meta_train(
         method, task_list,
-        encoder_cfg=None if init is not None else {"encoder": encoder, "hidden_dim": hidden_dim,
-                                                   "num_layers": num_layers, "dropout": dropout,
-                                                   "jk": jk, "pooling": pooling,
-                                                   "fingerprint_bits": fingerprint_bits},
+        encoder_cfg=encoder_cfg,
         featurizer=featurizer, hparams=hparams, init=init, output=output, seed=seed,
         tasks_name=_spec(tasks, max_tasks), valid_tasks=valid_tasks, validate_every=validate_every,
         validation_support=_support_sizes(validation_support, "--validation-support"), validation_draws=validation_draws,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from moladapt.cli.common import friendly_errors, options_given, split_list
+from moladapt.cli.common import data_changes, friendly_errors, options_given
 
 
 @friendly_errors
@@ -15,7 +15,7 @@ def train(
     dataset: str = typer.Option(None, help="A benchmark by name (see `moladapt datasets`)."),
     data: Path = typer.Option(None, help="Your own CSV/CSV.gz file instead of --dataset."),
     smiles_column: str = typer.Option("smiles", help="SMILES column of --data."),
-    target_columns: str = typer.Option(None, help="Comma-separated label columns of --data (default: all others)."),
+    target_columns: str = typer.Option(None, help="Comma-separated label columns of --data (default: all others), or tasks of a --dataset (default: all)."),
     task_type: str = typer.Option(None, help="classification | regression (default: inferred)."),
     split: str = typer.Option("scaffold", help="random | scaffold | balanced_scaffold | stratified_random | predefined."),
     featurizer: str = typer.Option("basic", help="basic (pretrain-gnns) | rich (OGB-like)."),
@@ -51,11 +51,9 @@ def train(
         return options_given(ctx, config, **options)
 
     data_cfg = given(featurizer=featurizer, split=split)
-    if data is not None:
-        data_cfg.update(dataset=None, csv=str(data), **given(
-            smiles_column=smiles_column, target_columns=split_list(target_columns), task_type=task_type))
-    elif dataset is not None:
-        data_cfg.update(dataset=dataset, csv=None)
+    data_cfg.update(data_changes(ctx, config, cfg.data.csv, dataset=dataset, data=data,
+                                 smiles_column=smiles_column, target_columns=target_columns,
+                                 task_type=task_type))
     train_cfg = given(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed,
                       init=str(init) if init else None, freeze_encoder=freeze_encoder,
                       head_only_epochs=head_only_epochs, encoder_lr_scale=encoder_lr_scale,

@@ -13,6 +13,7 @@ file — it never hangs.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import os
@@ -90,6 +91,23 @@ class LabeledData:
     @property
     def num_tasks(self) -> int:
         return len(self.task_names)
+
+
+def select_columns(data: LabeledData, columns: Sequence[str]) -> LabeledData:
+    """``data`` restricted to the label ``columns`` (in that order) and to the molecules with a
+    label in at least one of them; ``rows`` still point at the source file's lines."""
+    missing = [c for c in columns if c not in data.task_names]
+    if missing:
+        raise DataError(f"{data.name}: no label column {', '.join(map(repr, missing))}; "
+                        f"its columns are: {', '.join(data.task_names)}")
+    y = np.asarray(data.labels)[:, [data.task_names.index(c) for c in columns]]
+    keep = np.flatnonzero((~np.isnan(y)).any(axis=1))
+    return dataclasses.replace(
+        data, smiles=[data.smiles[i] for i in keep], labels=y[keep], task_names=list(columns),
+        rows=np.asarray(data.rows)[keep],
+        predefined_split=None if data.predefined_split is None else np.asarray(data.predefined_split)[keep],
+        metadata={**data.metadata, "selected_columns": list(columns),
+                  "molecules_without_a_selected_label": int(len(data) - len(keep))})
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
