@@ -53,6 +53,9 @@ def test_auxiliary_cli_reports_bad_input(tmp_path, data_dir):
     option = runner.invoke(app, ["auxiliary", "--dataset", "bbbp", "--aux", "attrmask",
                                  "-O", "graphcl.temperature=0.2", "--output", str(tmp_path / "z"), *TINY])
     assert option.exit_code == 2 and "'graphcl' is not among the objectives in use" in option.output
+    loop = runner.invoke(app, ["auxiliary", "--dataset", "bbbp", "--outer-lr", "0.5",
+                               "--output", str(tmp_path / "w"), *TINY])
+    assert loop.exit_code == 2 and "--outer-lr set the bi-level loop; add --bilevel" in loop.output
 
 
 def test_auxiliary_cli_starts_from_the_bundled_encoder(tmp_path):
