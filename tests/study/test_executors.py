@@ -184,3 +184,14 @@ def test_cli_plan_run_status_export(tmp_path):
     bad = write(tmp_path / "bad.yaml", {"axes": {"model.hiden_dim": [3]}})
     out = runner.invoke(app, ["study", "plan", str(bad)])
     assert out.exit_code == 2 and "model.hiden_dim" in out.output
+
+
+def test_threads_per_worker_follows_the_study_threads_setting(monkeypatch):
+    import os
+
+    from moladapt.study.executors import threads_per_worker
+
+    monkeypatch.delenv("MOLADAPT_STUDY_THREADS", raising=False)
+    assert threads_per_worker(1) == max(1, os.cpu_count() or 1)
+    monkeypatch.setenv("MOLADAPT_STUDY_THREADS", "1")  # `study run --threads 1`
+    assert threads_per_worker(1) == 1

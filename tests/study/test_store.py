@@ -105,3 +105,51 @@ def test_opening_a_store_waits_for_another_process_holding_the_file(tmp_path):
     other.close()
     with store._connect() as con:
         assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_recover_sees_a_reused_pid(tmp_path):
+    """A claim whose pid now belongs to another process (a rerun in a fresh container gets the
+    killed run's pid) is dead: the process start time differs."""
+    import os
+    import sqlite3
+
+    from moladapt.study.store import process_start
+
+    store = ResultStore(tmp_path / "s.db")
+    runs = sleep_runs(2)
+    store.sync("s", runs)
+    store.claim(runs[0].key)
+    store.claim(runs[1].key)
+    start = process_start(os.getpid())
+    assert start is not None and pid_alive(os.getpid(), start)
+    with sqlite3.connect(tmp_path / "s.db") as con:  # as if an earlier process with our pid claimed it
+        con.execute("UPDATE runs SET worker_start = ? WHERE key = ?", (start - 1, runs[0].key))
+    assert store.recover() == [runs[0].key]
+    assert store.status(runs[1].key) == "running"
+
+
+def test_an_old_database_gains_the_start_column(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as con:  # the schema before worker_start
+        con.executescript("CREATE TABLE runs (key TEXT PRIMARY KEY, study TEXT NOT NULL, runner TEXT NOT NULL, "
+                          "status TEXT NOT NULL DEFAULT 'pending', config_json TEXT NOT NULL, axes_json TEXT "
+                          "NOT NULL, metrics_json TEXT, error TEXT, started_at REAL, finished_at REAL, seconds "
+                          "REAL, worker_pid INTEGER, attempts INTEGER NOT NULL DEFAULT 0, versions_json TEXT);")
+    store = ResultStore(path)
+    runs = sleep_runs(1)
+    store.sync("s", runs)
+    assert store.claim(runs[0].key) and store.recover() == []
+
+
+def test_export_fills_an_axis_added_later_from_the_config(tmp_path):
+    store = ResultStore(tmp_path / "s.db")
+    first = StudySpec.from_dict({"name": "s", "runner": "sleep", "fixed": {"seconds": 0, "x": 1},
+                                 "axes": {"i": [0, 1]}}).runs()
+    store.sync("s", first)
+    grown = StudySpec.from_dict({"name": "s", "runner": "sleep", "fixed": {"seconds": 0},
+                                 "axes": {"i": [0, 1], "x": [1, 2]}}).runs()
+    assert store.sync("s", grown) == 2  # the x=1 runs keep their keys
+    frame = store.to_frame()
+    assert sorted(frame["x"].tolist()) == [1, 1, 2, 2]

@@ -39,9 +39,16 @@ def report(
         raise ValueError(f"metric {metric!r} not in the results; available: "
                          f"{sorted(c for c in frame.columns if frame[c].dtype.kind == 'f')}")
     axes = tuple(split_list(heatmap)) if heatmap else None
-    out = write_report(frame, output, metric=metric, baseline=baseline,
-                       title=f"moladapt study {study or _study_name(db)}", heatmap=axes,
-                       breakdown=split_list(breakdown) or ())
+    try:
+        out = write_report(frame, output, metric=metric, baseline=baseline,
+                           title=f"moladapt study {study or _study_name(db)}", heatmap=axes,
+                           breakdown=split_list(breakdown) or ())
+    except ValueError as exc:
+        if "pairing is ambiguous" not in str(exc) or spec is not None:
+            raise
+        # typically runs of an earlier version of the study file (a changed fixed value)
+        raise ValueError(f"{exc}. If the database holds runs of an earlier version of the study "
+                         "file, pass --spec STUDY.yaml to keep only its current grid") from None
     typer.echo(f"wrote {out}/report.html and report.md ({len(frame)} runs)")
 
 

@@ -36,10 +36,19 @@ def run_cmd(
     address: str = typer.Option(None, help="Ray cluster address (default: auto)."),
     workers: int = typer.Option(None, help="Runs at once (default: CPU count, or the cluster's CPUs)."),
     retry_failed: bool = typer.Option(False, help="Run failed runs again."),
+    threads: int = typer.Option(None, help="torch/BLAS threads per run (default: CPU count ÷ "
+                                "--workers; fewer on a machine shared with other jobs)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Run every run of a study not done yet. Safe to interrupt and to run twice at once."""
+    import os
+
     from moladapt.study.executors import run_study
+
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"--threads must be at least 1, got {threads}")
+        os.environ["MOLADAPT_STUDY_THREADS"] = str(threads)  # read by the executors' workers
 
     try:
         counts = run_study(file, db, executor=executor, workers=workers, retry_failed=retry_failed,

@@ -153,6 +153,9 @@ def execute(runner: str, config: dict[str, Any], run_dir: str) -> tuple[bool, An
 
 
 def threads_per_worker(workers: int) -> int:
+    """CPU count ÷ workers, unless ``MOLADAPT_STUDY_THREADS`` says (``study run --threads``)."""
+    if os.environ.get("MOLADAPT_STUDY_THREADS"):
+        return max(1, int(os.environ["MOLADAPT_STUDY_THREADS"]))
     return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 

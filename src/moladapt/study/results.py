@@ -8,20 +8,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from moladapt.study.spec import get_dotted
 from moladapt.study.store import ResultStore
 
 # Config fields that name *where* a run was measured (its unit), not *what* was compared.
 UNIT_FIELDS = {"data.dataset": "dataset", "data.split": "split", "train.seed": "seed",
                "data.featurizer": "featurizer", "model.encoder": "encoder"}
-
-
-def _get(config: dict, dotted: str):
-    node = config
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
 
 
 def tidy_results(db_path: str | Path, study: str | None = None,
@@ -55,9 +47,9 @@ def tidy_results(db_path: str | Path, study: str | None = None,
         config = json.loads(r["config_json"])
         axes = json.loads(r["axes_json"] or "{}")
         # a field that defines the method cannot also pair the runs: leave it out
-        record = {short: _get(config, dotted) for dotted, short in UNIT_FIELDS.items()
+        record = {short: get_dotted(config, dotted) for dotted, short in UNIT_FIELDS.items()
                   if dotted not in method_axes}
-        record["method"] = " / ".join(f"{axes.get(a, _get(config, a))}" for a in method_axes) or "run"
+        record["method"] = " / ".join(f"{axes.get(a, get_dotted(config, a))}" for a in method_axes) or "run"
         for name, value in json.loads(r["metrics_json"] or "{}").items():
             if name.startswith("test.") and isinstance(value, (int, float)):
                 record[name[len("test."):]] = value

@@ -85,6 +85,16 @@ def set_dotted(d: dict[str, Any], dotted: str, value: Any) -> None:
     d[parts[-1]] = value
 
 
+def get_dotted(d: dict[str, Any], dotted: str) -> Any:
+    """``d["a"]["b"]`` for ``"a.b"``; ``None`` where a part is missing."""
+    node: Any = d
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"a": {"b": 1}}`` → ``{"a.b": 1}``."""
     out: dict[str, Any] = {}

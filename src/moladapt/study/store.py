@@ -4,8 +4,9 @@ One row per run key. Several ``moladapt study run`` processes may share one data
 local disk (WAL mode, busy timeout): a run is *claimed* (pending → running) in one statement
 before it starts, so no key ever runs twice at once. A process killed with ``kill -9`` leaves
 its rows ``running``; :meth:`ResultStore.recover` puts rows whose claiming process is gone back
-to pending. Liveness is checked with the pid on this host: do not share one database between
-machines (SQLite over a network file system is unsafe anyway).
+to pending. Liveness is checked with the pid and the process's start time on this host (a pid
+alone is reused: a fresh container gives the rerun the very pid of the killed run): do not share
+one database between machines (SQLite over a network file system is unsafe anyway).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from moladapt.study.spec import RunSpec, flatten
+from moladapt.study.spec import RunSpec, flatten, get_dotted
 from moladapt.utils import json_safe
 
 STATUSES = ("pending", "running", "done", "failed")
@@ -41,6 +42,7 @@ CREATE TABLE IF NOT EXISTS runs (
     finished_at REAL,
     seconds REAL,
     worker_pid INTEGER,
+    worker_start INTEGER,
     attempts INTEGER NOT NULL DEFAULT 0,
     versions_json TEXT
 );
@@ -48,8 +50,22 @@ CREATE INDEX IF NOT EXISTS runs_study_status ON runs (study, status);
 """
 
 
-def pid_alive(pid: int | None) -> bool:
-    """Whether process ``pid`` exists on this host and is not a zombie."""
+def process_start(pid: int) -> int | None:
+    """Process ``pid``'s start time (clock ticks after boot, Linux ``/proc``); ``None`` elsewhere."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def pid_alive(pid: int | None, start: int | None = None) -> bool:
+    """Whether process ``pid`` exists on this host and is not a zombie; with ``start`` (see
+    :func:`process_start`), also that it is the process that started then, not a later one
+    that was given the same pid."""
+    if start is not None and pid:
+        now = process_start(pid)
+        if now is not None and now != start:
+            return False
     if not pid or pid <= 0:
         return False
     try:
@@ -92,6 +108,13 @@ class ResultStore:
         self._enable_wal()
         with self._connect() as con:
             con.executescript(SCHEMA)
+            columns = {r[1] for r in con.execute("PRAGMA table_info(runs)")}
+            if "worker_start" not in columns:  # a database written before the column existed
+                try:
+                    con.execute("ALTER TABLE runs ADD COLUMN worker_start INTEGER")
+                except sqlite3.OperationalError as exc:  # another process added it just now
+                    if "duplicate column" not in str(exc):
+                        raise
 
     # --- connection -----------------------------------------------------------------------
     @contextmanager
@@ -157,9 +180,9 @@ class ResultStore:
         pid = os.getpid() if pid is None else pid
         with self._transaction() as con:
             cur = con.execute(
-                "UPDATE runs SET status = 'running', worker_pid = ?, started_at = ?, "
+                "UPDATE runs SET status = 'running', worker_pid = ?, worker_start = ?, started_at = ?, "
                 "finished_at = NULL, seconds = NULL, error = NULL, attempts = attempts + 1 "
-                "WHERE key = ? AND status = 'pending'", (pid, time.time(), key))
+                "WHERE key = ? AND status = 'pending'", (pid, process_start(pid), time.time(), key))
             return cur.rowcount == 1
 
     def finish(self, key: str, metrics: dict[str, Any]) -> None:
@@ -185,15 +208,16 @@ class ResultStore:
     def release(self, key: str) -> None:
         """Put a claimed run back to pending (e.g. the process was interrupted)."""
         with self._transaction() as con:
-            con.execute("UPDATE runs SET status = 'pending', worker_pid = NULL, started_at = NULL "
+            con.execute("UPDATE runs SET status = 'pending', worker_pid = NULL, worker_start = NULL, started_at = NULL "
                         "WHERE key = ? AND status = 'running'", (key,))
 
     def recover(self) -> list[str]:
         """Reset ``running`` rows whose claiming process is dead to pending; return their keys."""
         with self._transaction() as con:
-            rows = con.execute("SELECT key, worker_pid FROM runs WHERE status = 'running'").fetchall()
-            dead = [r["key"] for r in rows if not pid_alive(r["worker_pid"])]
-            con.executemany("UPDATE runs SET status = 'pending', worker_pid = NULL, started_at = NULL "
+            rows = con.execute("SELECT key, worker_pid, worker_start FROM runs "
+                               "WHERE status = 'running'").fetchall()
+            dead = [r["key"] for r in rows if not pid_alive(r["worker_pid"], r["worker_start"])]
+            con.executemany("UPDATE runs SET status = 'pending', worker_pid = NULL, worker_start = NULL, started_at = NULL "
                             "WHERE key = ? AND status = 'running'", [(k,) for k in dead])
         return dead
 
@@ -241,12 +265,17 @@ class ResultStore:
         """One row per run: key, study, runner, status, attempts, seconds, then the axes
         (dotted names, e.g. ``data.dataset``) and the flattened metrics (e.g. ``test.roc_auc``)."""
         records = []
-        for row in self.rows(study):
+        rows = list(self.rows(study))
+        axes_of = [json.loads(row["axes_json"] or "{}") for row in rows]
+        # a run stored before an axis was added lacks it in axes_json: read it from its config
+        axis_names = list(dict.fromkeys(name for axes in axes_of for name in axes))
+        for row, axes in zip(rows, axes_of, strict=True):
             record: dict[str, Any] = {k: row[k] for k in ("key", "study", "runner", "status",
                                                            "attempts", "seconds", "started_at",
                                                            "finished_at")}
-            axes = json.loads(row["axes_json"] or "{}")
-            record.update(axes)
+            config = json.loads(row["config_json"] or "{}")
+            record.update({name: axes[name] if name in axes else get_dotted(config, name)
+                           for name in axis_names})
             for name, value in flatten(json.loads(row["metrics_json"] or "{}")).items():
                 if isinstance(value, list):
                     value = json.dumps(value)
