@@ -28,3 +28,28 @@ def test_a_model_from_the_bundled_encoder_records_where_it_started(tmp_path):
     model.save(tmp_path / "m.pt")
     (start,) = describe_checkpoint(tmp_path / "m.pt")["lineage"]
     assert start["sha256"] == sha256_file(encoder_path())
+
+
+def test_fit_refuses_bad_labels_with_the_row_and_warns_on_invalid_smiles(bbbp):
+    import pytest
+
+    from moladapt.data.sources import DataError
+
+    smiles = bbbp.smiles.tolist()[:40]
+    tiny = dict(hidden_dim=8, num_layers=1, epochs=1, batch_size=64)
+    cases = [
+        (["active"] + [1] * 39, r"y\[0, 0\] = 'active' is not a number"),
+        ([np.inf] + [1] * 39, r"y\[0, 0\] = inf is infinite"),
+        ([np.nan] * 40, "have no labels"),
+        ([-1, 1] * 20, "only the values -1 and 1"),
+        (np.zeros((40, 1, 1)), r"must be \[n\] or \[n, tasks\]"),
+    ]
+    for y, message in cases:
+        with pytest.raises(DataError, match=message):
+            MolPropertyModel(**tiny).fit(smiles, y)
+    with pytest.raises(DataError, match="not one string"):
+        MolPropertyModel(**tiny).fit("CCO", [1])
+    y = bbbp.p_np.to_numpy()[:40]
+    with pytest.warns(UserWarning, match="skipped 1 invalid SMILES \\(row 3: 'nope'\\)"):
+        model = MolPropertyModel(**tiny).fit(smiles[:3] + ["nope"] + smiles[4:], y)
+    assert model.invalid_rows_ == [3]

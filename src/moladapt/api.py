@@ -8,13 +8,36 @@ from pathlib import Path
 import numpy as np
 
 from moladapt.config import ModelConfig, TrainConfig
-from moladapt.data.sources import (
-    CLASSIFICATION,
-    DataError,
-    check_classification_labels,
-    infer_task_type,
-)
+from moladapt.data.sources import CLASSIFICATION, DataError, check_label_matrix
 from moladapt.data.splits import make_split
+
+
+def _label_matrix(smiles: Sequence[str], y: Sequence | np.ndarray) -> np.ndarray:
+    """``y`` as a float32 ``[n, T]`` matrix, with an error naming the row for what cannot be."""
+    if isinstance(smiles, str):
+        raise DataError("fit: smiles must be a sequence of SMILES strings, not one string")
+    raw = np.asarray(y, dtype=object)
+    if raw.ndim == 1:
+        raw = raw[:, None]
+    if raw.ndim != 2:
+        raise DataError(f"fit: y must be [n] or [n, tasks], got shape {tuple(raw.shape)}")
+    if len(smiles) != len(raw):
+        raise DataError(f"fit: {len(smiles)} SMILES but {len(raw)} label rows")
+    try:
+        out = raw.astype(np.float32)
+    except (TypeError, ValueError):  # find the culprit for the message
+        for (i, j), value in np.ndenumerate(raw):
+            try:
+                float(value)
+            except (TypeError, ValueError):
+                raise DataError(f"fit: y[{i}, {j}] = {value!r} is not a number "
+                                "(NaN marks a missing label)") from None
+        raise
+    bad = np.argwhere(np.isinf(out))
+    if len(bad):
+        i, j = bad[0]
+        raise DataError(f"fit: y[{i}, {j}] = {raw[i, j]!r} is infinite or too large for float32")
+    return out
 
 
 class MolPropertyModel:
@@ -62,21 +85,22 @@ class MolPropertyModel:
         from moladapt.training import Trainer, build_model
         from moladapt.utils import seed_everything
 
-        y = np.asarray(y, dtype=np.float32)
-        if y.ndim == 1:
-            y = y[:, None]
-        if len(smiles) != len(y):
-            raise DataError(f"fit: {len(smiles)} SMILES but {len(y)} label rows")
-        self.task_type_ = self.task_type or infer_task_type(y)
+        y = _label_matrix(smiles, y)
         task_names = [f"task_{j}" for j in range(y.shape[1])]
-        if self.task_type_ == CLASSIFICATION:
-            check_classification_labels(y, task_names, "fit(y)")
+        self.task_type_, _ = check_label_matrix(y, task_names, "fit(y)", self.task_type)
         seed_everything(self.seed)
         featurizer = get_featurizer(self.featurizer)
         graphs = featurizer.featurize(list(smiles))
         if len(graphs) == 0:
             raise DataError(f"fit: none of the {len(smiles)} SMILES could be parsed")
         self.invalid_rows_ = list(graphs.invalid_rows)
+        if self.invalid_rows_:
+            import warnings
+
+            shown = ", ".join(f"row {i}: {smiles[i]!r}" for i in self.invalid_rows_[:3])
+            warnings.warn(f"fit: skipped {len(self.invalid_rows_)} invalid SMILES ({shown}"
+                          f"{', ...' if len(self.invalid_rows_) > 3 else ''}); see invalid_rows_",
+                          stacklevel=2)
         y_kept = y[graphs.source_rows]
         model = build_model(self._model_config(), featurizer, y.shape[1])
         self.init_record_ = None

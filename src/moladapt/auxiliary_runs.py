@@ -243,9 +243,12 @@ def configs_from_dict(d: dict[str, Any]) -> tuple[RunConfig, AuxConfig]:
 
 def load_configs(path: str | Path) -> tuple[RunConfig, AuxConfig]:
     """Read a config file written by :func:`save_configs` (``aux`` optional)."""
-    import yaml
+    from moladapt.config import read_yaml_mapping
 
-    return configs_from_dict(yaml.safe_load(Path(path).read_text()) or {})
+    try:
+        return configs_from_dict(read_yaml_mapping(path))
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{path}: {exc}") from None
 
 
 def resolve_columns(task_names: list[str], aux_cfg: AuxConfig) -> tuple[list[int], list[int]]:

@@ -86,11 +86,15 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
-        return cls(
-            data=from_dict(DataConfig, d.get("data", {})),
-            model=from_dict(ModelConfig, d.get("model", {})),
-            train=from_dict(TrainConfig, d.get("train", {})),
-        )
+        if not isinstance(d, dict):
+            raise ValueError(f"a run config is a mapping with sections data, model, train; got {type(d).__name__}")
+        sections = {}
+        for name, section_cls in (("data", DataConfig), ("model", ModelConfig), ("train", TrainConfig)):
+            section = dict(d.get(name) or {})
+            if name == "data" and section.get("csv") is not None and "dataset" not in section:
+                section["dataset"] = None  # a CSV alone: not also the default benchmark
+            sections[name] = from_dict(section_cls, section, prefix=f"{name}.")
+        return cls(**sections)
 
     def replace(self, **sections: dict[str, Any]) -> RunConfig:
         """A copy with some fields changed, e.g. ``cfg.replace(train={"epochs": 5})``."""
@@ -106,7 +110,29 @@ class RunConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:
-        return cls.from_dict(yaml.safe_load(Path(path).read_text()) or {})
+        """Read a config.yaml; a bad file raises ValueError naming it (and the key)."""
+        try:
+            return cls.from_dict(read_yaml_mapping(path))
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{path}: {exc}") from None
+
+
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """A YAML file that holds a mapping (empty file: ``{}``); ValueError naming the file otherwise."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory, not a YAML file")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+        raise ValueError(f"{path}: not valid YAML{at} ({getattr(exc, 'problem', None) or exc})") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path}: expected a mapping of sections (key: value), got a {type(loaded).__name__}")
+    return loaded
 
 
 def to_plain(obj: Any) -> Any:
@@ -118,8 +144,11 @@ def to_plain(obj: Any) -> Any:
     return obj
 
 
-def from_dict(cls: type, d: dict[str, Any]):
-    """Build dataclass ``cls`` from a plain dict, rejecting unknown keys with their names."""
+def from_dict(cls: type, d: dict[str, Any], prefix: str = ""):
+    """Build dataclass ``cls`` from a plain dict, rejecting unknown keys with their names and
+    values of the wrong type with the key (``prefix`` + name), not hours later in training."""
+    if not isinstance(d, dict):
+        raise ValueError(f"{prefix.rstrip('.') or cls.__name__} must be a mapping of options, got {d!r}")
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(d) - set(known))
     if unknown:
@@ -128,5 +157,28 @@ def from_dict(cls: type, d: dict[str, Any]):
     for key, value in d.items():
         if isinstance(value, list):
             value = tuple(value)
-        kwargs[key] = value
+        kwargs[key] = _checked(f"{prefix}{key}", str(known[key].type), value)
     return cls(**kwargs)
+
+
+def _checked(name: str, annotation: str, value: Any) -> Any:
+    """``value`` as the scalar type ``annotation`` names (``int``, ``float | None`` ...);
+    numbers written as strings (YAML reads ``1e-3`` as one) are converted; others pass."""
+    base = annotation.replace(" | None", "").strip()
+    if value is None or base not in ("int", "float", "bool"):
+        return value
+    if base == "bool":
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be {'an integer' if base == 'int' else 'a number'}, got {value!r}") from None
+    if base == "float":
+        return number
+    if not number.is_integer():
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    return int(number)

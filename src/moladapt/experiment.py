@@ -172,6 +172,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data: LabeledData, split: str | 
                         cfg: RunConfig | None = None) -> tuple[MetricReport, PreparedData]:
     """Score a saved model on ``data`` (all of it, or one part of a split: ``split='test'``)."""
     loaded = load_checkpoint(checkpoint)
+    loaded.require_trained_head(checkpoint)
     missing = [t for t in loaded.task_names if t not in data.task_names]
     if missing:
         raise DataError(f"{data.source}: the model predicts task(s) {missing} that the data lacks; "
@@ -200,6 +201,7 @@ def predict_csv(checkpoint: str | Path, input_csv: str | Path, output_csv: str |
     from moladapt.utils import atomic_write_text
 
     loaded = load_checkpoint(checkpoint)
+    loaded.require_trained_head(checkpoint)
     frame = _read_table(Path(input_csv))
     if smiles_column not in frame.columns:
         raise DataError(f"{input_csv}: no SMILES column {smiles_column!r}; the columns are {list(frame.columns)[:20]}")

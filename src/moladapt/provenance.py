@@ -150,6 +150,8 @@ def _bundled_line(bundled: dict[str, Any]) -> str:
 
 def format_description(info: dict[str, Any]) -> str:
     """``describe_checkpoint``'s result as the lines ``moladapt inspect`` prints."""
+    from moladapt.training import ENCODER_ONLY_TASK
+
     model = info.get("model") or {}
     feat = info.get("featurizer") or {}
     lines = [f"{info['path']}  (sha256 {info['sha256'][:16]}…, {info['bytes'] / 1e6:.1f} MB, {info['format']})",
@@ -160,7 +162,7 @@ def format_description(info: dict[str, Any]) -> str:
         lines.append(f"pretraining state after {info['epochs_completed']} of {info['config']['epochs']} "
                      "epoch(s): " + ", then ".join("+".join(o["name"] for o in objs) for objs in info["objectives"]))
     tasks = info.get("tasks") or []
-    if tasks and tasks != ["pretrain_dummy"]:
+    if tasks and tasks != [ENCODER_ONLY_TASK]:
         shown = ", ".join(tasks[:5]) + (f", … ({len(tasks)} in all)" if len(tasks) > 5 else "")
         lines.append(f"tasks ({info.get('task_type')}): {shown}")
     lines += _extra_lines(info.get("extra") or {}, "")

@@ -380,6 +380,10 @@ def save_checkpoint(path: str | Path, model: MolecularModel, featurizer: Featuri
     atomic_torch_save(payload, Path(path))
 
 
+#: the task name of an encoder-only checkpoint (pretraining): its head was never trained
+ENCODER_ONLY_TASK = "pretrain_dummy"
+
+
 @dataclass
 class LoadedModel:
     model: MolecularModel
@@ -390,6 +394,12 @@ class LoadedModel:
     target_mean: np.ndarray | None
     target_std: np.ndarray | None
     extra: dict[str, Any]
+
+    def require_trained_head(self, path: str | Path) -> None:
+        """Refuse to predict with a pretrained encoder: its head is random."""
+        if self.task_names == [ENCODER_ONLY_TASK]:
+            raise DataError(f"{path} is a pretrained encoder with no trained prediction head; "
+                            f"fine-tune it first: moladapt train --init {path} ...")
 
 
 def read_checkpoint_payload(path: str | Path) -> Any:

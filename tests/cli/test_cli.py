@@ -180,3 +180,69 @@ def test_csv_options_are_applied_or_refused_never_ignored(tmp_path, data_dir):
     ev = runner.invoke(app, ["evaluate", str(first / "model.pt"), "--target-columns", "nope",
                              "--output", str(tmp_path / "ev")])
     assert ev.exit_code == 2 and "--target-columns describe a CSV given with --data" in ev.output
+
+
+def test_bad_files_and_configs_get_one_line_errors(tmp_path, data_dir):
+    """A directory or a non-database where a file belongs, a bad YAML config, a config naming
+    only a CSV, an empty study and a pretrained encoder used for prediction: each one clear
+    line and exit 2."""
+    from moladapt.pretrain.trainer import save_pretrained_encoder
+
+    runner = CliRunner()
+
+    def error(*args):
+        result = runner.invoke(app, [str(a) for a in args])
+        assert result.exit_code == 2, (args, result.output, result.exception)
+        assert "Traceback" not in result.output
+        return result.output
+
+    csv = tmp_path / "mine.csv"
+    pd.read_csv(data_dir / "BBBP.csv").iloc[:120][["smiles", "p_np"]].to_csv(csv, index=False)
+    taken = tmp_path / "taken.txt"
+    taken.write_text("x")
+    assert "taken.txt" in error("train", "--data", csv, "--output", taken, *TINY)
+    notdb = tmp_path / "results.db"
+    notdb.write_text("smiles,y\n")
+    assert "not a study database" in error("report", notdb, "--output", tmp_path / "rep")
+    assert notdb.read_text() == "smiles,y\n"  # a reader never writes into the file
+    assert "is a directory" in error("study", "status", tmp_path)
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("data: {dataset: bbbp\nmodel: [")
+    assert "bad.yaml: not valid YAML at line" in error("train", "--config", bad_yaml, *TINY)
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text("model: {hidden_dim: abc}\n")
+    assert "model.hidden_dim must be an integer, got 'abc'" in error("train", "--config", wrong, *TINY)
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    assert "the study file is empty" in error("study", "plan", empty)
+
+    only_csv = tmp_path / "only_csv.yaml"
+    only_csv.write_text(f"data: {{csv: {csv}, target_columns: [p_np], split: random}}\n")
+    out = tmp_path / "csv_run"
+    result = runner.invoke(app, ["train", "--config", str(only_csv), "--output", str(out), *TINY])
+    assert result.exit_code == 0, result.output
+
+    from moladapt.data.featurize import get_featurizer
+    from moladapt.training import load_checkpoint
+
+    encoder_ckpt = tmp_path / "encoder.pt"
+    save_pretrained_encoder(encoder_ckpt, load_checkpoint(out / "model.pt").model.encoder, get_featurizer("basic"))
+    assert "pretrained encoder with no trained prediction head" in error(
+        "predict", encoder_ckpt, "-i", csv, "-o", tmp_path / "p.csv")
+
+
+def test_evaluate_lists_the_invalid_smiles_of_its_data(tmp_path, data_dir):
+    frame = pd.read_csv(data_dir / "BBBP.csv").iloc[:120][["smiles", "p_np"]]
+    csv = tmp_path / "mine.csv"
+    frame.to_csv(csv, index=False)
+    out = tmp_path / "run"
+    assert CliRunner().invoke(app, ["train", "--data", str(csv), "--split", "random", "--output", str(out),
+                                    *TINY]).exit_code == 0
+    frame.loc[4, "smiles"] = "not a molecule"
+    frame.to_csv(csv, index=False)
+    result = CliRunner().invoke(app, ["evaluate", str(out / "model.pt"), "--data", str(csv),
+                                      "--output", str(tmp_path / "ev")])
+    assert result.exit_code == 0, result.output
+    assert "line 6: 'not a molecule'" in result.output
+    listed = json.loads((tmp_path / "ev" / "metrics.json").read_text())["invalid_smiles"]
+    assert {"line": 6, "smiles": "not a molecule"} in listed

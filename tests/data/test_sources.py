@@ -66,6 +66,13 @@ def test_load_csv_gz_and_regression_inference(tmp_path):
         ("smiles,y\nCCO,1\nCC,active\n", {}, "non-numeric label 'active' at row 3"),
         ("smiles,y\nCCO,1\nCC,1\n", {"task_type": "classification"}, "only one class"),
         ("smiles,y\nCCO,1\nCC,3\n", {"task_type": "classification"}, "expected 0/1"),
+        (",smiles,y\n0,CCO,1\n1,CC,0\n", {}, "'Unnamed: 0'.* no header name"),
+        ("smiles,y,y\nCCO,1,0\nCC,0,1\n", {}, "names column.*'y'.* more than once"),
+        ("smiles,y\nCCO,1\nCC,1e40\n", {}, "too large for float32, '1e\\+40' at row 3"),
+        ("smiles,y\nCCO,inf\nCC,1\n", {}, "infinite .* at row 2"),
+        ("smiles,y,z\nCCO,1,\nCC,0,\n", {}, "column.*'z'.* have no labels"),
+        ("smiles,y\nCCO,-1\nCC,1\nCCC,1\n", {}, "only the values -1 and 1: binary labels must be 0/1"),
+        ("smiles;y\nCCO;1\n", {}, "holds ';': moladapt reads comma-separated"),
     ],
 )
 def test_load_csv_bad_input_gives_clear_error(tmp_path, content, kwargs, message):
@@ -74,6 +81,12 @@ def test_load_csv_bad_input_gives_clear_error(tmp_path, content, kwargs, message
     with pytest.raises(DataError, match=message) as info:
         load_csv(f, "smiles", **kwargs)
     assert "bad.csv" in str(info.value)
+
+
+def test_two_whole_numbers_are_regression_when_asked(tmp_path):
+    f = tmp_path / "pm.csv"
+    f.write_text("smiles,y\nCCO,-1\nCC,1\nCCC,1\n")
+    assert load_csv(f, "smiles", task_type="regression").task_type == "regression"
 
 
 def test_missing_file_is_a_clear_error(tmp_path):

@@ -64,12 +64,16 @@ def friendly_errors(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        import sqlite3
+
         from moladapt.data.sources import DataError
 
         try:
             return fn(*args, **kwargs)
-        except (DataError, FileNotFoundError, KeyError, ValueError, ConnectionError) as exc:
+        except (DataError, KeyError, ValueError, OSError, sqlite3.DatabaseError) as exc:
             msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+            if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+                msg = f"{exc.filename}: {exc.strerror}"  # e.g. a directory where a file belongs
             typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
             sys.exit(2)
 

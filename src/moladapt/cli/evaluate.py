@@ -52,11 +52,15 @@ def evaluate(
     else:
         raise ValueError("give --dataset or --data (no config.yaml beside the checkpoint)")
     report, prepared = evaluate_checkpoint(checkpoint, labeled, split=part, cfg=cfg)
+    if prepared.invalid:
+        typer.secho(prepared.invalid_summary(), fg=typer.colors.YELLOW, err=True)
     output.mkdir(parents=True, exist_ok=True)
     if cfg is not None:
         cfg.save(output / "config.yaml")
     write_json(output / "metrics.json", {"checkpoint": str(checkpoint), "source": labeled.source,
                                          "part": part or "all", "metrics": report.to_dict(),
-                                         "n_invalid_smiles": len(prepared.invalid)})
+                                         "n_invalid_smiles": len(prepared.invalid),
+                                         "invalid_smiles": [{"line": line, "smiles": smi}
+                                                            for line, smi in prepared.invalid]})
     typer.echo(report.summary())
     typer.echo(f"wrote {output}/metrics.json")

@@ -70,7 +70,7 @@ def status_cmd(db: Path = typer.Argument(..., help="SQLite results database.")) 
     from moladapt.study.store import ResultStore
 
     _require_db(db)
-    store = ResultStore(db)
+    store = ResultStore(db, create=False)
     frame = store.to_frame()
     if frame.empty:
         typer.echo("no runs")
@@ -96,7 +96,7 @@ def export_cmd(
 
     _require_db(db)
     try:
-        frame = ResultStore(db).export(output, study=study)
+        frame = ResultStore(db, create=False).export(output, study=study)
     except ImportError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None

@@ -304,6 +304,11 @@ def _read_table(path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: not a readable CSV file ({exc})") from None
     if frame.empty:
         raise DataError(f"{path}: the file has a header but no data rows")
+    header = [str(c) for c in pd.read_csv(path, header=None, nrows=1).iloc[0].tolist()]
+    repeated = sorted({c for c in header if header.count(c) > 1})
+    if repeated:  # pandas would rename the second one 'name.1' and train on both
+        raise DataError(f"{path}: the header names column(s) {repeated} more than once; "
+                        "give every column its own name")
     return frame
 
 
@@ -323,6 +328,14 @@ def _labels_matrix(frame: pd.DataFrame, columns: Sequence[str], path: Path,
                 f"{int(bad.sum())} such value(s) in total"
             )
         out[:, j] = values.to_numpy(dtype=np.float32)
+        infinite = np.isinf(out[:, j])  # inf itself, or beyond float32 (e.g. 1e40)
+        if infinite.any():
+            i = int(np.flatnonzero(infinite)[0])
+            raise DataError(
+                f"{path}: column {col!r} has a label that is infinite or too large for float32, "
+                f"{str(raw.iloc[i])!r} at row {int(rows[i]) + 2} (line in the file, header = line 1); "
+                f"{int(infinite.sum())} such value(s) in total"
+            )
     return out
 
 
@@ -359,6 +372,33 @@ def check_classification_labels(labels: np.ndarray, task_names: Sequence[str], s
     return single
 
 
+def check_label_matrix(labels: np.ndarray, task_names: Sequence[str], source: str,
+                       task_type: str | None = None, strict: bool = True) -> tuple[str, list[str]]:
+    """Validate a ``[M, T]`` label matrix (NaN = unmeasured); return ``(task type, one-class
+    tasks)``. ``task_type=None`` infers classification from 0/1 labels, and refuses columns of
+    two other whole numbers (−1/1, 1/2: binary labels meant as classes, which would silently
+    train a regressor). With ``strict``, a column without labels and a one-class task are errors."""
+    if strict:
+        empty = [c for j, c in enumerate(task_names) if np.isnan(labels[:, j]).all()]
+        if empty:
+            raise DataError(f"{source}: column(s) {empty} have no labels (every cell is empty)")
+    if task_type is None:
+        task_type = infer_task_type(labels)
+        for j, name in enumerate(task_names):
+            values = np.unique(labels[~np.isnan(labels[:, j]), j])
+            if task_type == REGRESSION and values.size == 2 and np.all(values == np.round(values)):
+                raise DataError(
+                    f"{source}: column {name!r} holds only the values {values[0]:g} and {values[1]:g}: "
+                    "binary labels must be 0/1 for classification; map them to 0/1, or give the "
+                    "task type regression (--task-type regression) to treat them as numbers")
+    if task_type not in (CLASSIFICATION, REGRESSION):
+        raise DataError(f"task_type must be {CLASSIFICATION!r} or {REGRESSION!r}, got {task_type!r}")
+    one_class = []
+    if task_type == CLASSIFICATION:
+        one_class = check_classification_labels(labels, list(task_names), source, strict)
+    return task_type, one_class
+
+
 def load_csv(
     path: str | Path,
     smiles_column: str = "smiles",
@@ -388,23 +428,28 @@ def _from_frame(frame: pd.DataFrame, path: Path, smiles_column: str,
                 rows: np.ndarray, exclude: Sequence[str] = (), strict: bool = True) -> LabeledData:
     columns = list(frame.columns)
     if smiles_column not in columns:
+        hint = ""
+        if len(columns) == 1:
+            sep = next((d for d in (";", "\t", "|") if d in str(columns[0])), None)
+            if sep is not None:
+                hint = f" (the header holds {sep!r}: moladapt reads comma-separated files)"
         raise DataError(
-            f"{path}: no SMILES column {smiles_column!r}; the columns are {columns[:20]}"
+            f"{path}: no SMILES column {smiles_column!r}; the columns are {columns[:20]}{hint}"
         )
-    if target_columns is None:
+    inferred_targets = target_columns is None
+    if inferred_targets:
         target_columns = [c for c in columns if c != smiles_column and c not in exclude]
+        unnamed = [c for c in target_columns if str(c).startswith("Unnamed: ")]
+        if unnamed:
+            raise DataError(f"{path}: column(s) {unnamed} have no header name (a saved pandas index?); "
+                            "drop them or name the label columns (--target-columns)")
     missing = [c for c in target_columns if c not in columns]
     if missing:
         raise DataError(f"{path}: unknown target column(s) {missing}; the columns are {columns[:20]}")
     if not target_columns:
         raise DataError(f"{path}: no target columns")
     labels = _labels_matrix(frame, target_columns, path, rows)
-    task_type = task_type or infer_task_type(labels)
-    if task_type not in (CLASSIFICATION, REGRESSION):
-        raise DataError(f"task_type must be {CLASSIFICATION!r} or {REGRESSION!r}, got {task_type!r}")
-    one_class = []
-    if task_type == CLASSIFICATION:
-        one_class = check_classification_labels(labels, list(target_columns), str(path), strict)
+    task_type, one_class = check_label_matrix(labels, list(target_columns), str(path), task_type, strict)
     smiles = frame[smiles_column].astype(str).where(frame[smiles_column].notna(), "").tolist()
     return LabeledData(name=name, smiles=[s.strip() for s in smiles], labels=labels,
                        task_names=list(target_columns), task_type=task_type, source=str(path),

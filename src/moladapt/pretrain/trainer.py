@@ -49,7 +49,7 @@ from moladapt.models.encoders import Encoder
 from moladapt.pretrain import distributed as ddp
 from moladapt.pretrain.corpus import ShardedCorpus
 from moladapt.pretrain.objectives import PretrainObjective, build_objective
-from moladapt.training import build_model, load_checkpoint, save_checkpoint
+from moladapt.training import ENCODER_ONLY_TASK, build_model, load_checkpoint, save_checkpoint
 from moladapt.types import MolGraphs
 from moladapt.utils import PRECISIONS, adam, atomic_torch_save, autocast
 
@@ -240,7 +240,7 @@ def save_pretrained_encoder(
                       dropout=hp["dropout"], jk=hp["jk"], pooling=hp["pooling"])
     model = build_model(cfg, featurizer, 1)
     model.encoder.load_state_dict({k: v.detach().cpu() for k, v in encoder.state_dict().items()})
-    save_checkpoint(path, model, featurizer, cfg, ["pretrain_dummy"], CLASSIFICATION,
+    save_checkpoint(path, model, featurizer, cfg, [ENCODER_ONLY_TASK], CLASSIFICATION,
                     extra={"pretrain": info or {}})
 
 

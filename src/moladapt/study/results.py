@@ -29,7 +29,7 @@ def tidy_results(db_path: str | Path, study: str | None = None,
     ``keys``: only these run keys (e.g. those of a study file's current grid, so runs of
     grid points edited away since are left out; the store never deletes a result).
     """
-    store = ResultStore(db_path)
+    store = ResultStore(db_path, create=False)
     rows = [r for r in store.rows(study) if r["status"] == "done"
             and (keys is None or r["key"] in keys)]
     if not rows:

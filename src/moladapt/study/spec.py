@@ -31,8 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 TOP_LEVEL_KEYS = ("name", "runner", "description", "fixed", "axes", "zip", "exclude")
 
 # Training throughput of one run using the whole machine (2 CPU cores), measured on this
@@ -126,11 +124,15 @@ class StudySpec:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"study file not found: {path}")
+        from moladapt.config import read_yaml_mapping
+
         try:
-            raw = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise StudyError(f"{path}: not valid YAML: {exc}") from None
-        return cls.from_dict(raw or {}, source=str(path), default_name=path.stem)
+            raw = read_yaml_mapping(path)
+        except ValueError as exc:
+            raise StudyError(str(exc)) from None
+        if not raw:
+            raise StudyError(f"{path}: the study file is empty (it needs at least 'name' and 'axes' or 'fixed')")
+        return cls.from_dict(raw, source=str(path), default_name=path.stem)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: str = "<study>",

@@ -100,11 +100,15 @@ def versions() -> dict[str, str]:
 class ResultStore:
     """The runs of one or more studies in one SQLite file (created on first use)."""
 
-    def __init__(self, path: str | Path, timeout: float = 60.0) -> None:
+    def __init__(self, path: str | Path, timeout: float = 60.0, create: bool = True) -> None:
+        """``create=False`` (reading: report, status, export): the file must already be a study
+        database; it is neither created nor given tables."""
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.timeout = timeout
         self._versions: dict[str, str] | None = None
+        if not create:
+            self._check_existing()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._enable_wal()
         with self._connect() as con:
             con.executescript(SCHEMA)
@@ -115,6 +119,22 @@ class ResultStore:
                 except sqlite3.OperationalError as exc:  # another process added it just now
                     if "duplicate column" not in str(exc):
                         raise
+
+    def _check_existing(self) -> None:
+        if not self.path.exists():
+            raise FileNotFoundError(f"{self.path}: no such study database")
+        if self.path.is_dir():
+            raise ValueError(f"{self.path} is a directory, not a study database")
+        try:
+            con = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=self.timeout)
+            try:
+                found = con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'runs'").fetchone()
+            finally:
+                con.close()
+        except sqlite3.DatabaseError as exc:
+            raise ValueError(f"{self.path}: not a study database ({exc})") from None
+        if found is None:
+            raise ValueError(f"{self.path}: an SQLite file without study results (no 'runs' table)")
 
     # --- connection -----------------------------------------------------------------------
     @contextmanager
