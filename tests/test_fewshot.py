@@ -50,6 +50,16 @@ def test_resolve_tox21(data_dir):
     assert 0 < len(large) < 12 and [t.task_id for t in resolve_tasks("tox21", min_size=7000)] == large
 
 
+def test_resolve_tasks_from_a_users_csv(data_dir, tmp_path):
+    import pandas as pd
+
+    csv = tmp_path / "assays.csv"
+    pd.read_csv(data_dir / "tox21.csv").iloc[:400][["smiles", "NR-AR", "SR-MMP", "NR-AhR"]].to_csv(csv, index=False)
+    tasks = resolve_tasks(str(csv))
+    assert [t.task_id for t in tasks] == ["NR-AR", "SR-MMP", "NR-AhR"] and tasks[0].group == "assays"
+    assert len(resolve_tasks(f"{csv}:2")) == 2
+
+
 @pytest.mark.parametrize("spec, message", [
     ("fsmol-dev", "fsmol-train"), ("tox21:many", "integer"), ("tox21:0", ">= 1"),
     ("no_such_set", "unknown dataset"),

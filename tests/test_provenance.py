@@ -67,7 +67,7 @@ def test_the_bundled_encoder_names_its_corpus_and_model_card(bbbp_csv):
     assert "corpus moses_train (first 50000 molecules)" in res.output
     assert "encoder_attribute_masking.md" in res.output and "gin 5×300" in res.output
     res = CliRunner().invoke(app, ["inspect", str(bbbp_csv)])
-    assert res.exit_code == 2 and "not a readable moladapt checkpoint" in res.output
+    assert res.exit_code == 2 and "not a checkpoint (a checkpoint is a zip archive" in res.output
 
 
 def test_fine_tuning_from_another_architecture_names_what_differs(bbbp_csv, tmp_path):

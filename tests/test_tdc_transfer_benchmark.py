@@ -100,6 +100,11 @@ def test_table_has_same_type_sources_and_no_test_leakage(tdc_dir):
     assert len(capped.train_mt) - len(capped.train) == math.ceil(0.1 * 14)
     reg = bench.build_table(corpus, "tdc_caco2_wang", names, index, extra_ratio=4.0, seed=1)
     assert reg.sources == ["tdc_half_life_obach"]
+    from moladapt.data.sources import DataError
+
+    with pytest.raises(DataError, match="no source of tdc_caco2_wang's task type .regression.: "
+                                        "tdc_hia_hou is classification"):
+        bench.build_table(corpus, "tdc_caco2_wang", ["tdc_hia_hou"], index, extra_ratio=None, seed=0)
 
 
 def test_smoke_run_report_and_resume(bench, tdc_dir, tmp_path):

@@ -125,7 +125,7 @@ def test_checkpoint_from_an_older_featurizer_version_is_refused(tmp_path):
 def test_not_a_checkpoint_is_a_clear_error(tmp_path):
     bad = tmp_path / "x.pt"
     bad.write_bytes(b"hello")
-    with pytest.raises(ValueError, match="not a readable moladapt checkpoint"):
+    with pytest.raises(ValueError, match="not a checkpoint .a checkpoint is a zip archive"):
         load_checkpoint(bad)
 
 

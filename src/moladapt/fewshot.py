@@ -111,13 +111,14 @@ def resolve_tasks(
         spec: ``"fsmol-train"``, ``"fsmol-valid"``, ``"fsmol-test"`` (FS-Mol's task split,
             tasks sorted by id) or a multi-task classification benchmark (``"tox21"``,
             ``"toxcast"``, ``"muv"``, ...: one task per label column, molecules measured on
-            it). ``"<spec>:<n>"`` keeps a random subset of ``n`` tasks.
+            it), or a CSV file of the same layout (a ``smiles`` column and 0/1 label
+            columns, empty = unmeasured). ``"<spec>:<n>"`` keeps a random subset of ``n`` tasks.
         min_size: leave out tasks with fewer molecules.
         max_tasks: as ``":<n>"`` (give one or the other).
         seed: the random subset's seed (a subset is kept in the collection's order).
     """
-    name, sep, limit = str(spec).strip().partition(":")
-    name = name.strip().lower()
+    given, sep, limit = str(spec).strip().partition(":")
+    name = given.strip().lower()
     if sep:
         if max_tasks is not None:
             raise ValueError(f"give the number of tasks once: {spec!r} and max_tasks={max_tasks}")
@@ -133,7 +134,14 @@ def resolve_tasks(
             raise ValueError(f"FS-Mol tasks are named {', '.join('fsmol-' + s for s in FSMOL_SPLITS)}; got {spec!r}")
         tasks = load_fsmol_tasks(split, min_size=min_size, download=download)
     else:
-        tasks = [t for t in tasks_from_table(load_dataset(name, download=download)) if len(t) >= min_size]
+        path = Path(given.strip())
+        if path.suffix.lower() in (".csv", ".gz") or path.exists():  # a user's multi-task CSV
+            from moladapt.data.sources import CLASSIFICATION, load_csv
+
+            table = load_csv(path, task_type=CLASSIFICATION, strict=False)
+        else:
+            table = load_dataset(name, download=download)
+        tasks = [t for t in tasks_from_table(table) if len(t) >= min_size]
     if not tasks:
         raise DataError(f"{spec}: no task has at least {min_size} molecules")
     if max_tasks is not None and max_tasks < len(tasks):

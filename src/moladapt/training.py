@@ -408,6 +408,13 @@ def read_checkpoint_payload(path: str | Path) -> Any:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory, not a checkpoint file")
+    import zipfile
+
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
+        raise ValueError(f"{path}: not a checkpoint (a checkpoint is a zip archive written by torch.save; "
+                         "this file is another kind of file, or was cut short)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file

@@ -170,7 +170,14 @@ def build_table(corpus: Corpus, target: str, sources: list[str], index: dict[str
     from moladapt.data.sources import CLASSIFICATION
 
     ttype = corpus.task_type[target]
-    sources = [s for s in sources if s != target and corpus.task_type[s] == ttype]
+    named = [s for s in sources if s != target]
+    sources = [s for s in named if corpus.task_type[s] == ttype]
+    if named and not sources:
+        from moladapt.data.sources import DataError
+
+        raise DataError(f"no source of {target}'s task type ({ttype}): {', '.join(named)} "
+                        f"{'is' if len(named) == 1 else 'are'} {corpus.task_type[named[0]]}, and one "
+                        "model trains one loss type; name sources of the same type, or 'all'")
     cls = ttype == CLASSIFICATION
     t_keys, t_split = corpus.keys[target], corpus.split[target]
     keep = [i for i, k in enumerate(t_keys) if k is not None and k in index]

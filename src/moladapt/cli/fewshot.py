@@ -12,8 +12,9 @@ import typer
 from moladapt.cli.common import friendly_errors, split_list, typed_options
 
 _METHOD_HELP = "maml | fomaml | anil | protonet | finetune | linear_probe, or (few-shot only) rf-ecfp | knn-ecfp."
-_TASKS_HELP = ("fsmol-train | fsmol-valid | fsmol-test, or a multi-task classification benchmark "
-               "(tox21, toxcast, ...); '<tasks>:<n>' keeps a seeded random subset of n tasks.")
+_TASKS_HELP = ("fsmol-train | fsmol-valid | fsmol-test, a multi-task classification benchmark "
+               "(tox21, toxcast, ...) or your CSV (a smiles column, one 0/1 column per task); "
+               "'<tasks>:<n>' keeps a seeded random subset of n tasks.")
 _PARAM_HELP = "Another hyper-parameter of the method, as name=value (repeatable), e.g. distance=mahalanobis."
 
 
