@@ -95,6 +95,14 @@ def test_killed_evaluation_resumes_without_recomputing(cache, tmp_path):
     assert len(other) == 2 and len(load_results(path)) == 14
 
 
+def test_a_results_file_is_not_resumed_with_other_episodes(cache, tmp_path):
+    """The resume key does not hold the seed: rows drawn with another seed are refused."""
+    path = tmp_path / "results.csv"
+    _run(Recorder(), cache, results_path=path)
+    with pytest.raises(ValueError, match="episodes drawn otherwise .seed 0 there, 1 now"):
+        _run(Recorder(), cache, results_path=path, seed=1)
+
+
 def test_a_partial_last_line_is_dropped_and_redone(cache, tmp_path):
     path = tmp_path / "results.csv"
     sizes = (16, 8)  # the last row is then a scored one (small task, k=8, draw 2)

@@ -91,6 +91,27 @@ def test_lower_is_better_flips_direction_not_sign():
     assert res.loc[0, "direction"] == "better"
 
 
+def test_wilcoxon_direction_follows_the_typical_unit_not_the_mean():
+    """15 of 16 units gain ~0.01, one loses 0.3: the rank test is significant, the mean is
+    negative; the verdict must not read 'significantly worse'."""
+    d = np.r_[np.full(15, 0.01) + np.arange(15) * 1e-4, -0.3]
+    base = np.linspace(0.6, 0.8, 16)
+    row = paired_comparisons(_table({"b": base, "a": base + d}), "roc_auc", "b").iloc[0]
+    assert row["significant"] and row["mean_diff"] < 0 < row["median_shift"]
+    assert row["direction"] == "better" and "the mean difference has the other sign" in row["note"]
+    by_t = paired_comparisons(_table({"b": base, "a": base + d}), "roc_auc", "b", test="ttest").iloc[0]
+    assert by_t["direction"] == "worse"  # the t-test is about the mean
+
+
+def test_differences_equal_up_to_rounding_tie():
+    a = np.array([0.80, 0.63, 0.91, 0.55, 0.72, 0.68])
+    b = np.array([0.70, 0.73, 0.80, 0.50, 0.70, 0.60])  # +0.1 and -0.1 tie in |d|
+    row = paired_comparisons(_table({"b": b, "a": a}), "roc_auc", "b").iloc[0]
+    assert row["p_wilcoxon"] == pytest.approx(stats.wilcoxon(np.round(a - b, 12)).pvalue)
+    const = paired_comparisons(_table({"b": b, "a": b + 0.1}), "roc_auc", "b").iloc[0]
+    assert "differences are constant" in const["note"]
+
+
 def test_too_few_pairs_gives_nan_and_note():
     res = paired_comparisons(
         _table({"base": [0.7, 0.6, 0.8, 0.75], "new": [0.8, 0.7, 0.9, 0.8]}), "roc_auc", "base"

@@ -84,6 +84,7 @@ def evaluate_few_shot(
     path = None if results_path is None else Path(results_path)
     done: dict[tuple[str, int, int, str], dict[str, Any]] = {}
     if path is not None:
+        _check_episode_identity(path, seed, sampler)
         previous = load_results(path)
         for row in previous.to_dict("records"):
             done[(str(row["task_id"]), int(row["k"]), int(row["draw"]), str(row["method"]))] = row
@@ -106,6 +107,28 @@ def evaluate_few_shot(
                 rows.append(row)
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
     return _typed(frame)
+
+
+def _check_episode_identity(path: Path, seed: int, sampler: EpisodeSampler) -> None:
+    """The rows of ``path`` are reused only for the same episodes: same seed and sampler.
+
+    The resume key (task, k, draw, method) does not hold them, so they live beside the CSV
+    (``<results>.episodes.json``), written with the first row."""
+    import json
+
+    from moladapt.utils import atomic_write_text
+
+    identity = {"seed": int(seed), "min_query": sampler.min_query, "min_per_class": sampler.min_per_class}
+    side = path.with_name(path.name + ".episodes.json")
+    if side.exists():
+        before = json.loads(side.read_text())
+        diff = [f"{k} {before.get(k)!r} there, {v!r} now" for k, v in identity.items() if before.get(k) != v]
+        if diff:
+            raise ValueError(f"{path} holds episodes drawn otherwise ({'; '.join(diff)}); "
+                             "write these results to another file")
+    else:  # a new file, or one from before the identity was kept
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(side, json.dumps(identity) + "\n")
 
 
 def _run_one(

@@ -78,6 +78,9 @@ class _Image:
     png: bytes
     caption: str
 
+#: significance marks by direction; a significant "tie" (a zero shift) gets none
+_MARKS = {"better": "*", "worse": "†"}
+
 
 def write_report(
     df: pd.DataFrame,
@@ -301,8 +304,8 @@ def _summary_table(
     g = data.groupby(["method", "dataset"], sort=False)[metric].agg(["mean", "std"])
     marks = {}
     for row in comps.itertuples(index=False):
-        if row.significant:
-            marks[(row.method, row.dataset)] = "*" if row.direction == "better" else "†"
+        if row.significant and row.direction in _MARKS:
+            marks[(row.method, row.dataset)] = _MARKS[row.direction]
     header = ["method", *map(str, datasets), "mean rank"]
     rows, bold = [], []
     for m in methods:
@@ -413,7 +416,7 @@ def _breakdowns(
                     flags.append(False)
                     continue
                 r = hit.iloc[0]
-                mark = ("*" if r["direction"] == "better" else "†") if r["significant"] else ""
+                mark = _MARKS.get(r["direction"], "") if r["significant"] else ""
                 ci = f" [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]" if math.isfinite(r["ci_low"]) else ""
                 cells.append(f"{r['mean_diff']:+.3f}{mark}{ci} ({int(r['n_pairs'])})")
                 flags.append(bool(r["significant"]))
