@@ -126,6 +126,9 @@ def run_training(cfg: RunConfig, output: str | Path | None = None, progress: boo
     if prepared.invalid:
         log(prepared.invalid_summary())
     split = split_data(prepared, cfg)
+    if len(split.valid) == 0:
+        log(f"warning: the validation part of {len(prepared.graphs)} molecules is empty: no model "
+            "selection and no early stopping; the last epoch's weights are kept")
     model = build_model(cfg.model, prepared.featurizer, data.num_tasks)
     init_record = None
     if cfg.train.init:

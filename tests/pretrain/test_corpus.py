@@ -78,6 +78,17 @@ def test_shards_invalid_report_and_epoch_order(smi_file, tmp_path):
     assert featurize_corpus(path, shard_size=8, cache_dir=cache, limit=10).num_rows == 10
 
 
+def test_a_shard_cut_short_is_rebuilt(smi_file, tmp_path):
+    path, _ = smi_file
+    cache = tmp_path / "cache"
+    corpus = featurize_corpus(path, shard_size=8, cache_dir=cache)
+    first, second = corpus.shards[0].path, corpus.shards[1].path
+    first.write_bytes(first.read_bytes()[: first.stat().st_size // 2])
+    second.write_bytes(b"")
+    again = featurize_corpus(path, shard_size=8, cache_dir=cache)
+    assert len(again) == len(corpus) and [line for line, _ in again.invalid] == [3, 14, 25]
+
+
 def test_memory_bounded_by_one_shard_during_pretraining(smi_file, tmp_path):
     path, _ = smi_file
     corpus = featurize_corpus(path, shard_size=8, cache_dir=tmp_path / "cache")
@@ -141,10 +152,15 @@ def test_cli_end_to_end_then_fine_tune(tmp_path, moses_head, data_dir):
     hist = json.loads((out / "history.json").read_text())
     assert hist["start_epoch"] == 1 and [e["epoch"] for e in hist["epochs"]] == [0, 1]
 
-    # objective options: recorded in config.yaml and the checkpoint; resuming with others is refused
+    # objective options: recorded in config.yaml and the checkpoint; resuming with others is
+    # refused, and the refused call leaves config.yaml describing the saved run
+    before = (out / "config.yaml").read_text()
     res = CliRunner().invoke(app, ["--objective", "attribute_masking", "--epochs", "2",
                                    "-O", "attrmask.mask_rate=0.3", *common])
     assert res.exit_code == 2 and "use another checkpoint_dir" in res.output, res.output
+    res = CliRunner().invoke(app, ["--objective", "attribute_masking", "--epochs", "3", "--seed", "9", *common])
+    assert res.exit_code == 2 and "seed 0 there, 9 now" in res.output, res.output
+    assert (out / "config.yaml").read_text() == before
     opt_out = tmp_path / "pre_opt"
     res = CliRunner().invoke(app, ["--objective", "attribute_masking", "--epochs", "1",
                                    "-O", "attrmask.mask_rate=0.3", *common[:-2], str(opt_out), "--no-progress"])

@@ -66,6 +66,13 @@ def test_checkpoint_round_trip_and_resume(data, tmp_path):
     h4 = pretrain(_encoder(feat), objectives, graphs, epochs=2, checkpoint_dir=tmp_path, **KW)
     assert h4.epochs_run == []
 
+    # other settings or other data are refused: the records would describe another run
+    with pytest.raises(ValueError, match=r"other settings \(lr 0.001 there, 0.05 now; seed 0 there, 9 now\)"):
+        pretrain(_encoder(feat), objectives, graphs, epochs=3, checkpoint_dir=tmp_path,
+                 **{**KW, "lr": 0.05, "seed": 9})
+    with pytest.raises(ValueError, match=f"molecules \\[{len(graphs)}\\] there, \\[20\\] now"):
+        pretrain(_encoder(feat), objectives, graphs.subset(np.arange(20)), epochs=3, checkpoint_dir=tmp_path, **KW)
+
     # a different objective set is refused rather than silently mixed
     with pytest.raises(ValueError, match="objectives"):
         pretrain(_encoder(feat), ["infomax"], graphs, epochs=3, checkpoint_dir=tmp_path, **KW)

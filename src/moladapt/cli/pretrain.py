@@ -163,7 +163,10 @@ def pretrain_command(
         "batch_size": batch_size, "lr": lr, "seed": seed, "device": device,
         "world_size": ctx.world_size,
     }
-    if main:
+    # before training, so a crashed run still says what it was; but a last.pt to resume keeps
+    # its config.yaml until pretrain() has accepted it (a refused resume must not rewrite it)
+    resuming = resume and (output / "last.pt").exists()
+    if main and not resuming:
         atomic_write_text(output / "config.yaml", yaml.safe_dump(config, sort_keys=False))
 
     data_record = trained_on(corpus_data, labelled)
@@ -175,6 +178,8 @@ def pretrain_command(
                        data_record=data_record)
     if not main:
         return
+    if resuming:
+        atomic_write_text(output / "config.yaml", yaml.safe_dump(config, sort_keys=False))
     summary: dict[str, Any] = {**history.to_dict(), "init": init_record, **data_record}
     if corpus_data is not None:
         summary["corpus"] = {**summary["corpus"], "invalid_examples": [

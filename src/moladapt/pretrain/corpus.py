@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import gzip
 import weakref
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -335,7 +336,7 @@ def _cached_invalid_rows(path: Path, n_rows: int) -> list[int] | None:
         with np.load(path, allow_pickle=False) as z:
             invalid = z["invalid_rows"].tolist()
             n_mols = int(z["node_ptr"].shape[0]) - 1
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # cut short: rebuild it
         path.unlink(missing_ok=True)
         return None
     if n_mols + len(invalid) != n_rows:

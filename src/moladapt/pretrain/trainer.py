@@ -380,6 +380,21 @@ def pretrain(
                   init_from=init_from, data_record=data_record)
 
 
+#: what a resumed run must share with the run that wrote last.pt (epochs may grow)
+_RESUME_FIXED = ("batch_size", "lr", "weight_decay", "seed", "precision", "molecules")
+
+
+def _check_resumable_config(path: Path, saved: dict[str, Any], now: dict[str, Any]) -> None:
+    """Refuse to continue a run with other training settings or data: the epochs done would
+    not be the run the records describe (a last.pt from before ``molecules`` was kept is
+    checked on the rest)."""
+    diff = [f"{k} {saved[k]!r} there, {now[k]!r} now" for k in _RESUME_FIXED
+            if k in saved and saved[k] != now[k]]
+    if diff:
+        raise ValueError(f"{path}: the saved run used other settings ({'; '.join(diff)}); use "
+                         "another checkpoint_dir, or resume=False (--no-resume) to start over")
+
+
 def _train(encoder: Encoder, featurizer: Featurizer, specs: list[tuple[list[ObjectiveSpec], int]],
            stage_objs: list[list[PretrainObjective]],
            inputs: list[tuple[PretrainData, np.ndarray | None]], ctx: ddp.DistContext,
@@ -401,7 +416,8 @@ def _train(encoder: Encoder, featurizer: Featurizer, specs: list[tuple[list[Obje
 
     config = {"epochs": total_epochs, "stage_epochs": stage_epochs, "batch_size": int(batch_size),
               "lr": float(lr), "weight_decay": float(weight_decay), "seed": int(seed),
-              "precision": precision, "init": to_plain(init_from)}
+              "precision": precision, "init": to_plain(init_from),
+              "molecules": [int(len(g)) for g, _ in inputs]}
     featurizer_info = {"name": featurizer.name, "version": featurizer.version,
                        "fingerprint": featurizer.fingerprint}
     history = PretrainHistory()
@@ -426,6 +442,7 @@ def _train(encoder: Encoder, featurizer: Featurizer, specs: list[tuple[list[Obje
             raise ValueError(f"{ckpt_path}: it started from {_init_label(payload['config'].get('init'))}, "
                              f"this run from {_init_label(init_from)}; use another checkpoint_dir "
                              "or resume=False")
+        _check_resumable_config(ckpt_path, payload["config"], config)
         encoder.load_state_dict(payload["encoder"]["state_dict"])
         for objs, states in zip(stage_objs, payload["objective_states"], strict=True):
             for o, state in zip(objs, states, strict=True):
