@@ -257,11 +257,17 @@ def test_every_adapter_conforms(name, fused, real_tasks):
     episode = EpisodeSampler().sample(item.task, 16, seed=0)
     support, query = item.graphs.subset(episode.support), item.graphs.subset(episode.query)
     before = _state(adapter, encoder)
-    proba = adapter.adapt(encoder, support, item.y[episode.support]).predict_proba(query)
+    predictor = adapter.adapt(encoder, support, item.y[episode.support])
+    proba = predictor.predict_proba(query)
     _assert_same(before, _state(adapter, encoder))  # adapt never touches meta-parameters
     assert proba.shape == (len(episode.query),)
     assert np.all(np.isfinite(proba)) and np.all((proba >= 0) & (proba <= 1))
     again = adapter.fit_predict(encoder)(support, item.y[episode.support], query)
+    if hasattr(predictor, "decision_function"):  # the protocol ranks by the unsaturated logits
+        from scipy.special import expit
+
+        np.testing.assert_allclose(again, predictor.decision_function(query), rtol=1e-6, atol=1e-9)
+        again = expit(again)
     np.testing.assert_allclose(again, proba, rtol=1e-6, atol=1e-9)  # same support, same model
 
 
@@ -377,3 +383,28 @@ def test_protonet_bf16_meta_training_learns_in_mixed_precision(real_tasks):
     assert len(changed) == sum("weight" in k for k in before)  # every weight got a gradient
     with pytest.raises(ValueError, match="unknown precision 'fp8'"):
         ProtoNet(meta_steps=1, precision="fp8").meta_train(encoder, tasks, cache)
+
+
+def test_mahalanobis_with_one_support_molecule_per_class_is_scale_free():
+    """k = 2 leaves no within-class spread; Σ must not collapse to ~1e-6·I (logits ~1e6×)."""
+    torch.manual_seed(0)
+    z, y, zq = torch.randn(2, 16), torch.tensor([1.0, 0.0]), torch.randn(5, 16)
+    logits = prototype_logits(z, y, zq, "mahalanobis")
+    torch.testing.assert_close(logits, prototype_logits(z * 0.01, y, zq * 0.01, "mahalanobis"), rtol=1e-4, atol=1e-4)
+    assert logits.abs().max() < 100
+
+
+def test_protonet_scores_keep_their_order_where_probabilities_saturate():
+    """Far-apart prototypes give logits beyond ~37, where every probability is exactly 1: the
+    score the protocol ranks by (decision_function) keeps the query's order."""
+    from moladapt.adapt.protonet import ProtoPredictor
+
+    identity = nn.Identity()
+    predictor = ProtoPredictor(identity, torch.tensor([[0.0, 0.0], [100.0, 0.0]], dtype=torch.float64), None)
+    z = torch.tensor([[60.0, 0.0], [70.0, 0.0], [80.0, 0.0]], dtype=torch.float64)
+    from unittest import mock
+
+    with mock.patch("moladapt.adapt.protonet.embed", return_value=z):
+        assert np.all(predictor.predict_proba(None) == 1.0)  # saturated: a three-way tie
+        scores = predictor.decision_function(None)
+    assert np.all(np.diff(scores) > 0)

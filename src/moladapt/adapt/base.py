@@ -85,7 +85,10 @@ class Predictor(Protocol):
     """A model adapted to one task."""
 
     def predict_proba(self, graphs: MolGraphs) -> np.ndarray:
-        """Probability that each molecule is positive, ``[len(graphs)]`` float64."""
+        """Probability that each molecule is positive, ``[len(graphs)]`` float64.
+
+        A predictor may also have ``decision_function(graphs)``: a score monotone in the
+        probability but not rounded to 0/1 (logits); the protocol ranks by it when present."""
         ...
 
 
@@ -171,7 +174,9 @@ class ModulePredictor:
         self.batch_size = int(batch_size)
 
     @torch.no_grad()
-    def predict_proba(self, graphs: MolGraphs) -> np.ndarray:
+    def decision_function(self, graphs: MolGraphs) -> np.ndarray:
+        """The logits ``[len(graphs)]`` float64: what ranking metrics should see (a sigmoid
+        rounds every logit above ~37 to exactly 1, turning distinct scores into ties)."""
         self.module.eval()
         device = _reference(self.module).device
         outs = [
@@ -182,7 +187,12 @@ class ModulePredictor:
         ]
         if not outs:
             return np.zeros(0, dtype=np.float64)
-        return torch.sigmoid(torch.cat(outs)).cpu().numpy()
+        return torch.cat(outs).cpu().numpy()
+
+    def predict_proba(self, graphs: MolGraphs) -> np.ndarray:
+        from scipy.special import expit
+
+        return expit(self.decision_function(graphs))
 
 
 # --- featurized tasks and training episodes ---------------------------------------------
@@ -363,7 +373,10 @@ class Adapter(ABC):
         """The ``fit_predict`` callback of :func:`moladapt.evaluate.protocol.evaluate_few_shot`."""
 
         def fit_predict(support: MolGraphs, support_y: np.ndarray, query: MolGraphs) -> np.ndarray:
-            return self.adapt(encoder, support, support_y).predict_proba(query)
+            predictor = self.adapt(encoder, support, support_y)
+            # unsaturated scores where the predictor has them: ranking metrics need no probabilities
+            score = getattr(predictor, "decision_function", None) or predictor.predict_proba
+            return score(query)
 
         return fit_predict
 

@@ -12,7 +12,8 @@ Distances:
 * ``"mahalanobis"``: :math:`(z - c)^\\top \\Sigma^{-1} (z - c)` with one :math:`\\Sigma` for both
   classes, the pooled within-class covariance :math:`S` of the support embeddings shrunk
   towards a scaled identity, :math:`\\Sigma = (1 - \\lambda) S + \\lambda \\tfrac{\\operatorname{tr} S}{d} I`
-  (needed: with k ≪ d, :math:`S` is singular); scale-free.
+  (needed: with k ≪ d, :math:`S` is singular); scale-free. With one support molecule per
+  class :math:`S = 0`, and the whole support's covariance stands in for it.
 * ``"class_mahalanobis"``: FS-Mol's ProtoNet distance (Stanley et al. 2021, after Simple
   CNAPS, Bateni et al. CVPR 2020): one covariance per class,
   :math:`\\Sigma_c = \\lambda_c S_c + (1 - \\lambda_c) S_{\\text{task}} + \\beta I` with
@@ -89,9 +90,13 @@ def _metric(z_support: Tensor, y: Tensor, distance: str, shrinkage: float) -> tu
             sigmas.append(weight * _covariance(z) + (1 - weight) * task_cov + CLASS_RIDGE * eye)
         return protos, torch.linalg.cholesky(torch.stack(sigmas))
     centred = z_support - protos[pos.long()]
-    dof = max(z_support.shape[0] - 2, 1)
-    cov = centred.T @ centred / dof
-    scale = torch.clamp(torch.trace(cov) / d, min=1e-6)
+    n = z_support.shape[0]
+    cov = centred.T @ centred / max(n - 2, 1)
+    if n <= 2 or float(torch.trace(cov)) <= 0.0:
+        # one molecule per class leaves no within-class spread: the whole support's covariance
+        # is the only scale there is (without it Σ would be ~1e-6·I and logits ~1e6× Euclidean)
+        cov = _covariance(z_support)
+    scale = torch.clamp(torch.trace(cov) / d, min=1e-12)
     sigma = (1 - shrinkage) * cov + shrinkage * scale * eye + 1e-6 * scale * eye
     return protos, torch.linalg.cholesky(sigma)
 
@@ -129,11 +134,18 @@ class ProtoPredictor:
         self.chol = chol
 
     @torch.no_grad()
-    def predict_proba(self, graphs: MolGraphs) -> np.ndarray:
+    def decision_function(self, graphs: MolGraphs) -> np.ndarray:
+        """The logit d(z, c₀) − d(z, c₁) ``[len(graphs)]`` float64, unsaturated (Mahalanobis
+        distances reach logits far above the ~37 where a probability becomes exactly 1)."""
         z = embed(self.encoder, graphs)
-        dist = _sq_distances(z, self.prototypes, self.chol)
-        # softmax over negative distances; column 1 = positive class
-        return torch.softmax(-dist.double(), dim=1)[:, 1].cpu().numpy()
+        dist = _sq_distances(z, self.prototypes, self.chol).double()
+        return (dist[:, 0] - dist[:, 1]).cpu().numpy()
+
+    def predict_proba(self, graphs: MolGraphs) -> np.ndarray:
+        # softmax over negative distances, column 1 = positive class: the sigmoid of the logit
+        from scipy.special import expit
+
+        return expit(self.decision_function(graphs))
 
 
 @ADAPTERS.register("protonet")
