@@ -263,3 +263,14 @@ def test_per_task_gradients_match_separate_backward(tiny_batch) -> None:
     direction = build_combiner("rcgrad")(grads).direction
     assign_direction(shared, direction)
     assert torch.equal(torch.cat([p.grad.reshape(-1) for p in shared]), direction)
+
+
+def test_a_non_finite_gradient_row_is_refused_not_spread():
+    import pytest
+
+    from moladapt.adapt.gradients import build_combiner
+
+    grads = torch.tensor([[1.0, 0.0], [float("nan"), 1.0], [0.5, 0.5]])
+    for name in ("sum", "gcs", "gns", "pcgrad", "rcgrad"):
+        with pytest.raises(FloatingPointError, match=r"task row\(s\) \[1\]"):
+            build_combiner(name)(grads, target=0)

@@ -166,6 +166,25 @@ def test_sgnn_ebm_end_to_end_on_tox21(tox21_slice):
     assert np.isfinite(gp).all() and (np.abs(gp - proba[:20]) < 0.5).all()
 
 
+def test_the_ebm_starts_equal_to_its_noise_distribution(tox21_slice):
+    """At the start of NCE the EBM is the stage-1 SGNN (zero pairwise terms, c(x) = 0), so
+    log p − log q = 0 and the loss is NCE's chance value −log σ(−log ν) − ν log σ(log ν).
+    Without the unary normaliser Σ softplus(l_t) the ratio was ≈ Σ softplus(l_t) (~9 here)."""
+    import math
+
+    prepared, split = tox21_slice
+    model = SGNNEBM(hidden_dim=32, num_layers=2, dropout=0.0, task_emb_dim=16, edge_hidden_dim=8,
+                    graph_threshold=0.1, graph_min_common=5, sgnn_epochs=1, ebm_epochs=0,
+                    batch_size=64, n_noise=2, seed=0)
+    model.fit(prepared.graphs, prepared.y, split.train, split.valid, task_names=list(prepared.data.task_names))
+    model.net_.eval()  # the frozen noise copy predicts in eval mode; compare like with like
+    batch = prepared.graphs.collate(split.train[:64], prepared.y)
+    loss, _ = model._ebm_step(batch)
+    nu = 2
+    chance = -math.log(1 / (1 + nu)) - nu * math.log(nu / (1 + nu))
+    assert float(loss) == pytest.approx(chance, abs=1e-4)
+
+
 def test_sgnn_without_ebm_and_gibbs_noise(tox21_slice):
     prepared, split = tox21_slice
     train = split.train[:150]
@@ -239,3 +258,16 @@ def test_gradnorm_batched_representation_norms_match_a_per_task_loop(tox21_slice
     assert torch.allclose(captured["grad"], expected, atol=1e-5)
     with pytest.raises(ValueError, match="grad_norm_of"):
         BalancedMultiTaskTrainer(model, "classification", cfg, method="gradnorm", grad_norm_of="x")
+
+
+@pytest.mark.parametrize("encoder, name", [("gin", "encoder.gnns.1.mlp.2.weight"),
+                                           ("gcn", "encoder.gnns.1.linear.weight"),
+                                           ("gat", "encoder.gnns.1.lin.weight")])
+def test_gradnorm_measures_the_last_shared_linear_layer(encoder, name):
+    """Not the last conv's bond-embedding table, which is registered after its MLP."""
+    from moladapt.adapt.multitask_baselines import last_shared_weight
+    from moladapt.data.featurize import get_featurizer
+
+    model = build_model(ModelConfig(encoder=encoder, hidden_dim=16, num_layers=2), get_featurizer("basic"), 3)
+    weight = last_shared_weight(model)
+    assert [n for n, p in model.named_parameters() if p is weight] == [name]

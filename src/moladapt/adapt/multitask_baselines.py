@@ -64,11 +64,14 @@ def per_task_loss(output: Tensor, y: Tensor, task_type: str = CLASSIFICATION) ->
 
 
 def last_shared_weight(model: MolecularModel) -> nn.Parameter:
-    """The last 2-D weight (in registration order) of the encoder's last message-passing layer."""
+    """The weight of the last linear map of the encoder's last message-passing layer: the
+    "last shared layer" of GradNorm (Chen et al. 2018). Not simply its last 2-D parameter:
+    a conv registers its bond-embedding tables after its MLP, and those see only bonds."""
     layer = model.encoder.gnns[-1] if hasattr(model.encoder, "gnns") else model.encoder
-    weights = [p for p in layer.parameters() if p.ndim == 2 and p.requires_grad]
+    weights = [m.weight for m in layer.modules()
+               if isinstance(m, nn.Linear) and m.weight.requires_grad]
     if not weights:
-        raise ValueError("no trainable 2-D weight in the encoder's last layer")
+        raise ValueError("no trainable linear layer in the encoder's last layer")
     return weights[-1]
 
 

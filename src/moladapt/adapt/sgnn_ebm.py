@@ -16,9 +16,12 @@ graph edge (i, j), a pairwise potential table ``ψ_ij(x) ∈ R^4`` over the labe
 **EBM** over the label vector ``y ∈ {0,1}^T``::
 
     E(y | x) = - Σ_t u_t(y_t) - λ Σ_{(i,j)∈E} ψ_ij(y_i, y_j),   u_t(1) = l_t(x), u_t(0) = 0
-    log p(y | x) = -E(y | x) - c(x)
+    log p(y | x) = -E(y | x) - Σ_t softplus(l_t(x)) - c(x)
 
-with ``c(x)`` a learned log-normaliser (a linear map of ``h(x)``, as NCE requires).
+with ``Σ_t softplus(l_t)`` the normaliser of the unary part (so that without pairwise terms
+``p`` is the product of the SGNN's Bernoullis) and ``c(x)`` a learned correction for the
+pairwise part (a linear map of ``h(x)``, as NCE requires). Both depend on ``x`` only, so the
+marginals are those of ``-E``.
 
 **Training** (two stages, as the paper):
 
@@ -457,8 +460,10 @@ class SGNNEBM:
                                        edges, self.coupling, self.noise_gibbs_sweeps,
                                        self._color_masks, gen)
 
+        unary_norm = F.softplus(unary).sum(-1)  # the unary part's normaliser (see the module docstring)
+
         def log_ratio(yy: Tensor) -> Tensor:
-            return (log_potential(yy, unary, pw, edges, self.coupling) - log_norm
+            return (log_potential(yy, unary, pw, edges, self.coupling) - unary_norm - log_norm
                     - bernoulli_log_prob(yy, q_logits))
 
         loss, acc = nce_loss(log_ratio(y_data), log_ratio(y_noise))

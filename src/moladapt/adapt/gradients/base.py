@@ -129,6 +129,10 @@ class GradientCombiner:
         if not -num_tasks <= target < num_tasks:
             raise IndexError(f"target {target} out of range for {num_tasks} tasks")
         target = int(target) % num_tasks
+        finite = torch.isfinite(grads).all(dim=1)
+        if not bool(finite.all()):  # one NaN row would turn the whole direction into NaN
+            rows = torch.nonzero(~finite).flatten().tolist()
+            raise FloatingPointError(f"non-finite gradient in task row(s) {rows} (target row {target})")
         w = self._weights(weights, num_tasks, target, grads)
         cosines = cosines_to_target(grads, target, self.eps)
         direction, coefficients = self.combine(grads, target, w, cosines)
