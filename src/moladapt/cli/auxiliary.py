@@ -15,7 +15,13 @@ from pathlib import Path
 
 import typer
 
-from moladapt.cli.common import data_changes, friendly_errors, options_given, split_list
+from moladapt.cli.common import (
+    data_changes,
+    friendly_errors,
+    option_flags,
+    options_given,
+    split_list,
+)
 
 
 def _aux_list(value: str | None) -> tuple[str, ...] | None:
@@ -127,10 +133,10 @@ def auxiliary_command(
     if method is not None:
         changes = _merge_method(method, changes)
     aux_cfg = dataclasses.replace(aux_cfg, **changes)
-    bilevel_only = [f"--{k.replace('_', '-')}" for k in ("weighting", "hypergradient", "outer_steps",
-                                                         "inner_steps", "outer_lr") if k in changes]
+    bilevel_only = [k for k in ("weighting", "hypergradient", "outer_steps", "inner_steps", "outer_lr")
+                    if k in changes]
     if aux_cfg.method != "bilevel" and bilevel_only:
-        raise ValueError(f"{', '.join(bilevel_only)} set the bi-level loop; add --bilevel "
+        raise ValueError(f"{option_flags(bilevel_only)} set the bi-level loop; add --bilevel "
                          "(or --method blo / blo+<combiner>)")
     if aux_option:
         from moladapt.pretrain.objectives import parse_objective_options

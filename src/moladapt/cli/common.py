@@ -15,15 +15,18 @@ _DEFAULT_SOURCES = ("DEFAULT", "DEFAULT_MAP")
 def options_given(ctx: typer.Context, config_file: object, **options) -> dict:
     """``options`` minus those left at their default when a ``--config`` file is used:
     a default must not override the file's value, an option typed on the command line must."""
-    return {k: v for k, v in options.items()
-            if config_file is None
-            or getattr(ctx.get_parameter_source(k), "name", None) not in _DEFAULT_SOURCES}
+    return dict(options) if config_file is None else typed_options(ctx, **options)
 
 
 def typed_options(ctx: typer.Context, **options) -> dict:
     """The ``options`` typed on the command line (not left at their default)."""
     return {k: v for k, v in options.items()
             if getattr(ctx.get_parameter_source(k), "name", None) not in _DEFAULT_SOURCES}
+
+
+def option_flags(names) -> str:
+    """``["smiles_column", "task_type"]`` → ``"--smiles-column and --task-type"`` (for messages)."""
+    return " and ".join(f"--{n.replace('_', '-')}" for n in names)
 
 
 def data_changes(ctx: typer.Context, config_file: object, config_csv: str | None, *,
@@ -43,9 +46,9 @@ def data_changes(ctx: typer.Context, config_file: object, config_csv: str | None
     typed = typed_options(ctx, **csv_options)
     if dataset is None and config_csv is not None:
         return typed  # options of the config file's CSV
-    only_csv = [f"--{k.replace('_', '-')}" for k in ("smiles_column", "task_type") if k in typed]
+    only_csv = [k for k in ("smiles_column", "task_type") if k in typed]
     if only_csv:
-        raise ValueError(f"{' and '.join(only_csv)} describe a CSV given with --data; a benchmark "
+        raise ValueError(f"{option_flags(only_csv)} describe a CSV given with --data; a benchmark "
                          "(--dataset) has its own SMILES column and task type")
     if dataset is None:
         return typed  # --target-columns: tasks of the config file's benchmark

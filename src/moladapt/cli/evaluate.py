@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from moladapt.cli.common import friendly_errors, split_list, typed_options
+from moladapt.cli.common import friendly_errors, option_flags, split_list, typed_options
 
 
 @friendly_errors
@@ -35,7 +35,7 @@ def evaluate(
         cfg = RunConfig.load(run_cfg_path)
     typed = typed_options(ctx, smiles_column=smiles_column, target_columns=target_columns)
     if data is None and typed:
-        raise ValueError(f"{' and '.join('--' + k.replace('_', '-') for k in typed)} describe a CSV "
+        raise ValueError(f"{option_flags(typed)} describe a CSV "
                          "given with --data; without --data the labels are the benchmark's or the run's")
     if data is not None:
         loaded = load_checkpoint(checkpoint)

@@ -384,9 +384,9 @@ def check_label_matrix(labels: np.ndarray, task_names: Sequence[str], source: st
             raise DataError(f"{source}: column(s) {empty} have no labels (every cell is empty)")
     if task_type is None:
         task_type = infer_task_type(labels)
-        for j, name in enumerate(task_names):
+        for j, name in enumerate(task_names if task_type == REGRESSION else ()):
             values = np.unique(labels[~np.isnan(labels[:, j]), j])
-            if task_type == REGRESSION and values.size == 2 and np.all(values == np.round(values)):
+            if values.size == 2 and np.all(values == np.round(values)):
                 raise DataError(
                     f"{source}: column {name!r} holds only the values {values[0]:g} and {values[1]:g}: "
                     "binary labels must be 0/1 for classification; map them to 0/1, or give the "

@@ -192,13 +192,23 @@ def paired_comparisons(
     return out
 
 
-def hodges_lehmann(d: np.ndarray) -> float:
+#: above this many differences the Walsh averages are sampled (n² pairs would not fit memory)
+_HL_EXACT_MAX = 3000
+
+
+def hodges_lehmann(d: np.ndarray, seed: int = 0) -> float:
     """Median of the Walsh averages (d_i + d_j) / 2, i ≤ j: the one-sample shift estimate
-    that goes with the Wilcoxon signed-rank test (Hodges & Lehmann 1963); NaN when empty."""
+    that goes with the Wilcoxon signed-rank test (Hodges & Lehmann 1963); NaN when empty.
+    Exact up to :data:`_HL_EXACT_MAX` differences, else over a seeded sample of as many pairs."""
     d = np.asarray(d, dtype=np.float64)
     if d.size == 0:
         return math.nan
-    i, j = np.triu_indices(d.size)
+    if d.size <= _HL_EXACT_MAX:
+        i, j = np.triu_indices(d.size)
+    else:
+        rng = np.random.default_rng(seed)
+        n_pairs = _HL_EXACT_MAX * (_HL_EXACT_MAX + 1) // 2
+        i, j = rng.integers(0, d.size, n_pairs), rng.integers(0, d.size, n_pairs)
     return float(np.median((d[i] + d[j]) / 2))
 
 
