@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import moladapt
-from moladapt.utils import adam, autocast, code_revision
+from moladapt.utils import adam, atomic_write_text, autocast, code_revision
 
 
 def test_adam_is_fused_on_cpu_and_takes_the_same_steps_as_plain_adam():
@@ -98,3 +98,27 @@ def test_cap_heap_retention_returns_freed_gradient_buffers_to_the_system():
     held, after = (int(v) for v in out.stdout.split())
     assert held > 100 << 20
     assert after < 32 << 20
+
+
+def test_atomic_writes_get_the_permissions_of_a_plain_open(tmp_path):
+    """mkstemp's 0600 must not survive the rename: a group sharing results has to read them."""
+    import os
+    import stat
+
+    from moladapt.data.cache import save_graphs
+    from moladapt.data.featurize import get_featurizer
+    from moladapt.data.sources import download_file
+
+    old = os.umask(0o022)
+    try:
+        plain = tmp_path / "plain.txt"
+        plain.write_text("x")
+        atomic_write_text(tmp_path / "config.yaml", "a: 1\n")
+        save_graphs(get_featurizer("basic").featurize(["CCO"]), tmp_path / "graphs.npz")
+        download_file((tmp_path / "plain.txt").as_uri(), tmp_path / "copy.txt", None)
+    finally:
+        os.umask(old)
+    expected = stat.S_IMODE(plain.stat().st_mode)
+    assert expected == 0o644
+    for name in ("config.yaml", "graphs.npz", "copy.txt"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == expected, name

@@ -15,11 +15,28 @@ from typing import Any
 import numpy as np
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def temp_sibling(path: Path, suffix: str = ".tmp") -> tuple[int, str]:
+    """``tempfile.mkstemp`` next to ``path``, with the permissions a plain ``open`` would give.
+
+    mkstemp creates files 0600; once renamed onto ``path`` that mode would stay, and results
+    or caches shared with a group (a cluster's project folder) would be unreadable to it.
+    """
+    fd, tmp = tempfile.mkstemp(dir=Path(path).parent, prefix=Path(path).name, suffix=suffix)
+    os.fchmod(fd, 0o666 & ~_current_umask())
+    return fd, tmp
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so that readers see the old or the new file, never half."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    fd, tmp = temp_sibling(path)
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(text)

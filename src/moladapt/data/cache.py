@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 
 from moladapt.data.featurize import Featurizer, smiles_hash
 from moladapt.types import MolGraphs
+from moladapt.utils import temp_sibling
 
 
 def default_cache_dir() -> Path:
@@ -49,7 +49,7 @@ def save_graphs(graphs: MolGraphs, path: Path) -> None:
         "invalid_rows": np.asarray(graphs.invalid_rows, dtype=np.int64),
         "featurizer": np.array([graphs.featurizer, graphs.featurizer_version]),
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    fd, tmp = temp_sibling(path)
     try:
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, **arrays)

@@ -18,7 +18,6 @@ import gzip
 import hashlib
 import os
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -30,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from moladapt.registry import Registry
+from moladapt.utils import temp_sibling
 
 CLASSIFICATION = "classification"
 REGRESSION = "regression"
@@ -260,7 +260,7 @@ def download_file(url: str, target: Path, checksum: str | None, timeout: float =
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")
+    fd, tmp = temp_sibling(target, suffix=".part")
     os.close(fd)
     try:
         try:
