@@ -92,7 +92,7 @@ def _metric(z_support: Tensor, y: Tensor, distance: str, shrinkage: float) -> tu
     centred = z_support - protos[pos.long()]
     n = z_support.shape[0]
     cov = centred.T @ centred / max(n - 2, 1)
-    if n <= 2 or float(torch.trace(cov)) <= 0.0:
+    if n <= 2 or float(torch.trace(cov).detach()) <= 0.0:
         # one molecule per class leaves no within-class spread: the whole support's covariance
         # is the only scale there is (without it Σ would be ~1e-6·I and logits ~1e6× Euclidean)
         cov = _covariance(z_support)
