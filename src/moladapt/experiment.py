@@ -205,9 +205,15 @@ def predict_csv(checkpoint: str | Path, input_csv: str | Path, output_csv: str |
 
     loaded = load_checkpoint(checkpoint)
     loaded.require_trained_head(checkpoint)
-    frame = _read_table(Path(input_csv))
+    frame = _read_table(Path(input_csv), keep_blank_lines=True)
     if smiles_column not in frame.columns:
         raise DataError(f"{input_csv}: no SMILES column {smiles_column!r}; the columns are {list(frame.columns)[:20]}")
+    suffix = "_probability" if loaded.task_type == "classification" else "_prediction"
+    added = ["valid_smiles"] + [f"{task}{suffix}" for task in loaded.task_names]
+    clash = [c for c in added if c in frame.columns]
+    if clash:
+        raise DataError(f"{input_csv}: already has column(s) {clash}, which the predictions would "
+                        "overwrite; rename or drop them in the input")
     smiles = frame[smiles_column].astype(str).where(frame[smiles_column].notna(), "").tolist()
     graphs = loaded.featurizer.featurize(smiles)
     values = np.full((len(frame), len(loaded.task_names)), np.nan)
@@ -218,7 +224,6 @@ def predict_csv(checkpoint: str | Path, input_csv: str | Path, output_csv: str |
     out = frame.copy()
     out["valid_smiles"] = True
     out.loc[graphs.invalid_rows, "valid_smiles"] = False
-    suffix = "_probability" if loaded.task_type == "classification" else "_prediction"
     for j, task in enumerate(loaded.task_names):
         out[f"{task}{suffix}"] = values[:, j]
     atomic_write_text(Path(output_csv), out.to_csv(index=False))

@@ -214,6 +214,8 @@ class Trainer:
         rng = np.random.default_rng(cfg.seed)
         y = np.asarray(y, dtype=np.float32)
         train_idx = np.asarray(train_idx)
+        if len(train_idx) == 0:
+            raise ValueError("the training part is empty: nothing to train on (check the split fractions)")
         if self.task_type == CLASSIFICATION:
             self.target_mean_, self.target_std_ = None, None
             y_fit = y

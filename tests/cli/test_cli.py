@@ -55,6 +55,15 @@ def test_train_evaluate_predict_on_a_user_csv(tmp_path, data_dir):
     assert len(scored) == 400 and not scored.loc[5, "valid_smiles"]
     assert scored["p_np_probability"].isna().sum() == 4
 
+    gappy = tmp_path / "gappy.csv"  # blank lines are rows too: the output lines up with the input
+    gappy.write_text("smiles\nCCO\n\nc1ccccc1\n\nCCN\n")
+    run("predict", str(out / "model.pt"), "-i", str(gappy), "-o", str(pred))
+    assert pd.read_csv(pred, skip_blank_lines=False)["valid_smiles"].tolist() == [True, False, True, False, True]
+    clash = tmp_path / "clash.csv"
+    clash.write_text("smiles,valid_smiles\nCCO,checked\n")
+    proc = run("predict", str(out / "model.pt"), "-i", str(clash), "-o", str(pred), check=False)
+    assert proc.returncode == 2 and "already has column(s) ['valid_smiles']" in proc.stderr
+
 
 def test_train_by_dataset_name_regression(tmp_path, data_dir):
     out = tmp_path / "esol"

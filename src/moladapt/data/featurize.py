@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from itertools import repeat
+from typing import Any
 
 import numpy as np
 from rdkit import Chem, RDLogger
@@ -165,6 +166,14 @@ class Featurizer:
     version: str
     atom_parts: tuple[Part, ...]
     bond_parts: tuple[Part, ...]
+
+    def __reduce__(self) -> str | tuple[Any, ...]:
+        # Parts hold closures, which pickle cannot store: a registered featurizer travels by
+        # name (a fitted estimator, a model sent to a worker), and is checked to be the same.
+        if self.name in FEATURIZERS and FEATURIZERS.get(self.name).fingerprint == self.fingerprint:
+            return (get_featurizer, (self.name,))
+        raise TypeError(f"featurizer {self.fingerprint} is not registered under its name, so it "
+                        "cannot be pickled; register it in moladapt.data.featurize.FEATURIZERS")
 
     @property
     def atom_vocab_sizes(self) -> tuple[int, ...]:

@@ -293,9 +293,11 @@ def download_file(url: str, target: Path, checksum: str | None, timeout: float =
 
 
 # --- reading -------------------------------------------------------------------------------
-def _read_table(path: Path) -> pd.DataFrame:
+def _read_table(path: Path, keep_blank_lines: bool = False) -> pd.DataFrame:
+    """The CSV at ``path``; ``keep_blank_lines``: an empty line is a row of empty cells (so
+    row i of the frame is line i + 2 of the file), not skipped."""
     try:
-        frame = pd.read_csv(path, low_memory=False)
+        frame = pd.read_csv(path, low_memory=False, skip_blank_lines=not keep_blank_lines)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except pd.errors.EmptyDataError:
