@@ -1,6 +1,7 @@
 import gzip
 import hashlib
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -127,6 +128,91 @@ def test_offline_download_fails_fast_with_instructions(tmp_path):
         sources.download_file("http://127.0.0.1:9/none.csv", tmp_path / "x.csv", None, timeout=5)
     assert time.time() - t0 < 10
     assert not (tmp_path / "x.csv").exists()
+
+
+def _serve_once(body: bytes, announced: int) -> str:
+    """A local HTTP server that announces ``announced`` bytes, sends ``body`` and hangs up."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the http.server API
+            self.send_response(200)
+            self.send_header("Content-Length", str(announced))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.handle_request, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_port}/SAMPL.csv"
+
+
+def test_a_download_cut_short_is_refused_and_not_kept(tmp_path):
+    """No checksum to catch it (FreeSolv has none): the byte count against Content-Length must."""
+    body = b"smiles,expt\n" + b"CCO,-5.0\n" * 300
+    url = _serve_once(body[: len(body) // 3], announced=len(body))
+    target = tmp_path / "cache" / "SAMPL.csv"
+    with pytest.raises(ConnectionError, match=r"stopped after \d+ of \d+ bytes"):
+        sources.download_file(url, target, None, timeout=5)
+    assert not target.exists() and not list(target.parent.iterdir())
+    assert sources.download_file(_serve_once(body, len(body)), target, None).read_bytes() == body
+
+
+def test_a_broken_gzip_download_is_a_data_error_and_leaves_no_temp_files(tmp_path):
+    src = tmp_path / "tox21.csv.gz"
+    packed = gzip.compress(b"smiles,NR-AR\n" + b"CCO,1\n" * 1000)
+    src.write_bytes(packed[: len(packed) // 2])
+    target = tmp_path / "cache" / "tox21.csv"
+    with pytest.raises(DataError, match="not a complete gzip file"):
+        sources.download_file(src.as_uri(), target, None, gunzip_after=True)
+    assert not list(target.parent.iterdir())
+
+
+def test_an_unwritable_download_cache_names_the_setting(tmp_path):
+    with pytest.raises(DataError, match="cannot write the download cache .*MOLADAPT_CACHE_DIR"):
+        sources.download_file((tmp_path / "x").as_uri(), Path("/proc/moladapt-cache/x.csv"), None)
+
+
+def test_the_fsmol_archive_becomes_the_long_csv(tmp_path, monkeypatch):
+    """FS-Mol is served as a tar of <fold>/<task>.jsonl.gz; resolve_file converts it once."""
+    import dataclasses
+    import io
+    import json
+    import tarfile
+
+    import pandas as pd
+
+    def record(smiles, prop, value):
+        return {"SMILES": smiles, "Property": prop, "Assay_ID": "x", "RegressionProperty": value,
+                "LogRegressionProperty": "5.1", "Relation": "=", "AssayType": "B",
+                "graph": {"adjacency_lists": [[[0, 1]]], "node_features": [[0.0]]}, "fingerprints": [1, 0]}
+
+    archive = tmp_path / "served" / "fsmol.tar"
+    archive.parent.mkdir()
+    with tarfile.open(archive, "w") as tar:  # members out of order, as a tar may hold them
+        for fold, task, rows in [("test", "CHEMBL3", [("CCO", "1.0", "10"), ("CCC", "0.0", "900")]),
+                                 ("train", "CHEMBL9", [("c1ccccc1", "0.0", "")]),
+                                 ("train", "CHEMBL1", [("CCN", "1.0", "2.5")]),
+                                 ("valid", "CHEMBL5", [("CO", "1.0", "3")])]:
+            data = gzip.compress("\n".join(json.dumps(record(*r)) for r in rows).encode())
+            info = tarfile.TarInfo(f"fs-mol/{fold}/{task}.jsonl.gz")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    monkeypatch.setenv("MOLADAPT_DATA_DIR", str(tmp_path / "empty"))
+    monkeypatch.setenv("MOLADAPT_CACHE_DIR", str(tmp_path / "cache"))
+    spec = dataclasses.replace(sources.FSMOL, url=archive.as_uri())
+    path = sources.resolve_file(spec)
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    assert tuple(frame.columns) == sources.FSMOL_COLUMNS
+    assert frame[["split", "task_id", "smiles", "label"]].values.tolist() == [
+        ["train", "CHEMBL1", "CCN", "1"], ["train", "CHEMBL9", "c1ccccc1", "0"],
+        ["valid", "CHEMBL5", "CO", "1"], ["test", "CHEMBL3", "CCO", "1"], ["test", "CHEMBL3", "CCC", "0"]]
+    assert frame["log_regression_value"].tolist() == ["5.1"] * 5
+    assert not (path.parent / "fsmol.tar").exists()  # the archive is not kept beside the data
+    assert sources.resolve_file(spec, download=False) == path
 
 
 def test_bundled_demo_data_resolves_without_data_dir(monkeypatch, tmp_path):

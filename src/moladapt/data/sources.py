@@ -13,13 +13,19 @@ file — it never hangs.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import gzip
 import hashlib
+import http.client
+import json
 import os
+import re
 import shutil
+import tarfile
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -64,6 +70,9 @@ class DatasetSpec:
     description: str = ""
     group: str = "moleculenet"
     download_name: str | None = None  # file name at the URL when it differs (e.g. not gzipped)
+    # the name of a function in ARCHIVE_CONVERTERS that turns the downloaded archive
+    # (download_name) into ``filename``; None: the served file is the data file (maybe (un)gzipped)
+    convert: str | None = None
 
 
 @dataclass
@@ -141,7 +150,8 @@ _add(DatasetSpec("sider", "sider.csv.gz", "smiles", CLASSIFICATION, "roc_auc",
                  "md5:77c0ef421f7cc8ce963c5836c8761fd2",
                  description="27 side-effect system-organ classes"))
 _add(DatasetSpec("tox21", "tox21.csv", "smiles", CLASSIFICATION, "roc_auc",
-                 f"Tox21 Data Challenge 2014; {_MOLNET}", _DC + "tox21.csv.gz", None,
+                 f"Tox21 Data Challenge 2014; {_MOLNET}", _DC + "tox21.csv.gz",
+                 "md5:2882d69e70bba0fec14995f26787cc25",
                  exclude=("mol_id",), download_name="tox21.csv.gz",
                  description="12 nuclear-receptor and stress-response assays"))
 _add(DatasetSpec("toxcast", "toxcast_data.csv.gz", "smiles", CLASSIFICATION, "roc_auc",
@@ -199,8 +209,8 @@ FSMOL = DatasetSpec(
     "fsmol", "fsmol.csv.gz", "smiles", CLASSIFICATION, "delta_auprc",
     "Stanley et al., FS-Mol: A Few-Shot Learning Dataset of Molecules, NeurIPS 2021",
     url="https://figshare.com/ndownloader/files/31345321", checksum=None,
-    group="fsmol", download_name="fsmol.tar",
-    description="5,131 ChEMBL assays as few-shot tasks with FS-Mol's train/valid/test task split "
+    group="fsmol", download_name="fsmol.tar", convert="fsmol_archive",
+    description="ChEMBL assays as few-shot tasks (5,135 in FS-Mol's release) with its train/valid/test task split "
     "(long format; use moladapt.data.tasks.load_fsmol_tasks)",
 )
 _add(FSMOL)
@@ -233,6 +243,13 @@ def resolve_file(spec: DatasetSpec, download: bool = True, timeout: float = 30.0
             + f". Put the file in one of these directories (or set MOLADAPT_DATA_DIR). {spec.description}"
         )
     target = data_dirs()[-1] / spec.filename
+    if spec.convert is not None:
+        archive = target.with_name(spec.download_name or f"{spec.filename}.download")
+        if not archive.exists():
+            download_file(spec.url, archive, spec.checksum, timeout=timeout)
+        ARCHIVE_CONVERTERS[spec.convert](archive, target)
+        archive.unlink()  # the data file holds what is used; the archive can be GBs
+        return target
     served_gz = (spec.download_name or spec.filename).endswith(".gz")
     download_file(spec.url, target, spec.checksum, timeout=timeout,
                   gzip_after=spec.filename.endswith(".gz") and not served_gz,
@@ -259,14 +276,27 @@ def download_file(url: str, target: Path, checksum: str | None, timeout: float =
     name (``.gz`` or not) says what it holds.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = temp_sibling(target, suffix=".part")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = temp_sibling(target, suffix=".part")
+    except OSError as exc:
+        raise DataError(
+            f"cannot write the download cache {target.parent} ({exc.strerror or exc}); set "
+            "MOLADAPT_CACHE_DIR to a writable folder, or put the file in $MOLADAPT_DATA_DIR"
+        ) from None
     os.close(fd)
+    conv_tmp = tmp + ".conv"
     try:
         try:
             with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as out:
                 shutil.copyfileobj(resp, out, 1 << 20)
-        except (urllib.error.URLError, TimeoutError, OSError) as exc:
+                announced = resp.headers.get("Content-Length")
+                received = out.tell()
+            # a server that closes early ends the read without an error: count the bytes
+            if announced is not None and announced.isdigit() and int(announced) != received:
+                raise ConnectionError(f"the transfer stopped after {received} of {announced} bytes")
+        except (urllib.error.URLError, TimeoutError, OSError, http.client.HTTPException,
+                ConnectionError) as exc:
             raise ConnectionError(
                 f"could not download {url} ({exc}). If this machine is offline, download the "
                 f"file elsewhere and put it at {target} or in $MOLADAPT_DATA_DIR."
@@ -280,16 +310,77 @@ def download_file(url: str, target: Path, checksum: str | None, timeout: float =
                     "the file was not kept"
                 )
         if gzip_after or gunzip_after:
-            conv_tmp = tmp + ".conv"
-            with (gzip.open(tmp, "rb") if gunzip_after else open(tmp, "rb")) as src, \
-                    (open(conv_tmp, "wb") if gunzip_after else gzip.open(conv_tmp, "wb")) as dst:
-                shutil.copyfileobj(src, dst)
+            try:
+                with (gzip.open(tmp, "rb") if gunzip_after else open(tmp, "rb")) as src, \
+                        (open(conv_tmp, "wb") if gunzip_after else gzip.open(conv_tmp, "wb")) as dst:
+                    shutil.copyfileobj(src, dst)
+            except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+                raise DataError(f"{url} is not a complete gzip file ({exc}); the file was not kept") from None
             os.replace(conv_tmp, tmp)
         os.replace(tmp, target)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        for leftover in (tmp, conv_tmp):
+            if os.path.exists(leftover):
+                os.unlink(leftover)
     return target
+
+
+FSMOL_COLUMNS = ("split", "task_id", "smiles", "label", "assay_id", "regression_value",
+                 "log_regression_value", "relation", "assay_type")
+_FSMOL_FOLDS = ("train", "valid", "test")
+
+
+def build_fsmol_csv(archive: Path, target: Path) -> Path:
+    """FS-Mol's published archive → ``fsmol.csv.gz``, the long format moladapt reads.
+
+    The archive (a tar, maybe compressed) holds ``<fold>/<task id>.jsonl.gz`` with one JSON
+    record per molecule (``SMILES``, ``Property``, ``Assay_ID``, ``RegressionProperty``,
+    ``LogRegressionProperty``, ``Relation``, ``AssayType``, plus precomputed graphs and
+    fingerprints, which are dropped). Rows are sorted by fold (train, valid, test), then task
+    id, in file order within a task: the layout of ``$MOLADAPT_DATA_DIR/fsmol.csv.gz``.
+    """
+    pattern = re.compile(r"(?:^|/)(train|valid|test)/([^/]+)\.jsonl\.gz$")
+    try:
+        tar = tarfile.open(archive, "r:*")
+    except (tarfile.TarError, OSError) as exc:
+        raise DataError(f"{archive}: not a readable FS-Mol archive ({exc})") from None
+    with tar:
+        tasks = []
+        for member in tar.getmembers():
+            match = pattern.search(member.name)
+            if member.isfile() and match:
+                tasks.append((_FSMOL_FOLDS.index(match.group(1)), match.group(2), member))
+        if not tasks:
+            raise DataError(f"{archive}: no <fold>/<task>.jsonl.gz files inside; is it FS-Mol's archive?")
+        fd, tmp = temp_sibling(target)
+        try:
+            with os.fdopen(fd, "wb") as raw, gzip.open(raw, "wt", newline="") as text:
+                writer = csv.writer(text)
+                writer.writerow(FSMOL_COLUMNS)
+                for fold, task_id, member in sorted(tasks, key=lambda t: (t[0], t[1])):
+                    with gzip.open(tar.extractfile(member), "rt") as lines:
+                        for n, line in enumerate(lines, 1):
+                            if not line.strip():
+                                continue
+                            try:
+                                rec = json.loads(line)
+                                row = (_FSMOL_FOLDS[fold], task_id, rec["SMILES"], int(float(rec["Property"])),
+                                       rec.get("Assay_ID", task_id), rec.get("RegressionProperty", ""),
+                                       rec.get("LogRegressionProperty", ""), rec.get("Relation", ""),
+                                       rec.get("AssayType", ""))
+                            except (ValueError, KeyError, TypeError) as exc:
+                                raise DataError(f"{archive}: {member.name} line {n}: not an FS-Mol "
+                                                f"record ({exc!r})") from None
+                            writer.writerow(row)
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return target
+
+
+#: converters named by ``DatasetSpec.convert``: (downloaded archive, data file) -> data file
+ARCHIVE_CONVERTERS = {"fsmol_archive": build_fsmol_csv}
 
 
 # --- reading -------------------------------------------------------------------------------
