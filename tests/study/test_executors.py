@@ -127,8 +127,9 @@ def test_ray_executor_says_how_to_install_ray(tmp_path, monkeypatch):
     assert not (tmp_path / "s.db").exists()
 
 
-def test_ray_executor_runs_a_study_on_a_local_cluster(tmp_path):
+def test_ray_executor_runs_a_study_on_a_local_cluster(tmp_path, monkeypatch):
     pytest.importorskip("ray")
+    monkeypatch.setenv("MOLADAPT_STUDY_THREADS", "2")  # what `study run --threads 2` sets
     from moladapt.study.executors import RayExecutor
 
     spec = StudySpec.from_dict({"name": "r", "runner": "sleep", "fixed": {"seconds": 0.05},
@@ -143,6 +144,7 @@ def test_ray_executor_runs_a_study_on_a_local_cluster(tmp_path):
     rows = {json.loads(r["axes_json"])["i"]: r for r in store.rows()}
     assert "RuntimeError: sleep run asked to fail" in rows[1]["error"]
     assert json.loads(rows[2]["metrics_json"])["i"] == 2
+    assert json.loads(rows[2]["metrics_json"])["threads"] == 2  # --threads reaches Ray's workers
     assert not executor.ray.is_initialized()  # the cluster it started is shut down again
 
 

@@ -92,6 +92,56 @@ def test_report_spec_option_leaves_out_runs_edited_away(tmp_path):
     result = CliRunner().invoke(app, ["report", str(tmp_path / "s.db"), "--output", str(tmp_path / "r"),
                                       "--spec", str(study)])
     assert result.exit_code == 0, result.output
-    assert "(12 runs)" in result.output
+    assert "(12 runs with roc_auc)" in result.output
     assert (tmp_path / "r" / "report.md").read_text().startswith("# moladapt study toy\n")
     assert "gcn" not in (tmp_path / "r" / "report.md").read_text()
+
+
+def _csv_study(db, sage_fails=0, gat_fails=3):
+    """Runs on a user's own CSV (no data.dataset); gat fails on every seed."""
+    store = ResultStore(db)
+    runs = [RunSpec(key=f"{enc}-{seed}", runner="train",
+                    config={"data": {"csv": "/data/my assays.csv", "split": "random"},
+                            "model": {"encoder": enc}, "train": {"seed": seed}},
+                    axes={"model.encoder": enc, "train.seed": seed})
+            for enc in ("gin", "sage", "gat") for seed in range(3)]
+    store.sync("mine", runs)
+    for run in runs:
+        assert store.claim(run.key)
+        enc, seed = run.key.split("-")
+        if (enc == "gat" and int(seed) < gat_fails) or (enc == "sage" and int(seed) < sage_fails):
+            store.fail(run.key, "boom")
+        else:
+            store.finish(run.key, {"test.roc_auc": 0.6 + 0.01 * int(seed) + (0.05 if enc == "sage" else 0)})
+
+
+def test_a_study_on_a_users_csv_reports_and_says_what_it_left_out(tmp_path):
+    _csv_study(tmp_path / "s.db", sage_fails=1)
+    frame = tidy_results(tmp_path / "s.db")
+    assert set(frame["dataset"]) == {"my assays.csv"} and len(frame) == 5
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "s.db"), "--output", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert "5 runs with roc_auc; 4 left out" in result.output
+    answer = (tmp_path / "r" / "report.md").read_text().splitlines()[2]
+    assert "Left out: sage: 1 failed run, 2 of 3 counted; gat: 3 failed runs, no run counted." in answer
+
+
+def test_a_tie_names_every_best_method_and_stale_report_files_go(tmp_path):
+    import pandas as pd
+
+    from moladapt.evaluate.report import write_report
+
+    rows = [{"method": m, "dataset": d, "seed": s, "roc_auc": v}
+            for s in range(3)
+            for m, d, v in (("gin", "a", 0.7), ("sage", "a", 0.6), ("gin", "b", 0.6), ("sage", "b", 0.7))]
+    frame = pd.DataFrame(rows)
+    frame["roc_auc"] += frame["seed"] * 0.001
+    frame["featurizer"] = "basic"
+    out = tmp_path / "r"
+    write_report(frame, out, heatmap=("featurizer", "dataset"))
+    assert (out / "heatmap_featurizer_dataset.png").exists()
+    answer = (out / "report.md").read_text().splitlines()[2]
+    assert answer.startswith("Best methods on average, tied: gin, sage (mean rank 1.50")
+    (out / "notes.txt").write_text("mine")
+    write_report(frame, out)  # no heatmap this time
+    assert not (out / "heatmap_featurizer_dataset.png").exists() and (out / "notes.txt").exists()

@@ -34,7 +34,7 @@ def report(
         from moladapt.study.spec import StudySpec
 
         keys = {run.key for run in StudySpec.load(spec).runs()}
-    frame = tidy_results(db, study, split_list(method_axes), keys=keys)
+    frame = tidy_results(db, study, split_list(method_axes), keys=keys, include_unfinished=True)
     if metric not in frame.columns:
         raise ValueError(f"metric {metric!r} not in the results; available: "
                          f"{sorted(c for c in frame.columns if frame[c].dtype.kind == 'f')}")
@@ -49,7 +49,9 @@ def report(
         # typically runs of an earlier version of the study file (a changed fixed value)
         raise ValueError(f"{exc}. If the database holds runs of an earlier version of the study "
                          "file, pass --spec STUDY.yaml to keep only its current grid") from None
-    typer.echo(f"wrote {out}/report.html and report.md ({len(frame)} runs)")
+    done = frame[(frame["status"] == "done") & frame[metric].notna()]
+    typer.echo(f"wrote {out}/report.html and report.md ({len(done)} runs with {metric}"
+               + (f"; {len(frame) - len(done)} left out, listed in the report)" if len(done) < len(frame) else ")"))
 
 
 def _study_name(db: Path) -> str:

@@ -33,7 +33,8 @@ def run_cmd(
     db: Path = typer.Option(..., help="SQLite results database (created if missing; run files go "
                             "next to it, under runs/<key>/)."),
     executor: str = typer.Option("local", help="local (process pool) | ray."),
-    address: str = typer.Option(None, help="Ray cluster address (default: auto)."),
+    address: str = typer.Option(None, help="Ray cluster address (default: auto, a running cluster; "
+                                "'local' starts Ray on this machine for the study)."),
     workers: int = typer.Option(None, help="Runs at once (default: CPU count, or the cluster's CPUs)."),
     retry_failed: bool = typer.Option(False, help="Run failed runs again."),
     threads: int = typer.Option(None, help="torch/BLAS threads per run (default: CPU count ÷ "

@@ -30,6 +30,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -124,9 +125,11 @@ def write_report(
             raise ValueError(f"column {col!r} not in the results table {list(df.columns)}")
     if heatmap is not None and len(heatmap) != 2:
         raise ValueError(f"heatmap needs two column names; got {heatmap!r}")
-    data = df[~df[metric].isna()].copy()
+    finished = df if "status" not in df.columns else df[df["status"] == "done"]
+    data = finished[~finished[metric].isna()].drop(columns="status", errors="ignore").copy()
+    left_out = _left_out_note(df, metric)
     if data.empty:
-        raise ValueError(f"no rows with a value of {metric!r}")
+        raise ValueError(f"no rows with a value of {metric!r}" + (f" ({left_out})" if left_out else ""))
     hib = (metric.lower() not in LOWER_IS_BETTER) if higher_is_better is None else higher_is_better
     methods = [m for m in pd.unique(data["method"])]
     datasets = [d for d in pd.unique(data["dataset"])]
@@ -194,7 +197,9 @@ def write_report(
             )
         )
 
-    answer = _answer(comps, ranks, rank_note, baseline, datasets, alpha)
+    answer = _answer(comps, ranks, rank_note, baseline, datasets, alpha, metric)
+    if left_out:
+        answer += f" Left out: {left_out}."
     table = _summary_table(data, metric, methods, datasets, comps, ranks, baseline, hib)
     comp_table = _comparison_table(comps)
     breakdowns, breakdown_frame = _breakdowns(
@@ -209,6 +214,16 @@ def write_report(
     if units:
         legend += f" Runs are paired on {', '.join(units)}."
 
+    written = ["report.md", "report.html", "comparisons.csv", *(img.filename for img in images)]
+    if breakdown_frame is not None:
+        written.append("breakdown.csv")
+    # files an earlier report wrote here and this one does not (a heatmap no longer asked
+    # for) would sit beside it as if current: the manifest says which are ours to remove
+    manifest = out / "report_files.json"
+    if manifest.exists():
+        for name in set(json.loads(manifest.read_text(encoding="utf-8"))) - set(written):
+            if "/" not in name and name != manifest.name:
+                (out / name).unlink(missing_ok=True)
     comps.to_csv(out / "comparisons.csv", index=False)
     if breakdown_frame is not None:
         breakdown_frame.to_csv(out / "breakdown.csv", index=False)
@@ -217,7 +232,26 @@ def write_report(
     sections = (title, answer, table, legend, breakdowns, comp_table, images, metric)
     atomic_write_text(out / "report.md", _markdown(*sections))
     atomic_write_text(out / "report.html", _html(*sections))
+    atomic_write_text(manifest, json.dumps(sorted(written), indent=1))
     return out
+
+
+def _left_out_note(df: pd.DataFrame, metric: str) -> str:
+    """Which runs the tables do not count, per method: unfinished (failed, running, pending)
+    and finished without a value of ``metric``; ``""`` when none."""
+    parts = []
+    for method, rows in df.groupby("method", sort=False):
+        status = rows["status"] if "status" in rows.columns else pd.Series("done", index=rows.index)
+        counts = status[status != "done"].value_counts()
+        missing = int((rows[metric].isna() & (status == "done")).sum())
+        bits = [f"{n} {state} run{'s' if n > 1 else ''}" for state, n in counts.items()]
+        if missing:
+            bits.append(f"{missing} run{'s' if missing > 1 else ''} without a value of {metric}")
+        if bits:
+            kept = len(rows) - int(counts.sum()) - missing
+            bits.append(f"{kept} of {len(rows)} counted" if kept else "no run counted")
+            parts.append(f"{method}: " + ", ".join(bits))
+    return "; ".join(parts)
 
 
 # --- statistics for the page ----------------------------------------------------------------
@@ -240,6 +274,13 @@ def _ranks(
     return res, ""
 
 
+def _best_methods(ranks: FriedmanResult) -> list:
+    """The methods sharing the best mean rank (more than one on a tie)."""
+    best = ranks.avg_ranks[ranks.methods[0]]
+    tied = [m for m in ranks.methods if math.isclose(ranks.avg_ranks[m], best, abs_tol=1e-9)]
+    return tied or [ranks.methods[0]]  # NaN ranks (no complete block): the order given
+
+
 def _answer(
     comps: pd.DataFrame,
     ranks: FriedmanResult,
@@ -247,30 +288,35 @@ def _answer(
     baseline: str,
     datasets: list,
     alpha: float,
+    metric: str,
 ) -> str:
     """The one-paragraph answer at the top of the page."""
-    best = ranks.methods[0]
-    r = ranks.avg_ranks[best]
-    text = f"Best method on average: {best} (mean rank {_num(r, 2)} of {ranks.n_methods}"
-    text += f" over {ranks.n_blocks} blocks)"
+    tied = _best_methods(ranks)
+    r = ranks.avg_ranks[tied[0]]
+    if len(tied) > 1:
+        text = f"Best methods on average, tied: {', '.join(map(str, tied))} (mean rank {_num(r, 2)}"
+    else:
+        text = f"Best method on average: {tied[0]} (mean rank {_num(r, 2)}"
+    text += f" of {ranks.n_methods} over {ranks.n_blocks} blocks)"
     m = len(datasets)
     if ranks.n_methods < 2:
-        return text + "; it is the only method, so nothing is compared."
-    if best == baseline:
-        wins = comps[comps["significant"] & (comps["direction"] == "better")]
-        text += (
-            f", which is the baseline; another method is significantly better than it on "
-            f"{wins['dataset'].nunique()} of {m} datasets (Holm-corrected Wilcoxon)."
-        )
-    else:
+        return text + f"; it is the only method with a value of {metric}, so nothing is compared."
+    sentences = []
+    for best in tied:
+        if best == baseline:
+            wins = comps[comps["significant"] & (comps["direction"] == "better")]
+            sentences.append(
+                f"{best} is the baseline; another method is significantly better than it on "
+                f"{wins['dataset'].nunique()} of {m} datasets (Holm-corrected Wilcoxon)")
+            continue
         mine = comps[comps["method"] == best]
         n_better = int((mine["significant"] & (mine["direction"] == "better")).sum())
         n_worse = int((mine["significant"] & (mine["direction"] == "worse")).sum())
-        text += (
-            f"; significantly better than the baseline {baseline} on {n_better} of {m} "
+        sentences.append(
+            f"{best} is significantly better than the baseline {baseline} on {n_better} of {m} "
             f"datasets (Holm-corrected Wilcoxon, α = {alpha})"
-        )
-        text += f" and significantly worse on {n_worse}." if n_worse else "."
+            + (f" and significantly worse on {n_worse}" if n_worse else ""))
+    text += ". " + "; ".join(sentences) + "."
     untested = comps[comps["p_wilcoxon"].isna()]
     if len(untested):
         text += (
@@ -323,7 +369,7 @@ def _summary_table(
             flags.append(bool(round(mean, 3) == best))
         r = ranks.avg_ranks.get(m, math.nan)
         cells.append(_num(r, 2))
-        flags.append(bool(m == ranks.methods[0]) and math.isfinite(r))
+        flags.append(m in _best_methods(ranks) and math.isfinite(r))
         rows.append(cells)
         bold.append(flags)
     return _Table(header, rows, bold)
@@ -438,8 +484,11 @@ def _breakdowns(
 def _bar_chart(data: pd.DataFrame, metric: str, methods: list, datasets: list) -> bytes:
     from matplotlib.figure import Figure
 
+    # Points, not bars: the axis is cut to the data (differences of a few points would vanish
+    # from 0), and a cut axis makes bar lengths lie. Whiskers are ± std: a 95% t interval
+    # over 2-3 seeds (t = 12.7 at 2) would span the whole metric range.
     g = data.groupby(["dataset", "method"], sort=False)[metric]
-    mean, half = g.mean(), g.apply(_t_half_width)
+    mean, spread = g.mean(), g.std().fillna(0.0)
     n_m = len(methods)
     width = 0.8 / n_m
     fig = Figure(figsize=(max(5.0, 1.0 + len(datasets) * (0.35 * n_m + 0.4)), 3.6))
@@ -448,14 +497,17 @@ def _bar_chart(data: pd.DataFrame, metric: str, methods: list, datasets: list) -
     for i, m in enumerate(methods):
         keys = [(d, m) for d in datasets]
         y = [mean.get(k, np.nan) for k in keys]
-        err = [half.get(k, np.nan) for k in keys]
-        ax.bar(x + (i - (n_m - 1) / 2) * width, y, width, yerr=err, capsize=2, label=str(m))
+        err = [spread.get(k, np.nan) for k in keys]
+        ax.errorbar(x + (i - (n_m - 1) / 2) * width, y, yerr=err, fmt="o", ms=5, capsize=3, label=str(m))
     ax.set_xticks(x, [str(d) for d in datasets], rotation=30 if len(datasets) > 6 else 0)
+    ax.set_xlim(-0.5, len(datasets) - 0.5)
+    for edge in x[:-1] + 0.5:
+        ax.axvline(edge, color="0.85", lw=0.8)
     ax.set_ylabel(metric)
-    lo = np.nanmin((mean - half.fillna(0)).to_numpy())
-    hi = np.nanmax((mean + half.fillna(0)).to_numpy())
+    lo = np.nanmin((mean - spread).to_numpy())
+    hi = np.nanmax((mean + spread).to_numpy())
     pad = 0.1 * (hi - lo) if hi > lo else 0.05 * (abs(hi) + 1e-9)
-    ax.set_ylim(lo - pad, hi + pad)  # bars from 0 would hide differences of a few points
+    ax.set_ylim(lo - pad, hi + pad)
     ax.legend(fontsize=8, ncols=min(n_m, 4), loc="upper center", bbox_to_anchor=(0.5, -0.15))
     ax.grid(axis="y", alpha=0.3)
     return figure_png(fig)
@@ -614,7 +666,8 @@ def _t_half_width(values: pd.Series, level: float = 0.95) -> float:
 
 
 def _bars_caption(metric: str) -> str:
-    return f"Mean {metric} per method and dataset; error bars: 95% t confidence interval over runs."
+    return (f"Mean {metric} per method and dataset (points; the axis is cut to the data); "
+            "whiskers: ± one standard deviation over runs (the table's ±).")
 
 
 # --- rendering --------------------------------------------------------------------------------

@@ -131,6 +131,7 @@ def _run_sleep(config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     if config.get("fail"):
         raise RuntimeError(f"sleep run asked to fail: {config.get('fail')}")
     return {"slept": time.perf_counter() - t0, "pid": os.getpid(),
+            "threads": int(os.environ.get("MOLADAPT_STUDY_THREADS", "0")),
             **{k: v for k, v in config.items() if isinstance(v, (int, float, str, bool))}}
 
 
@@ -372,8 +373,9 @@ class RayExecutor(Executor):
 
     def _start(self, workers: int) -> None:
         self._init()
-        cpus = self.num_cpus or 1
-        self.threads = max(1, int(cpus))
+        asked = os.environ.get("MOLADAPT_STUDY_THREADS")  # `study run --threads`
+        cpus = self.num_cpus or (int(asked) if asked else 1)
+        self.threads = int(asked) if asked else max(1, int(cpus))
         self.task = self.ray.remote(num_cpus=cpus, max_retries=0)(_worker_task)
 
     def _submit(self, run: RunSpec) -> Any:

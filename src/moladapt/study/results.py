@@ -18,7 +18,8 @@ UNIT_FIELDS = {"data.dataset": "dataset", "data.split": "split", "train.seed": "
 
 def tidy_results(db_path: str | Path, study: str | None = None,
                  method_axes: Sequence[str] | None = None,
-                 keys: Collection[str] | None = None) -> pd.DataFrame:
+                 keys: Collection[str] | None = None,
+                 include_unfinished: bool = False) -> pd.DataFrame:
     """One row per finished run with ``method``, ``dataset``, ``split``, ``seed``,
     ``featurizer``, ``encoder`` and the metrics (``test.roc_auc`` → ``roc_auc``).
 
@@ -28,13 +29,18 @@ def tidy_results(db_path: str | Path, study: str | None = None,
 
     ``keys``: only these run keys (e.g. those of a study file's current grid, so runs of
     grid points edited away since are left out; the store never deletes a result).
+    ``include_unfinished``: also the failed, running and pending runs, with a ``status``
+    column, so that a report can say what it leaves out.
+
+    ``dataset`` is the benchmark's name, or the file name of a run's own CSV.
     """
     store = ResultStore(db_path, create=False)
-    rows = [r for r in store.rows(study) if r["status"] == "done"
-            and (keys is None or r["key"] in keys)]
-    if not rows:
+    rows = [r for r in store.rows(study) if (keys is None or r["key"] in keys)]
+    if not any(r["status"] == "done" for r in rows):
         raise ValueError(f"{db_path}: no finished runs" + (f" in study {study!r}" if study else "")
                          + (" among the study file's runs" if keys is not None else ""))
+    if not include_unfinished:
+        rows = [r for r in rows if r["status"] == "done"]
     axes_seen: list[str] = []
     for r in rows:
         for name in json.loads(r["axes_json"] or "{}"):
@@ -49,6 +55,11 @@ def tidy_results(db_path: str | Path, study: str | None = None,
         # a field that defines the method cannot also pair the runs: leave it out
         record = {short: get_dotted(config, dotted) for dotted, short in UNIT_FIELDS.items()
                   if dotted not in method_axes}
+        if record.get("dataset") is None and "data.dataset" not in method_axes:
+            csv = get_dotted(config, "data.csv")
+            record["dataset"] = Path(str(csv)).name if csv else "(unnamed data)"
+        if include_unfinished:
+            record["status"] = r["status"]
         record["method"] = " / ".join(f"{axes.get(a, get_dotted(config, a))}" for a in method_axes) or "run"
         for name, value in json.loads(r["metrics_json"] or "{}").items():
             if name.startswith("test.") and isinstance(value, (int, float)):
