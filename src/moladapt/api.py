@@ -114,7 +114,7 @@ class MolPropertyModel(BaseEstimator):
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
         tags.estimator_type = {CLASSIFICATION: "classifier", REGRESSION: "regressor"}.get(self.task_type)
-        tags.input_tags.two_d_array = False
+        tags.input_tags.one_d_array, tags.input_tags.two_d_array = True, False  # a list of SMILES
         tags.input_tags.string = True
         tags.target_tags.required = True
         tags.target_tags.multi_output = True
