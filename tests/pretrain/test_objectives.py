@@ -269,3 +269,17 @@ def test_an_earlier_recipe_is_named_by_version_and_rebuilt_by_its_options():
     feat = get_featurizer("basic")
     enc = build_encoder("gin", feat.atom_vocab_sizes, feat.bond_vocab_sizes, hidden_dim=8, num_layers=1)
     assert not build_objective("edge_prediction", feat, enc, **recipe_options("edge_prediction", 1)).scale_by_sqrt_dim
+
+
+def test_context_prediction_skips_a_batch_whose_context_is_one_atom():
+    """A cyclobutane and a helium atom (the last batch of a small corpus): the only context ring
+    is a single atom, which batch norm in training mode cannot normalise."""
+    feat = get_featurizer("basic")
+    graphs = feat.featurize(["C1CCC1", "[He]"])
+    enc = _encoder(feat)
+    obj = build_objective("context_prediction", feat, enc)
+    obj.train()
+    enc.train()
+    for seed in range(6):
+        loss = obj(enc, graphs.collate([0, 1]), torch.Generator().manual_seed(seed))
+        assert torch.isfinite(loss)

@@ -153,7 +153,9 @@ class ContextPrediction(PretrainObjective):
 
     def loss(self, encoder: Encoder, transformed: SubstructContextPairs) -> Tensor:
         t = transformed
-        if t.substruct.num_graphs == 0:
+        # batch norm in training mode needs two nodes: a batch whose only context ring is one
+        # atom (a small molecule's last batch) has nothing to learn, like an empty one
+        if t.substruct.num_graphs == 0 or t.substruct.num_nodes < 2 or t.context.num_nodes < 2:
             return zero_loss(t.substruct.x.device)
         sub_rep = encoder.node_embeddings(t.substruct)[t.center]
         ctx_nodes = self.context_encoder.node_embeddings(t.context)[t.anchor]
