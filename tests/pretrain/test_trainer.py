@@ -65,6 +65,8 @@ def test_checkpoint_round_trip_and_resume(data, tmp_path):
     # nothing left to do
     h4 = pretrain(_encoder(feat), objectives, graphs, epochs=2, checkpoint_dir=tmp_path, **KW)
     assert h4.epochs_run == []
+    with pytest.raises(ValueError, match="already has 2 epochs, more than the 1 asked for"):
+        pretrain(_encoder(feat), objectives, graphs, epochs=1, checkpoint_dir=tmp_path, **KW)
 
     # other settings or other data are refused: the records would describe another run
     with pytest.raises(ValueError, match=r"other settings \(lr 0.001 there, 0.05 now; seed 0 there, 9 now\)"):
@@ -72,6 +74,9 @@ def test_checkpoint_round_trip_and_resume(data, tmp_path):
                  **{**KW, "lr": 0.05, "seed": 9})
     with pytest.raises(ValueError, match=f"molecules \\[{len(graphs)}\\] there, \\[20\\] now"):
         pretrain(_encoder(feat), objectives, graphs.subset(np.arange(20)), epochs=3, checkpoint_dir=tmp_path, **KW)
+    same_size = graphs.subset(np.r_[1:len(graphs), 0])  # the same number of other molecules
+    with pytest.raises(ValueError, match=r"data_sha256 \['\w{12}'\] there, \['\w{12}'\] now"):
+        pretrain(_encoder(feat), objectives, same_size, epochs=3, checkpoint_dir=tmp_path, **KW)
 
     # a different objective set is refused rather than silently mixed
     with pytest.raises(ValueError, match="objectives"):
@@ -193,3 +198,14 @@ def test_pretraining_continues_from_a_checkpoint_and_records_its_lineage(data, t
     with pytest.raises(ValueError, match="featurizer 'basic'"):
         init_encoder_from(build_encoder("gin", rich.atom_vocab_sizes, rich.bond_vocab_sizes, hidden_dim=16,
                                         num_layers=2), ssl_path, rich)
+
+
+def test_an_epoch_with_nothing_to_learn_warns(tmp_path):
+    """Context prediction on single atoms: no substructure has a context, no batch trains."""
+    from moladapt.data.featurize import get_featurizer
+
+    feat = get_featurizer("basic")
+    graphs = feat.featurize(["C", "[Na+]", "[He]", "O", "N", "[Cl-]"])
+    with pytest.warns(RuntimeWarning, match="no batch had anything to learn for context_prediction"):
+        history = pretrain(_encoder(feat), ["context_prediction"], graphs, epochs=1, **KW)
+    assert history.epochs[0]["batches"] == 0

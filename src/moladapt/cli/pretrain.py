@@ -69,7 +69,7 @@ def pretrain_command(
     smiles_column: str = typer.Option(None, help="SMILES column of a CSV corpus (default: 'smiles' in any case)."),
     objective_option: list[str] = typer.Option(
         None, "--objective-option", "-O", help="An objective's option as objective.option=value, "
-        "repeatable: attribute_masking.mask_rate=0.25, graphcl.augmentations=[node_drop,edge_perturb], "
+        "repeatable: attribute_masking.mask_rate=0.25, 'graphcl.augmentations=\\[node_drop,subgraph]', "
         "edge_prediction.scale_by_sqrt_dim=false, context_prediction.r2=4 (every stage using the "
         "objective gets it)."),
     labels_dataset: str = typer.Option(None, help="Labelled molecules for 'supervised' stages: a benchmark "

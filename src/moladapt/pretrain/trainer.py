@@ -381,14 +381,33 @@ def pretrain(
 
 
 #: what a resumed run must share with the run that wrote last.pt (epochs may grow)
-_RESUME_FIXED = ("batch_size", "lr", "weight_decay", "seed", "precision", "molecules")
+_RESUME_FIXED = ("batch_size", "lr", "weight_decay", "seed", "precision", "molecules", "data_sha256")
+
+
+def _data_identity(data: PretrainData) -> str:
+    """A content hash of a stage's molecules: their SMILES in order, or for a sharded corpus
+    its shards' cache keys (themselves content hashes), so another corpus of the same size is
+    told apart without reading it."""
+    import hashlib
+
+    if isinstance(data, ShardedCorpus):
+        h = hashlib.sha256()
+        for shard in data.shards:
+            h.update(shard.path.name.encode() + b"\n")
+        return h.hexdigest()
+    from moladapt.data.featurize import smiles_hash
+
+    return smiles_hash(data.smiles)
 
 
 def _check_resumable_config(path: Path, saved: dict[str, Any], now: dict[str, Any]) -> None:
     """Refuse to continue a run with other training settings or data: the epochs done would
     not be the run the records describe (a last.pt from before ``molecules`` was kept is
     checked on the rest)."""
-    diff = [f"{k} {saved[k]!r} there, {now[k]!r} now" for k in _RESUME_FIXED
+    def shown(key: str, value: Any) -> str:
+        return repr([h[:12] for h in value]) if key == "data_sha256" else repr(value)
+
+    diff = [f"{k} {shown(k, saved[k])} there, {shown(k, now[k])} now" for k in _RESUME_FIXED
             if k in saved and saved[k] != now[k]]
     if diff:
         raise ValueError(f"{path}: the saved run used other settings ({'; '.join(diff)}); use "
@@ -417,7 +436,8 @@ def _train(encoder: Encoder, featurizer: Featurizer, specs: list[tuple[list[Obje
     config = {"epochs": total_epochs, "stage_epochs": stage_epochs, "batch_size": int(batch_size),
               "lr": float(lr), "weight_decay": float(weight_decay), "seed": int(seed),
               "precision": precision, "init": to_plain(init_from),
-              "molecules": [int(len(g)) for g, _ in inputs]}
+              "molecules": [int(len(g)) for g, _ in inputs],
+              "data_sha256": [_data_identity(g) for g, _ in inputs]}
     featurizer_info = {"name": featurizer.name, "version": featurizer.version,
                        "fingerprint": featurizer.fingerprint}
     history = PretrainHistory()
@@ -451,6 +471,10 @@ def _train(encoder: Encoder, featurizer: Featurizer, specs: list[tuple[list[Obje
         start = int(payload["epoch"])
         saved_opt, saved_opt_stage = payload["optimizer"], int(payload["stage"])
         history.epochs = list(payload["history"])
+        if start > total_epochs:  # finishing "early" would relabel a longer run as a shorter one
+            raise ValueError(f"{ckpt_path}: the saved run already has {start} epochs, more than the "
+                             f"{total_epochs} asked for; ask for at least {start}, or use another "
+                             "checkpoint_dir / resume=False")
     history.start_epoch = start
 
     optimizer, opt_stage, model = None, -1, None
@@ -509,6 +533,10 @@ def _train(encoder: Encoder, featurizer: Featurizer, specs: list[tuple[list[Obje
                   "batches": batches, "seconds": time.perf_counter() - t0}
         if batches:
             record["embedding_spread"] = embedding_spread(encoder, batch)
+        elif ctx.is_main:
+            warnings.warn(f"pretraining epoch {epoch}: no batch had anything to learn for "
+                          f"{', '.join(keys)} (molecules too small, or fewer than 2 per batch); "
+                          "the encoder did not change", RuntimeWarning, stacklevel=2)
         was_collapsed = history.collapsed is not None
         history.epochs.append(record)
         if not was_collapsed and history.collapsed is not None and ctx.is_main:
