@@ -156,3 +156,23 @@ def test_resume_adds_nothing_and_refuses_a_different_run(tmp_path):
         few_shot("rf-ecfp", [task], **{**args, "seed": 1})
     with pytest.raises(ValueError, match="params.n_estimators: 10 there, 20 now"):
         few_shot("rf-ecfp", [task], **{**args, "hparams": {"n_estimators": 20}})
+    # another task file that reuses the id 't' for other molecules is not served the old rows
+    other = Task("t", smiles[::-1], task.labels, group="h")
+    with pytest.raises(ValueError, match=r"rows of other tasks with the same id \(t: other molecules"):
+        few_shot("rf-ecfp", [other], **args)
+    # a rerun asking for fewer draws: config, summary and results.csv still agree (2 draws)
+    fewer = few_shot("rf-ecfp", [task], **{**args, "draws": 1})
+    assert fewer.n_new == 0 and fewer.config["draws"] == 2 and len(fewer.results) == 2
+    assert pd.read_csv(tmp_path / "summary.csv")["draws_per_task"].max() == 2
+
+
+def test_meta_training_reports_the_tasks_too_small_for_its_episodes(valid_tasks):
+    from moladapt.fewshot import meta_train
+    from moladapt.types import Task
+
+    tiny = Task("TINY", valid_tasks[0].smiles[:20], valid_tasks[0].labels[:20], group="x")
+    result = meta_train("protonet", [*valid_tasks[:2], tiny],
+                        encoder_cfg={"hidden_dim": 16, "num_layers": 1},
+                        hparams={"meta_steps": 1, "train_k": 16, "query_size": 16})
+    assert result.info["n_train_tasks"] == 2 and result.info["skipped_train_tasks"] == 1
+    assert "TINY" in result.info["skipped_examples"]

@@ -335,7 +335,9 @@ def meta_train(
         "params": to_plain(adapter.get_params()),
         "has_head": getattr(adapter, "head_", None) is not None,
         "tasks": tasks_spec,
-        "n_train_tasks": len(tasks),
+        "n_train_tasks": len(tasks) - len(getattr(adapter, "skipped_tasks_", {})),
+        "skipped_train_tasks": len(getattr(adapter, "skipped_tasks_", {})),
+        "skipped_examples": dict(list(getattr(adapter, "skipped_tasks_", {}).items())[:5]),
         "init": None if init is None else str(init),
         "warm_start_head": warm_head,
         "seed": int(seed),
@@ -531,6 +533,12 @@ def few_shot(
     results_path = None
     if out is not None:
         _check_resume(out / "config.yaml", config)
+        if (out / "config.yaml").exists():
+            # results.csv keeps the rows of earlier calls: config.yaml, summary.csv and the plot
+            # describe all of them, so a rerun with fewer k or draws does not contradict it
+            old = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8")) or {}
+            config["support_sizes"] = sorted({*old.get("support_sizes", []), *ks})
+            config["draws"] = max(int(old.get("draws", 0)), int(draws))
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
         results_path = out / "results.csv"
@@ -546,6 +554,9 @@ def few_shot(
         task_list, fit_predict, label, ks, int(draws), featurizer=TaskFeatureCache(feat),
         results_path=results_path, seed=int(seed), progress=on_row,
     )
+    if results_path is not None:
+        everything = load_results(results_path)
+        results = everything[everything["method"] == label].reset_index(drop=True)
     summary = summarize_few_shot(results)
     run = FewShotRun(results, summary, config, out, n_new=n_new)
     if out is not None:

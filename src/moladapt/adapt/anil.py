@@ -114,6 +114,7 @@ class ANIL(HeadMixin, Adapter):
         checkpoint: MetaCheckpoint | None = None,
     ) -> ANIL:
         stream = EpisodeStream(train_tasks, featurizer, self.train_k, self.query_size, self.seed)
+        self.skipped_tasks_ = dict(stream.skipped)  # too small for a train_k episode
         head = self._train_head(encoder)
         was_training = encoder.training
         encoder.train()

@@ -184,6 +184,7 @@ class MAML(HeadMixin, Adapter):
         checkpoint: MetaCheckpoint | None = None,
     ) -> MAML:
         stream = EpisodeStream(train_tasks, featurizer, self.train_k, self.query_size, self.seed)
+        self.skipped_tasks_ = dict(stream.skipped)  # too small for a train_k episode
         model = MolecularModel(encoder, self._train_head(encoder))  # type: ignore[arg-type]
         was_training = model.training
         model.train()

@@ -199,6 +199,7 @@ class ProtoNet(Adapter):
         if self.meta_steps <= 0:
             return self
         stream = EpisodeStream(train_tasks, featurizer, self.train_k, self.query_size, self.seed)
+        self.skipped_tasks_ = dict(stream.skipped)  # too small for a train_k episode
         device = next(encoder.parameters()).device
         autocast(device, self.precision)  # an unknown precision fails before any training
         was_training = encoder.training

@@ -124,6 +124,11 @@ def meta_train_command(
     loss = "" if info["final_loss"] is None else f"; final meta-loss {info['final_loss']:.4f}"
     resumed = f" (resumed from step {info['resumed_from_step']})" if info["resumed_from_step"] else ""
     typer.echo(f"{method}: {len(result.history)} meta steps{resumed} in {info['seconds']:.1f}s{loss}")
+    if info["skipped_train_tasks"]:
+        example = next(iter(info["skipped_examples"].items()))
+        typer.echo(f"left out {info['skipped_train_tasks']} of {len(task_list)} training tasks too small "
+                   f"for a train_k={info['params'].get('train_k')} episode (e.g. {example[0]}: {example[1]}); "
+                   "meta.json lists the count", err=True)
     checked = info["validation"]
     if checked is not None:
         scores = dict(checked["scores"])

@@ -84,7 +84,7 @@ def evaluate_few_shot(
     path = None if results_path is None else Path(results_path)
     done: dict[tuple[str, int, int, str], dict[str, Any]] = {}
     if path is not None:
-        _check_episode_identity(path, seed, sampler)
+        _check_episode_identity(path, seed, sampler, tasks)
         previous = load_results(path)
         for row in previous.to_dict("records"):
             done[(str(row["task_id"]), int(row["k"]), int(row["draw"]), str(row["method"]))] = row
@@ -109,26 +109,46 @@ def evaluate_few_shot(
     return _typed(frame)
 
 
-def _check_episode_identity(path: Path, seed: int, sampler: EpisodeSampler) -> None:
-    """The rows of ``path`` are reused only for the same episodes: same seed and sampler.
+def _task_fingerprint(task: Task) -> str:
+    """A content hash of a task's molecules and labels (in order: episodes index into them)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for smi in task.smiles:
+        h.update(str(smi).encode() + b"\n")
+    h.update(np.asarray(task.labels, dtype=np.float64).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _check_episode_identity(path: Path, seed: int, sampler: EpisodeSampler, tasks: Sequence[Task]) -> None:
+    """The rows of ``path`` are reused only for the same episodes: same seed, sampler and
+    task content (two task files may use the same task ids for other molecules).
 
     The resume key (task, k, draw, method) does not hold them, so they live beside the CSV
-    (``<results>.episodes.json``), written with the first row."""
+    (``<results>.episodes.json``): the settings, and a fingerprint per task id seen."""
     import json
 
     from moladapt.utils import atomic_write_text
 
     identity = {"seed": int(seed), "min_query": sampler.min_query, "min_per_class": sampler.min_per_class}
+    fingerprints = {str(t.task_id): _task_fingerprint(t) for t in tasks}
     side = path.with_name(path.name + ".episodes.json")
+    known: dict[str, str] = {}
     if side.exists():
         before = json.loads(side.read_text())
         diff = [f"{k} {before.get(k)!r} there, {v!r} now" for k, v in identity.items() if before.get(k) != v]
         if diff:
             raise ValueError(f"{path} holds episodes drawn otherwise ({'; '.join(diff)}); "
                              "write these results to another file")
-    else:  # a new file, or one from before the identity was kept
+        known = before.get("tasks", {})  # absent in a file from before task fingerprints
+        changed = [t for t, fp in fingerprints.items() if t in known and known[t] != fp]
+        if changed:
+            raise ValueError(f"{path} holds rows of other tasks with the same id ({', '.join(changed[:5])}"
+                             f"{', ...' if len(changed) > 5 else ''}: other molecules or labels); "
+                             "write these results to another file")
+    if not side.exists() or not fingerprints.keys() <= known.keys():
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(side, json.dumps(identity) + "\n")
+        atomic_write_text(side, json.dumps({**identity, "tasks": {**known, **fingerprints}}) + "\n")
 
 
 def _run_one(
