@@ -277,6 +277,8 @@ def test_resume_file_continues_with_more_epochs_and_refuses_another_configuratio
         fit(epochs=2)
     with pytest.raises(ValueError, match=r"another training configuration \(differs in: train\)"):
         fit(epochs=4, lr=1e-2)
+    with pytest.raises(ValueError, match=r"another training configuration \(differs in: train\)"):
+        fit(epochs=4, patience=2)  # where the run stops would match neither config
     with pytest.raises(ValueError, match="differs in: data_sha1"):
         Trainer(build_model(SMALL, prepared.featurizer, 1), "classification",
                 TrainConfig(epochs=4, batch_size=64, seed=1), progress=False).fit(
@@ -291,3 +293,92 @@ def test_resume_file_continues_with_more_epochs_and_refuses_another_configuratio
     again = Trainer(build_model(SMALL, prepared.featurizer, 1), "classification", cfg, progress=False).fit(
         prepared.graphs, prepared.y, train, valid, checkpoint=stopping).history_
     assert len(again.epochs) == len(first.epochs) and again.best_epoch == first.best_epoch
+
+
+def _tiny_bbbp():
+    prepared = prepare(load_dataset("bbbp"), "basic")
+    return prepared, ModelConfig(hidden_dim=16, num_layers=2, dropout=0.0)
+
+
+def test_an_unscorable_validation_part_selects_nothing_and_never_stops(data_dir):
+    prepared, model_cfg = _tiny_bbbp()
+    negatives = np.flatnonzero(prepared.y[:, 0] == 0)[:40]  # one class: ROC-AUC undefined
+    cfg = TrainConfig(epochs=4, batch_size=64, patience=0)
+    trainer = Trainer(build_model(model_cfg, prepared.featurizer, 1), "classification", cfg, progress=False)
+    history = trainer.fit(prepared.graphs, prepared.y, np.arange(300, 500), negatives).history_
+    assert len(history.epochs) == 4 and history.best_epoch == 3  # like no validation part: the last
+
+
+def test_patience_counts_from_the_unfreezing(data_dir, monkeypatch):
+    """A validation score that only gets worse: the encoder still gets patience + 1 epochs."""
+    prepared, model_cfg = _tiny_bbbp()
+    scores = iter(np.linspace(0.9, 0.1, 50))
+    monkeypatch.setattr(Trainer, "score", lambda self, *a, **k: type("R", (), {"primary": next(scores)})())
+    cfg = TrainConfig(epochs=12, batch_size=64, patience=1, head_only_epochs=3)
+    trainer = Trainer(build_model(model_cfg, prepared.featurizer, 1), "classification", cfg, progress=False)
+    history = trainer.fit(prepared.graphs, prepared.y, np.arange(200), np.arange(200, 260)).history_
+    assert [e.epoch for e in history.epochs] == [0, 1, 2, 3, 4]  # unfrozen at 3, stops after 4
+
+
+def test_a_frozen_fused_encoder_still_trains_its_fingerprint_layers(data_dir):
+    prepared, model_cfg = _tiny_bbbp()
+    fused = ModelConfig(hidden_dim=16, num_layers=2, dropout=0.0, fingerprint_bits=64, fingerprint_dims=(32,))
+    model = build_model(fused, prepared.featurizer, 1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    Trainer(model, "classification", TrainConfig(epochs=1, batch_size=64, freeze_encoder=True),
+            progress=False).fit(prepared.graphs, prepared.y, np.arange(256))
+    after = model.state_dict()
+    graph = [k for k in after if k.startswith("encoder.graph_encoder.")]
+    fusion = [k for k in after if k.startswith("encoder.") and k not in graph and after[k].is_floating_point()]
+    assert graph and fusion
+    assert all(torch.equal(before[k], after[k]) for k in graph)  # the pretrainable part is frozen
+    assert any(not torch.equal(before[k], after[k]) for k in fusion)  # not a fixed random projection
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("epochs", 0, "train.epochs must be at least 1"), ("patience", -1, "train.patience must be at least 0"),
+    ("encoder_lr_scale", -1.0, "train.encoder_lr_scale must be >= 0"), ("lr", 0.0, "train.lr must be > 0"),
+    ("lr", float("nan"), "train.lr must be >= 0"),
+])
+def test_train_config_refuses_values_that_cannot_train(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**{field: value})
+
+
+def test_a_failed_rerun_keeps_the_finished_runs_config_and_evaluate_uses_the_models_own(tmp_path, data_dir):
+    import yaml
+    from typer.testing import CliRunner
+
+    from moladapt.cli.main import app
+
+    csv = tmp_path / "esol.csv"
+    csv.write_text((data_dir / "delaney-processed.csv").read_text().split("\n", 1)[0] + "\n"
+                   + "\n".join((data_dir / "delaney-processed.csv").read_text().splitlines()[1:201]) + "\n")
+    tiny = ["--hidden-dim", "16", "--num-layers", "2", "--epochs", "1", "--no-progress", "--threads", "1",
+            "--data", str(csv), "--target-columns", "measured log solubility in mols per litre"]
+    out = tmp_path / "run"
+    runner = CliRunner()
+    assert runner.invoke(app, ["train", *tiny, "--split", "scaffold", "--output", str(out)]).exit_code == 0
+    failed = runner.invoke(app, ["train", *tiny, "--split", "random", "--init", str(tmp_path / "no.pt"),
+                                 "--output", str(out)])
+    assert failed.exit_code != 0
+    assert yaml.safe_load((out / "config.yaml").read_text())["data"]["split"] == "scaffold"
+    (out / "config.yaml").write_text((out / "config.yaml").read_text().replace("scaffold", "random"))
+    ev = runner.invoke(app, ["evaluate", str(out / "model.pt"), "--part", "test", "--output", str(tmp_path / "ev")])
+    assert ev.exit_code == 0, ev.output
+    import json
+
+    trained = json.loads((out / "metrics.json").read_text())["test"]["mean"]["rmse"]
+    scored = json.loads((tmp_path / "ev" / "metrics.json").read_text())["metrics"]["mean"]["rmse"]
+    assert scored == pytest.approx(trained, abs=1e-9)  # the model's split, whatever config.yaml says
+    other = runner.invoke(app, ["evaluate", str(out / "model.pt"), "--part", "test", "--dataset", "esol"])
+    assert other.exit_code == 2 and "split would be drawn anew" in other.output
+
+
+def test_inspect_refuses_a_resume_state(tmp_path):
+    from moladapt.provenance import describe_checkpoint
+    from moladapt.training import TrainCheckpoint
+
+    TrainCheckpoint(tmp_path / "resume.pt").save({"epoch": 0})
+    with pytest.raises(ValueError, match="the saved state of an unfinished run"):
+        describe_checkpoint(tmp_path / "resume.pt")

@@ -74,6 +74,22 @@ class TrainConfig:
     track_test: bool = False
     precision: str = "fp32"  # "bf16": bfloat16 autocast in training (mixed precision); eval stays fp32
 
+    def __post_init__(self) -> None:
+        # a negative lr scale makes Adam climb the loss (it does not check per-group rates);
+        # zero epochs would report an untrained model's metrics as a result
+        limits = {"epochs": (self.epochs, 1), "batch_size": (self.batch_size, 1),
+                  "eval_batch_size": (self.eval_batch_size, 1), "head_only_epochs": (self.head_only_epochs, 0),
+                  "patience": (self.patience, 0), "num_threads": (self.num_threads, 1)}
+        for name, (value, low) in limits.items():
+            if value is not None and value < low:
+                raise ValueError(f"train.{name} must be at least {low}, got {value}")
+        for name, value in (("lr", self.lr), ("weight_decay", self.weight_decay),
+                            ("encoder_lr_scale", self.encoder_lr_scale)):
+            if not value >= 0:  # also refuses NaN
+                raise ValueError(f"train.{name} must be >= 0, got {value}")
+        if not self.lr > 0:
+            raise ValueError(f"train.lr must be > 0, got {self.lr}")
+
 
 @dataclass(frozen=True)
 class RunConfig:

@@ -16,7 +16,14 @@ import numpy as np
 import pandas as pd
 
 from moladapt.config import RunConfig
-from moladapt.data.sources import DataError, LabeledData, load_csv, load_dataset, select_columns
+from moladapt.data.sources import (
+    CLASSIFICATION,
+    DataError,
+    LabeledData,
+    load_csv,
+    load_dataset,
+    select_columns,
+)
 from moladapt.data.splits import Split, make_split
 from moladapt.evaluate.metrics import MetricReport, compute_metrics
 from moladapt.training import (
@@ -118,8 +125,10 @@ def run_training(cfg: RunConfig, output: str | Path | None = None, progress: boo
     out = Path(output) if output is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        if not (resume and (out / "resume.pt").exists()):  # an interrupted run's config stays with its state
-            cfg.save(out / "config.yaml")  # saved first, so a crashed run still says what it was
+        # saved first, so a crashed run still says what it was; but an interrupted run's config
+        # stays with its state, and a finished run's with its model (until this one finishes)
+        if not (resume and (out / "resume.pt").exists()) and not (out / "model.pt").exists():
+            cfg.save(out / "config.yaml")
     seed_everything(cfg.train.seed)
     data = load_data(cfg)
     prepared = prepare(data, cfg.data.featurizer)
@@ -129,6 +138,10 @@ def run_training(cfg: RunConfig, output: str | Path | None = None, progress: boo
     if len(split.valid) == 0:
         log(f"warning: the validation part of {len(prepared.graphs)} molecules is empty: no model "
             "selection and no early stopping; the last epoch's weights are kept")
+    elif data.task_type == CLASSIFICATION and not _has_both_classes(prepared.y[split.valid]):
+        log(f"warning: no task has both classes in the validation part ({len(split.valid)} molecules), "
+            "so it cannot be scored: no model selection and no early stopping; the last epoch's "
+            "weights are kept (a stratified or larger split may help)")
     model = build_model(cfg.model, prepared.featurizer, data.num_tasks)
     init_record = None
     if cfg.train.init:
@@ -169,6 +182,10 @@ def run_training(cfg: RunConfig, output: str | Path | None = None, progress: boo
         assert checkpoint is not None
         checkpoint.discard()
     return result
+
+
+def _has_both_classes(y: np.ndarray) -> bool:
+    return any(np.any(col == 0) and np.any(col == 1) for col in np.asarray(y).T)
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data: LabeledData, split: str | None = None,

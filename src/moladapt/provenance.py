@@ -72,6 +72,13 @@ def describe_checkpoint(path: str | Path) -> dict[str, Any]:
     payload = read_checkpoint_payload(path)
     if not isinstance(payload, dict) or "format" not in payload:
         raise ValueError(f"{path}: not a moladapt checkpoint")
+    from moladapt.training import CHECKPOINT_FORMAT
+
+    if payload["format"] not in (CHECKPOINT_FORMAT, PRETRAIN_CHECKPOINT_FORMAT):
+        if "resume" in str(payload["format"]):
+            raise ValueError(f"{path}: the saved state of an unfinished run ({payload['format']}), not a "
+                             "model; rerun the command that wrote it to finish, then inspect its model")
+        raise ValueError(f"{path}: not a moladapt model checkpoint (format {payload['format']!r})")
     sha = sha256_file(path)
     info: dict[str, Any] = {"path": str(path), "sha256": sha, "bytes": path.stat().st_size}
     if payload["format"] == PRETRAIN_CHECKPOINT_FORMAT:  # a pretraining run's last.pt
@@ -128,7 +135,8 @@ def _extra_lines(extra: dict[str, Any], indent: str) -> list[str]:
     if run:
         data, train = run.get("data", {}), run.get("train", {})
         what = data.get("dataset") or data.get("csv")
-        lines.append(f"{indent}trained: {what}, {data.get('split')} split, {train.get('epochs')} epochs, "
+        lines.append(f"{indent}trained: {what}, {data.get('split')} split, up to {train.get('epochs')} epochs"
+                     + (f" (patience {train['patience']})" if train.get("patience") is not None else "") + ", "
                      f"batch {train.get('batch_size')}, lr {train.get('lr')}, seed {train.get('seed')}"
                      + (f", init {train['init']}" if train.get("init") else "")
                      + (", encoder frozen" if train.get("freeze_encoder") else ""))

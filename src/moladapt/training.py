@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.special import expit
+from torch import nn
 from tqdm.auto import tqdm
 
 from moladapt.config import ModelConfig, TrainConfig, to_plain
@@ -146,13 +147,14 @@ class TrainCheckpoint(ResumeFile):
     counter — and a ``fit`` that finds the file continues after its last epoch, along the same
     trajectory as an uninterrupted run (a kill loses at most the epoch in progress). Asking
     for more epochs than the file holds continues training; the identity (the training
-    configuration except ``epochs``, ``patience`` and the thread count, the parameter shapes,
+    configuration except ``epochs``, the parameter shapes,
     a hash of the labels and index sets, plus whatever the caller adds) must match.
     """
 
     FORMAT: ClassVar[str] = "moladapt-train-resume-1"
     KIND: ClassVar[str] = "training"
-    REMEDY: ClassVar[str] = "start afresh (resume=False; `moladapt train --no-resume`) or choose another output"
+    REMEDY: ClassVar[str] = ("start afresh (resume=False; `moladapt train --no-resume`; or delete the "
+                             "file) or choose another output")
 
 
 class Trainer:
@@ -170,17 +172,28 @@ class Trainer:
         self.device = torch.device(device)
 
     # -- optimisation ------------------------------------------------------------------
+    def _pretrainable(self) -> nn.Module:
+        """The part ``freeze_encoder`` / ``head_only_epochs`` / ``encoder_lr_scale`` act on: the
+        graph encoder, which a pretrained checkpoint provides. A fingerprint-fusion MLP is in
+        no pretrained encoder: frozen it would be a fixed random projection, so it trains with
+        the head."""
+        from moladapt.models.fingerprint import graph_part
+
+        return graph_part(self.model.encoder)
+
     def _set_encoder_trainable(self, trainable: bool) -> None:
-        for p in self.model.encoder.parameters():
+        for p in self._pretrainable().parameters():
             p.requires_grad_(trainable)
 
     def _optimizer(self) -> torch.optim.Optimizer:
         cfg = self.config
-        head_params = list(self.model.head.parameters())
-        enc_params = [] if cfg.freeze_encoder else list(self.model.encoder.parameters())
+        pretrainable = list(self._pretrainable().parameters())
+        shared = {id(p) for p in pretrainable}
+        head_params = [*self.model.head.parameters(),
+                       *(p for p in self.model.encoder.parameters() if id(p) not in shared)]
         groups = [{"params": head_params, "lr": cfg.lr}]
-        if enc_params:
-            groups.append({"params": enc_params, "lr": cfg.lr * cfg.encoder_lr_scale})
+        if not cfg.freeze_encoder:
+            groups.append({"params": pretrainable, "lr": cfg.lr * cfg.encoder_lr_scale})
         return adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     def _identity(self, checkpoint: TrainCheckpoint, y: np.ndarray, index_sets: dict[str, Any]) -> TrainCheckpoint:
@@ -189,8 +202,9 @@ class Trainer:
         for name in sorted(k for k, v in index_sets.items() if v is not None):
             digest.update(name.encode())
             digest.update(np.ascontiguousarray(index_sets[name], dtype=np.int64).tobytes())
-        optimisation = {k: v for k, v in dataclasses.asdict(self.config).items()
-                        if k not in ("epochs", "patience", "num_threads")}
+        # patience decides where a run stops and the thread count its floating-point sums: a
+        # resume with others would give a run that neither config reproduces
+        optimisation = {k: v for k, v in dataclasses.asdict(self.config).items() if k != "epochs"}
         shapes = {k: list(v.shape) for k, v in self.model.state_dict().items()}
         return checkpoint.with_identity(train=to_plain(optimisation), task_type=self.task_type,
                                         parameters=shapes, data_sha1=digest.hexdigest())
@@ -266,12 +280,13 @@ class Trainer:
                    total=cfg.epochs)
         for epoch in bar:
             t0 = time.perf_counter()
-            if epoch == cfg.head_only_epochs and not cfg.freeze_encoder:
+            if epoch == cfg.head_only_epochs and epoch > 0 and not cfg.freeze_encoder:
                 self._set_encoder_trainable(True)
+                since_best = 0  # patience counts from the unfreezing: the encoder gets its full chance
             encoder_frozen = cfg.freeze_encoder or epoch < cfg.head_only_epochs
             self.model.train()
             if encoder_frozen:
-                self.model.encoder.eval()  # frozen BatchNorm statistics too (a true linear probe)
+                self._pretrainable().eval()  # frozen BatchNorm statistics too (a true linear probe)
             order = rng.permutation(train_idx)
             total, batches = 0.0, 0
             for start in range(0, len(order), cfg.batch_size):
@@ -300,7 +315,10 @@ class Trainer:
             bar.set_postfix(loss=f"{log.train_loss:.4f}", valid=f"{valid_metric:.4f}")
             improved = not np.isnan(valid_metric) and (
                 np.isnan(history.best_valid) or better(valid_metric, history.best_valid))
-            if improved or valid_idx is None:
+            # a validation part that cannot be scored (one class in every task) selects nothing:
+            # like none at all, every epoch is the latest best and patience never runs out
+            unscorable = np.isnan(valid_metric) and np.isnan(history.best_valid)
+            if improved or valid_idx is None or unscorable:
                 history.best_epoch, history.best_valid = epoch, valid_metric
                 best_state = copy.deepcopy(self.model.state_dict())
                 since_best = 0
@@ -455,4 +473,5 @@ def load_checkpoint(path: str | Path, expected_featurizer: str | Featurizer | No
 
 
 def _array_or_none(values: list[float] | None) -> np.ndarray | None:
-    return None if values is None else np.asarray(values, dtype=np.float32)
+    # float64, as Trainer computed them: float32 would move predictions in the 8th digit
+    return None if values is None else np.asarray(values, dtype=np.float64)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import typer
 
@@ -42,7 +43,8 @@ def data_changes(ctx: typer.Context, config_file: object, config_csv: str | None
     csv_options = dict(smiles_column=smiles_column, target_columns=split_list(target_columns),
                        task_type=task_type)
     if data is not None:
-        return {"dataset": None, "csv": str(data), **options_given(ctx, config_file, **csv_options)}
+        # absolute, so that `--config run/config.yaml` reproduces the run from any folder
+        return {"dataset": None, "csv": str(Path(data).resolve()), **options_given(ctx, config_file, **csv_options)}
     typed = typed_options(ctx, **csv_options)
     if dataset is None and config_csv is not None:
         return typed  # options of the config file's CSV

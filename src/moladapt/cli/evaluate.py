@@ -29,16 +29,27 @@ def evaluate(
 
     if part is not None and part not in ("train", "valid", "test"):
         raise ValueError(f"--part must be train, valid or test, got {part!r}")
+    loaded = load_checkpoint(checkpoint)
+    loaded.require_trained_head(checkpoint)
+    # the config the model was trained with travels inside it; config.yaml beside it may have
+    # been rewritten since (a later run into the same folder that failed)
     cfg = None
     run_cfg_path = checkpoint.parent / "config.yaml"
-    if run_cfg_path.exists():
+    if (loaded.extra or {}).get("run_config"):
+        cfg = RunConfig.from_dict(loaded.extra["run_config"])
+    elif run_cfg_path.exists():
         cfg = RunConfig.load(run_cfg_path)
     typed = typed_options(ctx, smiles_column=smiles_column, target_columns=target_columns)
     if data is None and typed:
         raise ValueError(f"{option_flags(typed)} describe a CSV "
                          "given with --data; without --data the labels are the benchmark's or the run's")
+    if part is not None and cfg is not None and (
+            (data is not None and Path(str(cfg.data.csv or "")).resolve() != data.resolve())
+            or (dataset is not None and dataset != cfg.data.dataset)):
+        raise ValueError(f"--part {part} scores that part of the run's own split of "
+                         f"{cfg.data.csv or cfg.data.dataset}; on other data the split would be "
+                         "drawn anew and could hold training molecules. Leave out --part to score all of it")
     if data is not None:
-        loaded = load_checkpoint(checkpoint)
         targets = split_list(target_columns) or tuple(loaded.task_names)
         # The model's task type, not one guessed from the labels; a task with one class in
         # this file is reported as skipped by the metrics, not refused.

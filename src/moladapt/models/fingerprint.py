@@ -140,7 +140,8 @@ def _check_architecture(target: nn.Module, source: nn.Module, source_name: str) 
         f"{source_name}: its encoder is {source.name} {have['num_layers']}×{have['hidden_dim']} (jk "
         f"{have['jk']}, pooling {have['pooling']}), which differs from the one asked for "
         f"({target.name}{'' if diff else ', other type'}{': ' + diff if diff else ''}); ask for the "
-        "checkpoint's architecture (--encoder, --hidden-dim, --num-layers, --jk, --pooling)")
+        "checkpoint's architecture (encoder, hidden_dim, num_layers, jk, pooling: the command's "
+        "options or the model section of its --config file)")
 
 
 def graph_part(encoder: nn.Module) -> nn.Module:
