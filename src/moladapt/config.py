@@ -87,8 +87,6 @@ class TrainConfig:
                             ("encoder_lr_scale", self.encoder_lr_scale)):
             if not value >= 0:  # also refuses NaN
                 raise ValueError(f"train.{name} must be >= 0, got {value}")
-        if not self.lr > 0:
-            raise ValueError(f"train.lr must be > 0, got {self.lr}")
 
 
 @dataclass(frozen=True)
