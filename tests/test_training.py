@@ -382,3 +382,12 @@ def test_inspect_refuses_a_resume_state(tmp_path):
     TrainCheckpoint(tmp_path / "resume.pt").save({"epoch": 0})
     with pytest.raises(ValueError, match="the saved state of an unfinished run"):
         describe_checkpoint(tmp_path / "resume.pt")
+
+
+def test_a_diverged_run_names_its_task(data_dir, monkeypatch):
+    prepared, model_cfg = _tiny_bbbp()
+    trainer = Trainer(build_model(model_cfg, prepared.featurizer, 1), "classification",
+                      TrainConfig(epochs=1, batch_size=64), progress=False, task_names=["p_np"])
+    monkeypatch.setattr(Trainer, "predict", lambda self, graphs, idx=None: np.full((len(idx), 1), np.nan))
+    with pytest.raises(ValueError, match="task 'p_np': .* non-finite predictions"):
+        trainer.fit(prepared.graphs, prepared.y, np.arange(128), np.arange(128, 192))

@@ -150,7 +150,7 @@ def run_training(cfg: RunConfig, output: str | Path | None = None, progress: boo
 
         init, init_record = load_init(cfg.train.init, prepared.featurizer)
         load_encoder_weights(model.encoder, init.model.encoder, init_record["path"])
-    trainer = Trainer(model, data.task_type, cfg.train, progress=progress)
+    trainer = Trainer(model, data.task_type, cfg.train, progress=progress, task_names=data.task_names)
     checkpoint = None
     if out is not None:
         checkpoint = TrainCheckpoint(out / "resume.pt", identity={

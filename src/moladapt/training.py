@@ -164,12 +164,14 @@ class Trainer:
     """
 
     def __init__(self, model: MolecularModel, task_type: str, config: TrainConfig,
-                 progress: bool = True, device: str = "cpu") -> None:
+                 progress: bool = True, device: str = "cpu",
+                 task_names: list[str] | None = None) -> None:
         self.model = model
         self.task_type = task_type
         self.config = config
         self.progress = progress
         self.device = torch.device(device)
+        self.task_names = task_names  # for messages about a task (e.g. non-finite predictions)
 
     # -- optimisation ------------------------------------------------------------------
     def _pretrainable(self) -> nn.Module:
@@ -348,7 +350,8 @@ class Trainer:
 
     def score(self, graphs: MolGraphs, y: np.ndarray, idx: np.ndarray,
               task_names: list[str] | None = None) -> MetricReport:
-        return compute_metrics(self.task_type, y[idx], self.predict(graphs, idx), task_names)
+        return compute_metrics(self.task_type, y[idx], self.predict(graphs, idx),
+                               task_names if task_names is not None else self.task_names)
 
 
 @torch.no_grad()
