@@ -33,4 +33,4 @@ def demo(
     for _, row in out.iterrows():
         p = row["p_np_probability"]
         typer.echo(f"  {row['name']:<14} P(BBB-penetrating) = {'invalid SMILES' if p != p else f'{p:.2f}'}")
-    typer.echo(f"files in {output}: config.yaml metrics.json model.pt examples_predicted.csv")
+    typer.echo(f"files in {output}: config.yaml metrics.json model.pt examples.csv examples_predicted.csv")
