@@ -235,7 +235,7 @@ def test_a_killed_training_resumes_along_the_same_trajectory(bbbp, tmp_path, mon
     assert (tmp_path / "killed" / "resume.pt").exists() and not (tmp_path / "killed" / "model.pt").exists()
     monkeypatch.setattr(moladapt.resume, "atomic_torch_save", real_save)
     other = cfg.replace(train={"lr": 1e-2})
-    with pytest.raises(ValueError, match=r"differs in: train\); start afresh \(resume=False"):
+    with pytest.raises(ValueError, match=r"differs in: train.lr\); start afresh \(resume=False"):
         run_training(other, tmp_path / "killed", progress=False)
     assert RunConfig.load(tmp_path / "killed" / "config.yaml") == cfg  # still the interrupted run's
     messages = []
@@ -275,9 +275,9 @@ def test_resume_file_continues_with_more_epochs_and_refuses_another_configuratio
     assert longer.resumed_from_epoch == 2 and [e.epoch for e in longer.epochs] == [0, 1, 2]
     with pytest.raises(ValueError, match="already holds 3 epochs; asked for 2"):
         fit(epochs=2)
-    with pytest.raises(ValueError, match=r"another training configuration \(differs in: train\)"):
+    with pytest.raises(ValueError, match=r"another training configuration \(differs in: train.lr\)"):
         fit(epochs=4, lr=1e-2)
-    with pytest.raises(ValueError, match=r"another training configuration \(differs in: train\)"):
+    with pytest.raises(ValueError, match=r"another training configuration \(differs in: train.patience\)"):
         fit(epochs=4, patience=2)  # where the run stops would match neither config
     with pytest.raises(ValueError, match="differs in: data_sha1"):
         Trainer(build_model(SMALL, prepared.featurizer, 1), "classification",

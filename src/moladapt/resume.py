@@ -54,10 +54,8 @@ class ResumeFile:
             raise ValueError(f"{self.path}: not a readable {self.KIND} checkpoint ({exc})") from exc
         if not isinstance(state, dict) or state.get("format") != self.FORMAT:
             raise ValueError(f"{self.path}: not a {self.KIND} checkpoint of format {self.FORMAT}")
-        ours = comparable(self.identity)
-        if state["identity"] != ours:
-            theirs = state["identity"]
-            diff = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+        diff = differences(state["identity"], comparable(self.identity))
+        if diff:
             raise ValueError(f"{self.path} was written by another {self.KIND} configuration "
                              f"(differs in: {', '.join(diff)}); {self.REMEDY}")
         return state
@@ -68,6 +66,21 @@ class ResumeFile:
     def discard(self) -> None:
         """Remove the file (the run finished and its results are written)."""
         self.path.unlink(missing_ok=True)
+
+
+def differences(saved: Mapping[str, Any], now: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Dotted names of the fields whose values differ. A field the saved identity lacks is not
+    a difference: the file was written by a version that did not record it yet."""
+    out = []
+    for key in sorted(set(saved) | set(now)):
+        if key not in saved:
+            continue
+        a, b = saved[key], now.get(key)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out += differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}")
+    return out
 
 
 def comparable(identity: Mapping[str, Any]) -> dict[str, Any]:

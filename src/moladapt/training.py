@@ -204,9 +204,11 @@ class Trainer:
         for name in sorted(k for k, v in index_sets.items() if v is not None):
             digest.update(name.encode())
             digest.update(np.ascontiguousarray(index_sets[name], dtype=np.int64).tobytes())
-        # patience decides where a run stops and the thread count its floating-point sums: a
-        # resume with others would give a run that neither config reproduces
-        optimisation = {k: v for k, v in dataclasses.asdict(self.config).items() if k != "epochs"}
+        # patience decides where a run stops: a resume with another would give a run that
+        # neither config reproduces. The thread count is left out (a study restarted with
+        # other --workers must resume), though it moves floating-point sums in the last digits
+        optimisation = {k: v for k, v in dataclasses.asdict(self.config).items()
+                        if k not in ("epochs", "num_threads")}
         shapes = {k: list(v.shape) for k, v in self.model.state_dict().items()}
         return checkpoint.with_identity(train=to_plain(optimisation), task_type=self.task_type,
                                         parameters=shapes, data_sha1=digest.hexdigest())
