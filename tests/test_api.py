@@ -21,6 +21,22 @@ def test_sklearn_style_fit_predict(bbbp, tmp_path):
     assert again.get_params()["hidden_dim"] == 64 and again.get_params()["epochs"] == 3
 
 
+def test_load_then_save_keeps_an_architecture_the_estimator_has_no_parameter_for(bbbp, tmp_path):
+    """A `moladapt train` checkpoint with jk=concat and fingerprint fusion, through load/save."""
+    from moladapt.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from moladapt.experiment import run_training
+
+    cfg = RunConfig(DataConfig(dataset="bbbp", split="random"),
+                    ModelConfig(hidden_dim=8, num_layers=2, jk="concat", fingerprint_bits=32, fingerprint_dims=(16,)),
+                    TrainConfig(epochs=1, batch_size=128))
+    run_training(cfg, tmp_path / "run", progress=False, log=lambda m: None)
+    model = MolPropertyModel.load(tmp_path / "run" / "model.pt")
+    model.save(tmp_path / "again.pt")
+    probe = bbbp.smiles.tolist()[:20]
+    np.testing.assert_array_equal(MolPropertyModel.load(tmp_path / "again.pt").predict_proba(probe),
+                                  model.predict_proba(probe))
+
+
 def test_it_is_a_scikit_learn_estimator(bbbp):
     """clone, cross-validation with a named scorer, a Series from train_test_split, pickling."""
     import pickle

@@ -333,6 +333,15 @@ def test_a_frozen_fused_encoder_still_trains_its_fingerprint_layers(data_dir):
     assert graph and fusion
     assert all(torch.equal(before[k], after[k]) for k in graph)  # the pretrainable part is frozen
     assert any(not torch.equal(before[k], after[k]) for k in fusion)  # not a fixed random projection
+    # initialised from a fused checkpoint (e.g. protonet+ecfp), the fusion layers are pretrained too
+    from moladapt.models.fingerprint import load_encoder_weights
+
+    target = build_model(fused, prepared.featurizer, 1)
+    pretrained = load_encoder_weights(target.encoder, model.encoder)
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    Trainer(target, "classification", TrainConfig(epochs=1, batch_size=64, freeze_encoder=True),
+            progress=False, pretrained=pretrained).fit(prepared.graphs, prepared.y, np.arange(256))
+    assert all(torch.equal(before[k], v) for k, v in target.state_dict().items() if k.startswith("encoder."))
 
 
 @pytest.mark.parametrize("field, value, message", [

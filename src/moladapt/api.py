@@ -80,7 +80,8 @@ class MolPropertyModel(BaseEstimator):
     ``predict_proba`` ``[n, 2]`` (P(0), P(1)); a ``[n, T]`` ``y`` (multi-task, NaN =
     unmeasured) gives ``[n, T]`` for both, P(1) per task. Rows of invalid SMILES are NaN.
     ``task_type`` given at construction tells scikit-learn's scorers (``"roc_auc"``) that this
-    is a classifier or a regressor; ``None`` infers it from ``y`` at ``fit``.
+    is a classifier or a regressor; ``None`` infers it from ``y`` at ``fit``, which is too late
+    for ``cross_val_score(..., scoring="roc_auc")`` (it scores unfitted clones: NaN).
 
     Example::
 
@@ -113,7 +114,8 @@ class MolPropertyModel(BaseEstimator):
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
-        tags.estimator_type = {CLASSIFICATION: "classifier", REGRESSION: "regressor"}.get(self.task_type)
+        task_type = self.task_type or getattr(self, "task_type_", None)
+        tags.estimator_type = {CLASSIFICATION: "classifier", REGRESSION: "regressor"}.get(task_type)
         tags.input_tags.one_d_array, tags.input_tags.two_d_array = True, False  # a list of SMILES
         tags.input_tags.string = True
         tags.target_tags.required = True
@@ -167,6 +169,7 @@ class MolPropertyModel(BaseEstimator):
             trainer.fit(graphs, y_kept, train_idx, split.valid if len(split.valid) else None)
         # all fitted state at once: a fit that fails above leaves the previous fit intact
         self.model_, self.featurizer_, self.task_type_ = model, featurizer, task_type
+        self.model_config_ = self._model_config()
         self.target_mean_, self.target_std_ = trainer.target_mean_, trainer.target_std_
         self.history_, self.invalid_rows_, self.init_record_ = trainer.history_, invalid_rows, init_record
         self.n_tasks_, self.y_1d_ = y.shape[1], y_1d
@@ -230,7 +233,7 @@ class MolPropertyModel(BaseEstimator):
         from moladapt.training import save_checkpoint
 
         self._check_fitted()
-        save_checkpoint(path, self.model_, self.featurizer_, self._model_config(),
+        save_checkpoint(path, self.model_, self.featurizer_, self.model_config_,
                         [f"task_{j}" for j in range(self.n_tasks_)], self.task_type_,
                         self.target_mean_, self.target_std_,
                         extra={"init": self.init_record_,
@@ -253,6 +256,7 @@ class MolPropertyModel(BaseEstimator):
                   "task_type": loaded.task_type}
         model = cls(**params)
         model.model_, model.featurizer_, model.task_type_ = loaded.model, loaded.featurizer, loaded.task_type
+        model.model_config_ = loaded.model_config  # all of it (jk, fingerprint fusion, ...): save() keeps it
         model.target_mean_, model.target_std_ = loaded.target_mean, loaded.target_std
         model.n_tasks_ = len(loaded.task_names)
         model.y_1d_ = bool(saved.get("y_1d", False))

@@ -143,14 +143,15 @@ def run_training(cfg: RunConfig, output: str | Path | None = None, progress: boo
             "so it cannot be scored: no model selection and no early stopping; the last epoch's "
             "weights are kept (a stratified or larger split may help)")
     model = build_model(cfg.model, prepared.featurizer, data.num_tasks)
-    init_record = None
+    init_record, pretrained = None, None
     if cfg.train.init:
         from moladapt.models.fingerprint import load_encoder_weights
         from moladapt.provenance import load_init
 
         init, init_record = load_init(cfg.train.init, prepared.featurizer)
-        load_encoder_weights(model.encoder, init.model.encoder, init_record["path"])
-    trainer = Trainer(model, data.task_type, cfg.train, progress=progress, task_names=data.task_names)
+        pretrained = load_encoder_weights(model.encoder, init.model.encoder, init_record["path"])
+    trainer = Trainer(model, data.task_type, cfg.train, progress=progress, task_names=data.task_names,
+                      pretrained=pretrained)
     checkpoint = None
     if out is not None:
         checkpoint = TrainCheckpoint(out / "resume.pt", identity={

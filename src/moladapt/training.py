@@ -165,23 +165,24 @@ class Trainer:
 
     def __init__(self, model: MolecularModel, task_type: str, config: TrainConfig,
                  progress: bool = True, device: str = "cpu",
-                 task_names: list[str] | None = None) -> None:
+                 task_names: list[str] | None = None, pretrained: nn.Module | None = None) -> None:
         self.model = model
         self.task_type = task_type
         self.config = config
         self.progress = progress
         self.device = torch.device(device)
         self.task_names = task_names  # for messages about a task (e.g. non-finite predictions)
+        self.pretrained = pretrained  # the part of model.encoder an init checkpoint filled
 
     # -- optimisation ------------------------------------------------------------------
     def _pretrainable(self) -> nn.Module:
-        """The part ``freeze_encoder`` / ``head_only_epochs`` / ``encoder_lr_scale`` act on: the
-        graph encoder, which a pretrained checkpoint provides. A fingerprint-fusion MLP is in
-        no pretrained encoder: frozen it would be a fixed random projection, so it trains with
-        the head."""
+        """The part ``freeze_encoder`` / ``head_only_epochs`` / ``encoder_lr_scale`` act on: what
+        the init checkpoint filled (``pretrained``), else the graph encoder. A fingerprint-
+        fusion MLP that no checkpoint provided would, frozen, be a fixed random projection: it
+        trains with the head."""
         from moladapt.models.fingerprint import graph_part
 
-        return graph_part(self.model.encoder)
+        return self.pretrained if self.pretrained is not None else graph_part(self.model.encoder)
 
     def _set_encoder_trainable(self, trainable: bool) -> None:
         for p in self._pretrainable().parameters():

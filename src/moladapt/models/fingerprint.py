@@ -110,14 +110,14 @@ class FingerprintFusionEncoder(nn.Module):
 ARCHITECTURE_KEYS = ("atom_vocab_sizes", "bond_vocab_sizes", "hidden_dim", "num_layers", "jk", "pooling")
 
 
-def load_encoder_weights(target: nn.Module, source: nn.Module, source_name: str = "the checkpoint") -> None:
+def load_encoder_weights(target: nn.Module, source: nn.Module, source_name: str = "the checkpoint") -> nn.Module:
     """Copy ``source``'s weights into ``target`` (e.g. a pretrained encoder for ``--init``).
 
     A graph-only ``source`` (every pretrained checkpoint) goes into the graph part of a
     fingerprint-fused ``target``; its fusion MLP keeps its fresh initialisation. A fused
     ``source`` needs a fused ``target``. Graph encoders must share type and
     :data:`ARCHITECTURE_KEYS` (dropout may differ); otherwise a ValueError names
-    ``source_name`` and what differs.
+    ``source_name`` and what differs. Returns the module of ``target`` that was loaded.
     """
     if isinstance(source, FingerprintFusionEncoder) and not isinstance(target, FingerprintFusionEncoder):
         raise ValueError("the checkpoint's encoder is fingerprint-fused (gnn+ecfp) but the model to "
@@ -126,6 +126,7 @@ def load_encoder_weights(target: nn.Module, source: nn.Module, source_name: str 
         target = target.graph_encoder
     _check_architecture(graph_part(target), graph_part(source), source_name)
     target.load_state_dict(source.state_dict())
+    return target  # the part that now holds pretrained weights (what freezing should act on)
 
 
 def _check_architecture(target: nn.Module, source: nn.Module, source_name: str) -> None:
