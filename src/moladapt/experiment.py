@@ -24,7 +24,7 @@ from moladapt.data.sources import (
     load_dataset,
     select_columns,
 )
-from moladapt.data.splits import Split, make_split
+from moladapt.data.splits import Split, make_split, split_has_both_classes
 from moladapt.evaluate.metrics import MetricReport, compute_metrics
 from moladapt.training import (
     PreparedData,
@@ -138,7 +138,7 @@ def run_training(cfg: RunConfig, output: str | Path | None = None, progress: boo
     if len(split.valid) == 0:
         log(f"warning: the validation part of {len(prepared.graphs)} molecules is empty: no model "
             "selection and no early stopping; the last epoch's weights are kept")
-    elif data.task_type == CLASSIFICATION and not _has_both_classes(prepared.y[split.valid]):
+    elif data.task_type == CLASSIFICATION and len(split_has_both_classes(prepared.y, split)["valid"]) == data.num_tasks:
         log(f"warning: no task has both classes in the validation part ({len(split.valid)} molecules), "
             "so it cannot be scored: no model selection and no early stopping; the last epoch's "
             "weights are kept (a stratified or larger split may help)")
@@ -183,10 +183,6 @@ def run_training(cfg: RunConfig, output: str | Path | None = None, progress: boo
         assert checkpoint is not None
         checkpoint.discard()
     return result
-
-
-def _has_both_classes(y: np.ndarray) -> bool:
-    return any(np.any(col == 0) and np.any(col == 1) for col in np.asarray(y).T)
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data: LabeledData, split: str | None = None,

@@ -473,6 +473,9 @@ def few_shot(
             episode seed (also the seed of a baseline or of a method without checkpoint).
         output: directory for ``results.csv`` (appended row by row; a rerun computes only the
             missing rows), ``config.yaml``, ``summary.csv`` and ``delta_auprc_vs_k.png``.
+            config.yaml, the summary, the plot and the returned rows are this call's grid
+            (tasks × k × draws); results.csv also keeps the rows of earlier calls with other
+            k, draws or tasks, so ``few-shot-plot`` on it shows all of them.
             Resuming into a directory written with another method, label, checkpoint, seed,
             featurizer, encoder or hyper-parameters is refused.
         featurizer: graph featurizer when there is no checkpoint.
@@ -533,12 +536,6 @@ def few_shot(
     results_path = None
     if out is not None:
         _check_resume(out / "config.yaml", config)
-        if (out / "config.yaml").exists():
-            # results.csv keeps the rows of earlier calls: config.yaml, summary.csv and the plot
-            # describe all of them, so a rerun with fewer k or draws does not contradict it
-            old = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8")) or {}
-            config["support_sizes"] = sorted({*old.get("support_sizes", []), *ks})
-            config["draws"] = max(int(old.get("draws", 0)), int(draws))
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
         results_path = out / "results.csv"
@@ -554,9 +551,6 @@ def few_shot(
         task_list, fit_predict, label, ks, int(draws), featurizer=TaskFeatureCache(feat),
         results_path=results_path, seed=int(seed), progress=on_row,
     )
-    if results_path is not None:
-        everything = load_results(results_path)
-        results = everything[everything["method"] == label].reset_index(drop=True)
     summary = summarize_few_shot(results)
     run = FewShotRun(results, summary, config, out, n_new=n_new)
     if out is not None:

@@ -8,28 +8,27 @@ import math
 import os
 import random
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def temp_sibling(path: Path, suffix: str = ".tmp") -> tuple[int, str]:
-    """``tempfile.mkstemp`` next to ``path``, with the permissions a plain ``open`` would give.
+    """A new file next to ``path`` (open descriptor, name), created like ``tempfile.mkstemp``
+    but with the permissions a plain ``open`` gives (0666 less the umask, applied by the
+    kernel): mkstemp's 0600 would stay on the file once renamed onto ``path``, and results or
+    caches shared with a group (a cluster's project folder) would be unreadable to it."""
+    import secrets
 
-    mkstemp creates files 0600; once renamed onto ``path`` that mode would stay, and results
-    or caches shared with a group (a cluster's project folder) would be unreadable to it.
-    """
-    fd, tmp = tempfile.mkstemp(dir=Path(path).parent, prefix=Path(path).name, suffix=suffix)
-    os.fchmod(fd, 0o666 & ~_current_umask())
-    return fd, tmp
+    path = Path(path)
+    for _ in range(100):
+        tmp = path.parent / f"{path.name}.{secrets.token_hex(6)}{suffix}"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), str(tmp)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name next to {path}")
 
 
 def atomic_write_text(path: Path, text: str) -> None:

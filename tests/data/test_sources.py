@@ -233,3 +233,22 @@ def test_download_gunzips_when_served_gz_but_spec_file_is_plain(tmp_path, monkey
     path = sources.resolve_file(spec)
     assert path.name == "tiny.csv"
     assert path.read_text() == "smiles,NR-AR\nCCO,1\nCC,0\n"
+
+
+def test_a_file_that_is_not_the_fsmol_csv_is_a_clear_error(tmp_path, monkeypatch):
+    """What moladapt 0.1's FS-Mol download cached: the tar itself, gzipped, under the CSV's name."""
+    import io
+    import tarfile
+
+    from moladapt.data.tasks import load_fsmol_tasks
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        data = gzip.compress(b'{"SMILES": "CCO", "Property": "1.0"}\n')
+        info = tarfile.TarInfo("fs-mol/train/A.jsonl.gz")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    (tmp_path / "fsmol.csv.gz").write_bytes(gzip.compress(buf.getvalue()))
+    monkeypatch.setenv("MOLADAPT_DATA_DIR", str(tmp_path))
+    with pytest.raises(DataError, match="fsmol.csv.gz: (not FS-Mol's long-format CSV|expected FS-Mol long-format)"):
+        load_fsmol_tasks("train", download=False)

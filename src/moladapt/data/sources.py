@@ -18,6 +18,7 @@ import dataclasses
 import gzip
 import hashlib
 import http.client
+import io
 import json
 import os
 import re
@@ -246,7 +247,14 @@ def resolve_file(spec: DatasetSpec, download: bool = True, timeout: float = 30.0
     if spec.convert is not None:
         archive = target.with_name(spec.download_name or f"{spec.filename}.download")
         if not archive.exists():
-            download_file(spec.url, archive, spec.checksum, timeout=timeout)
+            try:
+                download_file(spec.url, archive, spec.checksum, timeout=timeout)
+            except ConnectionError as exc:
+                raise ConnectionError(
+                    f"could not download {spec.url} ({exc.__cause__ or exc}). If this machine is "
+                    f"offline, download that archive elsewhere and put it at {archive} (it is "
+                    f"converted on the next run), or put a converted {spec.filename} in "
+                    "$MOLADAPT_DATA_DIR") from exc
         ARCHIVE_CONVERTERS[spec.convert](archive, target)
         archive.unlink()  # the data file holds what is used; the archive can be GBs
         return target
@@ -338,45 +346,54 @@ def build_fsmol_csv(archive: Path, target: Path) -> Path:
     ``LogRegressionProperty``, ``Relation``, ``AssayType``, plus precomputed graphs and
     fingerprints, which are dropped). Rows are sorted by fold (train, valid, test), then task
     id, in file order within a task: the layout of ``$MOLADAPT_DATA_DIR/fsmol.csv.gz``.
+    The archive is read once, front to back (a compressed tar cannot seek cheaply); each
+    task's rows are kept as CSV text (tens of MB for FS-Mol) until all are sorted.
     """
     pattern = re.compile(r"(?:^|/)(train|valid|test)/([^/]+)\.jsonl\.gz$")
+    tasks: dict[tuple[int, str], str] = {}
     try:
-        tar = tarfile.open(archive, "r:*")
-    except (tarfile.TarError, OSError) as exc:
+        with tarfile.open(archive, "r|*") as tar:
+            for member in tar:
+                match = pattern.search(member.name)
+                if not (member.isfile() and match):
+                    continue
+                fold, task_id = _FSMOL_FOLDS.index(match.group(1)), match.group(2)
+                tasks[(fold, task_id)] = _fsmol_task_rows(tar.extractfile(member), archive, member.name,
+                                                          _FSMOL_FOLDS[fold], task_id)
+    except (tarfile.TarError, OSError, EOFError) as exc:
         raise DataError(f"{archive}: not a readable FS-Mol archive ({exc})") from None
-    with tar:
-        tasks = []
-        for member in tar.getmembers():
-            match = pattern.search(member.name)
-            if member.isfile() and match:
-                tasks.append((_FSMOL_FOLDS.index(match.group(1)), match.group(2), member))
-        if not tasks:
-            raise DataError(f"{archive}: no <fold>/<task>.jsonl.gz files inside; is it FS-Mol's archive?")
-        fd, tmp = temp_sibling(target)
-        try:
-            with os.fdopen(fd, "wb") as raw, gzip.open(raw, "wt", newline="") as text:
-                writer = csv.writer(text)
-                writer.writerow(FSMOL_COLUMNS)
-                for fold, task_id, member in sorted(tasks, key=lambda t: (t[0], t[1])):
-                    with gzip.open(tar.extractfile(member), "rt") as lines:
-                        for n, line in enumerate(lines, 1):
-                            if not line.strip():
-                                continue
-                            try:
-                                rec = json.loads(line)
-                                row = (_FSMOL_FOLDS[fold], task_id, rec["SMILES"], int(float(rec["Property"])),
-                                       rec.get("Assay_ID", task_id), rec.get("RegressionProperty", ""),
-                                       rec.get("LogRegressionProperty", ""), rec.get("Relation", ""),
-                                       rec.get("AssayType", ""))
-                            except (ValueError, KeyError, TypeError) as exc:
-                                raise DataError(f"{archive}: {member.name} line {n}: not an FS-Mol "
-                                                f"record ({exc!r})") from None
-                            writer.writerow(row)
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+    if not tasks:
+        raise DataError(f"{archive}: no <fold>/<task>.jsonl.gz files inside; is it FS-Mol's archive?")
+    fd, tmp = temp_sibling(target)
+    try:
+        with os.fdopen(fd, "wb") as raw, gzip.open(raw, "wt", newline="") as text:
+            csv.writer(text).writerow(FSMOL_COLUMNS)
+            for key in sorted(tasks):
+                text.write(tasks[key])
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     return target
+
+
+def _fsmol_task_rows(fileobj, archive: Path, member: str, fold: str, task_id: str) -> str:
+    """One task file's records as CSV rows (text)."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    with gzip.open(fileobj, "rt") as lines:
+        for n, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                writer.writerow((fold, task_id, rec["SMILES"], int(float(rec["Property"])),
+                                 rec.get("Assay_ID", task_id), rec.get("RegressionProperty", ""),
+                                 rec.get("LogRegressionProperty", ""), rec.get("Relation", ""),
+                                 rec.get("AssayType", "")))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise DataError(f"{archive}: {member} line {n}: not an FS-Mol record ({exc!r})") from None
+    return out.getvalue()
 
 
 #: converters named by ``DatasetSpec.convert``: (downloaded archive, data file) -> data file

@@ -30,7 +30,12 @@ def load_fsmol_tasks(split: str = "test", min_size: int = 0, download: bool = Tr
         raise ValueError(f"FS-Mol split must be one of {FSMOL_SPLITS}, got {split!r}")
     path = resolve_file(FSMOL, download=download)
     expected = {"split", "task_id", "smiles", "label", "log_regression_value"}
-    frame = pd.read_csv(path, usecols=lambda c: c in expected)
+    try:
+        frame = pd.read_csv(path, usecols=lambda c: c in expected)
+    except (UnicodeDecodeError, pd.errors.ParserError, EOFError, OSError) as exc:
+        # e.g. the whole archive, gzipped, that moladapt 0.1's download saved under this name
+        raise DataError(f"{path}: not FS-Mol's long-format CSV ({type(exc).__name__}: {exc}); "
+                        "delete it to download and convert FS-Mol again") from None
     if not expected <= set(frame.columns):
         raise DataError(f"{path}: expected FS-Mol long-format columns {sorted(expected)}, "
                         f"missing {sorted(expected - set(frame.columns))}")

@@ -113,9 +113,9 @@ def _task_fingerprint(task: Task) -> str:
     """A content hash of a task's molecules and labels (in order: episodes index into them)."""
     import hashlib
 
-    h = hashlib.sha256()
-    for smi in task.smiles:
-        h.update(str(smi).encode() + b"\n")
+    from moladapt.data.featurize import smiles_hash
+
+    h = hashlib.sha256(smiles_hash(task.smiles).encode())
     h.update(np.asarray(task.labels, dtype=np.float64).tobytes())
     return h.hexdigest()[:16]
 
