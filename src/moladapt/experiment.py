@@ -219,7 +219,7 @@ def predict_csv(checkpoint: str | Path, input_csv: str | Path, output_csv: str |
 
     loaded = load_checkpoint(checkpoint)
     loaded.require_trained_head(checkpoint)
-    frame = _read_table(Path(input_csv), keep_blank_lines=True)
+    frame = _read_table(Path(input_csv), keep_blank_lines=True, as_text=True)
     if smiles_column not in frame.columns:
         raise DataError(f"{input_csv}: no SMILES column {smiles_column!r}; the columns are {list(frame.columns)[:20]}")
     suffix = "_probability" if loaded.task_type == "classification" else "_prediction"

@@ -56,9 +56,10 @@ def test_train_evaluate_predict_on_a_user_csv(tmp_path, data_dir):
     assert scored["p_np_probability"].isna().sum() == 4
 
     gappy = tmp_path / "gappy.csv"  # blank lines are rows too: the output lines up with the input
-    gappy.write_text("smiles\nCCO\n\nc1ccccc1\n\nCCN\n")
+    gappy.write_text("id,smiles\n1,CCO\n\n3,c1ccccc1\n\n5,CCN\n")
     run("predict", str(out / "model.pt"), "-i", str(gappy), "-o", str(pred))
     assert pd.read_csv(pred, skip_blank_lines=False)["valid_smiles"].tolist() == [True, False, True, False, True]
+    assert pred.read_text().splitlines()[1].startswith("1,CCO,True,")  # ids pass through as written
     clash = tmp_path / "clash.csv"
     clash.write_text("smiles,valid_smiles\nCCO,checked\n")
     proc = run("predict", str(out / "model.pt"), "-i", str(clash), "-o", str(pred), check=False)

@@ -145,3 +145,28 @@ def test_a_tie_names_every_best_method_and_stale_report_files_go(tmp_path):
     (out / "notes.txt").write_text("mine")
     write_report(frame, out)  # no heatmap this time
     assert not (out / "heatmap_featurizer_dataset.png").exists() and (out / "notes.txt").exists()
+
+
+def test_two_user_csvs_with_one_file_name_stay_two_datasets(tmp_path):
+    store = ResultStore(tmp_path / "s.db")
+    runs = [RunSpec(key=f"{folder}-{seed}", runner="train",
+                    config={"data": {"csv": f"/{folder}/train.csv"}, "train": {"seed": seed}},
+                    axes={"data.csv": f"/{folder}/train.csv", "train.seed": seed})
+            for folder in ("a", "b") for seed in range(2)]
+    store.sync("two", runs)
+    for run in runs:
+        assert store.claim(run.key)
+        store.finish(run.key, {"test.roc_auc": 0.7})
+    frame = tidy_results(tmp_path / "s.db", method_axes=["train.seed"])
+    assert set(frame["dataset"]) == {"/a/train.csv", "/b/train.csv"}
+
+
+def test_a_status_column_of_the_callers_own_is_not_the_run_status(tmp_path):
+    import pandas as pd
+
+    from moladapt.evaluate.report import write_report
+
+    frame = pd.DataFrame([{"method": m, "dataset": "d", "seed": s, "roc_auc": 0.6 + 0.1 * (m == "b"), "status": "ok"}
+                          for m in ("a", "b") for s in range(3)])
+    write_report(frame, tmp_path / "r")
+    assert "Left out" not in (tmp_path / "r" / "report.md").read_text()

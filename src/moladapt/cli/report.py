@@ -49,7 +49,7 @@ def report(
         # typically runs of an earlier version of the study file (a changed fixed value)
         raise ValueError(f"{exc}. If the database holds runs of an earlier version of the study "
                          "file, pass --spec STUDY.yaml to keep only its current grid") from None
-    done = frame[(frame["status"] == "done") & frame[metric].notna()]
+    done = frame[(frame["run_status"] == "done") & frame[metric].notna()]
     typer.echo(f"wrote {out}/report.html and report.md ({len(done)} runs with {metric}"
                + (f"; {len(frame) - len(done)} left out, listed in the report)" if len(done) < len(frame) else ")"))
 

@@ -401,11 +401,14 @@ ARCHIVE_CONVERTERS = {"fsmol_archive": build_fsmol_csv}
 
 
 # --- reading -------------------------------------------------------------------------------
-def _read_table(path: Path, keep_blank_lines: bool = False) -> pd.DataFrame:
+def _read_table(path: Path, keep_blank_lines: bool = False, as_text: bool = False) -> pd.DataFrame:
     """The CSV at ``path``; ``keep_blank_lines``: an empty line is a row of empty cells (so
-    row i of the frame is line i + 2 of the file), not skipped."""
+    row i of the frame is line i + 2 of the file), not skipped; ``as_text``: every cell as the
+    file spells it (columns passed through to an output stay as they were: ids stay ``1``,
+    not ``1.0``)."""
+    text = {"dtype": str, "keep_default_na": False} if as_text else {}
     try:
-        frame = pd.read_csv(path, low_memory=False, skip_blank_lines=not keep_blank_lines)
+        frame = pd.read_csv(path, low_memory=False, skip_blank_lines=not keep_blank_lines, **text)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except pd.errors.EmptyDataError:

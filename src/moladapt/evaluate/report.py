@@ -6,7 +6,7 @@ columns ``method``, ``dataset`` and the metric, usually ``seed``, optionally ``s
 
 * ``report.md`` (images linked as the PNG files next to it) and ``report.html``
   (self-contained: the same PNGs embedded as base64, inline CSS, no external assets);
-* ``bars.png``: mean ± 95% CI per method, per dataset;
+* ``bars.png``: mean ± standard deviation per method, per dataset (points);
 * ``cd_diagram.png``: Demšar's critical-difference diagram (average ranks, methods joined
   by a bar when their ranks differ by less than the Nemenyi CD);
 * ``differences.png``: a forest plot of every (method, dataset) paired difference from the
@@ -101,8 +101,10 @@ def write_report(
 
     Args:
         df: tidy results, one row per run (see the module docstring for the columns). Rows
-            with a NaN metric are left out. Within a dataset, two rows of one method must
-            differ in one of :data:`PAIRING_COLS` (else the pairing is ambiguous: error).
+            with a NaN metric are left out, and so are rows whose ``run_status`` (if that
+            column exists) is not ``done``; the page lists both, per method. Within a dataset,
+            two rows of one method must differ in one of :data:`PAIRING_COLS` (else the
+            pairing is ambiguous: error).
         output_dir: created if needed; existing files of the same names are replaced.
         metric: the metric column reported.
         baseline: the method the others are tested against; None → the first method in
@@ -125,8 +127,8 @@ def write_report(
             raise ValueError(f"column {col!r} not in the results table {list(df.columns)}")
     if heatmap is not None and len(heatmap) != 2:
         raise ValueError(f"heatmap needs two column names; got {heatmap!r}")
-    finished = df if "status" not in df.columns else df[df["status"] == "done"]
-    data = finished[~finished[metric].isna()].drop(columns="status", errors="ignore").copy()
+    finished = df if "run_status" not in df.columns else df[df["run_status"] == "done"]
+    data = finished[~finished[metric].isna()].drop(columns="run_status", errors="ignore").copy()
     left_out = _left_out_note(df, metric)
     if data.empty:
         raise ValueError(f"no rows with a value of {metric!r}" + (f" ({left_out})" if left_out else ""))
@@ -241,7 +243,7 @@ def _left_out_note(df: pd.DataFrame, metric: str) -> str:
     and finished without a value of ``metric``; ``""`` when none."""
     parts = []
     for method, rows in df.groupby("method", sort=False):
-        status = rows["status"] if "status" in rows.columns else pd.Series("done", index=rows.index)
+        status = rows["run_status"] if "run_status" in rows.columns else pd.Series("done", index=rows.index)
         counts = status[status != "done"].value_counts()
         missing = int((rows[metric].isna() & (status == "done")).sum())
         bits = [f"{n} {state} run{'s' if n > 1 else ''}" for state, n in counts.items()]

@@ -29,7 +29,7 @@ def tidy_results(db_path: str | Path, study: str | None = None,
 
     ``keys``: only these run keys (e.g. those of a study file's current grid, so runs of
     grid points edited away since are left out; the store never deletes a result).
-    ``include_unfinished``: also the failed, running and pending runs, with a ``status``
+    ``include_unfinished``: also the failed, running and pending runs, with a ``run_status``
     column, so that a report can say what it leaves out.
 
     ``dataset`` is the benchmark's name, or the file name of a run's own CSV.
@@ -57,9 +57,9 @@ def tidy_results(db_path: str | Path, study: str | None = None,
                   if dotted not in method_axes}
         if record.get("dataset") is None and "data.dataset" not in method_axes:
             csv = get_dotted(config, "data.csv")
-            record["dataset"] = Path(str(csv)).name if csv else "(unnamed data)"
+            record["dataset"] = str(csv) if csv else "(unnamed data)"
         if include_unfinished:
-            record["status"] = r["status"]
+            record["run_status"] = r["status"]
         record["method"] = " / ".join(f"{axes.get(a, get_dotted(config, a))}" for a in method_axes) or "run"
         for name, value in json.loads(r["metrics_json"] or "{}").items():
             if name.startswith("test.") and isinstance(value, (int, float)):
@@ -67,4 +67,16 @@ def tidy_results(db_path: str | Path, study: str | None = None,
             elif isinstance(value, (int, float)):
                 record[name] = value
         records.append(record)
-    return pd.DataFrame.from_records(records)
+    frame = pd.DataFrame.from_records(records)
+    return _short_csv_names(frame, rows)
+
+
+def _short_csv_names(frame: pd.DataFrame, rows: list[dict]) -> pd.DataFrame:
+    """A user's CSV datasets by file name, or by full path where two files share a name."""
+    csvs = {str(get_dotted(json.loads(r["config_json"]), "data.csv")) for r in rows
+            if get_dotted(json.loads(r["config_json"]), "data.csv")}
+    names = [Path(c).name for c in csvs]
+    short = {c: Path(c).name for c in csvs if names.count(Path(c).name) == 1}
+    if short and "dataset" in frame.columns:
+        frame["dataset"] = frame["dataset"].map(lambda d: short.get(d, d))
+    return frame
