@@ -345,9 +345,11 @@ def test_a_frozen_fused_encoder_still_trains_its_fingerprint_layers(data_dir):
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("epochs", 0, "train.epochs must be at least 1"), ("patience", -1, "train.patience must be at least 0"),
-    ("encoder_lr_scale", -1.0, "train.encoder_lr_scale must be >= 0"), ("lr", -1e-3, "train.lr must be >= 0"),
-    ("lr", float("nan"), "train.lr must be >= 0"),
+    ("epochs", 0, "train.epochs must be an integer of at least 1"),
+    ("patience", -1, "train.patience must be an integer of at least 0"),
+    ("encoder_lr_scale", -1.0, "train.encoder_lr_scale must be a number >= 0"),
+    ("lr", -1e-3, "train.lr must be a number >= 0"), ("lr", float("nan"), "train.lr must be a number >= 0"),
+    ("lr", None, "train.lr must be a number >= 0, got None"),
 ])
 def test_train_config_refuses_values_that_cannot_train(field, value, message):
     with pytest.raises(ValueError, match=message):

@@ -330,7 +330,8 @@ def run_auxiliary(run_cfg: RunConfig, aux_cfg: AuxConfig, output: str | Path | N
     out = Path(output) if output is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        save_configs(out / "config.yaml", run_cfg, aux_cfg)  # first: a crashed run says what it was
+        if not (out / "model.pt").exists():  # a finished run's config stays with its model until this one ends
+            save_configs(out / "config.yaml", run_cfg, aux_cfg)  # first: a crashed run says what it was
 
     import numpy as np
     import torch
@@ -443,6 +444,7 @@ def run_auxiliary(run_cfg: RunConfig, aux_cfg: AuxConfig, output: str | Path | N
                           len(prepared.invalid), float(train_seconds), float(mps),
                           int(best_epoch), out, details)
     if out is not None:
+        save_configs(out / "config.yaml", run_cfg, aux_cfg)
         save_checkpoint(out / "model.pt", model, prepared.featurizer, run_cfg.model, target_names,
                         data.task_type, est.target_mean_, est.target_std_,
                         extra={"run_config": run_cfg.to_dict(), "aux_config": aux_cfg.to_dict(),

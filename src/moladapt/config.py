@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -81,12 +82,12 @@ class TrainConfig:
                   "eval_batch_size": (self.eval_batch_size, 1), "head_only_epochs": (self.head_only_epochs, 0),
                   "patience": (self.patience, 0), "num_threads": (self.num_threads, 1)}
         for name, (value, low) in limits.items():
-            if value is not None and value < low:
-                raise ValueError(f"train.{name} must be at least {low}, got {value}")
+            if value is not None and (not isinstance(value, numbers.Integral) or value < low):
+                raise ValueError(f"train.{name} must be an integer of at least {low}, got {value!r}")
         for name, value in (("lr", self.lr), ("weight_decay", self.weight_decay),
                             ("encoder_lr_scale", self.encoder_lr_scale)):
-            if not value >= 0:  # also refuses NaN
-                raise ValueError(f"train.{name} must be >= 0, got {value}")
+            if not isinstance(value, numbers.Real) or not value >= 0:  # also refuses NaN
+                raise ValueError(f"train.{name} must be a number >= 0, got {value!r}")
 
 
 @dataclass(frozen=True)

@@ -185,6 +185,15 @@ def run_training(cfg: RunConfig, output: str | Path | None = None, progress: boo
     return result
 
 
+def _is_the_runs_data(data: LabeledData, cfg: RunConfig) -> bool:
+    if cfg.data.dataset is not None:
+        return data.metadata.get("spec") == cfg.data.dataset
+    mine, theirs = Path(data.source), Path(str(cfg.data.csv))
+    if mine.exists() and theirs.exists():
+        return mine.samefile(theirs)
+    return mine.resolve() == theirs.resolve()
+
+
 def evaluate_checkpoint(checkpoint: str | Path, data: LabeledData, split: str | None = None,
                         cfg: RunConfig | None = None) -> tuple[MetricReport, PreparedData]:
     """Score a saved model on ``data`` (all of it, or one part of a split: ``split='test'``)."""
@@ -200,6 +209,11 @@ def evaluate_checkpoint(checkpoint: str | Path, data: LabeledData, split: str | 
     if split is not None:
         if cfg is None:
             raise ValueError("evaluating one part of a split needs the run's config")
+        if not _is_the_runs_data(data, cfg):
+            raise DataError(f"the {split} part is a part of the run's own split of "
+                            f"{cfg.data.dataset or cfg.data.csv}; on {data.source} the split would be "
+                            "drawn anew and could hold training molecules. Score all of it instead "
+                            "(no part)")
         idx = getattr(split_data(prepared, cfg), split)
     y_pred = predict(loaded.model, prepared.graphs, loaded.task_type, idx,
                      target_mean=loaded.target_mean, target_std=loaded.target_std)

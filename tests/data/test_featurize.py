@@ -201,3 +201,18 @@ def test_getter_failure_falls_back_to_part_function():
     g = feat.featurize(["CC", "CCO", "OC"])
     np.testing.assert_array_equal(g.x, [[5, 0], [5, 1], [5, 0], [5, 1], [7, 0], [7, 0], [5, 1]])
     np.testing.assert_array_equal(g.node_ptr, [0, 2, 5, 7])
+
+
+def test_a_featurizer_pickles_by_name_and_refuses_another_version(monkeypatch):
+    import dataclasses
+    import pickle
+
+    from moladapt.data import featurize
+
+    basic = featurize.get_featurizer("basic")
+    blob = pickle.dumps(basic)
+    assert pickle.loads(blob) is basic
+    newer = dataclasses.replace(basic, version="2")
+    monkeypatch.setitem(featurize.FEATURIZERS._items, "basic", newer)
+    with pytest.raises(ValueError, match="made with featurizer basic/1/"):
+        pickle.loads(blob)

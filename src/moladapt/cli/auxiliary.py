@@ -18,6 +18,7 @@ import typer
 from moladapt.cli.common import (
     data_changes,
     friendly_errors,
+    init_spec,
     option_flags,
     options_given,
     split_list,
@@ -110,7 +111,7 @@ def auxiliary_command(
                                  smiles_column=smiles_column, target_columns=target_columns,
                                  task_type=task_type))
     train_cfg = given(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed,
-                      init=str(init) if init else None, encoder_lr_scale=encoder_lr_scale,
+                      init=init_spec(init), encoder_lr_scale=encoder_lr_scale,
                       threads=threads)
     if "threads" in train_cfg:
         train_cfg["num_threads"] = train_cfg.pop("threads")

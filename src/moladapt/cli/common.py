@@ -83,3 +83,14 @@ def friendly_errors(fn: Callable) -> Callable:
             sys.exit(2)
 
     return wrapper
+
+
+def init_spec(init: object) -> str | None:
+    """``--init`` as config.yaml keeps it: ``bundled[:name]`` as given, a file as an absolute
+    path (so that ``--config run/config.yaml`` works from any folder)."""
+    if not init:
+        return None
+    text = str(init)
+    if text == "bundled" or text.startswith("bundled:") or not Path(text).exists():
+        return text
+    return str(Path(text).resolve())

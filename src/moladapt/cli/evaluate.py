@@ -43,12 +43,6 @@ def evaluate(
     if data is None and typed:
         raise ValueError(f"{option_flags(typed)} describe a CSV "
                          "given with --data; without --data the labels are the benchmark's or the run's")
-    if part is not None and cfg is not None and (
-            (data is not None and Path(str(cfg.data.csv or "")).resolve() != data.resolve())
-            or (dataset is not None and dataset != cfg.data.dataset)):
-        raise ValueError(f"--part {part} scores that part of the run's own split of "
-                         f"{cfg.data.csv or cfg.data.dataset}; on other data the split would be "
-                         "drawn anew and could hold training molecules. Leave out --part to score all of it")
     if data is not None:
         targets = split_list(target_columns) or tuple(loaded.task_names)
         # The model's task type, not one guessed from the labels; a task with one class in

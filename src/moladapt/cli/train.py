@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from moladapt.cli.common import data_changes, friendly_errors, options_given
+from moladapt.cli.common import data_changes, friendly_errors, init_spec, options_given
 
 
 @friendly_errors
@@ -55,7 +55,7 @@ def train(
                                  smiles_column=smiles_column, target_columns=target_columns,
                                  task_type=task_type))
     train_cfg = given(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed,
-                      init=_init_spec(init), freeze_encoder=freeze_encoder,
+                      init=init_spec(init), freeze_encoder=freeze_encoder,
                       head_only_epochs=head_only_epochs, encoder_lr_scale=encoder_lr_scale,
                       threads=threads, precision=precision)
     if "threads" in train_cfg:
@@ -72,11 +72,3 @@ def train(
     typer.echo(f"valid: {result.valid.summary()}")
     typer.echo(f"test:  {result.test.summary()}")
     typer.echo(f"wrote {output}/config.yaml, metrics.json, model.pt")
-
-
-def _init_spec(init) -> str | None:
-    """``--init`` as config.yaml keeps it: a file as an absolute path (the config then works
-    from any folder), ``bundled[:name]`` as given."""
-    if not init:
-        return None
-    return str(Path(init).resolve()) if Path(init).exists() else str(init)

@@ -171,7 +171,7 @@ class Featurizer:
         # Parts hold closures, which pickle cannot store: a registered featurizer travels by
         # name (a fitted estimator, a model sent to a worker), and is checked to be the same.
         if self.name in FEATURIZERS and FEATURIZERS.get(self.name).fingerprint == self.fingerprint:
-            return (get_featurizer, (self.name,))
+            return (_registered_featurizer, (self.name, self.fingerprint))
         raise TypeError(f"featurizer {self.fingerprint} is not registered under its name, so it "
                         "cannot be pickled; register it in moladapt.data.featurize.FEATURIZERS")
 
@@ -405,3 +405,13 @@ FEATURIZERS.add(
 
 def get_featurizer(name: str) -> Featurizer:
     return FEATURIZERS.get(name)
+
+
+def _registered_featurizer(name: str, fingerprint: str) -> Featurizer:
+    """Unpickling: the registered featurizer ``name``, refused if it now computes other features
+    (a model pickled with one moladapt version, loaded with another)."""
+    featurizer = get_featurizer(name)
+    if featurizer.fingerprint != fingerprint:
+        raise ValueError(f"the pickled object was made with featurizer {fingerprint}, but this "
+                         f"moladapt's {name!r} is {featurizer.fingerprint}; use a matching version")
+    return featurizer
