@@ -207,3 +207,32 @@ def test_study_aux_method_takes_a_label():
     assert all(AuxConfig.from_dict(r).label() == m for m, r in resolved.items() if m != "auxiliary")
     with pytest.raises(ValueError, match="unknown adaptation method 'magic'"):
         runner.resolve({"aux": {"method": "magic"}})
+
+
+def test_a_validation_part_with_one_class_is_warned_and_never_stops_the_run(tmp_path, data_dir, cache):
+    """As `moladapt train`: every epoch is the latest best, patience never runs out; inspect says what ran."""
+    from moladapt.experiment import load_data, split_data
+    from moladapt.provenance import describe_checkpoint, format_description
+    from moladapt.training import prepare
+
+    frame = pd.read_csv(data_dir / "BBBP.csv").iloc[:120][["smiles", "p_np"]]
+    path = tmp_path / "mine.csv"
+    frame.to_csv(path, index=False)
+    cfg = RunConfig(data=DataConfig(dataset=None, csv=str(path), split="random", task_type="classification"),
+                    model=TINY_MODEL, train=TrainConfig(epochs=3, batch_size=32, patience=0, num_threads=1))
+    prepared = prepare(load_data(cfg), "basic")
+    valid_rows = prepared.graphs.source_rows[split_data(prepared, cfg).valid]
+    frame.loc[frame.index[valid_rows], "p_np"] = 0  # the random split does not look at labels
+    frame.to_csv(path, index=False)
+    said = []
+    aux = AuxConfig(aux_objectives=("attribute_masking",), combiner="rcgrad")
+    result = run_auxiliary(cfg, aux, tmp_path / "run", log=said.append)
+    assert any("no task has both classes in the validation part" in m for m in said)
+    assert result.best_epoch == 2  # the last of 3 epochs: none was cut short
+    lines = format_description(describe_checkpoint(tmp_path / "run" / "model.pt"))
+    assert "auxiliary tasks: attribute_masking; auxiliary, combiner rcgrad" in lines
+    blo = run_auxiliary(cfg, AuxConfig(method="bilevel", aux_objectives=("attribute_masking",),
+                                       outer_steps=3, inner_steps=1), tmp_path / "blo", log=said.append)
+    assert blo.best_epoch == 2  # no step could be scored: the last state is kept and reported
+    kept = json.loads((tmp_path / "blo" / "metrics.json").read_text())["weights_at_best_step"]
+    assert set(kept) == {"attribute_masking"}

@@ -136,6 +136,21 @@ def test_unknown_method_param_is_refused(tox21_slice):
         run_multitask("tox21", "sgnn-ebm", "none", params={"couplng": 1.0}, **TINY)
     with pytest.raises(ValueError, match="takes no params"):
         run_multitask("tox21", "multi-task", "none", params={"alpha": 1.0}, **TINY)
+    # a wrong type is named before any training (it used to surface in the EBM stage)
+    with pytest.raises(ValueError, match=r"sgnn-ebm param coupling='abc': expected a float"):
+        run_multitask("tox21", "sgnn-ebm", "none", params={"coupling": "abc"}, **TINY)
+    with pytest.raises(ValueError, match=r"sgnn-ebm param mf_iters=2.5: expected a int"):
+        run_multitask("tox21", "sgnn-ebm", "none", params={"mf_iters": 2.5}, **TINY)
+    with pytest.raises(ValueError, match=r"gradnorm param alpha='abc'"):
+        run_multitask("tox21", "gradnorm", "none", params={"alpha": "abc"}, **TINY)
+
+
+def test_a_refused_rerun_keeps_the_finished_runs_config(tox21_slice, tmp_path):
+    run_multitask("tox21", "multi-task", "none", output=tmp_path, **TINY)
+    finished = (tmp_path / "config.yaml").read_text()
+    with pytest.raises(ValueError):
+        run_multitask("tox21", "sgnn-ebm", "none", params={"coupling": "abc"}, output=tmp_path, **TINY)
+    assert (tmp_path / "config.yaml").read_text() == finished
 
 
 def test_fsmol_pivot_is_a_dense_table(data_dir):

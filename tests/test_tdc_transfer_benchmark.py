@@ -154,3 +154,15 @@ def test_transfer_cli_one_target_writes_config_and_ratios(tdc_dir, tmp_path):
     bad = CliRunner().invoke(app, ["transfer", "--target", "hia_hou", "--ratios", "learned",
                                    "--output", str(out)])
     assert bad.exit_code == 2 and "ratios must be one of" in bad.output
+    assert "the model kept is from outer step" in result.output
+    assert set(rec["weights_at_best_step"]) == {"tdc_bbb_martins"}
+    finished = (out / "config.yaml").read_text()
+    for args, message in ((["--epochs", "0"], "epochs must be an integer of at least 1"),
+                          (["--batch-size", "0"], "batch_size must be an integer of at least 2"),
+                          (["--lr", "-1"], "lr must be a number >= 0"),
+                          (["--target", "hia_hou,dili"], "--target names one dataset, got 2"),
+                          (["--sources", "hia_hou"], "leaves no source besides the target")):
+        bad = CliRunner().invoke(app, ["transfer", "--target", "hia_hou", "--ratios", "bilevel",
+                                       *args, "--output", str(out)])
+        assert bad.exit_code == 2 and message in bad.output, (args, bad.output)
+    assert (out / "config.yaml").read_text() == finished  # refused reruns leave the finished run as it was

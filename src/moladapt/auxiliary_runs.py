@@ -337,7 +337,7 @@ def run_auxiliary(run_cfg: RunConfig, aux_cfg: AuxConfig, output: str | Path | N
     import torch
 
     from moladapt.evaluate.metrics import compute_metrics
-    from moladapt.experiment import environment, load_data, split_data
+    from moladapt.experiment import environment, load_data, split_data, validation_warning
     from moladapt.training import build_model, prepare, save_checkpoint
     from moladapt.utils import seed_everything, write_json
 
@@ -351,6 +351,9 @@ def run_auxiliary(run_cfg: RunConfig, aux_cfg: AuxConfig, output: str | Path | N
         log(prepared.invalid_summary())
     split = split_data(prepared, run_cfg)
     targets, sources = resolve_columns(list(data.task_names), aux_cfg)
+    warning = validation_warning(prepared.y[:, targets], split, data.task_type)
+    if warning:
+        log(warning)
     target_names = [data.task_names[c] for c in targets]
     model = build_model(run_cfg.model, prepared.featurizer, len(targets))
     init_record = None
@@ -423,6 +426,7 @@ def run_auxiliary(run_cfg: RunConfig, aux_cfg: AuxConfig, output: str | Path | N
             "source_tasks": [data.task_names[c] for c in sources],
             "aux_tasks": list(est.task_names_[1 + len(sources):]),
             "weights": dict(est.weights_),
+            "weights_at_best_step": dict(est.weights_at_best_step_),
             "weights_history": est.weights_history_.tolist(),
             "hypergradient_history": est.hypergradient_history_.tolist(),
             "valid_loss_history": list(est.valid_loss_history_),

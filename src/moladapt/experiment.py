@@ -135,13 +135,9 @@ def run_training(cfg: RunConfig, output: str | Path | None = None, progress: boo
     if prepared.invalid:
         log(prepared.invalid_summary())
     split = split_data(prepared, cfg)
-    if len(split.valid) == 0:
-        log(f"warning: the validation part of {len(prepared.graphs)} molecules is empty: no model "
-            "selection and no early stopping; the last epoch's weights are kept")
-    elif data.task_type == CLASSIFICATION and len(split_has_both_classes(prepared.y, split)["valid"]) == data.num_tasks:
-        log(f"warning: no task has both classes in the validation part ({len(split.valid)} molecules), "
-            "so it cannot be scored: no model selection and no early stopping; the last epoch's "
-            "weights are kept (a stratified or larger split may help)")
+    warning = validation_warning(prepared.y, split, data.task_type)
+    if warning:
+        log(warning)
     model = build_model(cfg.model, prepared.featurizer, data.num_tasks)
     init_record, pretrained = None, None
     if cfg.train.init:
@@ -183,6 +179,19 @@ def run_training(cfg: RunConfig, output: str | Path | None = None, progress: boo
         assert checkpoint is not None
         checkpoint.discard()
     return result
+
+
+def validation_warning(y: np.ndarray, split: Split, task_type: str) -> str | None:
+    """What to tell the user when the validation part cannot select a model: it is empty, or
+    (classification) no task has both classes there. ``None`` when it can."""
+    if len(split.valid) == 0:
+        return (f"warning: the validation part of {len(y)} molecules is empty: no model "
+                "selection and no early stopping; the last epoch's weights are kept")
+    if task_type == CLASSIFICATION and len(split_has_both_classes(y, split)["valid"]) == y.shape[1]:
+        return (f"warning: no task has both classes in the validation part ({len(split.valid)} molecules), "
+                "so it cannot be scored: no model selection and no early stopping; the last "
+                "epoch's weights are kept (a stratified or larger split may help)")
+    return None
 
 
 def _is_the_runs_data(data: LabeledData, cfg: RunConfig) -> bool:

@@ -350,8 +350,11 @@ def run_multitask_config(cfg: MultitaskConfig, output: str | Path | None = None,
 
         from moladapt.utils import atomic_write_text
 
-        out.mkdir(parents=True, exist_ok=True)  # config first: a crashed run says what it was
-        atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        out.mkdir(parents=True, exist_ok=True)
+        # config first, so a crashed run says what it was; but a finished run's config stays
+        # with its metrics until this run finishes (a refused or killed rerun must not relabel it)
+        if not (out / "metrics.json").exists():
+            atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     if cfg.num_threads:
         torch.set_num_threads(int(cfg.num_threads))
     seed_everything(cfg.seed)
@@ -395,6 +398,11 @@ def run_multitask_config(cfg: MultitaskConfig, output: str | Path | None = None,
         inference_seconds=inference_seconds, label_density=float(np.mean(~np.isnan(y))),
         output=out, extra=extra)
     if out is not None:
+        import yaml
+
+        from moladapt.utils import atomic_write_text
+
+        atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         write_json(out / "metrics.json", {**result.to_dict(), "task_names": names,
                                           "n_invalid_smiles": len(prepared.invalid),
                                           "environment": environment()})
@@ -502,6 +510,7 @@ def _balanced(cfg: MultitaskConfig, graph: TaskGraph, names: list[str]):
     bad = sorted(set(cfg.params) - allowed)
     if bad:
         raise ValueError(f"unknown {cfg.method} param(s) {bad}; known: {sorted(allowed)}")
+    _check_param_types(BalancedMultiTaskTrainer, cfg.params, cfg.method)
     model = build_model(_model_config(cfg), get_featurizer(cfg.featurizer), len(names))
     trainer = BalancedMultiTaskTrainer(model, "classification", _train_config(cfg),
                                        method=cfg.method, **cfg.params)
@@ -512,6 +521,29 @@ def _balanced(cfg: MultitaskConfig, graph: TaskGraph, names: list[str]):
         return {"log_vars" if cfg.method == "uncertainty" else "task_weights": w.tolist()}
 
     return fit, trainer.predict
+
+
+def _check_param_types(cls: type, params: dict[str, Any], method: str) -> None:
+    """``-p`` values of the type their defaults have (a number for a number), checked before
+    any training: a wrong one found in the EBM stage would waste the whole SGNN stage."""
+    import inspect
+    import numbers
+
+    for name, value in params.items():
+        default = inspect.signature(cls).parameters[name].default
+        if default is None or default is inspect.Parameter.empty:
+            continue
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, numbers.Integral):
+            ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        elif isinstance(default, numbers.Real):
+            ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, type(default))
+        if not ok:
+            raise ValueError(f"{method} param {name}={value!r}: expected a {type(default).__name__} "
+                             f"like its default {default!r}")
 
 
 _SGNN_FIXED = ("task_graph", "use_ebm", "encoder", "hidden_dim", "num_layers", "dropout",
@@ -528,6 +560,7 @@ def _sgnn(cfg: MultitaskConfig, graph: TaskGraph, names: list[str]):
     if bad:
         raise ValueError(f"unknown {cfg.method} param(s) {bad}; known: {sorted(allowed)} "
                          "(the others come from the run's options)")
+    _check_param_types(SGNNEBM, cfg.params, cfg.method)
     use_ebm = cfg.method == "sgnn-ebm"
     ebm_epochs = cfg.ebm_epochs if cfg.ebm_epochs is not None else max(1, cfg.epochs // 2)
     model = SGNNEBM(task_graph=graph, use_ebm=use_ebm, encoder=cfg.encoder,

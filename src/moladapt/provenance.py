@@ -142,7 +142,8 @@ def _extra_lines(extra: dict[str, Any], indent: str) -> list[str]:
                      + (", encoder frozen" if train.get("freeze_encoder") else ""))
     if extra.get("aux_config"):
         aux = extra["aux_config"]
-        lines.append(f"{indent}auxiliary tasks: {aux.get('aux')}; combiner {aux.get('combiner')}")
+        lines.append(f"{indent}auxiliary tasks: {', '.join(aux.get('aux_objectives') or []) or 'none'}; "
+                     f"{aux.get('method')}, combiner {aux.get('combiner') or 'none'}")
     meta = extra.get("meta")
     if meta:
         lines.append(f"{indent}meta-trained: {meta.get('method')} on {meta.get('tasks')} "

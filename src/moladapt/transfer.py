@@ -48,6 +48,23 @@ DEFAULT_SETTINGS: dict[str, Any] = {
 }
 
 
+def _check_settings(settings: dict[str, Any]) -> None:
+    """Numeric settings that cannot train are refused before any data is loaded."""
+    for key, low in (("epochs", 1), ("batch_size", 2), ("inner_steps", 1), ("hidden_dim", 1),
+                     ("num_layers", 1), ("neumann_terms", 0), ("valid_batch_size", 1)):
+        value = settings[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"transfer setting {key} must be an integer of at least {low}, got {value!r}")
+    if settings["threads"] is not None and (not isinstance(settings["threads"], int) or settings["threads"] < 1):
+        raise ValueError(f"transfer setting threads must be at least 1, got {settings['threads']!r}")
+    for key in ("lr", "outer_lr", "extra_ratio"):
+        value = settings[key]
+        if value is not None and (not isinstance(value, (int, float)) or not value >= 0):
+            raise ValueError(f"transfer setting {key} must be a number >= 0, got {value!r}")
+    if not 0.0 <= float(settings["dropout"]) < 1.0:
+        raise ValueError(f"transfer setting dropout must be in [0, 1), got {settings['dropout']!r}")
+
+
 def tdc_names() -> list[str]:
     """The 22 TDC ADMET datasets (``tdc_*``), in registry order."""
     from moladapt.data.sources import DATASETS
@@ -360,6 +377,7 @@ def run_transfer(target: str, method: str, seed: int, settings: dict[str, Any],
         pred_test, pred_valid = est.predict(graphs, table.test), est.predict(graphs, table.valid)
         details = {"best_step": est.best_step_, "steps": outer_steps * inner,
                    "weights": dict(est.weights_),
+                   "weights_at_best_step": dict(est.weights_at_best_step_),
                    "weights_history": _thin(est.weights_history_.tolist()),
                    "valid_metric_history": _thin(list(est.valid_metric_history_))}
     else:
@@ -408,10 +426,17 @@ def transfer(target: str, ratios: str = "bilevel", sources: str | list[str] | No
     if unknown:
         raise ValueError(f"unknown transfer setting(s) {unknown}; known: {sorted(DEFAULT_SETTINGS)}")
     names = tdc_names()
-    (target_name,) = resolve_names(target, names)
+    targets = resolve_names(target, names)
+    if len(targets) != 1:
+        raise ValueError(f"--target names one dataset, got {len(targets)} ({', '.join(targets[:4])}"
+                         f"{', ...' if len(targets) > 4 else ''})")
+    (target_name,) = targets
     text = ",".join(sources) if isinstance(sources, list) else sources
     source_names = [s for s in resolve_names(text, names) if s != target_name]
+    if ratios != "none" and not source_names:
+        raise ValueError(f"--sources leaves no source besides the target {target_name}")
     resolved = {**DEFAULT_SETTINGS, **settings, "sources": source_names}
+    _check_settings(resolved)
     config = {"target": target_name, "ratios": ratios, "method": RATIOS[ratios], "seed": int(seed),
               "settings": resolved}
     out = Path(output) if output is not None else None
@@ -419,11 +444,16 @@ def transfer(target: str, ratios: str = "bilevel", sources: str | list[str] | No
         import yaml
 
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
-    corpus = load_corpus([target_name, *source_names])
+        # first, so a crashed run says what it was; but not over a finished run's (its metrics)
+        if not (out / "metrics.json").exists():
+            atomic_write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    corpus = load_corpus([target_name, *([] if ratios == "none" else source_names)])  # single-task: no sources
     record = run_transfer(target_name, RATIOS[ratios], int(seed), resolved, corpus)
     if out is not None:
+        import yaml
+
         from moladapt.experiment import environment
 
+        atomic_write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
         write_json(out / "metrics.json", {**record, "environment": environment()})
     return record

@@ -348,7 +348,10 @@ class AuxiliaryFineTuner:
                 )
                 improved = not np.isnan(valid_metric) and (
                     np.isnan(history.best_valid) or better(valid_metric, history.best_valid))
-                if valid_idx is None or not len(valid_idx):
+                # nothing to select on (no validation part, or one that cannot be scored: one
+                # class everywhere): the last epoch is the best so far and patience never runs out
+                unscorable = np.isnan(valid_metric) and np.isnan(history.best_valid)
+                if valid_idx is None or not len(valid_idx) or unscorable:
                     history.best_epoch, history.best_valid = epoch, valid_metric  # the last
                 elif improved:
                     history.best_epoch, history.best_valid = epoch, valid_metric

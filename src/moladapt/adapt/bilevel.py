@@ -588,7 +588,8 @@ class BiLevelTaskWeighting:
         featurizer: the featurizer of ``graphs`` (default: looked up by name).
 
     Fitted attributes: ``weights_history_`` (``[outer_steps + 1, T - 1]``, the initial
-    weights first), ``weights_`` (``{task: weight}`` at the end), ``task_names_`` (T names,
+    weights first), ``weights_`` (``{task: weight}`` at the end), ``weights_at_best_step_``
+    (:meth:`fit`: those the kept state was trained under at its step), ``task_names_`` (T names,
     target first), ``hypergradient_history_`` (``[outer_steps, T - 1]``, w.r.t. ``w``),
     ``valid_loss_history_``, ``valid_metric_history_`` (:meth:`fit`), ``gradient_log_``
     (with a combiner), ``problem_``, ``model_``; from :meth:`fit`, ``embedding_spread_`` (before
@@ -787,8 +788,11 @@ class BiLevelTaskWeighting:
         probe = graphs.collate(np.asarray(train_idx)[:256]).to(ref.device)
         self.embedding_spread_ = [embedding_spread(graph_part(model.encoder), probe)]
 
+        last = {"step": -1}
+
         def select(step: int) -> bool:
             """Keep the best state; ``True`` (stop) after ``patience`` steps without a better one."""
+            last["step"] = step
             self.embedding_spread_.append(embedding_spread(graph_part(model.encoder), probe))
             metric = self.score(graphs, y2, problem.valid_idx).primary
             metrics.append(metric)
@@ -806,7 +810,12 @@ class BiLevelTaskWeighting:
         model.eval()
         self.valid_metric_history_ = metrics
         self.collapsed_ = first_collapse(self.embedding_spread_[1:])  # index = outer step
-        self.best_step_ = int(best["step"])
+        # no scorable validation step: the last state is kept, and that is the step to report
+        self.best_step_ = int(best["step"]) if best["step"] >= 0 else int(last["step"])
+        # the weights the kept state's last inner steps were trained under (weights_ are the
+        # end of the run: after a best step early on, they moved on without the model kept)
+        self.weights_at_best_step_ = dict(zip(self.task_names_[1:],
+                                              self.weights_history_[self.best_step_].tolist(), strict=True))
         self.objectives_ = objectives
         self.source_head_ = problem.source_head
         return self

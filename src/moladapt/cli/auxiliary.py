@@ -77,21 +77,21 @@ def auxiliary_command(
     threads: int = typer.Option(None, help="torch threads (default: torch's choice)."),
     aux: str = typer.Option(None, help="Comma-separated auxiliary objectives: attribute_masking, "
                             "edge_prediction, context_prediction, infomax, graphcl; 'none' for none "
-                            "[default: attribute_masking,edge_prediction]."),
+                            "(default: attribute_masking,edge_prediction)."),
     aux_option: list[str] = typer.Option(
         None, "--aux-option", "-O", help="An auxiliary objective's option as objective.option=value, "
         "repeatable: attribute_masking.mask_rate=0.25, graphcl.temperature=0.2, "
         "edge_prediction.scale_by_sqrt_dim=false."),
     combiner: str = typer.Option(None, help="Gradient combiner: rcgrad | gcs | gns | pcgrad | sum "
-                                 "(with --bilevel also 'none': plain BLO) [default: rcgrad]."),
+                                 "(with --bilevel also 'none': plain BLO; default: rcgrad)."),
     bilevel: bool = typer.Option(False, "--bilevel", help="Learn the task weights by bi-level optimisation."),
     sources: str = typer.Option(None, help="--bilevel: comma-separated supervised source columns, or 'all'."),
     target: str = typer.Option(None, help="The target column (default: all columns; with --bilevel --sources: the first)."),
-    weighting: str = typer.Option(None, help="--bilevel: sigmoid | softmax."),
-    hypergradient: str = typer.Option(None, help="--bilevel: neumann | unrolled | exact."),
+    weighting: str = typer.Option(None, help="--bilevel: sigmoid | softmax (default: sigmoid)."),
+    hypergradient: str = typer.Option(None, help="--bilevel: neumann | unrolled | exact (default: neumann)."),
     outer_steps: int = typer.Option(None, help="--bilevel: weight updates (default: --epochs worth of inner steps)."),
-    inner_steps: int = typer.Option(None, help="--bilevel: model steps per weight update [default: 10]."),
-    outer_lr: float = typer.Option(None, help="--bilevel: learning rate of the weight logits [default: 0.1]."),
+    inner_steps: int = typer.Option(None, help="--bilevel: model steps per weight update (default: 10)."),
+    outer_lr: float = typer.Option(None, help="--bilevel: learning rate of the weight logits (default: 0.1)."),
     config: Path = typer.Option(None, help="A config.yaml (sections data/model/train/aux) to start from."),
     output: Path = typer.Option(Path("runs/auxiliary"), help="Directory for config.yaml, metrics.json, model.pt."),
 ) -> None:
@@ -155,8 +155,11 @@ def auxiliary_command(
     for task, stats in result.details.get("gradient_log", {}).get("tasks", {}).items():
         typer.echo(f"  {task}: mean cosine to the target {stats['mean_cosine']:+.3f}, "
                    f"conflicting in {100 * stats['conflict_fraction']:.0f}% of steps")
+    kept = result.details.get("weights_at_best_step", {})
     for task, weight in result.details.get("weights", {}).items():
-        typer.echo(f"  learned weight {task}: {weight:.3f}")
+        typer.echo(f"  learned weight {task}: {weight:.3f} at the end"
+                   + (f" ({kept[task]:.3f} at outer step {result.best_epoch}, the model kept)"
+                      if task in kept and abs(kept[task] - weight) > 5e-4 else ""))
     spread = result.details.get("embedding_spread")
     if spread:
         typer.echo(f"  atom-embedding spread (max per-dimension std): {spread[0]:.3g} before, "

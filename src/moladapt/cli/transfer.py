@@ -46,6 +46,9 @@ def transfer_command(
     typer.echo(f"{rec['method']}: test {rec['metric']} {rec['test_value']:.4f}, valid "
                f"{rec['valid_value']:.4f}; train {rec['train_seconds']:.1f} s")
     weights = rec.get("weights") or {}
+    if weights:
+        typer.echo(f"learned ratios at the end of the run (the model kept is from outer step "
+                   f"{rec.get('best_step')}; its ratios: metrics.json weights_at_best_step):")
     for name, w in sorted(weights.items(), key=lambda kv: -kv[1])[:10]:
         typer.echo(f"  ratio {name.removeprefix('tdc_'):<34} {w:.3f}")
     typer.echo(f"wrote {output}/config.yaml, metrics.json")
