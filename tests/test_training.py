@@ -402,3 +402,16 @@ def test_a_diverged_run_names_its_task(data_dir, monkeypatch):
     monkeypatch.setattr(Trainer, "predict", lambda self, graphs, idx=None: np.full((len(idx), 1), np.nan))
     with pytest.raises(ValueError, match="task 'p_np': .* non-finite predictions"):
         trainer.fit(prepared.graphs, prepared.y, np.arange(128), np.arange(128, 192))
+
+
+def test_model_and_bilevel_configs_refuse_values_that_cannot_train():
+    from moladapt.auxiliary_runs import AuxConfig
+
+    for kwargs, message in (({"dropout": 2.0}, r"model.dropout must be in \[0, 1\)"),
+                            ({"hidden_dim": 0}, "model.hidden_dim must be an integer of at least 1")):
+        with pytest.raises(ValueError, match=message):
+            ModelConfig(**kwargs)
+    for kwargs, message in (({"outer_lr": -1.0}, r"aux.outer_lr \(--outer-lr\) must be >= 0"),
+                            ({"inner_steps": 0}, r"aux.inner_steps \(--inner-steps\) must be at least 1")):
+        with pytest.raises(ValueError, match=message):
+            AuxConfig(method="bilevel", aux_objectives=("attribute_masking",), **kwargs).validate()

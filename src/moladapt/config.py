@@ -52,6 +52,14 @@ class ModelConfig:
     fingerprint_radius: int = 2
     fingerprint_dims: tuple[int, ...] = (1024, 512)
 
+    def __post_init__(self) -> None:
+        for name, low in (("hidden_dim", 1), ("num_layers", 1), ("fingerprint_bits", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+                raise ValueError(f"model.{name} must be an integer of at least {low}, got {value!r}")
+        if not isinstance(self.dropout, numbers.Real) or not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout!r}")
+
 
 @dataclass(frozen=True)
 class TrainConfig:

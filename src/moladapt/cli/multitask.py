@@ -52,7 +52,7 @@ def multitask_command(
     seed: int = typer.Option(0, help="Training seed (and split seed unless --split-seed)."),
     split_seed: int = typer.Option(None, help="Seed of the split (default: --seed)."),
     epochs: int = typer.Option(100, help="Training epochs (SGNN-EBM: of the SGNN stage)."),
-    ebm_epochs: int = typer.Option(None, help="SGNN-EBM's EBM stage epochs (default: epochs // 2)."),
+    ebm_epochs: int = typer.Option(None, help="SGNN-EBM's EBM stage epochs (default: max(1, epochs // 2))."),
     encoder: str = typer.Option("gin", help="gin | gcn | gat | sage."),
     hidden_dim: int = typer.Option(300),
     num_layers: int = typer.Option(5),
