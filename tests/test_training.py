@@ -412,6 +412,6 @@ def test_model_and_bilevel_configs_refuse_values_that_cannot_train():
         with pytest.raises(ValueError, match=message):
             ModelConfig(**kwargs)
     for kwargs, message in (({"outer_lr": -1.0}, r"aux.outer_lr \(--outer-lr\) must be >= 0"),
-                            ({"inner_steps": 0}, r"aux.inner_steps \(--inner-steps\) must be at least 1")):
+                            ({"inner_steps": 0}, "inner_steps and outer_steps must be at least 1")):
         with pytest.raises(ValueError, match=message):
             AuxConfig(method="bilevel", aux_objectives=("attribute_masking",), **kwargs).validate()

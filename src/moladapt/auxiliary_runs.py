@@ -163,10 +163,6 @@ class AuxConfig:
                                  f"choose one of: {', '.join(HYPERGRADIENTS)}")
             if self.inner_optimizer not in ("adam", "sgd"):
                 raise ValueError(f"unknown inner_optimizer {self.inner_optimizer!r}; choose 'adam' or 'sgd'")
-            for name, value, low in (("inner_steps", self.inner_steps, 1),
-                                     ("outer_steps", self.outer_steps, 1)):
-                if value is not None and value < low:
-                    raise ValueError(f"aux.{name} (--{name.replace('_', '-')}) must be at least {low}, got {value}")
             if not self.outer_lr >= 0:
                 raise ValueError(f"aux.outer_lr (--outer-lr) must be >= 0, got {self.outer_lr}")
 
