@@ -196,7 +196,7 @@ def validation_warning(y: np.ndarray, split: Split, task_type: str) -> str | Non
 
 def _is_the_runs_data(data: LabeledData, cfg: RunConfig) -> bool:
     if cfg.data.dataset is not None:
-        return data.metadata.get("spec") == cfg.data.dataset
+        return str(data.metadata.get("spec")).lower() == cfg.data.dataset.lower()
     mine, theirs = Path(data.source), Path(str(cfg.data.csv))
     if mine.exists() and theirs.exists():
         return mine.samefile(theirs)

@@ -69,12 +69,11 @@ class ResumeFile:
 
 
 def differences(saved: Mapping[str, Any], now: Mapping[str, Any], prefix: str = "") -> list[str]:
-    """Dotted names of the fields whose values differ. A field the saved identity lacks is not
-    a difference: the file was written by a version that did not record it yet."""
+    """Dotted names of the fields whose values differ. A field only one side records is not a
+    difference: the file was written by a version that did not record it yet, or recorded one
+    this version no longer counts (e.g. the thread count)."""
     out = []
-    for key in sorted(set(saved) | set(now)):
-        if key not in saved:
-            continue
+    for key in sorted(set(saved) & set(now)):
         a, b = saved[key], now.get(key)
         if isinstance(a, Mapping) and isinstance(b, Mapping):
             out += differences(a, b, f"{prefix}{key}.")
