@@ -127,8 +127,13 @@ def test_bad_options_are_named():
         MultitaskConfig.from_dict({"epoch": 3})
     with pytest.raises(ValueError, match="split_frac"):
         MultitaskConfig(split_frac=(0.5, 0.5, 0.5))
-    with pytest.raises(ValueError, match="needs dense_n"):
+    with pytest.raises(ValueError, match=r"needs dense_n \(--dense"):
         load_multitask_data("fsmol-train")
+
+
+def test_min_tasks_per_molecule_without_a_dense_table_is_refused(tox21_slice):
+    with pytest.raises(ValueError, match=r"--min-tasks-per-molecule\) = 3 applies to a Dense-N table"):
+        load_multitask_data("tox21", min_tasks_per_molecule=3)
 
 
 def test_unknown_method_param_is_refused(tox21_slice):

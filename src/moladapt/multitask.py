@@ -235,7 +235,7 @@ def _load_table(dataset: str, dense_n: int | None) -> LabeledData:
     name = dataset.lower()
     if name in FSMOL_DATASETS:
         if dense_n is None:
-            raise ValueError(f"{dataset}: FS-Mol as one table needs dense_n (e.g. 100): "
+            raise ValueError(f"{dataset}: FS-Mol as one table needs dense_n (--dense, e.g. 100): "
                              "its 4935 training assays share few molecules")
         data = fsmol_labeled_data(name.split("-", 1)[1], min_per_class=dense_n)
     else:
@@ -263,6 +263,9 @@ def select_tasks(data: LabeledData, dense_n: int | None = None,
     if dense_n is not None:
         data = dense_subset(data, n_min=int(dense_n),
                             min_tasks_per_molecule=int(min_tasks_per_molecule))
+    elif int(min_tasks_per_molecule) != 1:  # it filters the Dense-N table: without one it would be ignored
+        raise ValueError(f"min_tasks_per_molecule (--min-tasks-per-molecule) = {min_tasks_per_molecule} "
+                         "applies to a Dense-N table; give dense_n (--dense N) too")
     if max_tasks is not None and data.num_tasks > max_tasks:
         y = np.asarray(data.labels)[:, :max_tasks]
         rows = np.flatnonzero((~np.isnan(y)).any(axis=1))
@@ -604,7 +607,7 @@ def resolve_multitask_config(config: dict[str, Any]) -> dict[str, Any]:
     dataset = cfg.dataset.lower()
     if dataset in FSMOL_DATASETS:
         if cfg.dense_n is None:
-            raise ValueError(f"dataset {cfg.dataset!r} needs dense_n")
+            raise ValueError(f"dataset {cfg.dataset!r} needs dense_n (--dense N, e.g. 50)")
     else:
         spec = DATASETS.get(dataset)
         if spec.task_type != CLASSIFICATION or spec.group == "fsmol":

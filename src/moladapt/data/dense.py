@@ -91,5 +91,6 @@ def filtered_random_split(labels: np.ndarray, frac: Sequence[float] = (0.8, 0.1,
     raise ValueError(
         f"no random split in {max_tries} tries keeps both classes of every task in every part; "
         f"most often failing task columns: {worst} (failed {fails[worst].tolist()} times). "
-        "Use dense_subset() with a larger n_min, or another frac."
+        "Use a larger Dense-N (`moladapt multitask --dense N`; dense_subset(n_min=...) in Python) "
+        "or other split fractions (--split-frac)."
     )
