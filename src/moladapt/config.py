@@ -180,11 +180,11 @@ def from_dict(cls: type, d: dict[str, Any], prefix: str = ""):
     for key, value in d.items():
         if isinstance(value, list):
             value = tuple(value)
-        kwargs[key] = _checked(f"{prefix}{key}", str(known[key].type), value)
+        kwargs[key] = checked_value(f"{prefix}{key}", str(known[key].type), value)
     return cls(**kwargs)
 
 
-def _checked(name: str, annotation: str, value: Any) -> Any:
+def checked_value(name: str, annotation: str, value: Any) -> Any:
     """``value`` as the scalar type ``annotation`` names (``int``, ``float | None`` ...);
     numbers written as strings (YAML reads ``1e-3`` as one) are converted; others pass."""
     base = annotation.replace(" | None", "").strip()

@@ -513,10 +513,10 @@ def _balanced(cfg: MultitaskConfig, graph: TaskGraph, names: list[str]):
     bad = sorted(set(cfg.params) - allowed)
     if bad:
         raise ValueError(f"unknown {cfg.method} param(s) {bad}; known: {sorted(allowed)}")
-    _check_param_types(BalancedMultiTaskTrainer, cfg.params, cfg.method)
+    params = _checked_params(BalancedMultiTaskTrainer, cfg.params, cfg.method)
     model = build_model(_model_config(cfg), get_featurizer(cfg.featurizer), len(names))
     trainer = BalancedMultiTaskTrainer(model, "classification", _train_config(cfg),
-                                       method=cfg.method, **cfg.params)
+                                       method=cfg.method, **params)
 
     def fit(graphs, y, train, valid):
         trainer.fit(graphs, y, train, valid)
@@ -526,27 +526,15 @@ def _balanced(cfg: MultitaskConfig, graph: TaskGraph, names: list[str]):
     return fit, trainer.predict
 
 
-def _check_param_types(cls: type, params: dict[str, Any], method: str) -> None:
-    """``-p`` values of the type their defaults have (a number for a number), checked before
-    any training: a wrong one found in the EBM stage would waste the whole SGNN stage."""
+def _checked_params(cls: type, params: dict[str, Any], method: str) -> dict[str, Any]:
+    """``-p`` values checked against ``cls``'s annotations (as config files are), before any
+    training: a wrong one found in the EBM stage would waste the whole SGNN stage."""
     import inspect
-    import numbers
 
-    for name, value in params.items():
-        default = inspect.signature(cls).parameters[name].default
-        if default is None or default is inspect.Parameter.empty:
-            continue
-        if isinstance(default, bool):
-            ok = isinstance(value, bool)
-        elif isinstance(default, numbers.Integral):
-            ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
-        elif isinstance(default, numbers.Real):
-            ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-        else:
-            ok = isinstance(value, type(default))
-        if not ok:
-            raise ValueError(f"{method} param {name}={value!r}: expected a {type(default).__name__} "
-                             f"like its default {default!r}")
+    from moladapt.config import checked_value
+
+    annotations = {k: str(p.annotation) for k, p in inspect.signature(cls).parameters.items()}
+    return {k: checked_value(f"{method} param {k}", annotations[k], v) for k, v in params.items()}
 
 
 _SGNN_FIXED = ("task_graph", "use_ebm", "encoder", "hidden_dim", "num_layers", "dropout",
@@ -563,13 +551,13 @@ def _sgnn(cfg: MultitaskConfig, graph: TaskGraph, names: list[str]):
     if bad:
         raise ValueError(f"unknown {cfg.method} param(s) {bad}; known: {sorted(allowed)} "
                          "(the others come from the run's options)")
-    _check_param_types(SGNNEBM, cfg.params, cfg.method)
+    params = _checked_params(SGNNEBM, cfg.params, cfg.method)
     use_ebm = cfg.method == "sgnn-ebm"
     ebm_epochs = cfg.ebm_epochs if cfg.ebm_epochs is not None else max(1, cfg.epochs // 2)
     model = SGNNEBM(task_graph=graph, use_ebm=use_ebm, encoder=cfg.encoder,
                     hidden_dim=cfg.hidden_dim, num_layers=cfg.num_layers, dropout=cfg.dropout,
                     pooling=cfg.pooling, sgnn_epochs=cfg.epochs, ebm_epochs=ebm_epochs,
-                    batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, **cfg.params)
+                    batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, **params)
 
     def fit(graphs, y, train, valid):
         model.fit(graphs, y, train, valid, task_names=names, featurizer=cfg.featurizer)

@@ -303,8 +303,7 @@ def download_file(url: str, target: Path, checksum: str | None, timeout: float =
             # a server that closes early ends the read without an error: count the bytes
             if announced is not None and announced.isdigit() and int(announced) != received:
                 raise ConnectionError(f"the transfer stopped after {received} of {announced} bytes")
-        except (urllib.error.URLError, TimeoutError, OSError, http.client.HTTPException,
-                ConnectionError) as exc:
+        except (urllib.error.URLError, TimeoutError, OSError, http.client.HTTPException) as exc:
             raise ConnectionError(
                 f"could not download {url} ({exc}). If this machine is offline, download the "
                 f"file elsewhere and put it at {target} or in $MOLADAPT_DATA_DIR."

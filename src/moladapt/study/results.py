@@ -48,7 +48,7 @@ def tidy_results(db_path: str | Path, study: str | None = None,
                 axes_seen.append(name)
     if method_axes is None:
         method_axes = [a for a in axes_seen if a not in ("data.dataset", "data.split", "train.seed")]
-    records = []
+    records, csv_paths = [], set()
     for r in rows:
         config = json.loads(r["config_json"])
         axes = json.loads(r["axes_json"] or "{}")
@@ -58,6 +58,8 @@ def tidy_results(db_path: str | Path, study: str | None = None,
         if record.get("dataset") is None and "data.dataset" not in method_axes:
             csv = get_dotted(config, "data.csv")
             record["dataset"] = str(csv) if csv else "(unnamed data)"
+            if csv:
+                csv_paths.add(str(csv))
         if include_unfinished:
             record["run_status"] = r["status"]
         record["method"] = " / ".join(f"{axes.get(a, get_dotted(config, a))}" for a in method_axes) or "run"
@@ -68,13 +70,11 @@ def tidy_results(db_path: str | Path, study: str | None = None,
                 record[name] = value
         records.append(record)
     frame = pd.DataFrame.from_records(records)
-    return _short_csv_names(frame, rows)
+    return _short_csv_names(frame, csv_paths)
 
 
-def _short_csv_names(frame: pd.DataFrame, rows: list[dict]) -> pd.DataFrame:
+def _short_csv_names(frame: pd.DataFrame, csvs: set[str]) -> pd.DataFrame:
     """A user's CSV datasets by file name, or by full path where two files share a name."""
-    csvs = {str(get_dotted(json.loads(r["config_json"]), "data.csv")) for r in rows
-            if get_dotted(json.loads(r["config_json"]), "data.csv")}
     names = [Path(c).name for c in csvs]
     short = {c: Path(c).name for c in csvs if names.count(Path(c).name) == 1}
     if short and "dataset" in frame.columns:
