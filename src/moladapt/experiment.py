@@ -27,6 +27,7 @@ from moladapt.data.sources import (
 from moladapt.data.splits import Split, make_split, split_has_both_classes
 from moladapt.evaluate.metrics import MetricReport, compute_metrics
 from moladapt.training import (
+    LoadedModel,
     PreparedData,
     TrainCheckpoint,
     Trainer,
@@ -204,9 +205,11 @@ def _is_the_runs_data(data: LabeledData, cfg: RunConfig) -> bool:
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data: LabeledData, split: str | None = None,
-                        cfg: RunConfig | None = None) -> tuple[MetricReport, PreparedData]:
-    """Score a saved model on ``data`` (all of it, or one part of a split: ``split='test'``)."""
-    loaded = load_checkpoint(checkpoint)
+                        cfg: RunConfig | None = None,
+                        loaded: LoadedModel | None = None) -> tuple[MetricReport, PreparedData]:
+    """Score a saved model on ``data`` (all of it, or one part of a split: ``split='test'``);
+    ``loaded``: the checkpoint already loaded by the caller (not read twice)."""
+    loaded = load_checkpoint(checkpoint) if loaded is None else loaded
     loaded.require_trained_head(checkpoint)
     missing = [t for t in loaded.task_names if t not in data.task_names]
     if missing:

@@ -56,7 +56,7 @@ def evaluate(
         labeled = load_data(cfg)
     else:
         raise ValueError("give --dataset or --data (no config.yaml beside the checkpoint)")
-    report, prepared = evaluate_checkpoint(checkpoint, labeled, split=part, cfg=cfg)
+    report, prepared = evaluate_checkpoint(checkpoint, labeled, split=part, cfg=cfg, loaded=loaded)
     if prepared.invalid:
         typer.secho(prepared.invalid_summary(), fg=typer.colors.YELLOW, err=True)
     output.mkdir(parents=True, exist_ok=True)
