@@ -53,7 +53,7 @@ def test_config_validation_and_labels():
         AuxConfig(source_tasks=("a",))
     with pytest.raises(ValueError, match="unknown method"):
         AuxConfig(method="magic")
-    with pytest.raises(ValueError, match="needs source_tasks and/or aux_objectives"):
+    with pytest.raises(ValueError, match="needs tasks to weight: auxiliary objectives"):
         AuxConfig(method="bilevel", aux_objectives=())
     with pytest.raises(KeyError, match="unknown objective|unknown .*'nope'"):
         AuxConfig(aux_objectives=("nope",)).validate()

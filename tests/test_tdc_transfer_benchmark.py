@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -143,6 +144,9 @@ def test_transfer_cli_one_target_writes_config_and_ratios(tdc_dir, tmp_path):
                                       "--inner-steps", "2", "--output", str(out)])
     assert result.exit_code == 0, result.output
     assert "ratio bbb_martins" in result.output
+    # the size and a time estimate come before training (a cost check for --sources all)
+    assert re.search(r"tdc_hia_hou: 14 training molecules \+ \d+ source-only, 1 sources; "
+                     r"bilevel, 2 epochs: roughly \d+ s on 2 cores", result.output), result.output
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["method"] == "bilevel" and config["target"] == "tdc_hia_hou"
     assert "tdc_hia_hou" not in config["settings"]["sources"]

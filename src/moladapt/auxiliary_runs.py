@@ -132,7 +132,9 @@ class AuxConfig:
             raise ValueError("supervised source_tasks need method 'bilevel' (--bilevel); "
                              "method 'auxiliary' takes auxiliary objectives only")
         if self.method == "bilevel" and not (self.source_tasks or self.aux_objectives):
-            raise ValueError("method 'bilevel' needs source_tasks and/or aux_objectives to weight")
+            raise ValueError("bi-level weighting (method 'bilevel'; CLI --bilevel or --method blo) needs "
+                             "tasks to weight: auxiliary objectives (aux_objectives, --aux) and/or "
+                             "supervised source columns (source_tasks, --sources)")
         if "all" in self.source_tasks and len(self.source_tasks) > 1:
             raise ValueError("source_tasks: give 'all' alone or a list of columns")
         if self.task_weights is not None and len(self.task_weights) != len(self.aux_objectives):

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["DEFAULT_SETTINGS", "TRANSFER_METHODS", "Corpus", "TransferTable", "build_table",
-           "canonical_smiles", "check_no_leakage", "fit_uniform", "load_corpus",
+           "canonical_smiles", "check_no_leakage", "estimated_seconds", "fit_uniform", "load_corpus",
            "resolve_names", "run_transfer", "tdc_names", "transfer"]
 
 TRANSFER_METHODS = ("single_task", "uniform_mt", "bilevel")
@@ -309,12 +310,29 @@ def _thin(history: list, keep: int = 50) -> list:
     return [history[i] for i in idx]
 
 
+# Training time of ``bilevel`` / ``uniform_mt`` at the same number of optimiser steps: the
+# median of 66 (dataset, seed) pairs in benchmarks/results/tdc_transfer.md (2026-12-04).
+BILEVEL_TIME_FACTOR = 2.17
+
+
+def estimated_seconds(method: str, settings: dict[str, Any], n_train: int, n_train_mt: int) -> float:
+    """A rough training time, from the study planner's 2-core throughput model; bi-level
+    costs :data:`BILEVEL_TIME_FACTOR` × a uniform multi-task run of the same steps."""
+    from moladapt.study.spec import estimated_throughput
+
+    molecules = n_train if method == "single_task" else n_train_mt
+    rate = estimated_throughput(int(settings["num_layers"]), int(settings["hidden_dim"]))
+    factor = BILEVEL_TIME_FACTOR if method == "bilevel" else 1.0
+    return factor * int(settings["epochs"]) * molecules / rate
+
+
 def run_transfer(target: str, method: str, seed: int, settings: dict[str, Any],
-                 corpus: Corpus) -> dict[str, Any]:
+                 corpus: Corpus, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train one model of ``method`` (:data:`TRANSFER_METHODS`) for ``target``; return its
     record: the TDC metric on test and valid, the learned ratios (``weights``, bilevel),
     sizes, timings and ``settings`` (see :data:`DEFAULT_SETTINGS`; ``settings["sources"]``
-    lists the candidate sources)."""
+    lists the candidate sources). ``log`` gets the table's size and a time estimate before
+    training starts."""
     import torch
 
     from moladapt.config import ModelConfig, TrainConfig
@@ -338,6 +356,13 @@ def run_transfer(target: str, method: str, seed: int, settings: dict[str, Any],
     model = build_model(model_cfg, feat, 1)  # the same initial weights for every method
     bs, inner = int(settings["batch_size"]), int(settings["inner_steps"])
     n_mt = len(table.train_mt)
+    if log is not None:
+        from moladapt.study.spec import _duration
+
+        log(f"{target}: {len(table.train)} training molecules + {n_mt - len(table.train)} "
+            f"source-only, {len(table.sources)} sources; {method}, {settings['epochs']} epochs: "
+            f"roughly {_duration(estimated_seconds(method, settings, len(table.train), n_mt))} "
+            "on 2 cores (the study planner's throughput estimate)")
     total_steps = settings["epochs"] * max(1, math.ceil(n_mt / bs))
     outer_steps = max(1, round(total_steps / inner))
     details: dict[str, Any] = {}
@@ -402,7 +427,8 @@ RATIOS = {"bilevel": "bilevel", "uniform": "uniform_mt", "none": "single_task"}
 
 
 def transfer(target: str, ratios: str = "bilevel", sources: str | list[str] | None = "all",
-             seed: int = 0, output: str | Path | None = None, **settings: Any) -> dict[str, Any]:
+             seed: int = 0, output: str | Path | None = None,
+             log: Callable[[str], None] | None = None, **settings: Any) -> dict[str, Any]:
     """Train one TDC ADMET target with its sources; write ``config.yaml`` + ``metrics.json``.
 
     Args:
@@ -413,6 +439,7 @@ def transfer(target: str, ratios: str = "bilevel", sources: str | list[str] | No
             names, comma-separated or as a list.
         seed: model initialisation, batches and the extra-molecule sample.
         output: run directory (None: write nothing).
+        log: gets the training set's size and a time estimate before training.
         **settings: overrides of :data:`DEFAULT_SETTINGS`.
 
     Returns:
@@ -448,7 +475,7 @@ def transfer(target: str, ratios: str = "bilevel", sources: str | list[str] | No
         if not (out / "metrics.json").exists():
             atomic_write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
     corpus = load_corpus([target_name, *([] if ratios == "none" else source_names)])  # single-task: no sources
-    record = run_transfer(target_name, RATIOS[ratios], int(seed), resolved, corpus)
+    record = run_transfer(target_name, RATIOS[ratios], int(seed), resolved, corpus, log=log)
     if out is not None:
         import yaml
 

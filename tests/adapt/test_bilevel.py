@@ -95,6 +95,13 @@ def test_neumann_sign_matches_unrolled_on_quadratic():
     assert torch.allclose(neumann, exact, rtol=1e-3)
 
 
+def test_exact_hypergradient_refuses_a_large_model_and_names_the_alternatives():
+    problem, _ = quadratic_problem(theta0=(1.5, -0.5))
+    w = torch.tensor([0.5, 0.5], dtype=DT)
+    with pytest.raises(ValueError, match=r"at most 1 of them; this model has 2: use 'neumann'"):
+        exact_hypergradient(problem, w, max_params=1)
+
+
 def logistic_problem(seed: int = 0):
     """Convex tiny model: a shared linear map and one bias per task (task-specific),
     BCE + ½λ‖θ‖², target + two sources, float64."""

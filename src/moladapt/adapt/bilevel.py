@@ -490,7 +490,9 @@ def exact_hypergradient(
     params = problem.parameters()
     total = sum(p.numel() for p in params)
     if total > max_params:
-        raise ValueError(f"{total} parameters: too many for a dense Hessian (max_params={max_params})")
+        raise ValueError(f"hypergradient 'exact' solves the dense Hessian of the trainable parameters, "
+                         f"at most {max_params:,} of them; this model has {total:,}: use 'neumann' "
+                         "(the default) or 'unrolled' for a model this size")
     v = _flat_grad(problem.valid_loss(), params).detach()
     losses = problem.train_losses()
     grads = safe_task_gradients(params, list(losses))

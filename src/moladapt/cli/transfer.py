@@ -40,7 +40,8 @@ def transfer_command(
                    hidden_dim=hidden_dim, num_layers=num_layers, dropout=dropout,
                    featurizer=featurizer, batch_size=batch_size, lr=lr,
                    extra_ratio=extra_ratio if extra_ratio > 0 else None, inner_steps=inner_steps,
-                   outer_lr=outer_lr, hypergradient=hypergradient, threads=threads)
+                   outer_lr=outer_lr, hypergradient=hypergradient, threads=threads,
+                   log=lambda message: typer.echo(message, err=True))
     typer.echo(f"{rec['target']} ({rec['task_type']}): {rec['n_train']} training molecules + "
                f"{rec['n_train_mt'] - rec['n_train']} source-only; {len(rec['sources'])} sources")
     typer.echo(f"{rec['method']}: test {rec['metric']} {rec['test_value']:.4f}, valid "
