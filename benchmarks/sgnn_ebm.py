@@ -88,6 +88,35 @@ def raw_path(raw_dir: Path, dataset: str, method: str, seed: int) -> Path:
     return raw_dir / dataset / method / f"seed{seed}.json"
 
 
+# the job fields that decide a run's result, under the names its raw record stores them;
+# a stored run is reused or reported only if they all match what is asked now
+IDENTITY = {"dense_n": "dense_n", "min_tasks": "min_tasks_per_molecule", "task_graph": "task_graph",
+            "graph_method": "graph_method", "graph_threshold": "graph_threshold",
+            "max_molecules": "max_molecules", "options": "options"}
+
+
+def run_options(job: dict) -> dict:
+    options = dict(job["options"])
+    if job["method"] == "gradnorm":
+        options["params"] = {"grad_norm_of": job["gradnorm_of"]}
+    return options
+
+
+def identity_differences(job: dict, record: dict) -> list[str]:
+    """The settings in which a stored record differs from ``job`` ("name: stored → asked")."""
+    asked = {IDENTITY[k]: (run_options(job) if k == "options" else job[k]) for k in IDENTITY}
+    out = []
+    for name, want in asked.items():
+        have = record.get(name)
+        if name == "options":
+            keys = sorted(set(want) | set(have or {}))
+            out += [f"{k}: {(have or {}).get(k)!r} → {want.get(k)!r}" for k in keys
+                    if (have or {}).get(k) != want.get(k)]
+        elif have != want:
+            out.append(f"{name}: {have!r} → {want!r}")
+    return out
+
+
 def run_one(job: dict) -> dict:
     """One (dataset, method, seed) run → its record, written to its raw JSON file."""
     os.environ.setdefault("OMP_NUM_THREADS", str(job["threads"]))
@@ -98,9 +127,7 @@ def run_one(job: dict) -> dict:
     from moladapt.utils import write_json
 
     data = load_table(job["dataset"], job["dense_n"], job["max_molecules"])
-    options = dict(job["options"])
-    if job["method"] == "gradnorm":
-        options["params"] = {"grad_norm_of": job["gradnorm_of"]}
+    options = run_options(job)
     t0 = time.perf_counter()
     result = run_multitask(data, job["method"], job["task_graph"], dense_n=job["dense_n"],
                            min_tasks_per_molecule=job["min_tasks"], seed=job["seed"],
@@ -113,7 +140,7 @@ def run_one(job: dict) -> dict:
                   task_graph=job["task_graph"], graph_method=job["graph_method"],
                   graph_threshold=job["graph_threshold"],
                   max_molecules=job["max_molecules"], options=options,
-                  wall_seconds=time.perf_counter() - t0)
+                  wall_seconds=time.perf_counter() - t0, threads=job["threads"])
     record.pop("test", None)  # the per-task table is in per_task_test_roc_auc; keep files small
     record.pop("valid", None)
     record["valid_roc_auc"] = float(result.valid.mean.get("roc_auc", float("nan")))
@@ -274,15 +301,16 @@ def report(frame, header: list[str]) -> str:
         comp = paired_comparisons(pair, "test_roc_auc", baseline="sgnn", unit_cols=["seed"],
                                   by="dataset", n_boot=2000)
         lines += ["", "## The EBM's own effect: SGNN-EBM against SGNN (the paper's 0.805 vs 0.797)", "",
-                  "Same seeds, same stage-1 SGNN; the EBM stage keeps its start (= the SGNN) when "
-                  "no NCE epoch beats it on validation, so Δ = 0 means the EBM was never chosen. "
-                  "Holm over the datasets.", "",
+                  "Same seeds and settings. The EBM stage starts from the SGNN and keeps that start "
+                  "when no NCE epoch beats it on validation; 'EBM chosen' counts the seeds where an "
+                  "EBM epoch was kept (the run's `ebm_best_epoch` ≥ 0). Where it was not, Δ is the "
+                  "run-to-run difference of two SGNN trainings. Holm over the datasets.", "",
                   "| dataset | pairs | Δ ROC-AUC | 95% CI | p Wilcoxon (Holm) | p t-test (Holm) | "
-                  "EBM chosen (seeds where Δ ≠ 0) |", "|---|---|---|---|---|---|---|"]
+                  "EBM chosen |", "|---|---|---|---|---|---|---|"]
         for r in comp.itertuples(index=False):
-            both = pair[pair["dataset"] == r.dataset].pivot(index="seed", columns="method",
-                                                               values="test_roc_auc").dropna()
-            chosen = f"{int((both['sgnn-ebm'] != both['sgnn']).sum())}/{len(both)}"
+            ebm = pair[(pair["dataset"] == r.dataset) & (pair["method"] == "sgnn-ebm")]
+            kept = pd.to_numeric(ebm.get("ebm_best_epoch"), errors="coerce")
+            chosen = f"{int((kept >= 0).sum())}/{int(kept.notna().sum())}"
             lines.append(f"| {r.dataset} | {r.n_pairs} | {100 * r.mean_diff:+.2f} | {_ci(r)} | "
                          f"{_tests(r)} | {chosen} |")
 
@@ -335,6 +363,13 @@ def report(frame, header: list[str]) -> str:
         lines += ["", f"Unequal numbers of runs per cell (min {counts.min()}, max {counts.max()}): "
                   "the benchmark is incomplete; paired tests use only matched seeds."]
     return "\n".join(lines) + "\n"
+
+
+def _threads(frame, asked: int) -> str:
+    """The thread counts the runs record (older records lack it: then the count asked)."""
+    recorded = frame["threads"].dropna().astype(int) if "threads" in frame else []
+    counts = sorted(set(recorded)) if len(recorded) == len(frame) else []
+    return "/".join(map(str, counts)) if counts else str(asked)
 
 
 def _graph_label(source: str, method: str, threshold: float) -> str:
@@ -421,20 +456,32 @@ def main(argv: list[str] | None = None) -> int:
                "num_layers": args.num_layers, "dropout": args.dropout,
                "batch_size": args.batch_size, "lr": args.lr}
 
-    jobs = []
+    jobs, mismatched = [], []
     for d in datasets:
         for seed in seeds:
             for m in methods:
                 path = raw_path(args.raw_dir, d, m, seed)
-                if not args.report_only and not path.exists():
-                    jobs.append({"dataset": d, "method": m, "seed": seed, "dense_n": dense[d],
-                                 "min_tasks": min_tasks[d], "graph_method": args.graph_method,
-                                 "graph_threshold": threshold[d],
-                                 "task_graph": graph[d], "max_molecules": args.max_molecules,
-                                 "options": ({**options, "params": {"task_sample": st_sample[d]}}
-                                             if m == "single-task" and d in st_sample else options),
-                                 "gradnorm_of": args.gradnorm_of,
-                                 "threads": args.threads, "path": str(path)})
+                job = {"dataset": d, "method": m, "seed": seed, "dense_n": dense[d],
+                       "min_tasks": min_tasks[d], "graph_method": args.graph_method,
+                       "graph_threshold": threshold[d],
+                       "task_graph": graph[d], "max_molecules": args.max_molecules,
+                       "options": ({**options, "params": {"task_sample": st_sample[d]}}
+                                   if m == "single-task" and d in st_sample else options),
+                       "gradnorm_of": args.gradnorm_of,
+                       "threads": args.threads, "path": str(path)}
+                if path.exists():
+                    differences = identity_differences(job, json.loads(path.read_text()))
+                    if differences:
+                        mismatched.append(f"{path}: {'; '.join(differences)}")
+                elif not args.report_only:
+                    jobs.append(job)
+    if mismatched:
+        # never pool runs of other settings into a row, nor label them with this command's setup
+        print(f"{len(mismatched)} stored run(s) differ from the settings asked (stored → asked); "
+              "pass the settings they were run with, or another --raw-dir:\n  "
+              + "\n  ".join(mismatched[:10]) + ("\n  ..." if len(mismatched) > 10 else ""),
+              file=sys.stderr)
+        return 2
     print(f"{len(jobs)} runs to do ({len(datasets)} datasets × {len(methods)} methods × "
           f"{len(seeds)} seeds, finished ones skipped)", flush=True)
     failed = 0
@@ -480,7 +527,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Generated {dt.datetime.now().isoformat(timespec='seconds')} by `benchmarks/sgnn_ebm.py` "
         f"(moladapt {moladapt.__version__}, torch {torch.__version__}, python "
-        f"{platform.python_version()}, {platform.machine()}, {args.threads} torch thread(s) per run).",
+        f"{platform.python_version()}, {platform.machine()}, {_threads(frame, args.threads)} torch "
+        "thread(s) per run).",
         "",
         f"Setup: GIN {args.num_layers}×{args.hidden_dim}, dropout {args.dropout}, Adam lr {args.lr}, "
         f"batch {args.batch_size}, {args.epochs} epochs (SGNN-EBM: {args.epochs} SGNN + "
