@@ -459,6 +459,50 @@ def _comparison_rows(cmp) -> list[str]:
     return lines
 
 
+CURVE_ONLY = ("--corpus-sizes", "--curve-objective")  # curve mode; its section has its own command
+
+
+def table_command(argv: list[str]) -> list[str]:
+    """The arguments that produce the table's runs: ``argv`` less ``--report-only`` and the
+    curve-mode options (with them the script runs the curve, not the table's objectives)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--report-only" or arg.split("=", 1)[0] in CURVE_ONLY:
+            skip = arg in CURVE_ONLY  # "--opt value": drop the value too
+        else:
+            out.append(arg)
+    return out
+
+
+def stored_encoder_mismatches(args, raw: Path, curve_raw: Path) -> list[str]:
+    """Objective folders whose stored encoder (``pretrain.json``'s hash) is not the one these
+    settings (corpus, sizes, pretraining epochs and precision, labels, model, featurizer) build:
+    their runs must not be resumed into, nor reported under, this command's settings."""
+    from moladapt.study.pretrain_runner import pretrain_hash
+
+    out = []
+    for info in sorted(raw.glob("*/pretrain.json")) + sorted(curve_raw.glob("*/pretrain.json")):
+        name = info.parent.name
+        objective, _, size = name.partition("@")
+        if objective == "supervised+best":
+            best_file = info.parent / "best_ssl.txt"
+            if not best_file.exists():
+                continue
+            spec = objective_spec(objective, best_file.read_text().strip(), args.pretrain_epochs)
+        elif objective in ALL:
+            spec = objective
+        else:
+            continue
+        corpus_size = int(size) if size.isdigit() else args.corpus_size
+        want = pretrain_hash(pretrain_config(args, spec, corpus_size))
+        have = json.loads(info.read_text()).get("hash")
+        if have != want:
+            out.append(f"{info.parent}: its encoder is {have}; these settings build {want}")
+    return out
+
+
 def report(args, records: list[dict], curve: list[dict], best: str | None) -> str:
     import pandas as pd
 
@@ -561,9 +605,8 @@ def report(args, records: list[dict], curve: list[dict], best: str | None) -> st
         if missing:
             lines.append(f"\nNot recorded (built before costs were kept): {', '.join(missing)}.")
         lines.append("")
-    argv = [a for a in args.argv if a != "--report-only"]  # the command that produces the runs
     lines += ["Command: `MOLADAPT_DATA_DIR=../shared/data python benchmarks/pretraining.py "
-              + " ".join(argv) + "`", ""]
+              + " ".join(table_command(args.argv)) + "`", ""]
     return "\n".join(lines)
 
 
@@ -610,6 +653,13 @@ def main() -> None:
     raw = args.results_dir / "raw" / f"pretraining_{args.featurizer}"
     curve_raw = args.results_dir / "raw" / f"pretraining_curve_{args.featurizer}"
     ckpt = str(args.checkpoint_dir)
+    mismatched = stored_encoder_mismatches(args, raw, curve_raw)
+    if mismatched:
+        raise SystemExit(f"{len(mismatched)} stored objective folder(s) hold runs of another "
+                         "pretraining configuration; pass the settings they were run with "
+                         "(--corpus-size, --pretrain-epochs, --pretrain-precision, --labels-dataset, "
+                         "--hidden-dim, --num-layers, --featurizer) or another --results-dir:\n  "
+                         + "\n  ".join(mismatched))
     reused, none_calls = none_records(args, raw)
 
     if args.corpus_sizes and not args.report_only:

@@ -176,3 +176,26 @@ def test_auxiliary_runs_take_the_recipe_their_settings_name():
     assert aux.aux_section("blo", objectives, 10, {"edge_prediction": 2})["objective_options"] is None
     assert aux.aux_section("rcgrad-w0", objectives, 10, {})["task_weights"] == [0.0, 0.0]
     assert aux.aux_section("finetune", objectives, 10, {})["aux_objectives"] == []
+
+
+def test_runs_of_another_pretraining_configuration_are_refused_not_pooled(bench, tmp_path):
+    from moladapt.study.pretrain_runner import pretrain_hash
+
+    args = _curve_args(tmp_path)
+    raw, curve_raw = tmp_path / "raw", tmp_path / "curve"
+    for folder, spec, size in [(raw / "attribute_masking", "attribute_masking", 50_000),
+                               (curve_raw / "attribute_masking@10000", "attribute_masking", 10_000)]:
+        folder.mkdir(parents=True)
+        key = pretrain_hash(bench.pretrain_config(args, spec, size))
+        (folder / "pretrain.json").write_text(json.dumps({"hash": key, "seconds": 1.0}))
+    assert bench.stored_encoder_mismatches(args, raw, curve_raw) == []
+    args.pretrain_precision = "fp32"  # another encoder: its report must not relabel these runs
+    found = bench.stored_encoder_mismatches(args, raw, curve_raw)
+    assert [line.split(":")[0] for line in found] == [str(raw / "attribute_masking"),
+                                                       str(curve_raw / "attribute_masking@10000")]
+
+
+def test_the_tables_command_leaves_out_the_curve_mode_and_report_only(bench):
+    argv = ["--objectives", "graphcl", "--corpus-sizes", "10000,50000", "--seeds", "0,1",
+            "--curve-objective=attribute_masking", "--report-only", "--epochs", "30"]
+    assert bench.table_command(argv) == ["--objectives", "graphcl", "--seeds", "0,1", "--epochs", "30"]
