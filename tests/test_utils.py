@@ -122,3 +122,16 @@ def test_atomic_writes_get_the_permissions_of_a_plain_open(tmp_path):
     assert expected == 0o644
     for name in ("config.yaml", "graphs.npz", "copy.txt"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == expected, name
+
+
+def test_json_safe_turns_arrays_and_tensors_into_lists():
+    import json
+
+    import numpy as np
+    import torch
+
+    from moladapt.utils import json_safe
+
+    value = json_safe({"a": np.array([1.0, np.nan]), "t": torch.tensor([[1, 2]]), "s": torch.tensor(0.5)})
+    assert value == {"a": [1.0, None], "t": [[1, 2]], "s": 0.5}
+    json.dumps(value)

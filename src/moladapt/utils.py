@@ -68,11 +68,15 @@ def atomic_torch_save(payload: Any, path: Path) -> None:
 
 
 def json_safe(obj: Any) -> Any:
-    """NaN/inf → None and numpy scalars → Python, recursively."""
+    """NaN/inf → None, numpy scalars and arrays (and tensors) → Python, recursively."""
     if isinstance(obj, dict):
         return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [json_safe(v) for v in obj]
+    if type(obj).__module__.startswith("torch") and hasattr(obj, "detach"):  # no torch import
+        obj = obj.detach().cpu().numpy()
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
     if isinstance(obj, np.generic):
         obj = obj.item()
     if isinstance(obj, float) and not math.isfinite(obj):

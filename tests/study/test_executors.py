@@ -197,3 +197,52 @@ def test_threads_per_worker_follows_the_study_threads_setting(monkeypatch):
     assert threads_per_worker(1) == max(1, os.cpu_count() or 1)
     monkeypatch.setenv("MOLADAPT_STUDY_THREADS", "1")  # `study run --threads 1`
     assert threads_per_worker(1) == 1
+
+
+def test_a_dead_worker_fails_only_its_own_run_and_unstorable_metrics_fail_their_run(tmp_path):
+    # i=1 kills its worker process while i=0 runs beside it: the pool breaks for both, but
+    # only the run that dies again when retried alone is failed; i=3's metrics are no JSON
+    spec = StudySpec.from_dict({"name": "crash", "runner": "sleep",
+                                "axes": {"i": [0, 1, 2, 3], "seconds": [1.0, 0.2, 0.01, 0.01],
+                                         "crash": [False, True, False, False],
+                                         "unstorable": [False, False, False, True]},
+                                "zip": [["i", "seconds", "crash", "unstorable"]]})
+    runs = spec.runs()
+    store = ResultStore(tmp_path / "s.db")
+    store.sync("crash", runs)
+    counts = LocalExecutor(tmp_path).run(store, runs, max_workers=2, progress=False)
+    assert counts == {"pending": 0, "running": 0, "done": 2, "failed": 2, "total": 4}
+    rows = {json.loads(r["axes_json"])["i"]: r for r in store.rows()}
+    assert rows[0]["status"] == rows[2]["status"] == "done"
+    assert rows[1]["error"].startswith("its worker process died, also when the run was retried alone")
+    assert rows[1]["attempts"] == 1  # one claim: the retry is the same attempt's
+    assert rows[3]["error"].startswith("the run finished but its metrics could not be stored")
+
+
+def test_sigint_to_the_study_process_stops_its_runs_at_once_and_gives_them_back(tmp_path):
+    study = write(tmp_path / "long.yaml", {"name": "long", "runner": "sleep",
+                                           "fixed": {"seconds": 300}, "axes": {"i": [0, 1]}})
+    db = tmp_path / "s.db"
+    code = f"from moladapt.study.executors import run_study; run_study({str(study)!r}, {str(db)!r}, workers=2, progress=False)"
+    # its own session: the signal reaches the study process only, not its pool workers
+    proc = subprocess.Popen([sys.executable, "-c", code], env=os.environ.copy(),
+                            start_new_session=True, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if db.exists() and ResultStore(db).counts()["running"] == 2:
+                break
+            time.sleep(0.05)
+        time.sleep(0.5)  # the runs are in their workers
+        workers = _children(proc.pid)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=120)
+        waited = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert waited < 120  # not the 300 s the runs would have taken
+    counts = ResultStore(db).counts()
+    assert counts["pending"] == 2 and counts["running"] == 0, counts
+    assert not any(_alive(pid) for pid in workers if pid != proc.pid)

@@ -125,11 +125,18 @@ def _run_train(config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
 
 
 def _run_sleep(config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
-    """For tests: sleep ``config['seconds']``; raise if ``config['fail']``."""
+    """For tests: sleep ``config['seconds']``; raise if ``config['fail']``; kill its own
+    process if ``config['crash']``; return metrics JSON cannot hold if ``config['unstorable']``."""
     t0 = time.perf_counter()
     time.sleep(float(config.get("seconds", 0.0)))
     if config.get("fail"):
         raise RuntimeError(f"sleep run asked to fail: {config.get('fail')}")
+    if config.get("crash"):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+    if config.get("unstorable"):
+        return {"a_set": {1, 2}}
     return {"slept": time.perf_counter() - t0, "pid": os.getpid(),
             "threads": int(os.environ.get("MOLADAPT_STUDY_THREADS", "0")),
             **{k: v for k, v in config.items() if isinstance(v, (int, float, str, bool))}}
@@ -233,6 +240,13 @@ class Executor:
     def _stop(self) -> None:
         pass
 
+    def _abort(self) -> None:
+        """Interrupted: stop the runs in flight now (their checkpoints let a rerun resume)."""
+
+    def _worker_lost(self, exc: BaseException) -> bool:
+        """Whether ``exc`` says a worker process died, taking every run in it down with it."""
+        return False
+
     def run(self, store: ResultStore, runs: list[RunSpec], max_workers: int | None = None,
             retry_failed: bool = False, progress: bool = True) -> dict[str, int]:
         """Run every pending run of ``runs``; return the counts per status afterwards."""
@@ -244,10 +258,22 @@ class Executor:
         bar = _ProgressBar(counts, progress)
         todo = iter([r for r in runs if store.status(r.key) == "pending"])
         in_flight: dict[Any, RunSpec] = {}
+        # runs that were in flight when a worker process died: which of them killed it is
+        # unknown, so each runs once more, alone, and only one that dies alone is failed
+        suspects: list[RunSpec] = []
+        rerun_alone: set[str] = set()
         pid = os.getpid()
         self._start(workers)
         try:
             def fill() -> None:
+                if any(run.key in rerun_alone for run in in_flight.values()):
+                    return
+                if suspects:
+                    if not in_flight:
+                        run = suspects.pop(0)
+                        rerun_alone.add(run.key)
+                        in_flight[self._submit(run)] = run  # still claimed by us
+                    return
                 while len(in_flight) < workers:
                     run = next(todo, None)
                     if run is None:
@@ -266,16 +292,27 @@ class Executor:
                     except BaseException as exc:  # worker died (OOM, segfault) or task lost
                         if isinstance(exc, KeyboardInterrupt):
                             raise
+                        if self._worker_lost(exc) and run.key not in rerun_alone:
+                            suspects.append(run)
+                            continue
                         ok, value = False, traceback.format_exc()
+                        if run.key in rerun_alone:
+                            value = ("its worker process died, also when the run was retried "
+                                     f"alone:\n{value}")
                     if ok:
-                        store.finish(run.key, value)
-                    else:
+                        try:
+                            store.finish(run.key, value)
+                        except Exception:  # noqa: BLE001 - e.g. metrics that are not JSON
+                            ok, value = False, ("the run finished but its metrics could not be "
+                                                f"stored:\n{traceback.format_exc()}")
+                    if not ok:
                         store.fail(run.key, str(value))
                     bar.update(ok)
                 fill()
         except BaseException:
-            for run in in_flight.values():  # interrupted: give the claims back
+            for run in [*in_flight.values(), *suspects]:  # interrupted: give the claims back
                 store.release(run.key)
+            self._abort()
             raise
         finally:
             self._stop()
@@ -322,6 +359,21 @@ class LocalExecutor(Executor):
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
             self.pool = None
+
+    def _abort(self) -> None:
+        # Waiting for the runs in flight would let them finish after their claims were given
+        # back, and their results would be lost; stopped now, each resumes from its checkpoint.
+        pool = getattr(self, "pool", None)
+        if pool is not None:
+            for process in list((getattr(pool, "_processes", None) or {}).values()):
+                process.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
+            self.pool = None
+
+    def _worker_lost(self, exc: BaseException) -> bool:
+        from concurrent.futures.process import BrokenProcessPool
+
+        return isinstance(exc, BrokenProcessPool)
 
 
 def _import_ray():
