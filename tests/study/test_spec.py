@@ -122,3 +122,27 @@ def test_numbers_are_normalised_so_equal_configs_share_a_key():
     assert a.key == b.key and a.config["train"]["lr"] == 0.001
     with pytest.raises(StudyError, match="train.lr must be a number"):
         StudySpec.from_dict({**BASE, "axes": {"train.lr": ["fast"]}}).runs()
+
+
+def test_relative_files_are_read_from_the_study_files_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "studies"
+    folder.mkdir()
+    (folder / "mine.csv").write_text("smiles,y\nCCO,1\nCCN,0\n")
+    path = write(folder, {**BASE, "fixed": {**BASE["fixed"], "data": {"csv": "mine.csv"}},
+                          "axes": {"train.seed": [0]}})
+    keys = set()
+    for cwd in (tmp_path, folder):  # the same file, so the same run, from wherever it is run
+        monkeypatch.chdir(cwd)
+        (run,) = StudySpec.load(path).runs()
+        assert run.config["data"]["csv"] == str(folder / "mine.csv")
+        keys.add(run.key)
+    assert len(keys) == 1
+    # names stay names: a bundled encoder, a corpus and a benchmark
+    from moladapt.study.spec import anchor_paths
+
+    config = {"train": {"init": "bundled:attribute_masking"},
+              "pretrain": {"corpus": "moses_train", "labels_dataset": "toxcast", "init": "enc.pt"}}
+    anchor_paths(config, tmp_path)
+    assert config == {"train": {"init": "bundled:attribute_masking"},
+                      "pretrain": {"corpus": "moses_train", "labels_dataset": "toxcast",
+                                   "init": str(tmp_path / "enc.pt")}}

@@ -153,3 +153,34 @@ def test_export_fills_an_axis_added_later_from_the_config(tmp_path):
     assert store.sync("s", grown) == 2  # the x=1 runs keep their keys
     frame = store.to_frame()
     assert sorted(frame["x"].tolist()) == [1, 1, 2, 2]
+
+
+def test_a_run_two_studies_share_belongs_to_both(tmp_path):
+    import json
+    import sqlite3
+
+    store = ResultStore(tmp_path / "s.db")
+    first = sleep_runs(3)  # i = 0, 1, 2
+    assert store.sync("first", first) == 3
+    for run in first:
+        store.claim(run.key, 1)
+        store.finish(run.key, {"m": 1.0})
+    other = StudySpec.from_dict({"name": "other", "runner": "sleep", "fixed": {"seconds": 0},
+                                 "axes": {"group.letter": ["a"], "i": [0, 7]}}).runs()
+    assert store.sync("other", other) == 1  # i=0 is the first study's run: done once
+    assert store.studies() == ["first", "other"]
+    assert store.counts("other") == {"pending": 1, "running": 0, "done": 1, "failed": 0, "total": 2}
+    frame = store.to_frame("other")
+    assert sorted(frame["i"]) == [0, 7] and set(frame["study"]) == {"other"}
+    shared = next(r for r in store.rows("other") if r["key"] == first[0].key)
+    assert list(json.loads(shared["axes_json"])) == ["group.letter", "i"]  # the other study's axes
+    assert store.counts("first")["total"] == 3
+
+    # a database written before memberships were stored: each run belongs to its study
+    old = tmp_path / "old.db"
+    with sqlite3.connect(store.path) as con, sqlite3.connect(old) as out:
+        con.backup(out)
+        out.execute("DROP TABLE study_runs")
+    reopened = ResultStore(old)
+    assert reopened.studies() == ["first", "other"]
+    assert reopened.counts("other")["total"] == 1

@@ -58,5 +58,5 @@ def _study_name(db: Path) -> str:
     """The name of the one study a database holds, else the database's file name."""
     from moladapt.study.store import ResultStore
 
-    names = sorted({row["study"] for row in ResultStore(db, create=False).rows()})
+    names = ResultStore(db, create=False).studies()
     return names[0] if len(names) == 1 else db.name

@@ -72,11 +72,12 @@ def status_cmd(db: Path = typer.Argument(..., help="SQLite results database.")) 
 
     _require_db(db)
     store = ResultStore(db, create=False)
-    frame = store.to_frame()
-    if frame.empty:
+    studies = store.studies()
+    if not studies:
         typer.echo("no runs")
         return
-    for study, part in frame.groupby("study", sort=False):
+    for study in studies:  # a run shared by two studies counts in both
+        part = store.to_frame(study)
         counts = part["status"].value_counts().to_dict()
         typer.echo(f"{study}: " + _counts_line({**{s: counts.get(s, 0) for s in
                                                     ("pending", "running", "done", "failed")},

@@ -18,6 +18,8 @@
 
 Each grid point becomes a :class:`RunSpec` whose ``key`` hashes the resolved config and the
 runner name: the same run has the same key in every study, whatever the order of its axes.
+Relative file paths (``data.csv``, ``train.init``, a corpus or labels file) are read from the
+study file's folder, not from where the command runs (:func:`anchor_paths`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import hashlib
 import itertools
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +119,7 @@ class StudySpec:
     exclude: list[dict[str, Any]] = field(default_factory=list)
     description: str = ""
     source: str = "<study>"
+    base_dir: str | None = None  # the study file's folder: relative file paths are read from it
 
     # --- loading ------------------------------------------------------------------------
     @classmethod
@@ -132,7 +135,8 @@ class StudySpec:
             raise StudyError(str(exc)) from None
         if not raw:
             raise StudyError(f"{path}: the study file is empty (it needs at least 'name' and 'axes' or 'fixed')")
-        return cls.from_dict(raw, source=str(path), default_name=path.stem)
+        spec = cls.from_dict(raw, source=str(path), default_name=path.stem)
+        return replace(spec, base_dir=str(path.resolve().parent))
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: str = "<study>",
@@ -230,6 +234,8 @@ class StudySpec:
             try:
                 for dotted, value in point.items():
                     set_dotted(config, dotted, copy.deepcopy(value))
+                if self.base_dir is not None:
+                    anchor_paths(config, Path(self.base_dir))
                 resolved = runner.resolve(config)
             except (ValueError, TypeError, KeyError) as exc:
                 msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
@@ -242,6 +248,28 @@ class StudySpec:
             keys[key] = point
             runs.append(RunSpec(key=key, runner=self.runner, config=resolved, axes=dict(point)))
         return runs
+
+
+# config keys that hold a file path (always: the first two; the pretrain keys also take names)
+PATH_KEYS = ("data.csv", "train.init", "pretrain.corpus", "pretrain.labels_dataset", "pretrain.init")
+_FILE_SUFFIXES = (".csv", ".csv.gz", ".smi", ".smi.gz", ".txt", ".txt.gz", ".pt")
+
+
+def anchor_paths(config: dict[str, Any], base_dir: Path) -> None:
+    """Make the relative file paths of ``config`` (:data:`PATH_KEYS`) absolute against
+    ``base_dir``, the study file's folder, so a study means the same files wherever it is run
+    from, and a run's key names the file it read rather than a path relative to somewhere."""
+    for dotted in PATH_KEYS:
+        section, _, name = dotted.partition(".")
+        values = config.get(section)
+        value = values.get(name) if isinstance(values, dict) else None
+        if not isinstance(value, str) or not value or Path(value).expanduser().is_absolute():
+            continue
+        always = dotted in ("data.csv", "train.init")
+        if value.startswith("bundled") or not (
+                always or "/" in value or value.lower().endswith(_FILE_SUFFIXES)):
+            continue  # a bundled encoder, a corpus or a benchmark by name
+        values[name] = str((base_dir / Path(value).expanduser()).resolve())
 
 
 def _matches(point: dict[str, Any], entry: dict[str, Any]) -> bool:

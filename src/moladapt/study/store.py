@@ -47,7 +47,15 @@ CREATE TABLE IF NOT EXISTS runs (
     versions_json TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_study_status ON runs (study, status);
+CREATE TABLE IF NOT EXISTS study_runs (
+    study TEXT NOT NULL,
+    key TEXT NOT NULL,
+    axes_json TEXT NOT NULL,
+    PRIMARY KEY (study, key)
+);
 """
+# A run (one key) is done once and belongs to every study whose grid holds it: ``study_runs``
+# says which, with each study's own axes; ``runs.study`` is the first study that stored it.
 
 
 def process_start(pid: int) -> int | None:
@@ -111,7 +119,11 @@ class ResultStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._enable_wal()
         with self._connect() as con:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             con.executescript(SCHEMA)
+            if "runs" in tables and "study_runs" not in tables:  # written before memberships
+                con.execute("INSERT OR IGNORE INTO study_runs (study, key, axes_json) "
+                            "SELECT study, key, axes_json FROM runs")
             columns = {r[1] for r in con.execute("PRAGMA table_info(runs)")}
             if "worker_start" not in columns:  # a database written before the column existed
                 try:
@@ -193,7 +205,10 @@ class ResultStore:
             before = con.total_changes
             con.executemany("INSERT OR IGNORE INTO runs (key, study, runner, status, config_json, "
                             "axes_json) VALUES (?, ?, ?, 'pending', ?, ?)", rows)
-            return con.total_changes - before
+            new = con.total_changes - before
+            con.executemany("INSERT OR REPLACE INTO study_runs (study, key, axes_json) "
+                            "VALUES (?, ?, ?)", [(study, key, axes) for key, _, _, _, axes in rows])
+            return new
 
     def claim(self, key: str, pid: int | None = None) -> bool:
         """Atomically move ``key`` pending → running for process ``pid``; False if not pending."""
@@ -259,11 +274,17 @@ class ResultStore:
             row = con.execute("SELECT status FROM runs WHERE key = ?", (key,)).fetchone()
         return row["status"] if row else None
 
+    def studies(self) -> list[str]:
+        """The names of the studies stored, in the order they were first stored."""
+        with self._connect() as con:
+            return [r[0] for r in con.execute("SELECT study FROM study_runs GROUP BY study "
+                                              "ORDER BY MIN(rowid)")]
+
     def counts(self, study: str | None = None, keys: Iterable[str] | None = None) -> dict[str, int]:
         """Runs per status (every status present, zeros included), plus ``total``."""
         sql, args = "SELECT key, status FROM runs", ()
         if study is not None:
-            sql, args = sql + " WHERE study = ?", (study,)
+            sql, args = sql + " WHERE key IN (SELECT key FROM study_runs WHERE study = ?)", (study,)
         with self._connect() as con:
             rows = con.execute(sql, args).fetchall()
         wanted = set(keys) if keys is not None else None
@@ -275,11 +296,19 @@ class ResultStore:
         return out
 
     def rows(self, study: str | None = None) -> list[dict[str, Any]]:
-        sql, args = "SELECT * FROM runs", ()
-        if study is not None:
-            sql, args = sql + " WHERE study = ?", (study,)
+        """Every stored run, or ``study``'s runs (those its grid holds, whichever study ran
+        them first) with that study's name and axes."""
         with self._connect() as con:
-            return [dict(r) for r in con.execute(sql + " ORDER BY rowid", args).fetchall()]
+            if study is None:
+                return [dict(r) for r in con.execute("SELECT * FROM runs ORDER BY rowid")]
+            rows = con.execute("SELECT r.*, m.axes_json AS member_axes FROM runs r JOIN study_runs m "
+                               "ON m.key = r.key WHERE m.study = ? ORDER BY r.rowid", (study,))
+            out = []
+            for row in rows:
+                record = dict(row)
+                record.update(study=study, axes_json=record.pop("member_axes"))
+                out.append(record)
+            return out
 
     def to_frame(self, study: str | None = None) -> pd.DataFrame:
         """One row per run: key, study, runner, status, attempts, seconds, then the axes
