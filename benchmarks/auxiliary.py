@@ -112,7 +112,8 @@ def run_one(dataset: str, method: str, seed: int, args: dict, raw_dir: str) -> d
               "mol_per_s": result.molecules_per_second,
               "gradient_log": result.details.get("gradient_log"),
               "weights": result.details.get("weights"),
-              "settings": {k: v for k, v in args.items() if k != "aux"} | {"aux": list(args["aux"])}}
+              "settings": {k: v for k, v in args.items() if k != "aux"} | {"aux": list(args["aux"])},
+              "init_sha256": init_sha256(args)}
     (out / "summary.json").write_text(json.dumps(record, indent=2, default=float))
     (out / "model.pt").unlink(missing_ok=True)  # keep results, not weights
     return record
@@ -120,8 +121,21 @@ def run_one(dataset: str, method: str, seed: int, args: dict, raw_dir: str) -> d
 
 def comparable(settings: dict) -> dict:
     """The settings that decide a run's result; the encoder checkpoint by file name, not by
-    where this checkout happens to lie."""
+    where this checkout happens to lie (its content is checked apart: :func:`other_encoder`)."""
     return settings | {"init": Path(settings["init"]).name if settings.get("init") else None}
+
+
+def init_sha256(settings: dict) -> str | None:
+    from moladapt.bundled_models import sha256_file
+
+    return sha256_file(settings["init"]) if settings.get("init") else None
+
+
+def other_encoder(record: dict, sha256: str | None) -> bool:
+    """Whether a stored run started from another checkpoint than the file now at its path
+    (a rebuilt encoder keeps its name). Runs stored before the hash was recorded predate
+    every rebuild of the bundled encoder (2026-12-02 06:49), so they pass."""
+    return record.get("init_sha256") is not None and record["init_sha256"] != sha256
 
 
 def run_name(method: str, seed: int, settings: dict) -> str:
@@ -354,16 +368,23 @@ def main() -> None:
         parser.error(f"--aux-recipe: {exc}")
     if recipes:
         settings["aux_recipes"] = recipes
-    todo = []
+    encoder_sha = init_sha256(settings)
+    todo, stale = [], []
     for d in datasets:
         for s in (int(s) for s in args.seeds.split(",")):
             for m in methods:
                 run_dir = raw / d / run_name(m, s, settings)
                 if (run_dir / "summary.json").exists():
+                    if other_encoder(json.loads((run_dir / "summary.json").read_text()), encoder_sha):
+                        stale.append(str(run_dir))
                     continue
                 if run_dir.exists():  # an interrupted run: start it again
                     shutil.rmtree(run_dir)
                 todo.append((d, m, s))
+    if stale:
+        raise SystemExit(f"{len(stale)} stored run(s) started from another checkpoint than "
+                         f"{settings['init']} holds now (its sha256 {encoder_sha[:12]}…); move them "
+                         "away or use another --output:\n  " + "\n  ".join(stale[:10]))
     # Seed by seed (an interrupted benchmark leaves whole seeds), and the slowest methods first
     # within a seed so that the pool does not end on one long run with the other cores idle.
     if args.report_only:

@@ -94,8 +94,9 @@ def report() -> str:
              "Adam 1e-3, dropout 0.5, fp32. Table written "
              f"{dt.date.today()}, {platform.machine()} with {os.cpu_count()} cores, one thread per run.\n\n"
              "Command (one invocation per budget): `MOLADAPT_DATA_DIR=../shared/data OMP_NUM_THREADS=1 "
-             "python benchmarks/moleculenet.py --featurizer F --datasets D1,D2 --seeds 0,1,2 "
-             "--epochs E [--patience P]`; `--report-only` rewrites this file.\n"]
+             "python benchmarks/moleculenet.py --featurizer F --datasets D1,D2 --seeds S "
+             "--epochs E [--patience P]`, with the seeds and budget of each row (S = 0,1,2 where a "
+             "row has 3 seeds, 0 where it has 1); `--report-only` rewrites this file.\n"]
     by_featurizer = {}
     for featurizer in ("basic", "rich"):
         raw = RESULTS / "raw" / f"moleculenet_{featurizer}"

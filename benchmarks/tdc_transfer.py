@@ -437,8 +437,8 @@ def main(argv: list[str] | None = None) -> str:
     if not grid.empty:
         heatmap_png(grid, png_path, args.weighting)
         png = png_path.name
-    command = "python benchmarks/tdc_transfer.py " + " ".join(
-        argv if argv is not None else __import__("sys").argv[1:])
+    command = "python benchmarks/tdc_transfer.py " + " ".join(  # the command that runs them
+        a for a in (argv if argv is not None else __import__("sys").argv[1:]) if a != "--report-only")
     md = report(records, names, settings, command.strip(), png)
     from moladapt.utils import atomic_write_text
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -78,3 +79,26 @@ def test_learning_table_divides_the_final_training_loss_by_the_base_rate_loss(be
     assert f"| bbbp | {base:.3f} | {0.3 / base:.2f} | 1.00 |" in text  # blo: no history, no column
     assert "| sum | 1.70 → 0.30 | 1 |" in text
     assert np.isfinite(base)
+
+
+def test_runs_from_a_rebuilt_checkpoint_of_the_same_name_are_refused(bench, tmp_path, monkeypatch):
+    encoder = tmp_path / "encoder_attribute_masking.pt"
+    encoder.write_bytes(b"first build")
+    settings = {"featurizer": "basic", "encoder": "gin", "hidden_dim": 8, "num_layers": 2,
+                "dropout": 0.5, "epochs": 1, "batch_size": 32, "lr": 1e-3, "patience": None,
+                "init": str(encoder), "encoder_lr_scale": 1.0, "inner_steps": 10,
+                "aux": ["attribute_masking"]}
+    out = tmp_path / "out"
+    run_dir = out / "raw" / "bace" / bench.run_name("finetune", 0, settings)
+    run_dir.mkdir(parents=True)
+    (run_dir / "summary.json").write_text(json.dumps({
+        "dataset": "bace", "method": "finetune", "seed": 0, "test_roc_auc": 0.7,
+        "settings": settings, "init_sha256": bench.init_sha256(settings)}))
+    argv = ["auxiliary.py", "--datasets", "bace", "--methods", "finetune", "--seeds", "0",
+            "--aux", "attribute_masking", "--init", str(encoder), "--hidden-dim", "8",
+            "--num-layers", "2", "--epochs", "1", "--report-only", "--output", str(out)]
+    encoder.write_bytes(b"rebuilt")  # the same name, another encoder
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit, match="1 stored run\\(s\\) started from another checkpoint"):
+        bench.main()
+    assert not bench.other_encoder({"init_sha256": None}, bench.init_sha256(settings))  # older runs

@@ -130,6 +130,10 @@ def test_smoke_run_report_and_resume(bench, tdc_dir, tmp_path):
     mtimes = {p: p.stat().st_mtime_ns for p in raw}
     bench.main(argv)
     assert {p: p.stat().st_mtime_ns for p in raw} == mtimes
+    again = bench.main([*argv, "--report-only"])
+    assert {p: p.stat().st_mtime_ns for p in raw} == mtimes
+    command = next(line for line in again.splitlines() if line.startswith("Command:"))
+    assert "--report-only" not in command  # the command given runs the benchmark
 
 
 def test_transfer_cli_one_target_writes_config_and_ratios(tdc_dir, tmp_path):
