@@ -45,6 +45,10 @@ def test_zip_and_exclude(tmp_path):
     text = plan(spec)
     assert "runs: 3 (grid 6, 3 excluded)" in text
     assert "zip(model.hidden_dim, train.lr): 3" in text and "train.seed: 2" in text
+    with pytest.raises(StudyError, match=r"exclude entry \{'train.seed': 3\} matches no grid "
+                                         r"point: axis 'train.seed' has the values \[0, 1\]"):
+        StudySpec.load(write(tmp_path, {**BASE, "axes": {"train.seed": [0, 1]},
+                                        "exclude": [{"train.seed": 3}]}))
 
 
 def test_keys_are_stable_and_ignore_axis_order(tmp_path):

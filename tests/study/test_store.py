@@ -53,6 +53,14 @@ def test_recover_resets_running_rows_of_dead_processes(tmp_path):
     assert not pid_alive(pid)
     store.claim(runs[0].key, pid)
     store.claim(runs[1].key)  # this live process
+    assert store.orphaned() == {runs[0].key}  # seen, not changed
+    assert store.status(runs[0].key) == "running"
+    from typer.testing import CliRunner
+
+    from moladapt.cli.study import study_app
+
+    shown = CliRunner().invoke(study_app, ["status", str(store.path)])
+    assert "1 of the running runs belong to a process that is gone" in shown.output, shown.output
     assert store.recover() == [runs[0].key]
     assert store.status(runs[0].key) == "pending"
     assert store.status(runs[1].key) == "running"

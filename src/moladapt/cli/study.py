@@ -76,12 +76,17 @@ def status_cmd(db: Path = typer.Argument(..., help="SQLite results database.")) 
     if not studies:
         typer.echo("no runs")
         return
+    orphans = store.orphaned()
     for study in studies:  # a run shared by two studies counts in both
         part = store.to_frame(study)
         counts = part["status"].value_counts().to_dict()
         typer.echo(f"{study}: " + _counts_line({**{s: counts.get(s, 0) for s in
                                                     ("pending", "running", "done", "failed")},
                                                  "total": len(part)}))
+        gone = int(part["key"].isin(orphans).sum())
+        if gone:
+            typer.echo(f"  {gone} of the running runs belong to a process that is gone: "
+                       "`moladapt study run` resumes them")
         for _, row in part[part["status"] == "failed"].iterrows():
             typer.echo(f"  failed {row['key']}: {row['error']}")
 

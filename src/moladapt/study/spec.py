@@ -176,9 +176,12 @@ class StudySpec:
         if not isinstance(exclude, list) or not all(isinstance(e, dict) and e for e in exclude):
             raise err("'exclude' must be a list of non-empty mappings of axis → value")
         for entry in exclude:
-            for key in entry:
+            for key, value in entry.items():
                 if key not in axes:
                     raise err(f"exclude names {key!r}, which is not an axis; the axes are {list(axes)}")
+                if value not in axes[key]:  # a typo would silently exclude nothing
+                    raise err(f"exclude entry {entry} matches no grid point: axis {key!r} has "
+                              f"the values {axes[key]}")
         spec = cls(name=str(raw.get("name") or default_name), runner=str(raw.get("runner") or "train"),
                    fixed=copy.deepcopy(fixed), axes={str(k): list(v) for k, v in axes.items()},
                    zip=[list(g) for g in zips], exclude=[dict(e) for e in exclude],

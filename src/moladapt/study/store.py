@@ -256,6 +256,14 @@ class ResultStore:
                             "WHERE key = ? AND status = 'running'", [(k,) for k in dead])
         return dead
 
+    def orphaned(self) -> set[str]:
+        """Keys of ``running`` rows whose claiming process is gone (read only: :meth:`recover`,
+        called by every ``study run``, puts them back to pending)."""
+        with self._connect() as con:
+            rows = con.execute("SELECT key, worker_pid, worker_start FROM runs "
+                               "WHERE status = 'running'").fetchall()
+        return {r["key"] for r in rows if not pid_alive(r["worker_pid"], r["worker_start"])}
+
     def retry_failed(self, keys: Iterable[str] | None = None) -> int:
         """Put failed runs (all, or those of ``keys``) back to pending; return how many."""
         with self._transaction() as con:
