@@ -83,7 +83,8 @@ def aux_section(method: str, aux: tuple[str, ...], inner_steps: int,
     return section
 
 
-def run_one(dataset: str, method: str, seed: int, args: dict, raw_dir: str) -> dict:
+def run_one(dataset: str, method: str, seed: int, args: dict, raw_dir: str,
+            encoder_sha: str | None = None) -> dict:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
 
@@ -113,7 +114,7 @@ def run_one(dataset: str, method: str, seed: int, args: dict, raw_dir: str) -> d
               "gradient_log": result.details.get("gradient_log"),
               "weights": result.details.get("weights"),
               "settings": {k: v for k, v in args.items() if k != "aux"} | {"aux": list(args["aux"])},
-              "init_sha256": init_sha256(args)}
+              "init_sha256": encoder_sha}
     (out / "summary.json").write_text(json.dumps(record, indent=2, default=float))
     (out / "model.pt").unlink(missing_ok=True)  # keep results, not weights
     return record
@@ -126,16 +127,18 @@ def comparable(settings: dict) -> dict:
 
 
 def init_sha256(settings: dict) -> str | None:
+    """The checkpoint's sha256; None without one, or where it is not here (a report only)."""
     from moladapt.bundled_models import sha256_file
 
-    return sha256_file(settings["init"]) if settings.get("init") else None
+    init = settings.get("init")
+    return sha256_file(init) if init and Path(init).is_file() else None
 
 
 def other_encoder(record: dict, sha256: str | None) -> bool:
     """Whether a stored run started from another checkpoint than the file now at its path
     (a rebuilt encoder keeps its name). Runs stored before the hash was recorded predate
     every rebuild of the bundled encoder (2026-12-02 06:49), so they pass."""
-    return record.get("init_sha256") is not None and record["init_sha256"] != sha256
+    return None not in (record.get("init_sha256"), sha256) and record["init_sha256"] != sha256
 
 
 def run_name(method: str, seed: int, settings: dict) -> str:
@@ -392,7 +395,8 @@ def main() -> None:
     todo.sort(key=lambda run: (run[2], -relative_cost(run[1])))
     print(f"{len(todo)} runs to do ({args.jobs} processes)", flush=True)
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        futures = {pool.submit(run_one, d, m, s, settings, str(raw)): (d, m, s) for d, m, s in todo}
+        futures = {pool.submit(run_one, d, m, s, settings, str(raw), encoder_sha): (d, m, s)
+                   for d, m, s in todo}
         for fut in as_completed(futures):
             d, m, s = futures[fut]
             try:

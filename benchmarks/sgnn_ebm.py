@@ -309,7 +309,8 @@ def report(frame, header: list[str]) -> str:
                   "EBM chosen |", "|---|---|---|---|---|---|---|"]
         for r in comp.itertuples(index=False):
             ebm = pair[(pair["dataset"] == r.dataset) & (pair["method"] == "sgnn-ebm")]
-            kept = pd.to_numeric(ebm.get("ebm_best_epoch"), errors="coerce")
+            kept = pd.to_numeric(ebm["ebm_best_epoch"] if "ebm_best_epoch" in ebm
+                                 else pd.Series(dtype=float), errors="coerce")
             chosen = f"{int((kept >= 0).sum())}/{int(kept.notna().sum())}"
             lines.append(f"| {r.dataset} | {r.n_pairs} | {100 * r.mean_diff:+.2f} | {_ci(r)} | "
                          f"{_tests(r)} | {chosen} |")

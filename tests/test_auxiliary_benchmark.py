@@ -102,3 +102,6 @@ def test_runs_from_a_rebuilt_checkpoint_of_the_same_name_are_refused(bench, tmp_
     with pytest.raises(SystemExit, match="1 stored run\\(s\\) started from another checkpoint"):
         bench.main()
     assert not bench.other_encoder({"init_sha256": None}, bench.init_sha256(settings))  # older runs
+    encoder.unlink()  # a report where the checkpoint is not: nothing to compare, no crash
+    assert bench.init_sha256(settings) is None
+    assert not bench.other_encoder({"init_sha256": "ab"}, None)

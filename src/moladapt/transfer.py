@@ -357,11 +357,11 @@ def run_transfer(target: str, method: str, seed: int, settings: dict[str, Any],
     bs, inner = int(settings["batch_size"]), int(settings["inner_steps"])
     n_mt = len(table.train_mt)
     if log is not None:
-        from moladapt.study.spec import _duration
+        from moladapt.study.spec import duration
 
         log(f"{target}: {len(table.train)} training molecules + {n_mt - len(table.train)} "
             f"source-only, {len(table.sources)} sources; {method}, {settings['epochs']} epochs: "
-            f"roughly {_duration(estimated_seconds(method, settings, len(table.train), n_mt))} "
+            f"roughly {duration(estimated_seconds(method, settings, len(table.train), n_mt))} "
             "on 2 cores (the study planner's throughput estimate)")
     total_steps = settings["epochs"] * max(1, math.ceil(n_mt / bs))
     outer_steps = max(1, round(total_steps / inner))

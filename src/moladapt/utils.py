@@ -74,7 +74,7 @@ def json_safe(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [json_safe(v) for v in obj]
     if type(obj).__module__.startswith("torch") and hasattr(obj, "detach"):  # no torch import
-        obj = obj.detach().cpu().numpy()
+        return json_safe(obj.detach().cpu().tolist())  # tolist: bfloat16 has no numpy dtype
     if isinstance(obj, np.ndarray):
         return json_safe(obj.tolist())
     if isinstance(obj, np.generic):

@@ -1,5 +1,7 @@
 """Study files → grids of resolved runs."""
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -150,3 +152,7 @@ def test_relative_files_are_read_from_the_study_files_folder(tmp_path, monkeypat
     assert config == {"train": {"init": "bundled:attribute_masking"},
                       "pretrain": {"corpus": "moses_train", "labels_dataset": "toxcast",
                                    "init": str(tmp_path / "enc.pt")}}
+    config = {"data": {"csv": "bundled_runs.csv"}, "pretrain": {"corpus": "~/corpus.smi"}}
+    anchor_paths(config, tmp_path)  # a file named bundled…, and a home path the loaders read
+    assert config == {"data": {"csv": str(tmp_path / "bundled_runs.csv")},
+                      "pretrain": {"corpus": str(Path("~/corpus.smi").expanduser())}}

@@ -177,6 +177,8 @@ def test_a_run_two_studies_share_belongs_to_both(tmp_path):
                                  "axes": {"group.letter": ["a"], "i": [0, 7]}}).runs()
     assert store.sync("other", other) == 1  # i=0 is the first study's run: done once
     assert store.studies() == ["first", "other"]
+    store.sync("first", first)  # a rerun of the first study keeps the order
+    assert store.studies() == ["first", "other"]
     assert store.counts("other") == {"pending": 1, "running": 0, "done": 1, "failed": 0, "total": 2}
     frame = store.to_frame("other")
     assert sorted(frame["i"]) == [0, 7] and set(frame["study"]) == {"other"}

@@ -78,17 +78,16 @@ def status_cmd(db: Path = typer.Argument(..., help="SQLite results database.")) 
         return
     orphans = store.orphaned()
     for study in studies:  # a run shared by two studies counts in both
-        part = store.to_frame(study)
-        counts = part["status"].value_counts().to_dict()
-        typer.echo(f"{study}: " + _counts_line({**{s: counts.get(s, 0) for s in
-                                                    ("pending", "running", "done", "failed")},
-                                                 "total": len(part)}))
-        gone = int(part["key"].isin(orphans).sum())
+        typer.echo(f"{study}: " + _counts_line(store.counts(study)))
+        rows = store.rows(study)
+        gone = sum(row["key"] in orphans for row in rows)
         if gone:
             typer.echo(f"  {gone} of the running runs belong to a process that is gone: "
                        "`moladapt study run` resumes them")
-        for _, row in part[part["status"] == "failed"].iterrows():
-            typer.echo(f"  failed {row['key']}: {row['error']}")
+        for row in rows:
+            if row["status"] == "failed":
+                last = (row["error"] or "").strip().splitlines()
+                typer.echo(f"  failed {row['key']}: {last[-1] if last else ''}")
 
 
 @study_app.command("export")

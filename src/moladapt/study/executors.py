@@ -197,6 +197,11 @@ def _die_with_parent(parent_pid: int) -> None:
 
 
 def _init_local_worker(threads: int, parent_pid: int) -> None:
+    import signal
+
+    # Ctrl-C reaches the whole process group: the study process alone handles it (it gives
+    # the claims back and stops the workers); a worker that caught it would record a failure
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent(parent_pid)
     _init_worker(threads)
 
@@ -240,7 +245,7 @@ class Executor:
     def _stop(self) -> None:
         pass
 
-    def _abort(self) -> None:
+    def _abort(self, handles: list[Any]) -> None:
         """Interrupted: stop the runs in flight now (their checkpoints let a rerun resume)."""
 
     def _worker_lost(self, exc: BaseException) -> bool:
@@ -263,6 +268,7 @@ class Executor:
         suspects: list[RunSpec] = []
         rerun_alone: set[str] = set()
         pid = os.getpid()
+        current: RunSpec | None = None  # taken out of in_flight, not yet recorded
         self._start(workers)
         try:
             def fill() -> None:
@@ -286,33 +292,36 @@ class Executor:
             fill()
             while in_flight:
                 for handle in self._wait(list(in_flight)):
-                    run = in_flight.pop(handle)
+                    current = run = in_flight.pop(handle)
                     try:
                         ok, value = self._result(handle)
                     except BaseException as exc:  # worker died (OOM, segfault) or task lost
                         if isinstance(exc, KeyboardInterrupt):
                             raise
-                        if self._worker_lost(exc) and run.key not in rerun_alone:
+                        alone = run.key in rerun_alone or not (in_flight or suspects)
+                        if self._worker_lost(exc) and not alone:
                             suspects.append(run)
+                            current = None
                             continue
                         ok, value = False, traceback.format_exc()
-                        if run.key in rerun_alone:
-                            value = ("its worker process died, also when the run was retried "
-                                     f"alone:\n{value}")
+                        if self._worker_lost(exc):
+                            value = f"its worker process died while it ran alone:\n{value}"
                     if ok:
                         try:
                             store.finish(run.key, value)
-                        except Exception:  # noqa: BLE001 - e.g. metrics that are not JSON
+                        except (TypeError, ValueError):  # metrics that JSON cannot hold
                             ok, value = False, ("the run finished but its metrics could not be "
                                                 f"stored:\n{traceback.format_exc()}")
                     if not ok:
                         store.fail(run.key, str(value))
+                    current = None
                     bar.update(ok)
                 fill()
         except BaseException:
-            for run in [*in_flight.values(), *suspects]:  # interrupted: give the claims back
+            unrecorded = [*in_flight.values(), *suspects, *([current] if current else [])]
+            for run in unrecorded:  # interrupted: give the claims back
                 store.release(run.key)
-            self._abort()
+            self._abort(list(in_flight))
             raise
         finally:
             self._stop()
@@ -360,7 +369,7 @@ class LocalExecutor(Executor):
             pool.shutdown(wait=True, cancel_futures=True)
             self.pool = None
 
-    def _abort(self) -> None:
+    def _abort(self, handles: list[Any]) -> None:
         # Waiting for the runs in flight would let them finish after their claims were given
         # back, and their results would be lost; stopped now, each resumes from its checkpoint.
         pool = getattr(self, "pool", None)
@@ -439,6 +448,13 @@ class RayExecutor(Executor):
 
     def _result(self, handle: Any) -> tuple[bool, Any]:
         return self.ray.get(handle)
+
+    def _abort(self, handles: list[Any]) -> None:
+        for handle in handles:  # their claims are given back: they must not go on running
+            try:
+                self.ray.cancel(handle, force=True)
+            except Exception:  # noqa: BLE001 - finished meanwhile, or the cluster is gone
+                pass
 
 
 EXECUTORS = ("local", "ray")

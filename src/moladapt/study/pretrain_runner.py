@@ -70,7 +70,7 @@ from pathlib import Path
 from typing import Any
 
 from moladapt.study.executors import RUNNERS, Runner, _resolve_train, _run_train
-from moladapt.study.spec import canonical_json
+from moladapt.study.spec import CORPUS_SUFFIXES, canonical_json
 
 NONE = "none"
 PRETRAIN_DEFAULTS: dict[str, Any] = {
@@ -92,7 +92,6 @@ ENCODER_KEYS = ("encoder", "hidden_dim", "num_layers", "jk", "pooling")
 PRETRAINED_DIR = "pretrained"
 DONE_FILE = "pretrain.json"
 LOCK_FILE = ".lock"
-_CORPUS_SUFFIXES = (".csv", ".csv.gz", ".smi", ".txt", ".smi.gz", ".txt.gz")
 
 # Rough pretraining cost per molecule relative to one supervised fine-tuning step, for `plan`
 # only (not measured): contrastive objectives encode two views, context prediction also runs
@@ -213,9 +212,9 @@ def resolve_pretrain(section: dict[str, Any] | None) -> dict[str, Any]:
         corpus = str(cfg["corpus"] or "")
         if corpus.lower() in CORPORA:
             corpus = corpus.lower()
-        elif not corpus.lower().endswith(_CORPUS_SUFFIXES):
+        elif not corpus.lower().endswith(CORPUS_SUFFIXES):
             raise ValueError(f"pretrain.corpus {cfg['corpus']!r}: a corpus name "
-                             f"({', '.join(CORPORA)}) or a {'/'.join(_CORPUS_SUFFIXES)} file")
+                             f"({', '.join(CORPORA)}) or a {'/'.join(CORPUS_SUFFIXES)} file")
         cfg["corpus"] = corpus
         integer("corpus_size", 1, optional=True)
         integer("shard_size", 1)
@@ -476,7 +475,7 @@ def _corpus_rows(corpus: str, cache: dict[str, int | None]) -> int | None:
 
 def plan_cost(runs: list[Any]) -> tuple[float, float, list[str]]:
     """``(molecule-epochs, seconds, plan lines)`` of the pretraining, once per distinct encoder."""
-    from moladapt.study.spec import _dataset_size, _duration, estimated_throughput
+    from moladapt.study.spec import _dataset_size, duration, estimated_throughput
 
     seen: dict[str, dict[str, Any]] = {}
     for r in runs:
@@ -505,7 +504,7 @@ def plan_cost(runs: list[Any]) -> tuple[float, float, list[str]]:
             mol_epochs += n * n_epochs
             seconds += n * n_epochs * factor / rate
     lines = [f"pretraining: {len(seen)} distinct encoder(s), built once each and shared: "
-             f"{mol_epochs:,.0f} molecule-epochs, ~{_duration(seconds)}"
+             f"{mol_epochs:,.0f} molecule-epochs, ~{duration(seconds)}"
              + (f" ({unknown} stage(s) of unknown size not counted)" if unknown else ""),
              "  assumes pretraining costs per molecule ≈ fine-tuning × "
              + ", ".join(f"{k} {v:g}" for k, v in OBJECTIVE_COST.items()) + " (a guess, not measured)"]

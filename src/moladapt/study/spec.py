@@ -255,7 +255,7 @@ class StudySpec:
 
 # config keys that hold a file path (always: the first two; the pretrain keys also take names)
 PATH_KEYS = ("data.csv", "train.init", "pretrain.corpus", "pretrain.labels_dataset", "pretrain.init")
-_FILE_SUFFIXES = (".csv", ".csv.gz", ".smi", ".smi.gz", ".txt", ".txt.gz", ".pt")
+CORPUS_SUFFIXES = (".csv", ".csv.gz", ".smi", ".txt", ".smi.gz", ".txt.gz")  # a corpus file, not a name
 
 
 def anchor_paths(config: dict[str, Any], base_dir: Path) -> None:
@@ -266,13 +266,15 @@ def anchor_paths(config: dict[str, Any], base_dir: Path) -> None:
         section, _, name = dotted.partition(".")
         values = config.get(section)
         value = values.get(name) if isinstance(values, dict) else None
-        if not isinstance(value, str) or not value or Path(value).expanduser().is_absolute():
+        if not isinstance(value, str) or not value:
             continue
+        if name == "init" and (value == "bundled" or value.startswith("bundled:")):
+            continue  # a bundled encoder
         always = dotted in ("data.csv", "train.init")
-        if value.startswith("bundled") or not (
-                always or "/" in value or value.lower().endswith(_FILE_SUFFIXES)):
-            continue  # a bundled encoder, a corpus or a benchmark by name
-        values[name] = str((base_dir / Path(value).expanduser()).resolve())
+        if not (always or "/" in value or value.lower().endswith((*CORPUS_SUFFIXES, ".pt"))):
+            continue  # a corpus or a benchmark by name
+        path = Path(value).expanduser()  # "~/x.csv": the loaders do not expand it
+        values[name] = str(path if path.is_absolute() else (base_dir / path).resolve())
 
 
 def _matches(point: dict[str, Any], entry: dict[str, Any]) -> bool:
@@ -307,7 +309,8 @@ def _dataset_size(data: dict[str, Any], cache: dict[str, int | None]) -> int | N
     return cache[name]
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """``seconds`` for people: "40 s", "12 min", "2.1 h"."""
     if seconds < 90:
         return f"{seconds:.0f} s"
     if seconds < 5400:
@@ -358,13 +361,13 @@ def plan(spec: StudySpec, runs: list[RunSpec] | None = None) -> str:
                  + (f" ({unknown} run(s) of unknown size not counted)" if unknown else ""))
     if extra_cost is not None:
         _, extra_seconds, extra_lines = extra_cost(runs)
-        lines.append(f"  fine-tuning: ~{_duration(total_seconds)}")
+        lines.append(f"  fine-tuning: ~{duration(total_seconds)}")
         lines.extend(extra_lines)
         total_seconds += extra_seconds
     here = "" if _cpu_count() == 2 else (
-        f" (about {_duration(total_seconds * 2 / max(2, _cpu_count()))} on this machine's "
+        f" (about {duration(total_seconds * 2 / max(2, _cpu_count()))} on this machine's "
         f"{_cpu_count()} cores)")
-    lines.append(f"estimated time: ~{_duration(total_seconds)} on a 2-core CPU machine{here}")
+    lines.append(f"estimated time: ~{duration(total_seconds)} on a 2-core CPU machine{here}")
     lines.append("  assumes GIN-like throughput measured on 2 cores: 5×300 ≈ 300 mol/s, "
                  "3×128 ≈ 2,000 mol/s, power law in layers × hidden² in between, "
                  f"≤ {MAX_THROUGHPUT:,.0f} mol/s, + {PER_RUN_OVERHEAD_S:.0f} s per run; "

@@ -91,6 +91,12 @@ def pid_alive(pid: int | None, start: int | None = None) -> bool:
         return True
 
 
+def _dead_running(con: sqlite3.Connection) -> list[str]:
+    """Keys of the ``running`` rows whose claiming process is gone."""
+    rows = con.execute("SELECT key, worker_pid, worker_start FROM runs WHERE status = 'running'")
+    return [r["key"] for r in rows.fetchall() if not pid_alive(r["worker_pid"], r["worker_start"])]
+
+
 def versions() -> dict[str, str]:
     """Versions of the packages behind a result (read from metadata: imports nothing heavy)."""
     import platform
@@ -206,8 +212,9 @@ class ResultStore:
             con.executemany("INSERT OR IGNORE INTO runs (key, study, runner, status, config_json, "
                             "axes_json) VALUES (?, ?, ?, 'pending', ?, ?)", rows)
             new = con.total_changes - before
-            con.executemany("INSERT OR REPLACE INTO study_runs (study, key, axes_json) "
-                            "VALUES (?, ?, ?)", [(study, key, axes) for key, _, _, _, axes in rows])
+            con.executemany("INSERT INTO study_runs (study, key, axes_json) VALUES (?, ?, ?) "
+                            "ON CONFLICT (study, key) DO UPDATE SET axes_json = excluded.axes_json",
+                            [(study, key, axes) for key, _, _, _, axes in rows])
             return new
 
     def claim(self, key: str, pid: int | None = None) -> bool:
@@ -249,9 +256,7 @@ class ResultStore:
     def recover(self) -> list[str]:
         """Reset ``running`` rows whose claiming process is dead to pending; return their keys."""
         with self._transaction() as con:
-            rows = con.execute("SELECT key, worker_pid, worker_start FROM runs "
-                               "WHERE status = 'running'").fetchall()
-            dead = [r["key"] for r in rows if not pid_alive(r["worker_pid"], r["worker_start"])]
+            dead = _dead_running(con)
             con.executemany("UPDATE runs SET status = 'pending', worker_pid = NULL, worker_start = NULL, started_at = NULL "
                             "WHERE key = ? AND status = 'running'", [(k,) for k in dead])
         return dead
@@ -260,9 +265,7 @@ class ResultStore:
         """Keys of ``running`` rows whose claiming process is gone (read only: :meth:`recover`,
         called by every ``study run``, puts them back to pending)."""
         with self._connect() as con:
-            rows = con.execute("SELECT key, worker_pid, worker_start FROM runs "
-                               "WHERE status = 'running'").fetchall()
-        return {r["key"] for r in rows if not pid_alive(r["worker_pid"], r["worker_start"])}
+            return set(_dead_running(con))
 
     def retry_failed(self, keys: Iterable[str] | None = None) -> int:
         """Put failed runs (all, or those of ``keys``) back to pending; return how many."""
