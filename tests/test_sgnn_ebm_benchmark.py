@@ -46,4 +46,4 @@ def test_runs_resume_only_with_the_same_settings_and_report_which_seeds_kept_the
     text = report.read_text()
     kept = "1/1" if record["ebm_best_epoch"] >= 0 else "0/1"
     row = next(line for line in text.splitlines() if line.startswith("| sider | 1 |"))
-    assert row.endswith(f"| {kept} |"), row
+    assert f"| {kept} |" in row, row
