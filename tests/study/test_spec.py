@@ -51,6 +51,11 @@ def test_zip_and_exclude(tmp_path):
                                          r"point: axis 'train.seed' has the values \[0, 1\]"):
         StudySpec.load(write(tmp_path, {**BASE, "axes": {"train.seed": [0, 1]},
                                         "exclude": [{"train.seed": 3}]}))
+    with pytest.raises(StudyError, match="model.hidden_dim, train.lr are zipped and never take"):
+        StudySpec.load(write(tmp_path, {**BASE, "axes": {
+            "model.hidden_dim": [16, 32], "train.lr": [0.01, 0.003]},
+            "zip": [["model.hidden_dim", "train.lr"]],
+            "exclude": [{"model.hidden_dim": 16, "train.lr": 0.003}]}))
 
 
 def test_keys_are_stable_and_ignore_axis_order(tmp_path):

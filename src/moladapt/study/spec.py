@@ -187,6 +187,13 @@ class StudySpec:
                    zip=[list(g) for g in zips], exclude=[dict(e) for e in exclude],
                    description=str(raw.get("description") or ""), source=source)
         spec._runner()  # unknown runner → error now
+        for entry in spec.exclude:  # zipped axes take their values together, index by index
+            for dim in spec.dimensions():
+                keys = [k for k in dim if k in entry]
+                if len(keys) > 1 and not any(all(spec.axes[k][i] == entry[k] for k in keys)
+                                             for i in range(len(spec.axes[dim[0]]))):
+                    raise err(f"exclude entry {entry} matches no grid point: {', '.join(keys)} "
+                              "are zipped and never take these values together")
         return spec
 
     def _runner(self):
