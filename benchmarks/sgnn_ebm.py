@@ -103,18 +103,17 @@ def run_options(job: dict) -> dict:
 
 
 def identity_differences(job: dict, record: dict) -> list[str]:
-    """The settings in which a stored record differs from ``job`` ("name: stored → asked")."""
-    asked = {IDENTITY[k]: (run_options(job) if k == "options" else job[k]) for k in IDENTITY}
-    out = []
-    for name, want in asked.items():
-        have = record.get(name)
-        if name == "options":
-            keys = sorted(set(want) | set(have or {}))
-            out += [f"{k}: {(have or {}).get(k)!r} → {want.get(k)!r}" for k in keys
-                    if (have or {}).get(k) != want.get(k)]
-        elif have != want:
-            out.append(f"{name}: {have!r} → {want!r}")
-    return out
+    """The settings in which a stored record differs from ``job`` ("name: stored → asked").
+    Unlike :func:`moladapt.resume.differences`, a setting only one side has is a difference:
+    a single-task run on a task sample must not stand in for one on every task."""
+    def settings(values: dict, options: dict | None) -> dict:
+        return {**{name: values.get(name) for name in IDENTITY.values() if name != "options"},
+                **(options or {})}  # the options' names never clash with the others
+
+    asked = settings({IDENTITY[k]: job[k] for k in IDENTITY}, run_options(job))
+    stored = settings(record, record.get("options"))
+    return [f"{name}: {stored.get(name)!r} → {asked.get(name)!r}"
+            for name in sorted(set(asked) | set(stored)) if stored.get(name) != asked.get(name)]
 
 
 def run_one(job: dict) -> dict:

@@ -26,13 +26,20 @@ def write(path, study):
     return path
 
 
-def test_failures_are_recorded_and_the_others_done(tmp_path):
-    spec = StudySpec.from_dict({"name": "f", "runner": "sleep", "fixed": {"seconds": 0.01},
-                                "axes": {"i": [0, 1, 2, 3], "fail": [False, True, False, False]},
-                                "zip": [["i", "fail"]]})
+def stored_sleep_study(tmp_path, name: str, zipped: dict, fixed: dict | None = None):
+    """A sleep-runner study whose axes vary together (one run per index), synced into a
+    new store; returns (store, runs)."""
+    spec = StudySpec.from_dict({"name": name, "runner": "sleep", "fixed": fixed or {},
+                                "axes": zipped, "zip": [list(zipped)]})
     runs = spec.runs()
     store = ResultStore(tmp_path / "s.db")
-    store.sync("f", runs)
+    store.sync(name, runs)
+    return store, runs
+
+
+def test_failures_are_recorded_and_the_others_done(tmp_path):
+    store, runs = stored_sleep_study(tmp_path, "f", {"i": [0, 1, 2, 3], "fail": [False, True, False, False]},
+                                     fixed={"seconds": 0.01})
     counts = LocalExecutor(tmp_path).run(store, runs, max_workers=2, progress=False)
     assert counts == {"pending": 0, "running": 0, "done": 3, "failed": 1, "total": 4}
     rows = {json.loads(r["axes_json"])["i"]: r for r in store.rows()}
@@ -202,14 +209,9 @@ def test_threads_per_worker_follows_the_study_threads_setting(monkeypatch):
 def test_a_dead_worker_fails_only_its_own_run_and_unstorable_metrics_fail_their_run(tmp_path):
     # i=1 kills its worker process while i=0 runs beside it: the pool breaks for both, but
     # only the run that dies again when retried alone is failed; i=3's metrics are no JSON
-    spec = StudySpec.from_dict({"name": "crash", "runner": "sleep",
-                                "axes": {"i": [0, 1, 2, 3], "seconds": [1.0, 0.2, 0.01, 0.01],
-                                         "crash": [False, True, False, False],
-                                         "unstorable": [False, False, False, True]},
-                                "zip": [["i", "seconds", "crash", "unstorable"]]})
-    runs = spec.runs()
-    store = ResultStore(tmp_path / "s.db")
-    store.sync("crash", runs)
+    store, runs = stored_sleep_study(tmp_path, "crash", {
+        "i": [0, 1, 2, 3], "seconds": [1.0, 0.2, 0.01, 0.01], "crash": [False, True, False, False],
+        "unstorable": [False, False, False, True]})
     counts = LocalExecutor(tmp_path).run(store, runs, max_workers=2, progress=False)
     assert counts == {"pending": 0, "running": 0, "done": 2, "failed": 2, "total": 4}
     rows = {json.loads(r["axes_json"])["i"]: r for r in store.rows()}
