@@ -150,7 +150,7 @@ def test_transfer_cli_one_target_writes_config_and_ratios(tdc_dir, tmp_path):
     assert "ratio bbb_martins" in result.output
     # the size and a time estimate come before training (a cost check for --sources all)
     assert re.search(r"tdc_hia_hou: 14 training molecules \+ \d+ source-only, 1 sources; "
-                     r"bilevel, 2 epochs: roughly \d+ s on 2 cores", result.output), result.output
+                     r"bilevel, 2 epochs: roughly \d+ s with 1 thread\(s\)", result.output), result.output
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["method"] == "bilevel" and config["target"] == "tdc_hia_hou"
     assert "tdc_hia_hou" not in config["settings"]["sources"]
@@ -174,3 +174,19 @@ def test_transfer_cli_one_target_writes_config_and_ratios(tdc_dir, tmp_path):
                                        *args, "--output", str(out)])
         assert bad.exit_code == 2 and message in bad.output, (args, bad.output)
     assert (out / "config.yaml").read_text() == finished  # refused reruns leave the finished run as it was
+
+
+def test_transfer_time_estimate_scales_with_the_threads_used(monkeypatch):
+    import moladapt.transfer as transfer
+
+    monkeypatch.setattr(transfer, "_cpu_count", lambda: 2)
+    settings = dict(transfer.DEFAULT_SETTINGS)
+    one = transfer.estimated_seconds("uniform_mt", {**settings, "threads": 1}, 100, 1000)
+    two = transfer.estimated_seconds("uniform_mt", {**settings, "threads": 2}, 100, 1000)
+    every_core = transfer.estimated_seconds("uniform_mt", {**settings, "threads": None}, 100, 1000)
+    more_than_the_cores = transfer.estimated_seconds("uniform_mt", {**settings, "threads": 8}, 100, 1000)
+    assert one == pytest.approx(2 * two) and every_core == two == more_than_the_cores
+    bilevel = transfer.estimated_seconds("bilevel", {**settings, "threads": 1}, 100, 1000)
+    assert bilevel == pytest.approx(transfer.BILEVEL_TIME_FACTOR * one)
+    single = transfer.estimated_seconds("single_task", {**settings, "threads": 1}, 100, 1000)
+    assert single == pytest.approx(one / 10)  # single-task trains on the target's rows alone

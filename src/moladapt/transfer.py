@@ -28,6 +28,7 @@ transfer`` runs one target.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -316,14 +317,24 @@ BILEVEL_TIME_FACTOR = 2.17
 
 
 def estimated_seconds(method: str, settings: dict[str, Any], n_train: int, n_train_mt: int) -> float:
-    """A rough training time, from the study planner's 2-core throughput model; bi-level
-    costs :data:`BILEVEL_TIME_FACTOR` × a uniform multi-task run of the same steps."""
+    """A rough training time at ``settings["threads"]`` torch threads (``None``: every core).
+
+    The study planner's 2-core throughput model, scaled linearly with the threads used, as
+    the planner scales with cores: one thread takes twice as long. Checked against the 66
+    uniform multi-task runs of benchmarks/results/tdc_transfer.md (1 thread, 2026-12-04):
+    measured / estimated time had median 1.93. Bi-level costs :data:`BILEVEL_TIME_FACTOR` ×
+    a uniform multi-task run of the same steps."""
     from moladapt.study.spec import estimated_throughput
 
     molecules = n_train if method == "single_task" else n_train_mt
     rate = estimated_throughput(int(settings["num_layers"]), int(settings["hidden_dim"]))
     factor = BILEVEL_TIME_FACTOR if method == "bilevel" else 1.0
-    return factor * int(settings["epochs"]) * molecules / rate
+    cores = min(settings["threads"] or _cpu_count(), _cpu_count())
+    return factor * int(settings["epochs"]) * molecules / rate * 2 / cores
+
+
+def _cpu_count() -> int:
+    return os.cpu_count() or 1
 
 
 def run_transfer(target: str, method: str, seed: int, settings: dict[str, Any],
@@ -339,7 +350,8 @@ def run_transfer(target: str, method: str, seed: int, settings: dict[str, Any],
     from moladapt.evaluate.metrics import compute_metrics
     from moladapt.training import Trainer, build_model, predict
 
-    torch.set_num_threads(int(settings["threads"]))
+    if settings["threads"] is not None:
+        torch.set_num_threads(int(settings["threads"]))
     all_graphs, index = corpus.graphs(settings["featurizer"])
     sources = [s for s in settings["sources"] if s in corpus.names]
     table = build_table(corpus, target, sources, index, settings["extra_ratio"], seed)
@@ -362,14 +374,14 @@ def run_transfer(target: str, method: str, seed: int, settings: dict[str, Any],
         log(f"{target}: {len(table.train)} training molecules + {n_mt - len(table.train)} "
             f"source-only, {len(table.sources)} sources; {method}, {settings['epochs']} epochs: "
             f"roughly {duration(estimated_seconds(method, settings, len(table.train), n_mt))} "
-            "on 2 cores (the study planner's throughput estimate)")
+            f"with {torch.get_num_threads()} thread(s) (the study planner's throughput estimate)")
     total_steps = settings["epochs"] * max(1, math.ceil(n_mt / bs))
     outer_steps = max(1, round(total_steps / inner))
     details: dict[str, Any] = {}
     t0 = time.perf_counter()
     if method == "single_task":
         cfg = TrainConfig(epochs=settings["epochs"], batch_size=bs, lr=settings["lr"], seed=seed,
-                          num_threads=int(settings["threads"]))
+                          num_threads=settings["threads"])
         trainer = Trainer(model, task_type, cfg, progress=False)
         trainer.fit(graphs, table.y[:, :1], table.train, table.valid)
         train_seconds = time.perf_counter() - t0
