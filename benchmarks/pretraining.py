@@ -197,6 +197,14 @@ def load_records(raw: Path, args) -> list[dict]:
     return [r for r in records if (r["epochs"], r["patience"]) == (args.epochs, args.patience)]
 
 
+def table_records(records: list[dict], datasets: list[str], seeds: list[int],
+                  objectives: list[str]) -> list[dict]:
+    """The runs the table shows: the named datasets, seeds and objectives, and the ``none``
+    baseline every objective is compared with."""
+    return [r for r in records if r["dataset"] in datasets and r["seed"] in seeds
+            and (r["method"] == "none" or r["method"] in objectives)]
+
+
 def finetune_calls(args, method: str, init: str | None, raw: Path, corpus_size: int | None = None) -> list:
     fargs = {"featurizer": args.featurizer, "hidden_dim": args.hidden_dim, "num_layers": args.num_layers,
              "epochs": args.epochs, "patience": args.patience, "corpus_size": corpus_size}
@@ -704,7 +712,7 @@ def main() -> None:
                 (raw / "supervised+best" / "best_ssl.txt").write_text(best + "\n")
 
     records = reused + load_records(raw, args) if raw.exists() else list(reused)
-    records = [r for r in records if r["dataset"] in args.datasets and r["seed"] in args.seeds]
+    records = table_records(records, args.datasets, args.seeds, objectives)
     curve = curve_records(args, raw, curve_raw) if curve_raw.exists() else []
     best_file = raw / "supervised+best" / "best_ssl.txt"
     best = best_file.read_text().strip() if best_file.exists() else None

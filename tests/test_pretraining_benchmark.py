@@ -199,3 +199,11 @@ def test_the_tables_command_leaves_out_the_curve_mode_and_report_only(bench):
     argv = ["--objectives", "graphcl", "--corpus-sizes", "10000,50000", "--seeds", "0,1",
             "--curve-objective=attribute_masking", "--report-only", "--epochs", "30"]
     assert bench.table_command(argv) == ["--objectives", "graphcl", "--seeds", "0,1", "--epochs", "30"]
+
+
+def test_the_table_shows_only_the_named_objectives_beside_the_baseline(bench):
+    records = [{"method": m, "dataset": d, "seed": s} for m in ("none", "graphcl", "infomax")
+               for d in ("bbbp", "bace") for s in (0, 1)]
+    kept = bench.table_records(records, ["bbbp"], [0], ["graphcl"])
+    assert sorted(r["method"] for r in kept) == ["graphcl", "none"]
+    assert {(r["dataset"], r["seed"]) for r in kept} == {("bbbp", 0)}
