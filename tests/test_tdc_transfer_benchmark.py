@@ -190,3 +190,18 @@ def test_transfer_time_estimate_scales_with_the_threads_used(monkeypatch):
     assert bilevel == pytest.approx(transfer.BILEVEL_TIME_FACTOR * one)
     single = transfer.estimated_seconds("single_task", {**settings, "threads": 1}, 100, 1000)
     assert single == pytest.approx(one / 10)  # single-task trains on the target's rows alone
+
+
+def test_per_dataset_tests_count_only_the_comparisons_they_report(bench):
+    import pandas as pd
+
+    from moladapt.evaluate.statistics import holm_bonferroni
+
+    rng = np.random.default_rng(0)
+    rows = [{"target": t, "method": m, "seed": s, "score": shift + rng.normal(0, 1)}
+            for t in ("a", "b", "c") for s in range(4)
+            for m, shift in (("bilevel", 3.0), ("uniform_mt", 0.0), ("single_task", 1.0))]
+    per = bench.per_dataset_tests(pd.DataFrame(rows))
+    assert set(per["method"]) == {"bilevel"} and len(per) == 6  # 3 datasets × 2 baselines
+    assert np.allclose(per["p_ttest_holm"], holm_bonferroni(per["p_ttest"].astype(float)))
+    assert (per["significant"] == (per["p_ttest_holm"] < 0.05)).all()
