@@ -146,7 +146,10 @@ def test_ray_executor_runs_a_study_on_a_local_cluster(tmp_path, monkeypatch):
     store = ResultStore(tmp_path / "s.db")
     store.sync("r", runs)
     executor = RayExecutor(tmp_path, address="local", local_cpus=2)
-    counts = executor.run(store, runs, max_workers=2, progress=False)
+    # 3 workers of 2 threads (= 2 CPUs) each on 2 CPUs: one at a time, and the user is told so
+    with pytest.warns(UserWarning, match=r"3 workers × 2 CPU per run need 6 CPUs, the cluster "
+                                         r"has 2 now: 1 run\(s\) at a time.*--workers 1"):
+        counts = executor.run(store, runs, max_workers=3, progress=False)
     assert counts == {"pending": 0, "running": 0, "done": 2, "failed": 1, "total": 3}
     rows = {json.loads(r["axes_json"])["i"]: r for r in store.rows()}
     assert "RuntimeError: sleep run asked to fail" in rows[1]["error"]

@@ -12,6 +12,7 @@ import os
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -438,6 +439,14 @@ class RayExecutor(Executor):
         cpus = self.num_cpus or (int(asked) if asked else 1)
         self.threads = int(asked) if asked else max(1, int(cpus))
         self.task = self.ray.remote(num_cpus=cpus, max_retries=0)(_worker_task)
+        total = float(self.ray.cluster_resources().get("CPU", 0))
+        if workers * cpus > total:
+            # not capped: an autoscaling cluster adds nodes only for tasks that wait
+            warnings.warn(
+                f"ray: {workers} workers × {cpus:g} CPU per run need {workers * cpus:g} CPUs, the "
+                f"cluster has {total:g} now: {int(total // cpus)} run(s) at a time until it grows; "
+                "the others wait in Ray's queue, shown as 'running' (pass --workers "
+                f"{max(1, int(total // cpus))} to claim only what runs)", stacklevel=2)
 
     def _submit(self, run: RunSpec) -> Any:
         return self.task.remote(run.runner, run.config, str(self.run_dir(run)), self.threads)
