@@ -176,3 +176,12 @@ def test_meta_training_reports_the_tasks_too_small_for_its_episodes(valid_tasks)
                         hparams={"meta_steps": 1, "train_k": 16, "query_size": 16})
     assert result.info["n_train_tasks"] == 2 and result.info["skipped_train_tasks"] == 1
     assert "TINY" in result.info["skipped_examples"]
+
+
+def test_a_task_csv_with_other_columns_is_refused_with_the_layout_it_needs(tmp_path):
+    from moladapt.data.sources import DataError
+
+    csv = tmp_path / "assays.csv"
+    csv.write_text("mol_id,smiles,a1\nm1,CCO,1\nm2,CC,0\n")
+    with pytest.raises(DataError, match="'mol_id' has a non-numeric label.*drop id, text and numeric-value columns"):
+        resolve_tasks(str(csv))

@@ -74,6 +74,10 @@ def test_load_csv_gz_and_regression_inference(tmp_path):
         ("smiles,y,z\nCCO,1,\nCC,0,\n", {}, "column.*'z'.* have no labels"),
         ("smiles,y\nCCO,-1\nCC,1\nCCC,1\n", {}, "only the values -1 and 1: binary labels must be 0/1"),
         ("smiles;y\nCCO;1\n", {}, "holds ';': moladapt reads comma-separated"),
+        ("smiles,y\nCCO,1\nCC,0\n", {"target_columns": ["y", "y"]}, "target column.*'y'.* more than once"),
+        ("smiles,logS,active\nCCO,-1.5,1\nCC,-2.25,0\nCCC,0.5,1\n", {},
+         "'active' holds 0/1 class labels, but other label columns hold numbers"),
+        ("smiles,y\n\n", {}, "no data rows"),
     ],
 )
 def test_load_csv_bad_input_gives_clear_error(tmp_path, content, kwargs, message):
@@ -82,6 +86,29 @@ def test_load_csv_bad_input_gives_clear_error(tmp_path, content, kwargs, message
     with pytest.raises(DataError, match=message) as info:
         load_csv(f, "smiles", **kwargs)
     assert "bad.csv" in str(info.value)
+
+
+def test_rows_keep_their_file_lines_across_blank_lines(tmp_path):
+    f = tmp_path / "gaps.csv"
+    f.write_text("smiles,y\nCCO,1\n\nnot_a_smiles,0\n\n\nCC,0\n")
+    data = load_csv(f)
+    assert data.smiles == ["CCO", "not_a_smiles", "CC"]
+    assert (data.rows + 2).tolist() == [2, 4, 7]  # line numbers of the file, header = line 1
+    f.write_text("smiles,y\nCCO,1\n\nCC,active\n")
+    with pytest.raises(DataError, match="'active' at row 4"):
+        load_csv(f)
+
+
+def test_the_data_fingerprint_follows_molecules_labels_and_order(tmp_path):
+    f = tmp_path / "d.csv"
+    f.write_text("smiles,y\nCCO,1\nCC,\nCCC,0\n")
+    base = load_csv(f).fingerprint()
+    f.write_text("smiles,y\nCCO,1\n\nCC,\nCCC,0\n")  # a blank line changes no molecule or label
+    assert load_csv(f).fingerprint() == base
+    for changed in ("smiles,y\nCCO,1\nCC,1\nCCC,0\n", "smiles,y\nCC,\nCCO,1\nCCC,0\n",
+                    "smiles,y\nCCO,1\nCC,\nCCC,0\nCCCC,1\n"):
+        f.write_text(changed)
+        assert load_csv(f).fingerprint() != base
 
 
 def test_two_whole_numbers_are_regression_when_asked(tmp_path):

@@ -102,6 +102,19 @@ class LabeledData:
     def num_tasks(self) -> int:
         return len(self.task_names)
 
+    def fingerprint(self) -> str:
+        """sha256 of the content a split is drawn from: the SMILES in order, the labels, the
+        task names and type and the predefined split (a changed file changes the split)."""
+        digest = hashlib.sha256()
+        for part in (self.smiles, self.task_names, [self.task_type]):
+            digest.update("\n".join(part).encode() + b"\0")
+        labels = np.array(self.labels, dtype=np.float64)
+        labels[np.isnan(labels)] = np.nan  # one NaN bit pattern, whatever the file's parser made
+        digest.update(labels.tobytes() + str(labels.shape).encode())
+        if self.predefined_split is not None:
+            digest.update("\n".join(map(str, self.predefined_split)).encode())
+        return digest.hexdigest()
+
 
 def select_columns(data: LabeledData, columns: Sequence[str]) -> LabeledData:
     """``data`` restricted to the label ``columns`` (in that order) and to the molecules with a
@@ -467,7 +480,9 @@ def check_classification_labels(labels: np.ndarray, task_names: Sequence[str], s
         if odd.size:
             raise DataError(
                 f"{source}: task {name!r} is classification but has label values "
-                f"{sorted(set(odd.tolist()))[:5]}; expected 0/1 (use --task-type regression?)"
+                f"{[float(f'{v:.6g}') for v in sorted(set(odd.tolist()))[:5]]}; expected 0/1 "
+                "(regression labels? give the task type regression: --task-type regression, "
+                "task_type='regression' in Python)"
             )
         if np.unique(present).size < 2:
             single.append(name)
@@ -499,10 +514,17 @@ def check_label_matrix(labels: np.ndarray, task_names: Sequence[str], source: st
         for j, name in enumerate(task_names if task_type == REGRESSION else ()):
             values = np.unique(labels[~np.isnan(labels[:, j]), j])
             if values.size == 2 and np.all(values == np.round(values)):
+                regression_type = "task type regression (--task-type regression; task_type='regression' in Python)"
+                if values[0] == 0 and values[1] == 1:  # 0/1 here, so another column made it regression
+                    raise DataError(
+                        f"{source}: column {name!r} holds 0/1 class labels, but other label columns "
+                        "hold numbers: one model learns one task type; train the classification and "
+                        f"the regression columns as separate models, or give the {regression_type} "
+                        "to treat the 0/1 column as numbers")
                 raise DataError(
                     f"{source}: column {name!r} holds only the values {values[0]:g} and {values[1]:g}: "
-                    "binary labels must be 0/1 for classification; map them to 0/1, or give the "
-                    "task type regression (--task-type regression) to treat them as numbers")
+                    f"binary labels must be 0/1 for classification; map them to 0/1, or give the "
+                    f"{regression_type} to treat them as numbers")
     if task_type not in (CLASSIFICATION, REGRESSION):
         raise DataError(f"task_type must be {CLASSIFICATION!r} or {REGRESSION!r}, got {task_type!r}")
     one_class = []
@@ -529,10 +551,15 @@ def load_csv(
     ``metadata["one_class_tasks"]`` instead of refused (for scoring, where they are skipped).
     """
     path = Path(path)
-    frame = _read_table(path)
+    # blank lines are read as rows and then dropped, so that row i keeps pointing at line
+    # i + 2 of the file in every message (skipping them while reading shifts every row below)
+    frame = _read_table(path, keep_blank_lines=True)
+    rows = np.flatnonzero(frame.notna().any(axis=1).to_numpy())
+    if rows.size == 0:
+        raise DataError(f"{path}: the file has a header but no data rows")
+    frame = frame.iloc[rows].reset_index(drop=True)
     return _from_frame(frame, path, smiles_column, target_columns, task_type,
-                       name or path.name.split(".")[0], np.arange(len(frame)), exclude,
-                       strict=strict)
+                       name or path.name.split(".")[0], rows, exclude, strict=strict)
 
 
 def _from_frame(frame: pd.DataFrame, path: Path, smiles_column: str,
@@ -558,6 +585,9 @@ def _from_frame(frame: pd.DataFrame, path: Path, smiles_column: str,
     missing = [c for c in target_columns if c not in columns]
     if missing:
         raise DataError(f"{path}: unknown target column(s) {missing}; the columns are {columns[:20]}")
+    repeated = sorted({c for c in target_columns if list(target_columns).count(c) > 1})
+    if repeated:  # one task learned twice, and task names must tell the tasks apart
+        raise DataError(f"{path}: target column(s) {repeated} named more than once")
     if not target_columns:
         raise DataError(f"{path}: no target columns")
     labels = _labels_matrix(frame, target_columns, path, rows)
