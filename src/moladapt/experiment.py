@@ -162,6 +162,10 @@ def run_training(cfg: RunConfig, output: str | Path | None = None, progress: boo
     if checkpoint is not None and trainer.history_.resumed_from_epoch:
         log(f"resumed {checkpoint.path} after {trainer.history_.resumed_from_epoch} finished epoch(s)")
     wall = time.perf_counter() - t0
+    if cfg.data.csv is not None and None in (cfg.data.target_columns, cfg.data.task_type):
+        # the columns and task type read off the file, so that this config replays this run
+        # even after the file gains a column (the resume identity above keeps the config as given)
+        cfg = cfg.replace(data={"target_columns": tuple(data.task_names), "task_type": data.task_type})
     test = trainer.score(prepared.graphs, prepared.y, split.test, data.task_names)
     valid = trainer.score(prepared.graphs, prepared.y, split.valid, data.task_names)
     result = RunResult(cfg, test, valid, tuple(len(p) for p in (split.train, split.valid, split.test)),
@@ -171,9 +175,11 @@ def run_training(cfg: RunConfig, output: str | Path | None = None, progress: boo
         cfg.save(out / "config.yaml")
         save_checkpoint(out / "model.pt", model, prepared.featurizer, cfg.model, data.task_names,
                         data.task_type, trainer.target_mean_, trainer.target_std_,
-                        extra={"run_config": cfg.to_dict(), "init": init_record})
+                        extra={"run_config": cfg.to_dict(), "init": init_record,
+                               "data_sha256": data.fingerprint()})
         write_json(out / "metrics.json", {
             **result.to_dict(), "wall_seconds": wall, "dataset": data.name, "source": data.source,
+            "data_sha256": data.fingerprint(),
             "invalid_smiles": [{"line": line, "smiles": s} for line, s in prepared.invalid],
             "history": trainer.history_.to_dict(), "environment": environment(),
         })
@@ -195,7 +201,7 @@ def validation_warning(y: np.ndarray, split: Split, task_type: str) -> str | Non
     return None
 
 
-def _is_the_runs_data(data: LabeledData, cfg: RunConfig) -> bool:
+def is_the_runs_data(data: LabeledData, cfg: RunConfig) -> bool:
     if cfg.data.dataset is not None:
         return str(data.metadata.get("spec")).lower() == cfg.data.dataset.lower()
     mine, theirs = Path(data.source), Path(str(cfg.data.csv))
@@ -221,11 +227,17 @@ def evaluate_checkpoint(checkpoint: str | Path, data: LabeledData, split: str | 
     if split is not None:
         if cfg is None:
             raise ValueError("evaluating one part of a split needs the run's config")
-        if not _is_the_runs_data(data, cfg):
+        if not is_the_runs_data(data, cfg):
             raise DataError(f"the {split} part is a part of the run's own split of "
                             f"{cfg.data.dataset or cfg.data.csv}; on {data.source} the split would be "
                             "drawn anew and could hold training molecules. Score all of it instead "
                             "(no part)")
+        trained_on = (loaded.extra or {}).get("data_sha256")  # absent from older checkpoints
+        if trained_on is not None and trained_on != data.fingerprint():
+            raise DataError(f"{data.source} has changed since the model was trained on it (its "
+                            f"molecules or labels differ): the {split} part drawn from it now could "
+                            "hold training molecules. Score the file as a whole (no part), or "
+                            "restore the file the model was trained on")
         idx = getattr(split_data(prepared, cfg), split)
     y_pred = predict(loaded.model, prepared.graphs, loaded.task_type, idx,
                      target_mean=loaded.target_mean, target_std=loaded.target_std)
@@ -243,6 +255,9 @@ def predict_csv(checkpoint: str | Path, input_csv: str | Path, output_csv: str |
     from moladapt.data.sources import _read_table
     from moladapt.utils import atomic_write_text
 
+    if Path(output_csv).resolve() == Path(input_csv).resolve():
+        raise DataError(f"{output_csv}: the output file is the input file, which the predictions "
+                        "would overwrite; give another output file")
     loaded = load_checkpoint(checkpoint)
     loaded.require_trained_head(checkpoint)
     frame = _read_table(Path(input_csv), keep_blank_lines=True, as_text=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import math
@@ -34,6 +35,8 @@ def temp_sibling(path: Path, suffix: str = ".tmp") -> tuple[int, str]:
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so that readers see the old or the new file, never half."""
     path = Path(path)
+    if path.is_dir():  # else os.replace fails naming the temporary file, not this one
+        raise IsADirectoryError(errno.EISDIR, "is a directory; a file name is needed here", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = temp_sibling(path)
     try:

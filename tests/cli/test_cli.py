@@ -256,3 +256,64 @@ def test_evaluate_lists_the_invalid_smiles_of_its_data(tmp_path, data_dir):
     assert "line 6: 'not a molecule'" in result.output
     listed = json.loads((tmp_path / "ev" / "metrics.json").read_text())["invalid_smiles"]
     assert {"line": 6, "smiles": "not a molecule"} in listed
+
+
+def test_evaluate_scores_held_out_molecules_of_unchanged_data_only(tmp_path, data_dir):
+    """No part given: the run's test part; a changed file: its parts refused; the evaluation's
+    own config.yaml; a training run's folder is not overwritten; the run's config names the
+    columns and task type it read off the file."""
+    frame = pd.read_csv(data_dir / "BBBP.csv").iloc[:150][["smiles", "p_np"]]
+    csv = tmp_path / "mine.csv"
+    frame.to_csv(csv, index=False)
+    out = tmp_path / "run"
+    runner = CliRunner()
+    assert runner.invoke(app, ["train", "--data", str(csv), "--split", "random", "--output", str(out),
+                               *TINY]).exit_code == 0
+    resolved = yaml.safe_load((out / "config.yaml").read_text())["data"]
+    assert resolved["target_columns"] == ["p_np"] and resolved["task_type"] == "classification"
+    trained = json.loads((out / "metrics.json").read_text())
+
+    ev = tmp_path / "ev"
+    result = runner.invoke(app, ["evaluate", str(out / "model.pt"), "--output", str(ev)])
+    assert result.exit_code == 0, result.output
+    scored = json.loads((ev / "metrics.json").read_text())
+    assert scored["part"] == "test"
+    assert scored["metrics"]["mean"]["roc_auc"] == pytest.approx(trained["test"]["mean"]["roc_auc"], abs=1e-6)
+    described = yaml.safe_load((ev / "config.yaml").read_text())
+    assert described["part"] == "test" and described["checkpoint"] == str((out / "model.pt").resolve())
+    assert described["model_run_config"]["data"]["csv"] == str(csv.resolve())
+
+    whole = runner.invoke(app, ["evaluate", str(out / "model.pt"), "--data", str(csv), "--output", str(ev)])
+    assert whole.exit_code == 0 and "training molecules included" in whole.output
+    assert yaml.safe_load((ev / "config.yaml").read_text())["data"]["csv"] == str(csv.resolve())
+
+    refused = runner.invoke(app, ["evaluate", str(out / "model.pt"), "--output", str(out)])
+    assert refused.exit_code == 2 and "holds a trained model" in refused.output
+    both = runner.invoke(app, ["evaluate", str(out / "model.pt"), "--data", str(csv), "--dataset", "bbbp"])
+    assert both.exit_code == 2 and "not both" in both.output
+    both = runner.invoke(app, ["train", "--data", str(csv), "--dataset", "bbbp", "--output", str(ev), *TINY])
+    assert both.exit_code == 2 and "not both" in both.output
+
+    pd.concat([pd.read_csv(data_dir / "BBBP.csv").iloc[200:260][["smiles", "p_np"]], frame]).to_csv(csv, index=False)
+    changed = runner.invoke(app, ["evaluate", str(out / "model.pt"), "--part", "test", "--output", str(ev)])
+    assert changed.exit_code == 2 and "has changed since the model was trained" in changed.output
+
+
+def test_predict_refuses_to_overwrite_its_input_and_names_a_directory_output(tmp_path):
+    from moladapt.config import ModelConfig
+    from moladapt.data.featurize import get_featurizer
+    from moladapt.training import build_model, save_checkpoint
+
+    small = ModelConfig(hidden_dim=16, num_layers=2)
+    feat = get_featurizer("basic")
+    ckpt = tmp_path / "model.pt"
+    save_checkpoint(ckpt, build_model(small, feat, 1), feat, small, ["y"], "classification")
+    csv = tmp_path / "in.csv"
+    csv.write_text("smiles\nCCO\nc1ccccc1\n")
+    same = CliRunner().invoke(app, ["predict", str(ckpt), "-i", str(csv), "-o", str(csv)])
+    assert same.exit_code == 2 and "is the input file" in same.output
+    assert csv.read_text() == "smiles\nCCO\nc1ccccc1\n"
+    folder = tmp_path / "adir"
+    folder.mkdir()
+    into_dir = CliRunner().invoke(app, ["predict", str(ckpt), "-i", str(csv), "-o", str(folder)])
+    assert into_dir.exit_code == 2 and f"{folder}: is a directory" in into_dir.output

@@ -42,6 +42,8 @@ def data_changes(ctx: typer.Context, config_file: object, config_csv: str | None
     """
     csv_options = dict(smiles_column=smiles_column, target_columns=split_list(target_columns),
                        task_type=task_type)
+    if data is not None and dataset is not None:
+        raise ValueError("give --dataset (a benchmark) or --data (your CSV), not both")
     if data is not None:
         # absolute, so that `--config run/config.yaml` reproduces the run from any folder
         return {"dataset": None, "csv": str(Path(data).resolve()), **options_given(ctx, config_file, **csv_options)}

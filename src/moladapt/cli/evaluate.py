@@ -17,18 +17,27 @@ def evaluate(
     data: Path = typer.Option(None, help="Your CSV instead of --dataset."),
     smiles_column: str = typer.Option("smiles", help="SMILES column of --data."),
     target_columns: str = typer.Option(None, help="Comma-separated label columns of --data (default: the model's tasks)."),
-    part: str = typer.Option(None, help="train | valid | test: score one part of the run's split (needs the run's config.yaml beside the checkpoint)."),
+    part: str = typer.Option(None, help="train | valid | test: score one part of the run's split. Default: test "
+                             "when neither --dataset nor --data is given (the run's own data), else all of the data."),
     output: Path = typer.Option(Path("runs/evaluate"), help="Directory for metrics.json and config.yaml."),
 ) -> None:
-    """Evaluate a trained model; metrics are written to OUTPUT/metrics.json."""
+    """Evaluate a trained model; metrics are written to OUTPUT/metrics.json and what was
+    evaluated (checkpoint, data, part) to OUTPUT/config.yaml."""
+    import yaml
+
     from moladapt.config import RunConfig
     from moladapt.data.sources import load_csv, load_dataset
-    from moladapt.experiment import evaluate_checkpoint
+    from moladapt.experiment import evaluate_checkpoint, is_the_runs_data
     from moladapt.training import load_checkpoint
-    from moladapt.utils import write_json
+    from moladapt.utils import atomic_write_text, write_json
 
     if part is not None and part not in ("train", "valid", "test"):
         raise ValueError(f"--part must be train, valid or test, got {part!r}")
+    if data is not None and dataset is not None:
+        raise ValueError("give --dataset (a benchmark) or --data (your CSV), not both")
+    if (output / "model.pt").exists():
+        raise ValueError(f"--output {output} holds a trained model, whose metrics.json and "
+                         "config.yaml an evaluation would replace; give another --output")
     loaded = load_checkpoint(checkpoint)
     loaded.require_trained_head(checkpoint)
     # the config the model was trained with travels inside it; config.yaml beside it may have
@@ -54,14 +63,26 @@ def evaluate(
         from moladapt.experiment import load_data
 
         labeled = load_data(cfg)
+        if part is None:  # all of it would score the training molecules too
+            part = "test"
+            typer.echo("scoring the test part of the run's split (--part to choose another)", err=True)
     else:
         raise ValueError("give --dataset or --data (no config.yaml beside the checkpoint)")
     report, prepared = evaluate_checkpoint(checkpoint, labeled, split=part, cfg=cfg, loaded=loaded)
     if prepared.invalid:
         typer.secho(prepared.invalid_summary(), fg=typer.colors.YELLOW, err=True)
+    if part is None and cfg is not None and is_the_runs_data(labeled, cfg):
+        typer.secho(f"warning: {labeled.source} is the data the model was trained on, and all of it "
+                    "was scored, training molecules included; --part test scores the held-out part",
+                    fg=typer.colors.YELLOW, err=True)
     output.mkdir(parents=True, exist_ok=True)
-    if cfg is not None:
-        cfg.save(output / "config.yaml")
+    evaluation = {"command": "evaluate", "checkpoint": str(Path(checkpoint).resolve()),
+                  "data": {"dataset": dataset, "csv": None if data is None else str(Path(data).resolve()),
+                           "smiles_column": smiles_column if data is not None else None,
+                           "target_columns": list(loaded.task_names), "source": labeled.source},
+                  "part": part or "all", "data_sha256": labeled.fingerprint(),
+                  "model_run_config": None if cfg is None else cfg.to_dict()}
+    atomic_write_text(output / "config.yaml", yaml.safe_dump(evaluation, sort_keys=False))
     write_json(output / "metrics.json", {"checkpoint": str(checkpoint), "source": labeled.source,
                                          "part": part or "all", "metrics": report.to_dict(),
                                          "n_invalid_smiles": len(prepared.invalid),
