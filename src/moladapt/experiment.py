@@ -24,7 +24,12 @@ from moladapt.data.sources import (
     load_dataset,
     select_columns,
 )
-from moladapt.data.splits import Split, make_split, split_has_both_classes
+from moladapt.data.splits import (
+    Split,
+    make_split,
+    molecules_shared_with_train,
+    split_has_both_classes,
+)
 from moladapt.evaluate.metrics import MetricReport, compute_metrics
 from moladapt.training import (
     LoadedModel,
@@ -136,9 +141,10 @@ def run_training(cfg: RunConfig, output: str | Path | None = None, progress: boo
     if prepared.invalid:
         log(prepared.invalid_summary())
     split = split_data(prepared, cfg)
-    warning = validation_warning(prepared.y, split, data.task_type)
-    if warning:
-        log(warning)
+    for warning in (validation_warning(prepared.y, split, data.task_type),
+                    duplicate_warning(prepared, split, cfg.data.split)):
+        if warning:
+            log(warning)
     model = build_model(cfg.model, prepared.featurizer, data.num_tasks)
     init_record, pretrained = None, None
     if cfg.train.init:
@@ -199,6 +205,25 @@ def validation_warning(y: np.ndarray, split: Split, task_type: str) -> str | Non
                 "so it cannot be scored: no model selection and no early stopping; the last "
                 "epoch's weights are kept (a stratified or larger split may help)")
     return None
+
+
+def duplicate_warning(prepared: PreparedData, split: Split, split_name: str) -> str | None:
+    """What to tell the user when a random split put copies of one molecule in train and in
+    valid/test (see :func:`~moladapt.data.splits.molecules_shared_with_train`); ``None`` when
+    it did not, and for scaffold splits, which cannot."""
+    if "scaffold" in split_name or split_name == "predefined":
+        return None
+    shared = molecules_shared_with_train(prepared.graphs.smiles, split)
+    if not any(shared.values()):
+        return None
+    lines = prepared.data.rows[prepared.graphs.source_rows] + 2  # file lines, header = 1
+    example = next(pairs[0] for pairs in shared.values() if pairs)
+    counts = " and ".join(f"{len(pairs)} of the {len(getattr(split, part))} {part}"
+                          for part, pairs in shared.items() if pairs)
+    return (f"warning: {counts} molecules also occur in the training part (duplicated "
+            f"molecules, e.g. line {lines[example[0]]} and line {lines[example[1]]}), so their "
+            "scores overstate how the model does on new molecules; merge the duplicates, or "
+            "use a scaffold split (it keeps copies together)")
 
 
 def is_the_runs_data(data: LabeledData, cfg: RunConfig) -> bool:

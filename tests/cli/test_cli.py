@@ -317,3 +317,16 @@ def test_predict_refuses_to_overwrite_its_input_and_names_a_directory_output(tmp
     folder.mkdir()
     into_dir = CliRunner().invoke(app, ["predict", str(ckpt), "-i", str(csv), "-o", str(folder)])
     assert into_dir.exit_code == 2 and f"{folder}: is a directory" in into_dir.output
+
+
+def test_training_warns_when_a_random_split_puts_copies_of_a_molecule_in_train_and_test(tmp_path, data_dir):
+    frame = pd.read_csv(data_dir / "BBBP.csv").iloc[:80][["smiles", "p_np"]]
+    csv = tmp_path / "twice.csv"
+    pd.concat([frame, frame]).to_csv(csv, index=False)
+    result = CliRunner().invoke(app, ["train", "--data", str(csv), "--split", "random",
+                                      "--output", str(tmp_path / "run"), *TINY])
+    assert result.exit_code == 0, result.output
+    assert "molecules also occur in the training part (duplicated molecules, e.g. line" in result.output
+    result = CliRunner().invoke(app, ["train", "--data", str(csv), "--split", "scaffold",
+                                      "--output", str(tmp_path / "scaffold"), *TINY])
+    assert result.exit_code == 0 and "also occur in the training part" not in result.output

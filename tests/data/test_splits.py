@@ -14,6 +14,7 @@ from moladapt.data.splits import (
     SPLITTERS,
     Split,
     make_split,
+    molecules_shared_with_train,
     murcko_scaffold,
     scaffold_groups,
     split_has_both_classes,
@@ -279,3 +280,13 @@ def test_split_has_both_classes(tox21):
     labels = np.array([[1, 0], [0, 1], [0, 0], [0, 1], [1, np.nan], [0, 0]], dtype=float)
     split = Split(train=[0, 1], valid=[2, 3], test=[4, 5])
     assert split_has_both_classes(labels, split) == {"train": [], "valid": [0], "test": [1]}
+
+
+def test_copies_of_a_molecule_across_parts_are_found_by_structure():
+    # rows 0 and 3 are ethanol spelt two ways; row 5 is unparsable and duplicated verbatim
+    smiles = ["CCO", "c1ccccc1", "CC", "OCC", "CCN", "not a molecule", "not a molecule"]
+    split = Split(train=np.array([0, 1, 5]), valid=np.array([2, 3]), test=np.array([4, 6]))
+    shared = molecules_shared_with_train(smiles, split)
+    assert shared == {"valid": [(3, 0)], "test": [(6, 5)]}
+    none = Split(train=np.array([0, 1, 3]), valid=np.array([2]), test=np.array([4]))
+    assert molecules_shared_with_train(smiles[:5], none) == {"valid": [], "test": []}

@@ -39,6 +39,7 @@ __all__ = [
     "Splitter",
     "balanced_scaffold_split",
     "make_split",
+    "molecules_shared_with_train",
     "murcko_scaffold",
     "random_split",
     "scaffold_groups",
@@ -376,6 +377,32 @@ def make_split(
     """Run the splitter registered as ``name`` and check that its parts partition the rows."""
     split = SPLITTERS.get(name)(smiles, labels, frac=frac, seed=seed)
     return split.check(len(smiles))
+
+
+def molecules_shared_with_train(smiles: Sequence[str], split: Split) -> dict[str, list[tuple[int, int]]]:
+    """For the valid and test parts, the ``(row, train row)`` pairs of the same molecule (the
+    same canonical SMILES; the string itself where RDKit cannot parse it) found in train.
+
+    A random split puts the copies of a duplicated molecule into parts independently, so
+    held-out scores then measure recall of training molecules; scaffold splits cannot (the
+    copies share a scaffold, hence a part)."""
+    from rdkit import Chem
+
+    blocker = rdBase.BlockLogs()  # noqa: F841  (silences RDKit while alive)
+    canonical: dict[str, str] = {}
+
+    def key(smi: str) -> str:
+        if smi not in canonical:
+            mol = Chem.MolFromSmiles(smi) if isinstance(smi, str) and smi.strip() else None
+            canonical[smi] = Chem.MolToSmiles(mol) if mol is not None else smi
+        return canonical[smi]
+
+    in_train: dict[str, int] = {}
+    for i in split.train.tolist():
+        in_train.setdefault(key(smiles[i]), i)
+    return {part: [(i, in_train[key(smiles[i])]) for i in getattr(split, part).tolist()
+                   if key(smiles[i]) in in_train]
+            for part in ("valid", "test")}
 
 
 def split_has_both_classes(labels: np.ndarray, split: Split) -> dict[str, list[int]]:
