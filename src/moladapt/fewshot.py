@@ -173,6 +173,8 @@ def check_method(method: str, checkpoint: str | Path | None = None) -> None:
         raise ValueError(f"unknown few-shot method {method!r}; choose one of: {', '.join(method_names())}")
     if method in BASELINES and checkpoint is not None:
         raise ValueError(f"{method} works on fingerprints: it takes no checkpoint")
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise ValueError(f"{checkpoint}: no such checkpoint file")
 
 
 def build_adapter(method: str, hparams: Mapping[str, Any] | None = None, seed: int | None = None) -> Adapter:
@@ -448,6 +450,18 @@ class FewShotRun:
     n_new: int = 0
 
 
+def check_protocol(support_sizes: Sequence[int], draws: int) -> list[int]:
+    """The sorted distinct support sizes, after checking them and ``draws`` (before any
+    task is loaded)."""
+    ks = sorted({int(k) for k in support_sizes})
+    if not ks or ks[0] < 2:
+        raise ValueError(f"support sizes must be integers >= 2 (a molecule of each class), "
+                         f"got {list(support_sizes)}")
+    if int(draws) < 1:
+        raise ValueError(f"draws must be >= 1, got {draws}")
+    return ks
+
+
 def few_shot(
     method: str,
     tasks: Sequence[Task] | str,
@@ -490,11 +504,7 @@ def few_shot(
         tasks_name: how ``tasks`` were chosen (e.g. their spec), for config.yaml.
     """
     check_method(method, checkpoint)
-    ks = sorted({int(k) for k in support_sizes})
-    if not ks or ks[0] < 2:
-        raise ValueError(f"support sizes must be integers >= 2, got {list(support_sizes)}")
-    if int(draws) < 1:
-        raise ValueError(f"draws must be >= 1, got {draws}")
+    ks = check_protocol(support_sizes, draws)
     tasks_spec = tasks if isinstance(tasks, str) else tasks_name
     task_list = resolve_tasks(tasks) if isinstance(tasks, str) else list(tasks)
     label = label or method

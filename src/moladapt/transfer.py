@@ -65,6 +65,11 @@ def _check_settings(settings: dict[str, Any]) -> None:
             raise ValueError(f"transfer setting {key} must be a number >= 0, got {value!r}")
     if not 0.0 <= float(settings["dropout"]) < 1.0:
         raise ValueError(f"transfer setting dropout must be in [0, 1), got {settings['dropout']!r}")
+    from moladapt.adapt.bilevel import HYPERGRADIENTS, WEIGHTINGS
+
+    for key, choices in (("hypergradient", HYPERGRADIENTS), ("weighting", WEIGHTINGS)):
+        if settings[key] not in choices:
+            raise ValueError(f"unknown {key} {settings[key]!r}; choose one of: {', '.join(choices)}")
 
 
 def tdc_names() -> list[str]:

@@ -330,3 +330,20 @@ def test_training_warns_when_a_random_split_puts_copies_of_a_molecule_in_train_a
     result = CliRunner().invoke(app, ["train", "--data", str(csv), "--split", "scaffold",
                                       "--output", str(tmp_path / "scaffold"), *TINY])
     assert result.exit_code == 0 and "also occur in the training part" not in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--dataset", "bbbp", "--init", "no_such.pt"], "--init no_such.pt: no such checkpoint file"),
+    (["few-shot", "--method", "protonet", "--checkpoint", "no_such.pt"], "no_such.pt: no such checkpoint file"),
+    (["few-shot", "--method", "rf-ecfp", "--support", "1,16"], "support sizes must be integers >= 2"),
+    (["few-shot", "--method", "rf-ecfp", "--draws", "0"], "draws must be >= 1"),
+    (["pretrain", "--precision", "fp16"], "unknown precision 'fp16'"),
+    (["transfer", "--target", "caco2_wang", "--hypergradient", "foo"], "unknown hypergradient 'foo'"),
+])
+def test_bad_options_are_refused_before_any_data_is_read(tmp_path, monkeypatch, args, message):
+    # no data directory at all: a check that came after loading would fail on the data instead
+    monkeypatch.setenv("MOLADAPT_DATA_DIR", str(tmp_path / "no_data"))
+    monkeypatch.setenv("MOLADAPT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, [*args, "--output", str(tmp_path / "out")])
+    assert result.exit_code == 2 and message in result.output, result.output

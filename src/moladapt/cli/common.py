@@ -93,6 +93,9 @@ def init_spec(init: object) -> str | None:
     if not init:
         return None
     text = str(init)
-    if text == "bundled" or text.startswith("bundled:") or not Path(text).exists():
+    if text == "bundled" or text.startswith("bundled:"):
         return text
+    if not Path(text).is_file():  # checked here, before any data is read and featurized
+        raise ValueError(f"--init {text}: no such checkpoint file (give a model.pt / encoder "
+                         "file, or bundled[:name])")
     return str(Path(text).resolve())

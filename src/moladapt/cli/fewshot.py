@@ -163,11 +163,12 @@ def few_shot_command(
     """Evaluate a method with the few-shot protocol (resumable: rerun to finish a killed run)."""
     from tqdm.auto import tqdm
 
-    from moladapt.fewshot import BASELINES, check_method, few_shot, resolve_tasks
+    from moladapt.fewshot import BASELINES, check_method, check_protocol, few_shot, resolve_tasks
 
     _threads(threads)
     check_method(method, checkpoint)
     ks = _support_sizes(support, "--support")
+    check_protocol(ks, draws)  # before the tasks are loaded
     task_list = resolve_tasks(tasks, max_tasks=max_tasks)
     if checkpoint is None and method not in BASELINES:
         typer.secho(f"note: no --checkpoint: {method} adapts a randomly initialised GIN (5 x 300)",

@@ -109,7 +109,10 @@ def pretrain_command(
     from moladapt.pretrain import distributed as ddp
     from moladapt.pretrain.corpus import featurize_corpus
     from moladapt.pretrain.objectives import parse_objective_options, with_options
-    from moladapt.utils import atomic_write_text, write_json
+    from moladapt.utils import PRECISIONS, atomic_write_text, write_json
+
+    if precision not in PRECISIONS:  # pretrain() checks it too, but only after the corpus is read
+        raise ValueError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
 
     def log(message: str) -> None:
         typer.secho(message, fg=typer.colors.YELLOW, err=True)
