@@ -138,3 +138,10 @@ def test_fit_refuses_bad_labels_with_the_row_and_warns_on_invalid_smiles(bbbp):
     assert model.invalid_rows_ == [3]
     with pytest.raises(DataError, match="not one string"):
         model.predict_proba("CCO")
+
+
+def test_valid_smiles_mask_marks_the_rows_the_model_cannot_predict():
+    from moladapt.api import valid_smiles_mask
+
+    smiles = ["CCO", "not a molecule", None, "c1ccccc1", ""]
+    assert valid_smiles_mask(smiles).tolist() == [True, False, False, True, False]

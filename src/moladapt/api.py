@@ -25,6 +25,18 @@ def _smiles_list(smiles: Sequence[str], caller: str) -> list[str]:
     return list(smiles)
 
 
+def valid_smiles_mask(smiles: Sequence[str], featurizer: str = "basic") -> np.ndarray:
+    """``[n]`` bool: True where ``featurizer`` turns the SMILES into a graph, i.e. where
+    :class:`MolPropertyModel` predicts a number rather than NaN. For example, before
+    ``cross_val_score``: ``keep = valid_smiles_mask(smiles)``, then score on the kept rows."""
+    from moladapt.data.featurize import get_featurizer
+
+    smiles = _smiles_list(smiles, "valid_smiles_mask")
+    mask = np.ones(len(smiles), dtype=bool)
+    mask[get_featurizer(featurizer).featurize(smiles).invalid_rows] = False
+    return mask
+
+
 @contextlib.contextmanager
 def _own_random_state() -> Iterator[None]:
     """Seed inside, leave the caller's ``random`` / numpy / torch global states as they were."""
@@ -81,7 +93,9 @@ class MolPropertyModel(BaseEstimator):
     unmeasured) gives ``[n, T]`` for both, P(1) per task. Rows of invalid SMILES are NaN.
     ``task_type`` given at construction tells scikit-learn's scorers (``"roc_auc"``) that this
     is a classifier or a regressor; ``None`` infers it from ``y`` at ``fit``, which is too late
-    for ``cross_val_score(..., scoring="roc_auc")`` (it scores unfitted clones: NaN).
+    for ``cross_val_score(..., scoring="roc_auc")`` (it scores unfitted clones: NaN). Drop
+    invalid SMILES before handing data to scikit-learn's scorers, which cannot skip NaN
+    predictions (every fold containing one then scores NaN); ``valid_smiles_mask`` finds them.
 
     Example::
 
