@@ -347,3 +347,17 @@ def test_bad_options_are_refused_before_any_data_is_read(tmp_path, monkeypatch, 
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, [*args, "--output", str(tmp_path / "out")])
     assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_predict_on_a_semicolon_file_says_so(tmp_path):
+    from moladapt.config import ModelConfig
+    from moladapt.data.featurize import get_featurizer
+    from moladapt.training import build_model, save_checkpoint
+
+    small = ModelConfig(hidden_dim=16, num_layers=2)
+    feat = get_featurizer("basic")
+    save_checkpoint(tmp_path / "model.pt", build_model(small, feat, 1), feat, small, ["y"], "classification")
+    csv = tmp_path / "semi.csv"
+    csv.write_text("smiles;p_np\nCCO;1\nCC;0\n")
+    result = CliRunner().invoke(app, ["predict", str(tmp_path / "model.pt"), "-i", str(csv), "-o", str(tmp_path / "o.csv")])
+    assert result.exit_code == 2 and "separated by ';'" in result.output, result.output

@@ -78,6 +78,7 @@ def test_load_csv_gz_and_regression_inference(tmp_path):
         ("smiles,logS,active\nCCO,-1.5,1\nCC,-2.25,0\nCCC,0.5,1\n", {},
          "'active' holds 0/1 class labels, but other label columns hold numbers"),
         ("smiles,y\n\n", {}, "no data rows"),
+        ("smiles;y;name\nCCO;1;a\nCC;0;b,c,d\n", {}, "separated by ';': moladapt reads comma-separated"),
     ],
 )
 def test_load_csv_bad_input_gives_clear_error(tmp_path, content, kwargs, message):
@@ -279,3 +280,10 @@ def test_a_file_that_is_not_the_fsmol_csv_is_a_clear_error(tmp_path, monkeypatch
     monkeypatch.setenv("MOLADAPT_DATA_DIR", str(tmp_path))
     with pytest.raises(DataError, match="fsmol.csv.gz: (not FS-Mol's long-format CSV|expected FS-Mol long-format)"):
         load_fsmol_tasks("train", download=False)
+
+
+def test_a_file_that_is_not_utf8_is_named_with_a_fix(tmp_path):
+    f = tmp_path / "excel.csv"
+    f.write_bytes("smiles,y,unit\nCCO,1,\u00b5M\n".encode("latin-1"))
+    with pytest.raises(DataError, match="excel.csv: not UTF-8 text .* save the file as UTF-8"):
+        load_csv(f, target_columns=["y"])

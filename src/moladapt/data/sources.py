@@ -413,6 +413,20 @@ ARCHIVE_CONVERTERS = {"fsmol_archive": build_fsmol_csv}
 
 
 # --- reading -------------------------------------------------------------------------------
+def _delimiter_hint(path: Path) -> str:
+    """A hint when the header line is split by ';', tab or '|' rather than commas."""
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rt", errors="replace") as fh:
+            header = fh.readline()
+    except OSError:
+        return ""
+    sep = max((";", "\t", "|"), key=header.count)
+    if header.count(sep) > header.count(","):
+        return f" (the header is separated by {sep!r}: moladapt reads comma-separated files)"
+    return ""
+
+
 def _read_table(path: Path, keep_blank_lines: bool = False, as_text: bool = False) -> pd.DataFrame:
     """The CSV at ``path``; ``keep_blank_lines``: an empty line is a row of empty cells (so
     row i of the frame is line i + 2 of the file), not skipped; ``as_text``: every cell as the
@@ -425,8 +439,12 @@ def _read_table(path: Path, keep_blank_lines: bool = False, as_text: bool = Fals
         raise DataError(f"{path}: file not found") from None
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError, EOFError) as exc:
-        raise DataError(f"{path}: not a readable CSV file ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r} at "
+                        f"offset {exc.start}); save the file as UTF-8 CSV (e.g. Excel's "
+                        "'CSV UTF-8' format)") from None
+    except (pd.errors.ParserError, OSError, EOFError) as exc:
+        raise DataError(f"{path}: not a readable CSV file ({exc}){_delimiter_hint(path)}") from None
     if frame.empty:
         raise DataError(f"{path}: the file has a header but no data rows")
     header = [str(c) for c in pd.read_csv(path, header=None, nrows=1).iloc[0].tolist()]
