@@ -415,3 +415,16 @@ def test_model_and_bilevel_configs_refuse_values_that_cannot_train():
                             ({"inner_steps": 0}, "inner_steps and outer_steps must be at least 1")):
         with pytest.raises(ValueError, match=message):
             AuxConfig(method="bilevel", aux_objectives=("attribute_masking",), **kwargs).validate()
+
+
+def test_multitask_regression_selects_on_errors_in_units_of_each_tasks_spread():
+    from types import SimpleNamespace
+
+    from moladapt.training import selection_metric
+
+    report = SimpleNamespace(per_task={"logS": {"rmse": 0.5}, "mw": {"rmse": 30.0}}, primary=15.25)
+    assert selection_metric(report, np.array([1.0, 100.0])) == pytest.approx((0.5 + 0.3) / 2)
+    # constant in training: no spread to measure the error in, left out
+    assert selection_metric(report, np.array([1.0, 1e-8])) == pytest.approx(0.5)
+    assert selection_metric(report, np.array([2.0])) == 15.25  # one task: the plain RMSE
+    assert selection_metric(report, None) == 15.25  # classification

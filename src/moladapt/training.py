@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,7 +110,7 @@ def masked_loss(output: torch.Tensor, y: torch.Tensor, task_type: str,
 class EpochLog:
     epoch: int
     train_loss: float
-    valid_metric: float
+    valid_metric: float  # what model selection compares (selection_metric)
     seconds: float
     monitored: dict[str, float] = field(default_factory=dict)  # e.g. {"test": ...}; never used to select
 
@@ -311,7 +312,7 @@ class Trainer:
             t_train += time.perf_counter() - t0
             valid_metric = float("nan")
             if valid_idx is not None and len(valid_idx):
-                valid_metric = self.score(graphs, y, valid_idx).primary
+                valid_metric = selection_metric(self.score(graphs, y, valid_idx), self.target_std_)
             monitored = {name: self.score(graphs, y, np.asarray(idx)).primary
                          for name, idx in (monitor or {}).items() if len(idx)}
             log = EpochLog(epoch, total / max(batches, 1), valid_metric, time.perf_counter() - t0,
@@ -355,6 +356,20 @@ class Trainer:
               task_names: list[str] | None = None) -> MetricReport:
         return compute_metrics(self.task_type, y[idx], self.predict(graphs, idx),
                                task_names if task_names is not None else self.task_names)
+
+
+def selection_metric(report: MetricReport, target_std: np.ndarray | None) -> float:
+    """The validation number model selection compares: the primary metric's mean over tasks;
+    for multi-task regression (``target_std``: the tasks' training standard deviations) the
+    RMSE of each task in units of its spread, so that a task in large units (molecular weight
+    beside logS) does not decide alone. With one task it ranks epochs exactly as the RMSE does.
+    A task constant in training (std ~0) has no spread to measure its error in: left out."""
+    if target_std is None or np.size(target_std) < 2:
+        return report.primary
+    scaled = [task.get("rmse", math.nan) / float(std)
+              for task, std in zip(report.per_task.values(), target_std, strict=True) if std > 1e-6]
+    finite = [v for v in scaled if math.isfinite(v)]
+    return float(np.mean(finite)) if finite else math.nan
 
 
 @torch.no_grad()

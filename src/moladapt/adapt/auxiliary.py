@@ -68,7 +68,7 @@ from moladapt.models.fingerprint import graph_part
 from moladapt.models.heads import MolecularModel
 from moladapt.pretrain.objectives import OBJECTIVES, PretrainObjective, build_objective
 from moladapt.pretrain.trainer import embedding_spread, first_collapse
-from moladapt.training import EpochLog, TrainHistory, masked_loss, predict
+from moladapt.training import EpochLog, TrainHistory, masked_loss, predict, selection_metric
 from moladapt.types import MolGraphs
 from moladapt.utils import adam
 
@@ -342,7 +342,7 @@ class AuxiliaryFineTuner:
                 self.embedding_spread_.append(embedding_spread(graph_part(model.encoder), probe))
                 valid_metric = float("nan")
                 if valid_idx is not None and len(valid_idx):
-                    valid_metric = self.score(graphs, y, valid_idx).primary
+                    valid_metric = selection_metric(self.score(graphs, y, valid_idx), self.target_std_)
                 history.epochs.append(
                     EpochLog(epoch, total / max(batches, 1), valid_metric, time.perf_counter() - t0)
                 )
