@@ -235,6 +235,27 @@ def is_the_runs_data(data: LabeledData, cfg: RunConfig) -> bool:
     return mine.resolve() == theirs.resolve()
 
 
+def label_columns_for(model_tasks: list[str], given: tuple[str, ...] | None) -> tuple[list[str], list[str]]:
+    """The columns of a user's file to read as the model's labels, and the model task each is.
+
+    No columns given: the model's task names. Columns that are all task names: matched by
+    name. Columns none of which is a task name: one per task, in the model's task order
+    (a file that calls ``p_np`` ``label``). Anything else is ambiguous and refused."""
+    if not given:
+        return list(model_tasks), list(model_tasks)
+    named = [c for c in given if c in model_tasks]
+    if len(named) == len(given):
+        return list(given), list(given)
+    if named:
+        raise DataError(f"the label columns {list(given)} mix the model's task names {named} with "
+                        f"other names: give the model's tasks {list(model_tasks)} by their names, "
+                        "or one column per task in that order under any other names")
+    if len(given) != len(model_tasks):
+        raise DataError(f"{len(given)} label column(s) {list(given)} for a model of {len(model_tasks)} "
+                        f"task(s) {list(model_tasks)}: give one column per task, in that order")
+    return list(given), list(model_tasks)
+
+
 def evaluate_checkpoint(checkpoint: str | Path, data: LabeledData, split: str | None = None,
                         cfg: RunConfig | None = None,
                         loaded: LoadedModel | None = None) -> tuple[MetricReport, PreparedData]:

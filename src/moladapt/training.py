@@ -56,7 +56,7 @@ class PreparedData:
         bad = self.invalid
         if not bad:
             return ""
-        shown = "; ".join(f"line {line}: {smi!r}" for line, smi in bad[:limit])
+        shown = "; ".join(f"line {line}: '{smi}'" for line, smi in bad[:limit])  # verbatim: greppable
         more = f" … and {len(bad) - limit} more" if len(bad) > limit else ""
         return f"{self.data.source}: skipped {len(bad)} invalid SMILES ({shown}{more})"
 

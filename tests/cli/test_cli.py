@@ -361,3 +361,28 @@ def test_predict_on_a_semicolon_file_says_so(tmp_path):
     csv.write_text("smiles;p_np\nCCO;1\nCC;0\n")
     result = CliRunner().invoke(app, ["predict", str(tmp_path / "model.pt"), "-i", str(csv), "-o", str(tmp_path / "o.csv")])
     assert result.exit_code == 2 and "separated by ';'" in result.output, result.output
+
+
+def test_evaluate_reads_label_columns_by_task_name_or_in_task_order(tmp_path):
+    from moladapt.config import ModelConfig
+    from moladapt.data.featurize import get_featurizer
+    from moladapt.experiment import label_columns_for
+    from moladapt.training import build_model, save_checkpoint
+
+    assert label_columns_for(["a", "b"], None) == (["a", "b"], ["a", "b"])
+    assert label_columns_for(["a", "b"], ("b", "a")) == (["b", "a"], ["b", "a"])  # by name, not order
+    assert label_columns_for(["a", "b"], ("x", "y")) == (["x", "y"], ["a", "b"])
+    for given, message in ((("a", "y"), "mix the model's task names"), (("x",), "1 label column")):
+        with pytest.raises(Exception, match=message):
+            label_columns_for(["a", "b"], given)
+
+    small = ModelConfig(hidden_dim=16, num_layers=2)
+    feat = get_featurizer("basic")
+    save_checkpoint(tmp_path / "model.pt", build_model(small, feat, 1), feat, small, ["p_np"], "classification")
+    csv = tmp_path / "renamed.csv"
+    csv.write_text("smiles,label\nCCO,1\nCC,0\nCCN,1\nc1ccccc1,0\n")
+    result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "model.pt"), "--data", str(csv),
+                                      "--target-columns", "label", "--output", str(tmp_path / "ev")])
+    assert result.exit_code == 0, result.output
+    assert "p_np" in json.loads((tmp_path / "ev" / "metrics.json").read_text())["metrics"]["per_task"]
+    assert yaml.safe_load((tmp_path / "ev" / "config.yaml").read_text())["data"]["label_columns"] == {"p_np": "label"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import typer
@@ -16,7 +17,8 @@ def evaluate(
     dataset: str = typer.Option(None, help="A benchmark by name."),
     data: Path = typer.Option(None, help="Your CSV instead of --dataset."),
     smiles_column: str = typer.Option("smiles", help="SMILES column of --data."),
-    target_columns: str = typer.Option(None, help="Comma-separated label columns of --data (default: the model's tasks)."),
+    target_columns: str = typer.Option(None, help="Comma-separated label columns of --data: the model's task names, or one "
+                                      "column per task in the model's task order under other names (default: the model's tasks)."),
     part: str = typer.Option(None, help="train | valid | test: score one part of the run's split. Default: test "
                              "when neither --dataset nor --data is given (the run's own data), else all of the data."),
     output: Path = typer.Option(Path("runs/evaluate"), help="Directory for metrics.json and config.yaml."),
@@ -27,7 +29,7 @@ def evaluate(
 
     from moladapt.config import RunConfig
     from moladapt.data.sources import load_csv, load_dataset
-    from moladapt.experiment import evaluate_checkpoint, is_the_runs_data
+    from moladapt.experiment import evaluate_checkpoint, is_the_runs_data, label_columns_for
     from moladapt.training import load_checkpoint
     from moladapt.utils import atomic_write_text, write_json
 
@@ -53,10 +55,11 @@ def evaluate(
         raise ValueError(f"{option_flags(typed)} describe a CSV "
                          "given with --data; without --data the labels are the benchmark's or the run's")
     if data is not None:
-        targets = split_list(target_columns) or tuple(loaded.task_names)
+        columns, tasks = label_columns_for(list(loaded.task_names), split_list(target_columns))
         # The model's task type, not one guessed from the labels; a task with one class in
         # this file is reported as skipped by the metrics, not refused.
-        labeled = load_csv(data, smiles_column, targets, task_type=loaded.task_type, strict=False)
+        labeled = load_csv(data, smiles_column, columns, task_type=loaded.task_type, strict=False)
+        labeled = dataclasses.replace(labeled, task_names=tasks)
     elif dataset is not None:
         labeled = load_dataset(dataset)
     elif cfg is not None:
@@ -79,7 +82,8 @@ def evaluate(
     evaluation = {"command": "evaluate", "checkpoint": str(Path(checkpoint).resolve()),
                   "data": {"dataset": dataset, "csv": None if data is None else str(Path(data).resolve()),
                            "smiles_column": smiles_column if data is not None else None,
-                           "target_columns": list(loaded.task_names), "source": labeled.source},
+                           "label_columns": None if data is None else dict(zip(labeled.task_names, columns, strict=True)),
+                           "source": labeled.source},
                   "part": part or "all", "data_sha256": labeled.fingerprint(),
                   "model_run_config": None if cfg is None else cfg.to_dict()}
     atomic_write_text(output / "config.yaml", yaml.safe_dump(evaluation, sort_keys=False))

@@ -104,7 +104,7 @@ class ShardedCorpus:
     def invalid_summary(self, limit: int = 10) -> str:
         if not self.num_invalid:
             return ""
-        shown = "; ".join(f"line {line}: {smi!r}" for line, smi in self.invalid[:limit])
+        shown = "; ".join(f"line {line}: '{smi}'" for line, smi in self.invalid[:limit])  # verbatim
         more = f" … and {self.num_invalid - min(limit, len(self.invalid))} more" if (
             self.num_invalid > min(limit, len(self.invalid))) else ""
         return f"{self.source}: skipped {self.num_invalid} invalid SMILES ({shown}{more})"
