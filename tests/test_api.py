@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from moladapt import MolPropertyModel
 
@@ -145,3 +146,26 @@ def test_valid_smiles_mask_marks_the_rows_the_model_cannot_predict():
 
     smiles = ["CCO", "not a molecule", None, "c1ccccc1", ""]
     assert valid_smiles_mask(smiles).tolist() == [True, False, False, True, False]
+
+
+def test_a_pandas_y_names_the_tasks_in_messages_and_saved_models(tmp_path):
+    import pandas as pd
+
+    from moladapt.api import MolPropertyModel
+    from moladapt.data.sources import DataError
+    from moladapt.training import load_checkpoint
+
+    smiles = ["CCO", "CC", "CCN", "c1ccccc1", "CCCl", "CCBr"]
+    y = pd.DataFrame({"p_np": [1, 0, 1, 0, 1, 0], "herg": [0, 1, 1, 0, None, 1]})
+    model = MolPropertyModel(hidden_dim=8, num_layers=1, epochs=1, batch_size=4, valid_fraction=0.0,
+                             progress=False).fit(smiles, y)
+    assert model.task_names_ == ["p_np", "herg"]
+    model.save(tmp_path / "m.pt")
+    assert load_checkpoint(tmp_path / "m.pt").task_names == ["p_np", "herg"]
+    assert MolPropertyModel.load(tmp_path / "m.pt").task_names_ == ["p_np", "herg"]
+    with pytest.raises(DataError, match="'herg'"):
+        MolPropertyModel(hidden_dim=8, num_layers=1, epochs=1, progress=False).fit(
+            smiles, y.assign(herg=[1, 1, 1, 1, None, 1]))
+    plain = MolPropertyModel(hidden_dim=8, num_layers=1, epochs=1, batch_size=4, valid_fraction=0.0,
+                             progress=False).fit(smiles, [1, 0, 1, 0, 1, 0])
+    assert plain.task_names_ == ["task_0"]

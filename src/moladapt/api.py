@@ -25,6 +25,16 @@ def _smiles_list(smiles: Sequence[str], caller: str) -> list[str]:
     return list(smiles)
 
 
+def _task_names(y: Any) -> list[str] | None:
+    """The label columns' names of a pandas ``y`` (a DataFrame's columns, a named Series's
+    name), so that messages, saved models and ``moladapt evaluate`` use them."""
+    if isinstance(y, pd.DataFrame):
+        return [str(c) for c in y.columns]
+    if isinstance(y, pd.Series) and y.name is not None:
+        return [str(y.name)]
+    return None
+
+
 def valid_smiles_mask(smiles: Sequence[str], featurizer: str = "basic") -> np.ndarray:
     """``[n]`` bool: True where ``featurizer`` turns the SMILES into a graph, i.e. where
     :class:`MolPropertyModel` predicts a number rather than NaN. For example, before
@@ -85,7 +95,8 @@ class MolPropertyModel(BaseEstimator):
 
     ``__init__`` only stores hyper-parameters; ``fit`` featurizes, holds out
     ``valid_fraction`` of the molecules (``valid_split``) for model selection, trains and
-    returns self. Fitted state: ``model_``, ``task_type_``, ``history_``, ``invalid_rows_``,
+    returns self. Fitted state: ``model_``, ``task_type_``, ``task_names_`` (a pandas ``y``'s
+    column names, else ``task_0``, ...), ``history_``, ``invalid_rows_``,
     ``n_tasks_``, ``classes_`` (classification).
 
     Shapes follow scikit-learn's ``MLPClassifier``: a 1-D ``y`` gives ``predict`` ``[n]`` and
@@ -149,8 +160,9 @@ class MolPropertyModel(BaseEstimator):
         if not 0.0 <= self.valid_fraction < 1.0:
             raise ValueError(f"valid_fraction must be in [0, 1), got {self.valid_fraction}")
         y_1d = np.ndim(y) == 1
+        task_names = _task_names(y)
         y = _label_matrix(smiles, y)
-        task_names = [f"task_{j}" for j in range(y.shape[1])]
+        task_names = task_names or [f"task_{j}" for j in range(y.shape[1])]
         task_type, _ = check_label_matrix(y, task_names, "fit(y)", self.task_type)
         featurizer = get_featurizer(self.featurizer)
         graphs = featurizer.featurize(smiles)
@@ -186,7 +198,7 @@ class MolPropertyModel(BaseEstimator):
         self.model_config_ = self._model_config()
         self.target_mean_, self.target_std_ = trainer.target_mean_, trainer.target_std_
         self.history_, self.invalid_rows_, self.init_record_ = trainer.history_, invalid_rows, init_record
-        self.n_tasks_, self.y_1d_ = y.shape[1], y_1d
+        self.n_tasks_, self.y_1d_, self.task_names_ = y.shape[1], y_1d, task_names
         self._set_classes()
         return self
 
@@ -248,7 +260,7 @@ class MolPropertyModel(BaseEstimator):
 
         self._check_fitted()
         save_checkpoint(path, self.model_, self.featurizer_, self.model_config_,
-                        [f"task_{j}" for j in range(self.n_tasks_)], self.task_type_,
+                        self.task_names_, self.task_type_,
                         self.target_mean_, self.target_std_,
                         extra={"init": self.init_record_,
                                "estimator": {"params": {k: (str(v) if isinstance(v, Path) else v)
@@ -273,6 +285,7 @@ class MolPropertyModel(BaseEstimator):
         model.model_config_ = loaded.model_config  # all of it (jk, fingerprint fusion, ...): save() keeps it
         model.target_mean_, model.target_std_ = loaded.target_mean, loaded.target_std
         model.n_tasks_ = len(loaded.task_names)
+        model.task_names_ = list(loaded.task_names)
         model.y_1d_ = bool(saved.get("y_1d", False))
         model.history_, model.invalid_rows_ = None, []
         model.init_record_ = (loaded.extra or {}).get("init")
