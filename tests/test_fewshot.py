@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -150,6 +151,10 @@ def test_resume_adds_nothing_and_refuses_a_different_run(tmp_path):
     args = dict(support_sizes=[16], draws=2, output=tmp_path, hparams={"n_estimators": 10}, plot=False)
     first = few_shot("rf-ecfp", [task], **args)
     assert first.n_new == 2 and (tmp_path / "summary.csv").exists()
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["summary"][0]["k"] == 16 and metrics["summary"][0]["n_episodes"] == 2
+    per_k = metrics["per_task"]["rf-ecfp"]["t"]["16"]
+    assert per_k["delta_auprc"] == pytest.approx(first.results["delta_auprc"].mean())
     again = few_shot("rf-ecfp", [task], **args)
     assert again.n_new == 0 and len(pd.read_csv(tmp_path / "results.csv")) == 2
     with pytest.raises(ValueError, match="different run.*seed: 0 there, 1 now"):

@@ -570,6 +570,7 @@ def few_shot(
     run = FewShotRun(results, summary, config, out, n_new=n_new)
     if out is not None:
         atomic_write_text(out / "summary.csv", summary.to_csv(index=False))
+        write_json(out / "metrics.json", few_shot_metrics(results, summary))
         if plot and (results["status"] == "ok").any():
             run.plot = plot_delta_auprc_vs_k(results, out / "delta_auprc_vs_k.png")
     return run
@@ -619,6 +620,18 @@ def _version() -> str:
 
 
 # --- summaries and the plot --------------------------------------------------------------
+
+
+def few_shot_metrics(results: pd.DataFrame, summary: pd.DataFrame) -> dict[str, Any]:
+    """``metrics.json`` of a few-shot run: the summary (one record per method and k: means
+    over tasks with CIs) and, per method, task and k, the task's mean over its draws."""
+    ok = results[results["status"] == "ok"]
+    per_task: dict[str, Any] = {}
+    for (method, task, k), part in ok.groupby(["method", "task_id", "k"], sort=False):
+        per_task.setdefault(str(method), {}).setdefault(str(task), {})[str(int(k))] = {
+            m: float(part[m].mean()) for m in SUMMARY_METRICS}
+    return {"summary": summary.to_dict(orient="records"), "per_task": per_task,
+            "n_episodes_skipped": int((results["status"] != "ok").sum())}
 
 
 def summarize_few_shot(
