@@ -190,3 +190,5 @@ def test_a_task_csv_with_other_columns_is_refused_with_the_layout_it_needs(tmp_p
     csv.write_text("mol_id,smiles,a1\nm1,CCO,1\nm2,CC,0\n")
     with pytest.raises(DataError, match="'mol_id' has a non-numeric label.*drop id, text and numeric-value columns"):
         resolve_tasks(str(csv))
+    with pytest.raises(DataError, match="file not found$"):  # no layout advice for a missing file
+        resolve_tasks(str(tmp_path / "missing.csv"))

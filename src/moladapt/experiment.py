@@ -298,7 +298,7 @@ def predict_csv(checkpoint: str | Path, input_csv: str | Path, output_csv: str |
     Rows whose SMILES RDKit cannot parse keep their place, get empty predictions and
     ``valid_smiles = False``: the output has exactly the input's rows, in order.
     """
-    from moladapt.data.sources import _delimiter_hint, _read_table
+    from moladapt.data.sources import _read_table, separator_hint
     from moladapt.utils import atomic_write_text
 
     if Path(output_csv).resolve() == Path(input_csv).resolve():
@@ -309,7 +309,8 @@ def predict_csv(checkpoint: str | Path, input_csv: str | Path, output_csv: str |
     frame = _read_table(Path(input_csv), keep_blank_lines=True, as_text=True)
     if smiles_column not in frame.columns:
         raise DataError(f"{input_csv}: no SMILES column {smiles_column!r}; the columns are "
-                        f"{list(frame.columns)[:20]}{_delimiter_hint(Path(input_csv))}")
+                        f"{list(frame.columns)[:20]}"
+                        f"{separator_hint(str(frame.columns[0])) if len(frame.columns) == 1 else ''}")
     suffix = "_probability" if loaded.task_type == "classification" else "_prediction"
     added = ["valid_smiles"] + [f"{task}{suffix}" for task in loaded.task_names]
     clash = [c for c in added if c in frame.columns]

@@ -138,12 +138,9 @@ def resolve_tasks(
         if path.suffix.lower() in (".csv", ".gz") or path.exists():  # a user's multi-task CSV
             from moladapt.data.sources import CLASSIFICATION, load_csv
 
-            try:
-                table = load_csv(path, task_type=CLASSIFICATION, strict=False)
-            except DataError as exc:  # the generic hints (--task-type, ...) do not apply here
-                raise DataError(f"{exc}. A few-shot task CSV holds a 'smiles' column and binary "
-                                "task columns only (0/1, empty = unmeasured): drop id, text and "
-                                "numeric-value columns from it") from None
+            table = load_csv(path, task_type=CLASSIFICATION, strict=False, layout_hint=(
+                "A few-shot task CSV holds a 'smiles' column and binary task columns only (0/1, "
+                "empty = unmeasured): drop id, text and numeric-value columns from it"))
         else:
             table = load_dataset(name, download=download)
         tasks = [t for t in tasks_from_table(table) if len(t) >= min_size]

@@ -73,7 +73,7 @@ def test_load_csv_gz_and_regression_inference(tmp_path):
         ("smiles,y\nCCO,inf\nCC,1\n", {}, "infinite .* at row 2"),
         ("smiles,y,z\nCCO,1,\nCC,0,\n", {}, "column.*'z'.* have no labels"),
         ("smiles,y\nCCO,-1\nCC,1\nCCC,1\n", {}, "only the values -1 and 1: binary labels must be 0/1"),
-        ("smiles;y\nCCO;1\n", {}, "holds ';': moladapt reads comma-separated"),
+        ("smiles;y\nCCO;1\n", {}, "separated by ';': moladapt reads comma-separated"),
         ("smiles,y\nCCO,1\nCC,0\n", {"target_columns": ["y", "y"]}, "target column.*'y'.* more than once"),
         ("smiles,logS,active\nCCO,-1.5,1\nCC,-2.25,0\nCCC,0.5,1\n", {},
          "'active' holds 0/1 class labels, but other label columns hold numbers"),
@@ -98,6 +98,9 @@ def test_rows_keep_their_file_lines_across_blank_lines(tmp_path):
     f.write_text("smiles,y\nCCO,1\n\nCC,active\n")
     with pytest.raises(DataError, match="'active' at row 4"):
         load_csv(f)
+    f.write_text("\n\nsmiles,y\nCCO,1\n\nbad,0\n")  # blank lines above the header too
+    data = load_csv(f)
+    assert data.smiles == ["CCO", "bad"] and (data.rows + 2).tolist() == [4, 6]
 
 
 def test_the_data_fingerprint_follows_molecules_labels_and_order(tmp_path):

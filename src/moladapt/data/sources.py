@@ -413,18 +413,39 @@ ARCHIVE_CONVERTERS = {"fsmol_archive": build_fsmol_csv}
 
 
 # --- reading -------------------------------------------------------------------------------
-def _delimiter_hint(path: Path) -> str:
-    """A hint when the header line is split by ';', tab or '|' rather than commas."""
+def _open_text(path: Path):
+    return (gzip.open if path.suffix == ".gz" else open)(path, "rt", errors="replace")
+
+
+def _leading_blank_lines(path: Path) -> int:
+    """How many empty lines come before the header (pandas would take the first for it)."""
+    n = 0
     try:
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rt", errors="replace") as fh:
-            header = fh.readline()
-    except OSError:
-        return ""
+        with _open_text(path) as fh:
+            for line in fh:
+                if line.strip():
+                    break
+                n += 1
+    except (OSError, EOFError):
+        return 0
+    return n
+
+
+def separator_hint(header: str) -> str:
+    """A hint when a header line is split by ';', tab or '|' rather than commas."""
     sep = max((";", "\t", "|"), key=header.count)
     if header.count(sep) > header.count(","):
         return f" (the header is separated by {sep!r}: moladapt reads comma-separated files)"
     return ""
+
+
+def _header_separator_hint(path: Path) -> str:
+    try:
+        with _open_text(path) as fh:
+            header = next((line for line in fh if line.strip()), "")
+    except (OSError, EOFError):
+        return ""
+    return separator_hint(header)
 
 
 def _read_table(path: Path, keep_blank_lines: bool = False, as_text: bool = False) -> pd.DataFrame:
@@ -433,20 +454,25 @@ def _read_table(path: Path, keep_blank_lines: bool = False, as_text: bool = Fals
     file spells it (columns passed through to an output stay as they were: ids stay ``1``,
     not ``1.0``)."""
     text = {"dtype": str, "keep_default_na": False} if as_text else {}
+    # kept blank lines are rows, but blank lines above the header are not: they are skipped
+    # and counted in frame.attrs["leading_blank_lines"] (data row i is then line lead + i + 2)
+    lead = _leading_blank_lines(path) if keep_blank_lines else 0
     try:
-        frame = pd.read_csv(path, low_memory=False, skip_blank_lines=not keep_blank_lines, **text)
+        frame = pd.read_csv(path, low_memory=False, skip_blank_lines=not keep_blank_lines,
+                            skiprows=lead, **text)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty") from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r} at "
-                        f"offset {exc.start}); save the file as UTF-8 CSV (e.g. Excel's "
-                        "'CSV UTF-8' format)") from None
+    except UnicodeDecodeError as exc:  # its offset counts from the parser's chunk, not the file
+        raise DataError(f"{path}: not UTF-8 text (it holds byte {exc.object[exc.start:exc.start + 1]!r}, "
+                        "e.g. from Latin-1 or an Excel export); save the file as UTF-8 CSV "
+                        "(Excel: 'CSV UTF-8')") from None
     except (pd.errors.ParserError, OSError, EOFError) as exc:
-        raise DataError(f"{path}: not a readable CSV file ({exc}){_delimiter_hint(path)}") from None
+        raise DataError(f"{path}: not a readable CSV file ({exc}){_header_separator_hint(path)}") from None
     if frame.empty:
         raise DataError(f"{path}: the file has a header but no data rows")
+    frame.attrs["leading_blank_lines"] = lead
     header = [str(c) for c in pd.read_csv(path, header=None, nrows=1).iloc[0].tolist()]
     repeated = sorted({c for c in header if header.count(c) > 1})
     if repeated:  # pandas would rename the second one 'name.1' and train on both
@@ -559,6 +585,7 @@ def load_csv(
     name: str | None = None,
     exclude: Sequence[str] = (),
     strict: bool = True,
+    layout_hint: str | None = None,
 ) -> LabeledData:
     """Read a user's CSV/CSV.gz of SMILES and one or many label columns.
 
@@ -567,17 +594,25 @@ def load_csv(
     every label is 0/1. Raises :class:`DataError` naming the file, row and column; with
     ``strict=False`` one-class classification tasks are listed in
     ``metadata["one_class_tasks"]`` instead of refused (for scoring, where they are skipped).
+    ``layout_hint`` is added to errors about the columns and labels (not to those about
+    reading the file), e.g. the layout a caller needs.
     """
     path = Path(path)
     # blank lines are read as rows and then dropped, so that row i keeps pointing at line
     # i + 2 of the file in every message (skipping them while reading shifts every row below)
     frame = _read_table(path, keep_blank_lines=True)
-    rows = np.flatnonzero(frame.notna().any(axis=1).to_numpy())
-    if rows.size == 0:
+    filled = np.flatnonzero(frame.notna().any(axis=1).to_numpy())
+    if filled.size == 0:
         raise DataError(f"{path}: the file has a header but no data rows")
-    frame = frame.iloc[rows].reset_index(drop=True)
-    return _from_frame(frame, path, smiles_column, target_columns, task_type,
-                       name or path.name.split(".")[0], rows, exclude, strict=strict)
+    rows = filled + frame.attrs["leading_blank_lines"]
+    frame = frame.iloc[filled].reset_index(drop=True)
+    try:
+        return _from_frame(frame, path, smiles_column, target_columns, task_type,
+                           name or path.name.split(".")[0], rows, exclude, strict=strict)
+    except DataError as exc:
+        if layout_hint:
+            raise DataError(f"{exc}. {layout_hint}") from None
+        raise
 
 
 def _from_frame(frame: pd.DataFrame, path: Path, smiles_column: str,
@@ -585,11 +620,7 @@ def _from_frame(frame: pd.DataFrame, path: Path, smiles_column: str,
                 rows: np.ndarray, exclude: Sequence[str] = (), strict: bool = True) -> LabeledData:
     columns = list(frame.columns)
     if smiles_column not in columns:
-        hint = ""
-        if len(columns) == 1:
-            sep = next((d for d in (";", "\t", "|") if d in str(columns[0])), None)
-            if sep is not None:
-                hint = f" (the header holds {sep!r}: moladapt reads comma-separated files)"
+        hint = separator_hint(str(columns[0])) if len(columns) == 1 else ""
         raise DataError(
             f"{path}: no SMILES column {smiles_column!r}; the columns are {columns[:20]}{hint}"
         )
