@@ -106,14 +106,13 @@ def check_choices(cfg: RunConfig) -> None:
     from moladapt.data.featurize import FEATURIZERS
     from moladapt.data.splits import SPLITTERS
     from moladapt.models.encoders import ENCODERS, POOLINGS
-    from moladapt.utils import PRECISIONS
+    from moladapt.utils import check_precision
 
     FEATURIZERS.get(cfg.data.featurizer)
     ENCODERS.get(cfg.model.encoder)
     if cfg.data.split != "predefined":
         SPLITTERS.get(cfg.data.split)
-    if cfg.train.precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {cfg.train.precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    check_precision(cfg.train.precision)
     if cfg.model.pooling not in POOLINGS:
         raise ValueError(f"unknown pooling {cfg.model.pooling!r}; choose one of: {', '.join(POOLINGS)}")
 
@@ -178,14 +177,15 @@ def run_training(cfg: RunConfig, output: str | Path | None = None, progress: boo
                        len(prepared.invalid), trainer.history_.train_seconds,
                        trainer.history_.molecules_per_second, trainer.history_.best_epoch, out)
     if out is not None:
+        data_sha256 = data.fingerprint()  # evaluate --part compares it: a changed file, another split
         cfg.save(out / "config.yaml")
         save_checkpoint(out / "model.pt", model, prepared.featurizer, cfg.model, data.task_names,
                         data.task_type, trainer.target_mean_, trainer.target_std_,
                         extra={"run_config": cfg.to_dict(), "init": init_record,
-                               "data_sha256": data.fingerprint()})
+                               "data_sha256": data_sha256})
         write_json(out / "metrics.json", {
             **result.to_dict(), "wall_seconds": wall, "dataset": data.name, "source": data.source,
-            "data_sha256": data.fingerprint(),
+            "data_sha256": data_sha256,
             "invalid_smiles": [{"line": line, "smiles": s} for line, s in prepared.invalid],
             "history": trainer.history_.to_dict(), "environment": environment(),
         })
@@ -244,8 +244,9 @@ def label_columns_for(model_tasks: list[str], given: tuple[str, ...] | None) -> 
     if not given:
         return list(model_tasks), list(model_tasks)
     named = [c for c in given if c in model_tasks]
-    if len(named) == len(given):
-        return list(given), list(given)
+    if len(named) == len(given):  # read in the model's order: the same table as in training
+        ordered = [t for t in model_tasks if t in given]
+        return ordered, ordered
     if named:
         raise DataError(f"the label columns {list(given)} mix the model's task names {named} with "
                         f"other names: give the model's tasks {list(model_tasks)} by their names, "
@@ -267,9 +268,6 @@ def evaluate_checkpoint(checkpoint: str | Path, data: LabeledData, split: str | 
     if missing:
         raise DataError(f"{data.source}: the model predicts task(s) {missing} that the data lacks; "
                         f"the data has {data.task_names}")
-    cols = [data.task_names.index(t) for t in loaded.task_names]
-    prepared = prepare(data, loaded.featurizer)
-    idx = np.arange(len(prepared.graphs))
     if split is not None:
         if cfg is None:
             raise ValueError("evaluating one part of a split needs the run's config")
@@ -278,12 +276,18 @@ def evaluate_checkpoint(checkpoint: str | Path, data: LabeledData, split: str | 
                             f"{cfg.data.dataset or cfg.data.csv}; on {data.source} the split would be "
                             "drawn anew and could hold training molecules. Score all of it instead "
                             "(no part)")
+        if cfg.data.dataset is not None and cfg.data.target_columns is not None:
+            data = select_columns(data, cfg.data.target_columns)  # the molecules the run split
         trained_on = (loaded.extra or {}).get("data_sha256")  # absent from older checkpoints
         if trained_on is not None and trained_on != data.fingerprint():
             raise DataError(f"{data.source} has changed since the model was trained on it (its "
                             f"molecules or labels differ): the {split} part drawn from it now could "
                             "hold training molecules. Score the file as a whole (no part), or "
                             "restore the file the model was trained on")
+    cols = [data.task_names.index(t) for t in loaded.task_names]
+    prepared = prepare(data, loaded.featurizer)
+    idx = np.arange(len(prepared.graphs))
+    if split is not None:
         idx = getattr(split_data(prepared, cfg), split)
     y_pred = predict(loaded.model, prepared.graphs, loaded.task_type, idx,
                      target_mean=loaded.target_mean, target_std=loaded.target_std)

@@ -94,6 +94,13 @@ def write_json(path: Path, obj: Any) -> None:
 PRECISIONS = ("fp32", "bf16")
 
 
+def check_precision(precision: str) -> str:
+    """``precision`` if it is one of :data:`PRECISIONS`, else a ValueError naming them."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    return precision
+
+
 def autocast(device: Any, precision: str):
     """The forward-pass context for ``precision``: ``fp32`` (nothing) or ``bf16`` autocast.
 
@@ -105,8 +112,7 @@ def autocast(device: Any, precision: str):
 
     import torch
 
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    check_precision(precision)
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)

@@ -173,6 +173,12 @@ def test_csv_options_are_applied_or_refused_never_ignored(tmp_path, data_dir):
     assert result.exit_code == 0, result.output
     metrics = json.loads((bench / "metrics.json").read_text())
     assert set(metrics["test"]["per_task"]) | set(metrics["test"].get("skipped", {})) == {"NR-AR", "SR-MMP"}
+    # its test part again, from the benchmark named: the molecules with one of its two tasks
+    ev = runner.invoke(app, ["evaluate", str(bench / "model.pt"), "--dataset", "tox21", "--part", "test",
+                             "--output", str(tmp_path / "ev_bench")])
+    assert ev.exit_code == 0, ev.output
+    scored = json.loads((tmp_path / "ev_bench" / "metrics.json").read_text())["metrics"]["mean"]
+    assert scored["roc_auc"] == pytest.approx(metrics["test"]["mean"]["roc_auc"], abs=1e-9)
     refused = runner.invoke(app, ["train", "--dataset", "bbbp", "--smiles-column", "SMILES",
                                   "--output", str(tmp_path / "x"), *TINY])
     assert refused.exit_code == 2 and "--smiles-column describe" in refused.output
@@ -338,6 +344,7 @@ def test_training_warns_when_a_random_split_puts_copies_of_a_molecule_in_train_a
     (["few-shot", "--method", "rf-ecfp", "--support", "1,16"], "support sizes must be integers >= 2"),
     (["few-shot", "--method", "rf-ecfp", "--draws", "0"], "draws must be >= 1"),
     (["pretrain", "--precision", "fp16"], "unknown precision 'fp16'"),
+    (["pretrain", "--init", "no_such.pt"], "--init no_such.pt: no such checkpoint file"),
     (["transfer", "--target", "caco2_wang", "--hypergradient", "foo"], "unknown hypergradient 'foo'"),
 ])
 def test_bad_options_are_refused_before_any_data_is_read(tmp_path, monkeypatch, args, message):
@@ -370,7 +377,7 @@ def test_evaluate_reads_label_columns_by_task_name_or_in_task_order(tmp_path):
     from moladapt.training import build_model, save_checkpoint
 
     assert label_columns_for(["a", "b"], None) == (["a", "b"], ["a", "b"])
-    assert label_columns_for(["a", "b"], ("b", "a")) == (["b", "a"], ["b", "a"])  # by name, not order
+    assert label_columns_for(["a", "b"], ("b", "a")) == (["a", "b"], ["a", "b"])  # by name, model order
     assert label_columns_for(["a", "b"], ("x", "y")) == (["x", "y"], ["a", "b"])
     for given, message in ((("a", "y"), "mix the model's task names"), (("x",), "1 label column")):
         with pytest.raises(Exception, match=message):

@@ -103,16 +103,19 @@ def pretrain_command(
     import torch
     import yaml
 
+    from moladapt.bundled_models import resolve_init
     from moladapt.data.featurize import get_featurizer
     from moladapt.models.encoders import build_encoder
     from moladapt.pretrain import OBJECTIVES, pretrain, trained_on
     from moladapt.pretrain import distributed as ddp
     from moladapt.pretrain.corpus import featurize_corpus
     from moladapt.pretrain.objectives import parse_objective_options, with_options
-    from moladapt.utils import PRECISIONS, atomic_write_text, write_json
+    from moladapt.utils import atomic_write_text, check_precision, write_json
 
-    if precision not in PRECISIONS:  # pretrain() checks it too, but only after the corpus is read
-        raise ValueError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    # checked before the corpus is read and featurized (pretrain() checks the precision too)
+    check_precision(precision)
+    if init is not None and not Path(str(resolve_init(init))).is_file():
+        raise ValueError(f"--init {init}: no such checkpoint file")
 
     def log(message: str) -> None:
         typer.secho(message, fg=typer.colors.YELLOW, err=True)
@@ -148,7 +151,6 @@ def pretrain_command(
                         num_layers=num_layers, dropout=dropout, jk=jk, pooling=pooling)
     init_record = None
     if init:
-        from moladapt.bundled_models import resolve_init
         from moladapt.pretrain.trainer import init_encoder_from
 
         init_record = init_encoder_from(enc, resolve_init(init), feat)

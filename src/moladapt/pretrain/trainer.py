@@ -51,7 +51,7 @@ from moladapt.pretrain.corpus import ShardedCorpus
 from moladapt.pretrain.objectives import PretrainObjective, build_objective
 from moladapt.training import ENCODER_ONLY_TASK, build_model, load_checkpoint, save_checkpoint
 from moladapt.types import MolGraphs
-from moladapt.utils import PRECISIONS, adam, atomic_torch_save, autocast
+from moladapt.utils import adam, atomic_torch_save, autocast, check_precision
 
 PRETRAIN_CHECKPOINT_FORMAT = "moladapt-pretrain/1"
 LAST_CHECKPOINT = "last.pt"
@@ -357,8 +357,7 @@ def pretrain(
     ) != list(featurizer.bond_vocab_sizes):
         raise ValueError(f"the encoder was not built for featurizer {featurizer.fingerprint}")
     y = _check_data(graphs, y, featurizer)
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    check_precision(precision)
     if batch_size < 2:
         raise ValueError("batch_size must be >= 2 (BatchNorm and the contrastive objectives)")
 
