@@ -166,6 +166,8 @@ def test_a_pandas_y_names_the_tasks_in_messages_and_saved_models(tmp_path):
     with pytest.raises(DataError, match="'herg'"):
         MolPropertyModel(hidden_dim=8, num_layers=1, epochs=1, progress=False).fit(
             smiles, y.assign(herg=[1, 1, 1, 1, None, 1]))
+    with pytest.raises(DataError, match=r"names column\(s\) \['a'\] more than once"):
+        MolPropertyModel(epochs=1, progress=False).fit(smiles, pd.DataFrame([[0, 1]] * 6, columns=["a", "a"]))
     plain = MolPropertyModel(hidden_dim=8, num_layers=1, epochs=1, batch_size=4, valid_fraction=0.0,
                              progress=False).fit(smiles, [1, 0, 1, 0, 1, 0])
     assert plain.task_names_ == ["task_0"]

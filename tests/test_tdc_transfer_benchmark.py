@@ -180,6 +180,7 @@ def test_transfer_time_estimate_scales_with_the_threads_used(monkeypatch):
     import moladapt.transfer as transfer
 
     monkeypatch.setattr(transfer, "_cpu_count", lambda: 2)
+    monkeypatch.setattr(transfer, "_torch_threads", lambda: 2)
     settings = dict(transfer.DEFAULT_SETTINGS)
     one = transfer.estimated_seconds("uniform_mt", {**settings, "threads": 1}, 100, 1000)
     two = transfer.estimated_seconds("uniform_mt", {**settings, "threads": 2}, 100, 1000)

@@ -428,3 +428,20 @@ def test_multitask_regression_selects_on_errors_in_units_of_each_tasks_spread():
     assert selection_metric(report, np.array([1.0, 1e-8])) == pytest.approx(0.5)
     assert selection_metric(report, np.array([2.0])) == 15.25  # one task: the plain RMSE
     assert selection_metric(report, None) == 15.25  # classification
+
+
+def test_trainer_selects_multitask_regression_in_units_of_each_tasks_spread(data_dir):
+    from moladapt.training import selection_metric
+
+    data = load_dataset("esol")
+    prepared = prepare(data, "basic")
+    y = prepared.y[:300, :1]
+    y = np.concatenate([y, 1000.0 * y + 5.0], axis=1)  # the same property in units 1000× larger
+    train, valid = np.arange(0, 240), np.arange(240, 300)
+    trainer = Trainer(build_model(ModelConfig(hidden_dim=16, num_layers=2), prepared.featurizer, 2),
+                      "regression", TrainConfig(epochs=2, batch_size=32), progress=False)
+    trainer.fit(prepared.graphs, y, train, valid)
+    report = trainer.score(prepared.graphs, y, valid)
+    kept = trainer.history_.best_valid
+    assert kept == pytest.approx(selection_metric(report, trainer.target_std_))
+    assert kept < report.primary / 100  # not the raw mean RMSE, which the big units dominate

@@ -29,7 +29,11 @@ def _task_names(y: Any) -> list[str] | None:
     """The label columns' names of a pandas ``y`` (a DataFrame's columns, a named Series's
     name), so that messages, saved models and ``moladapt evaluate`` use them."""
     if isinstance(y, pd.DataFrame):
-        return [str(c) for c in y.columns]
+        names = [str(c) for c in y.columns]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:  # their predictions and scores could not be told apart
+            raise DataError(f"fit: y names column(s) {repeated} more than once; give every task its own name")
+        return names
     if isinstance(y, pd.Series) and y.name is not None:
         return [str(y.name)]
     return None

@@ -18,7 +18,8 @@ over these functions:
 * :func:`few_shot` — run :func:`moladapt.evaluate.protocol.evaluate_few_shot` for one method
   (an adapter, from a checkpoint or a fresh encoder, or a fingerprint baseline of
   :data:`BASELINES`), resumable, into ``results.csv``; writes ``config.yaml``,
-  ``summary.csv`` (:func:`summarize_few_shot`) and the plot.
+  ``summary.csv`` (:func:`summarize_few_shot`), ``metrics.json`` (:func:`few_shot_metrics`)
+  and the plot.
 * :func:`plot_delta_auprc_vs_k` — mean ΔAUPRC against k, one line per method, with 95%
   bootstrap confidence bands over tasks.
 
@@ -488,8 +489,8 @@ def few_shot(
         support_sizes, draws, seed: the protocol's k values, episodes per (task, k), and
             episode seed (also the seed of a baseline or of a method without checkpoint).
         output: directory for ``results.csv`` (appended row by row; a rerun computes only the
-            missing rows), ``config.yaml``, ``summary.csv`` and ``delta_auprc_vs_k.png``.
-            config.yaml, the summary, the plot and the returned rows are this call's grid
+            missing rows), ``config.yaml``, ``summary.csv``, ``metrics.json`` and
+            ``delta_auprc_vs_k.png``. config.yaml, the summary, metrics.json, the plot and the returned rows are this call's grid
             (tasks × k × draws); results.csv also keeps the rows of earlier calls with other
             k, draws or tasks, so ``few-shot-plot`` on it shows all of them.
             Resuming into a directory written with another method, label, checkpoint, seed,

@@ -3,7 +3,9 @@
 Loss: masked BCE-with-logits (classification) or MSE on standardised targets (regression),
 averaged over the labels that are present — a NaN label contributes nothing, as in
 pretrain-gnns (``loss_mat / is_valid.sum()``). Model selection: the epoch with the best
-validation metric (ROC-AUC, or RMSE for regression); optional early stopping.
+validation metric (ROC-AUC, or RMSE for regression; with several regression tasks each
+task's RMSE in units of its training spread, :func:`selection_metric`); optional early
+stopping.
 """
 
 from __future__ import annotations
@@ -212,8 +214,11 @@ class Trainer:
         optimisation = {k: v for k, v in dataclasses.asdict(self.config).items()
                         if k not in ("epochs", "num_threads")}
         shapes = {k: list(v.shape) for k, v in self.model.state_dict().items()}
+        # the selection rule: a state saved under another compares other numbers (RMSE vs the
+        # spread-scaled RMSE of multi-task regression), so it must not be resumed
         return checkpoint.with_identity(train=to_plain(optimisation), task_type=self.task_type,
-                                        parameters=shapes, data_sha1=digest.hexdigest())
+                                        parameters=shapes, data_sha1=digest.hexdigest(),
+                                        selection=SELECTION_RULE)
 
     def fit(self, graphs: MolGraphs, y: np.ndarray, train_idx: np.ndarray,
             valid_idx: np.ndarray | None = None,
@@ -356,6 +361,10 @@ class Trainer:
               task_names: list[str] | None = None) -> MetricReport:
         return compute_metrics(self.task_type, y[idx], self.predict(graphs, idx),
                                task_names if task_names is not None else self.task_names)
+
+
+#: names the rule of :func:`selection_metric`; in resume identities (change it with the rule)
+SELECTION_RULE = "mean-primary; multitask-regression: rmse/train-std (2026-12-06)"
 
 
 def selection_metric(report: MetricReport, target_std: np.ndarray | None) -> float:

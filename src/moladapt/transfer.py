@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["DEFAULT_SETTINGS", "TRANSFER_METHODS", "Corpus", "TransferTable", "build_table",
-           "canonical_smiles", "check_no_leakage", "estimated_seconds", "fit_uniform", "load_corpus",
+           "check_no_leakage", "estimated_seconds", "fit_uniform", "load_corpus",
            "resolve_names", "run_transfer", "tdc_names", "transfer"]
 
 TRANSFER_METHODS = ("single_task", "uniform_mt", "bilevel")
@@ -94,18 +94,6 @@ def resolve_names(text: str | None, known: list[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def canonical_smiles(smiles: list[str]) -> list[str | None]:
-    """RDKit canonical isomeric SMILES (``None`` where RDKit cannot parse)."""
-    from rdkit import Chem, RDLogger
-
-    RDLogger.DisableLog("rdApp.*")
-    out: list[str | None] = []
-    for s in smiles:
-        mol = Chem.MolFromSmiles(s) if s else None
-        out.append(None if mol is None else Chem.MolToSmiles(mol))
-    return out
-
-
 @dataclass
 class Corpus:
     """The involved TDC datasets, row by row, keyed by canonical SMILES."""
@@ -140,12 +128,13 @@ class Corpus:
 
 
 def load_corpus(names: list[str]) -> Corpus:
+    from moladapt.data.featurize import canonical_smiles
     from moladapt.data.sources import DATASETS, load_dataset
 
     keys, labels, split, task_type, metric = {}, {}, {}, {}, {}
     for name in names:
         data = load_dataset(name, download=False)
-        keys[name] = canonical_smiles(list(data.smiles))
+        keys[name] = canonical_smiles(data.smiles)
         labels[name] = np.asarray(data.labels[:, 0], dtype=np.float64)
         split[name] = np.asarray(data.predefined_split)
         spec = DATASETS.get(name)
@@ -322,7 +311,7 @@ BILEVEL_TIME_FACTOR = 2.17
 
 
 def estimated_seconds(method: str, settings: dict[str, Any], n_train: int, n_train_mt: int) -> float:
-    """A rough training time at ``settings["threads"]`` torch threads (``None``: every core).
+    """A rough training time at ``settings["threads"]`` torch threads (``None``: torch's default).
 
     The study planner's 2-core throughput model, scaled linearly with the threads used, as
     the planner scales with cores: one thread takes twice as long. Checked against the 66
@@ -334,12 +323,19 @@ def estimated_seconds(method: str, settings: dict[str, Any], n_train: int, n_tra
     molecules = n_train if method == "single_task" else n_train_mt
     rate = estimated_throughput(int(settings["num_layers"]), int(settings["hidden_dim"]))
     factor = BILEVEL_TIME_FACTOR if method == "bilevel" else 1.0
-    cores = min(settings["threads"] or _cpu_count(), _cpu_count())
+    cores = min(settings["threads"] or _torch_threads(), _cpu_count())
     return factor * int(settings["epochs"]) * molecules / rate * 2 / cores
 
 
 def _cpu_count() -> int:
     return os.cpu_count() or 1
+
+
+def _torch_threads() -> int:
+    """What ``threads=None`` trains with (torch's default), as the log line reports it."""
+    import torch
+
+    return torch.get_num_threads()
 
 
 def run_transfer(target: str, method: str, seed: int, settings: dict[str, Any],

@@ -32,8 +32,9 @@ The auxiliary objectives draw their corruptions from a ``torch.Generator`` seede
 auxiliary task, the mean cosine to the target gradient and the fraction of steps in
 conflict).
 
-Model selection follows :class:`moladapt.training.Trainer`: after every epoch the primary
-validation metric (ROC-AUC, or RMSE for regression) is computed and the best epoch's state
+Model selection follows :class:`moladapt.training.Trainer`: after every epoch the validation
+metric of :func:`moladapt.training.selection_metric` (ROC-AUC, or RMSE for regression) is
+computed and the best epoch's state
 is restored at the end (the last epoch when there is no validation set); ``patience``
 stops early. Regression targets are standardised with the training mean / std.
 

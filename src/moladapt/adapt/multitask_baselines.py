@@ -40,7 +40,7 @@ from moladapt.config import TrainConfig
 from moladapt.data.sources import CLASSIFICATION
 from moladapt.evaluate.metrics import MetricReport, compute_metrics
 from moladapt.models.heads import MolecularModel
-from moladapt.training import predict
+from moladapt.training import predict, selection_metric
 from moladapt.types import MolGraphs
 from moladapt.utils import adam
 
@@ -116,6 +116,8 @@ class BalancedMultiTaskTrainer:
             initial = torch.full((t,), math.nan, device=self.device)
             shared = last_shared_weight(model)
         better = (lambda a, b: a > b) if self.task_type == CLASSIFICATION else (lambda a, b: a < b)
+        # the Trainer's selection rule: regression tasks' RMSE in units of their training spread
+        spread = None if self.task_type == CLASSIFICATION else np.nanstd(y[np.asarray(train_idx)], axis=0)
         self.history_: list[dict[str, Any]] = []
         best, best_state = math.nan, None
         for epoch in range(cfg.epochs):
@@ -143,7 +145,7 @@ class BalancedMultiTaskTrainer:
             log: dict[str, Any] = {"epoch": epoch, "train_loss": total / max(n_b, 1),
                                    "valid_metric": math.nan}
             if valid_idx is not None and len(valid_idx):
-                log["valid_metric"] = self.score(graphs, y, valid_idx).primary
+                log["valid_metric"] = selection_metric(self.score(graphs, y, valid_idx), spread)
             self.history_.append(log)
             v = log["valid_metric"]
             if valid_idx is None or best_state is None or (

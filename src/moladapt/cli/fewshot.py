@@ -156,7 +156,7 @@ def few_shot_command(
     param: list[str] = typer.Option(None, "--param", "-p", help=_PARAM_HELP),
     label: str = typer.Option(None, help="Name of the method in the results (default: --method)."),
     threads: int = typer.Option(None, help="torch threads (default: torch's choice)."),
-    output: Path = typer.Option(Path("runs/few-shot"), help="Directory for results.csv, summary.csv, config.yaml and the plot."),
+    output: Path = typer.Option(Path("runs/few-shot"), help="Directory for results.csv, summary.csv, metrics.json, config.yaml and the plot."),
     plot: bool = typer.Option(True, help="Write OUTPUT/delta_auprc_vs_k.png."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
@@ -188,7 +188,7 @@ def few_shot_command(
                f"{done} scored, {skipped} skipped (task too small for k)")
     for line in _summary_lines(run.summary):
         typer.echo(line)
-    written = "results.csv, summary.csv, config.yaml" + (", delta_auprc_vs_k.png" if run.plot else "")
+    written = "results.csv, summary.csv, metrics.json, config.yaml" + (", delta_auprc_vs_k.png" if run.plot else "")
     typer.echo(f"wrote {output}/{written}")
 
 

@@ -415,3 +415,13 @@ def _registered_featurizer(name: str, fingerprint: str) -> Featurizer:
         raise ValueError(f"the pickled object was made with featurizer {fingerprint}, but this "
                          f"moladapt's {name!r} is {featurizer.fingerprint}; use a matching version")
     return featurizer
+
+
+def canonical_smiles(smiles: Sequence[str]) -> list[str | None]:
+    """RDKit canonical isomeric SMILES (``None`` where RDKit cannot parse)."""
+    RDLogger.DisableLog("rdApp.*")
+    out: list[str | None] = []
+    for s in smiles:
+        mol = Chem.MolFromSmiles(s) if isinstance(s, str) and s else None
+        out.append(None if mol is None else Chem.MolToSmiles(mol))
+    return out

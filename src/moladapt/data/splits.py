@@ -386,16 +386,14 @@ def molecules_shared_with_train(smiles: Sequence[str], split: Split) -> dict[str
     A random split puts the copies of a duplicated molecule into parts independently, so
     held-out scores then measure recall of training molecules; scaffold splits cannot (the
     copies share a scaffold, hence a part)."""
-    from rdkit import Chem
+    from moladapt.data.featurize import canonical_smiles
 
-    blocker = rdBase.BlockLogs()  # noqa: F841  (silences RDKit while alive)
-    canonical: dict[str, str] = {}
+    rows = np.concatenate([split.train, split.valid, split.test]).tolist()
+    distinct = list(dict.fromkeys(smiles[i] for i in rows))  # each string parsed once
+    canonical = dict(zip(distinct, canonical_smiles(distinct), strict=True))
 
     def key(smi: str) -> str:
-        if smi not in canonical:
-            mol = Chem.MolFromSmiles(smi) if isinstance(smi, str) and smi.strip() else None
-            canonical[smi] = Chem.MolToSmiles(mol) if mol is not None else smi
-        return canonical[smi]
+        return canonical[smi] or smi
 
     in_train: dict[str, int] = {}
     for i in split.train.tolist():
