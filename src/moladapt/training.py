@@ -214,11 +214,12 @@ class Trainer:
         optimisation = {k: v for k, v in dataclasses.asdict(self.config).items()
                         if k not in ("epochs", "num_threads")}
         shapes = {k: list(v.shape) for k, v in self.model.state_dict().items()}
-        # the selection rule: a state saved under another compares other numbers (RMSE vs the
-        # spread-scaled RMSE of multi-task regression), so it must not be resumed
+        # multi-task regression's selection rule: a state saved under another compares other
+        # numbers (the raw RMSE, not the spread-scaled one), so it must not be resumed; the
+        # other cases select as they always did, and their saved states stay resumable
+        rule = {"selection": SELECTION_RULE} if self.task_type != CLASSIFICATION and y.shape[1] > 1 else {}
         return checkpoint.with_identity(train=to_plain(optimisation), task_type=self.task_type,
-                                        parameters=shapes, data_sha1=digest.hexdigest(),
-                                        selection=SELECTION_RULE)
+                                        parameters=shapes, data_sha1=digest.hexdigest(), **rule)
 
     def fit(self, graphs: MolGraphs, y: np.ndarray, train_idx: np.ndarray,
             valid_idx: np.ndarray | None = None,
