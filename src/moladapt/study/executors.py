@@ -9,7 +9,9 @@ stopped. A failing run records its traceback and never stops the study.
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
 import warnings
@@ -236,8 +238,8 @@ class Executor:
     def _submit(self, run: RunSpec) -> Any:
         raise NotImplementedError
 
-    def _wait(self, handles: list[Any]) -> list[Any]:
-        """Block until at least one handle is finished; return the finished ones."""
+    def _wait(self, handles: list[Any], timeout: float) -> list[Any]:
+        """The finished handles, waiting up to ``timeout`` seconds for one (empty: none yet)."""
         raise NotImplementedError
 
     def _result(self, handle: Any) -> tuple[bool, Any]:
@@ -270,6 +272,13 @@ class Executor:
         rerun_alone: set[str] = set()
         pid = os.getpid()
         current: RunSpec | None = None  # taken out of in_flight, not yet recorded
+        # Ctrl-C only sets a flag, and the loop below raises KeyboardInterrupt itself between
+        # waits: raised at any bytecode, it can leave a future's lock held inside
+        # concurrent.futures, and the pool's manager thread (joined at exit) then hangs
+        interrupted = threading.Event()
+        own_handler = threading.current_thread() is threading.main_thread()
+        if own_handler:
+            previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.set())
         self._start(workers)
         try:
             def fill() -> None:
@@ -292,7 +301,10 @@ class Executor:
 
             fill()
             while in_flight:
-                for handle in self._wait(list(in_flight)):
+                finished = self._wait(list(in_flight), timeout=0.2)
+                if interrupted.is_set():
+                    raise KeyboardInterrupt
+                for handle in finished:
                     current = run = in_flight.pop(handle)
                     try:
                         ok, value = self._result(handle)
@@ -325,6 +337,8 @@ class Executor:
             self._abort(list(in_flight))
             raise
         finally:
+            if own_handler:
+                signal.signal(signal.SIGINT, previous)
             self._stop()
             bar.close()
         return store.counts(keys=keys)
@@ -355,10 +369,10 @@ class LocalExecutor(Executor):
             return self.pool.submit(_worker_task, run.runner, run.config, str(self.run_dir(run)),
                                     self.threads)
 
-    def _wait(self, handles: list[Any]) -> list[Any]:
+    def _wait(self, handles: list[Any], timeout: float) -> list[Any]:
         from concurrent.futures import FIRST_COMPLETED, wait
 
-        done, _ = wait(handles, return_when=FIRST_COMPLETED)
+        done, _ = wait(handles, timeout=timeout, return_when=FIRST_COMPLETED)
         return list(done)
 
     def _result(self, handle: Any) -> tuple[bool, Any]:
@@ -451,8 +465,8 @@ class RayExecutor(Executor):
     def _submit(self, run: RunSpec) -> Any:
         return self.task.remote(run.runner, run.config, str(self.run_dir(run)), self.threads)
 
-    def _wait(self, handles: list[Any]) -> list[Any]:
-        done, _ = self.ray.wait(handles, num_returns=1)
+    def _wait(self, handles: list[Any], timeout: float) -> list[Any]:
+        done, _ = self.ray.wait(handles, num_returns=1, timeout=timeout)
         return list(done)
 
     def _result(self, handle: Any) -> tuple[bool, Any]:
