@@ -42,8 +42,7 @@ def data_changes(ctx: typer.Context, config_file: object, config_csv: str | None
     """
     csv_options = dict(smiles_column=smiles_column, target_columns=split_list(target_columns),
                        task_type=task_type)
-    if data is not None and dataset is not None:
-        raise ValueError("give --dataset (a benchmark) or --data (your CSV), not both")
+    check_one_source(dataset, data)
     if data is not None:
         # absolute, so that `--config run/config.yaml` reproduces the run from any folder
         return {"dataset": None, "csv": str(Path(data).resolve()), **options_given(ctx, config_file, **csv_options)}
@@ -58,6 +57,12 @@ def data_changes(ctx: typer.Context, config_file: object, config_csv: str | None
         return typed  # --target-columns: tasks of the config file's benchmark
     return {"dataset": dataset, "csv": None, "smiles_column": "smiles", "task_type": None,
             "target_columns": typed.get("target_columns")}
+
+
+def check_one_source(dataset: object, data: object) -> None:
+    """``--dataset`` and ``--data`` name the data two ways: one of them, not both."""
+    if data is not None and dataset is not None:
+        raise ValueError("give --dataset (a benchmark) or --data (your CSV), not both")
 
 
 def split_list(value: str | None) -> tuple[str, ...] | None:

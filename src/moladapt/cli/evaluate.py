@@ -7,7 +7,13 @@ from pathlib import Path
 
 import typer
 
-from moladapt.cli.common import friendly_errors, option_flags, split_list, typed_options
+from moladapt.cli.common import (
+    check_one_source,
+    friendly_errors,
+    option_flags,
+    split_list,
+    typed_options,
+)
 
 
 @friendly_errors
@@ -35,8 +41,7 @@ def evaluate(
 
     if part is not None and part not in ("train", "valid", "test"):
         raise ValueError(f"--part must be train, valid or test, got {part!r}")
-    if data is not None and dataset is not None:
-        raise ValueError("give --dataset (a benchmark) or --data (your CSV), not both")
+    check_one_source(dataset, data)
     if (output / "model.pt").exists():
         raise ValueError(f"--output {output} holds a trained model, whose metrics.json and "
                          "config.yaml an evaluation would replace; give another --output")
