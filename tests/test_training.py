@@ -445,3 +445,16 @@ def test_trainer_selects_multitask_regression_in_units_of_each_tasks_spread(data
     kept = trainer.history_.best_valid
     assert kept == pytest.approx(selection_metric(report, trainer.target_std_))
     assert kept < report.primary / 100  # not the raw mean RMSE, which the big units dominate
+
+
+def test_label_standardisation_of_a_task_without_training_labels_is_finite_and_quiet():
+    import warnings
+
+    from moladapt.training import label_mean_std
+
+    y = np.array([[1.0, np.nan, 2.0], [3.0, np.nan, np.nan], [5.0, np.nan, 4.0]], dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "Mean of empty slice" / "Degrees of freedom"
+        mean, std = label_mean_std(y)
+    np.testing.assert_allclose(mean, [3.0, 0.0, 3.0])
+    np.testing.assert_allclose(std, [np.std([1.0, 3.0, 5.0]), 1.0, 1.0])

@@ -368,6 +368,20 @@ class Trainer:
 SELECTION_RULE = "mean-primary; multitask-regression: rmse/train-std (2026-12-06)"
 
 
+def label_mean_std(y_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each task's mean and standard deviation over its measured (non-NaN) training labels,
+    ``[N, T] -> ([T], [T])``, for standardising regression targets. A task with no training
+    label gets mean 0 and std 1, so that its predictions stay finite (NaN ones would make
+    scoring its measured valid/test labels fail), and no empty-slice warning."""
+    y_train = np.asarray(y_train)
+    measured = ~np.isnan(y_train).all(axis=0)
+    mean = np.zeros(y_train.shape[1], dtype=y_train.dtype)
+    std = np.ones(y_train.shape[1], dtype=y_train.dtype)
+    mean[measured] = np.nanmean(y_train[:, measured], axis=0)
+    std[measured] = np.nanstd(y_train[:, measured], axis=0)
+    return mean, std
+
+
 def selection_metric(report: MetricReport, target_std: np.ndarray | None) -> float:
     """The validation number model selection compares: the primary metric's mean over tasks;
     for multi-task regression (``target_std``: the tasks' training standard deviations) the

@@ -69,7 +69,14 @@ from moladapt.models.fingerprint import graph_part
 from moladapt.models.heads import MolecularModel
 from moladapt.pretrain.objectives import OBJECTIVES, PretrainObjective, build_objective
 from moladapt.pretrain.trainer import embedding_spread, first_collapse
-from moladapt.training import EpochLog, TrainHistory, masked_loss, predict, selection_metric
+from moladapt.training import (
+    EpochLog,
+    TrainHistory,
+    label_mean_std,
+    masked_loss,
+    predict,
+    selection_metric,
+)
 from moladapt.types import MolGraphs
 from moladapt.utils import adam
 
@@ -285,8 +292,8 @@ class AuxiliaryFineTuner:
             self.target_mean_, self.target_std_ = None, None
             y_fit = y
         else:
-            self.target_mean_ = np.nanmean(y[train_idx], axis=0)
-            self.target_std_ = np.nanstd(y[train_idx], axis=0) + 1e-8
+            self.target_mean_, self.target_std_ = label_mean_std(y[train_idx])
+            self.target_std_ = self.target_std_ + 1e-8
             y_fit = (y - self.target_mean_) / self.target_std_
         pos_weight = self._pos_weight(y[train_idx], ref)
 

@@ -92,7 +92,7 @@ from moladapt.evaluate.metrics import MetricReport, compute_metrics
 from moladapt.models.fingerprint import graph_part
 from moladapt.models.heads import MolecularModel, PredictionHead
 from moladapt.pretrain.trainer import embedding_spread, first_collapse
-from moladapt.training import masked_loss, predict
+from moladapt.training import label_mean_std, masked_loss, predict
 from moladapt.types import MolGraphs
 from moladapt.utils import adam
 
@@ -276,8 +276,8 @@ class GraphTaskProblem(BiLevelProblem):
             self.mean, self.std = None, None
             self.y_fit = y[:, cols]
         else:
-            self.mean = np.nanmean(y[self.train_idx][:, cols], axis=0)
-            self.std = np.nanstd(y[self.train_idx][:, cols], axis=0) + 1e-8
+            self.mean, self.std = label_mean_std(y[self.train_idx][:, cols])
+            self.std = self.std + 1e-8
             self.y_fit = (y[:, cols] - self.mean) / self.std
         ref = next(iter(model.parameters()))
         self.source_head: PredictionHead | None = None

@@ -40,7 +40,7 @@ from moladapt.config import TrainConfig
 from moladapt.data.sources import CLASSIFICATION
 from moladapt.evaluate.metrics import MetricReport, compute_metrics
 from moladapt.models.heads import MolecularModel
-from moladapt.training import predict, selection_metric
+from moladapt.training import label_mean_std, predict, selection_metric
 from moladapt.types import MolGraphs
 from moladapt.utils import adam
 
@@ -117,7 +117,7 @@ class BalancedMultiTaskTrainer:
             shared = last_shared_weight(model)
         better = (lambda a, b: a > b) if self.task_type == CLASSIFICATION else (lambda a, b: a < b)
         # the Trainer's selection rule: regression tasks' RMSE in units of their training spread
-        spread = None if self.task_type == CLASSIFICATION else np.nanstd(y[np.asarray(train_idx)], axis=0)
+        spread = None if self.task_type == CLASSIFICATION else label_mean_std(y[np.asarray(train_idx)])[1]
         self.history_: list[dict[str, Any]] = []
         best, best_state = math.nan, None
         for epoch in range(cfg.epochs):
