@@ -239,7 +239,7 @@ def label_columns_for(model_tasks: list[str], given: tuple[str, ...] | None) -> 
     """The columns of a user's file to read as the model's labels, and the model task each is.
 
     No columns given: the model's task names. Columns that are all task names: matched by
-    name. Columns none of which is a task name: one per task, in the model's task order
+    name (a subset: only those tasks are scored). Columns none of which is a task name: one per task, in the model's task order
     (a file that calls ``p_np`` ``label``). Anything else is ambiguous and refused."""
     if not given:
         return list(model_tasks), list(model_tasks)
@@ -253,7 +253,8 @@ def label_columns_for(model_tasks: list[str], given: tuple[str, ...] | None) -> 
                         "or one column per task in that order under any other names")
     if len(given) != len(model_tasks):
         raise DataError(f"{len(given)} label column(s) {list(given)} for a model of {len(model_tasks)} "
-                        f"task(s) {list(model_tasks)}: give one column per task, in that order")
+                        f"task(s) {list(model_tasks)}: give one column per task, in that order, or the "
+                        "columns named after the tasks you have labels for (those are scored)")
     return list(given), list(model_tasks)
 
 
@@ -264,10 +265,12 @@ def evaluate_checkpoint(checkpoint: str | Path, data: LabeledData, split: str | 
     ``loaded``: the checkpoint already loaded by the caller (not read twice)."""
     loaded = load_checkpoint(checkpoint) if loaded is None else loaded
     loaded.require_trained_head(checkpoint)
+    # Tasks the data lacks are reported as not scored: a user may hold labels for a few of
+    # a multi-task model's assays.
     missing = [t for t in loaded.task_names if t not in data.task_names]
-    if missing:
-        raise DataError(f"{data.source}: the model predicts task(s) {missing} that the data lacks; "
-                        f"the data has {data.task_names}")
+    if len(missing) == len(loaded.task_names):
+        raise DataError(f"{data.source}: none of the model's tasks {loaded.task_names} is in the "
+                        f"data, whose tasks are {data.task_names}")
     if split is not None:
         if cfg is None:
             raise ValueError("evaluating one part of a split needs the run's config")
@@ -284,14 +287,18 @@ def evaluate_checkpoint(checkpoint: str | Path, data: LabeledData, split: str | 
                             f"molecules or labels differ): the {split} part drawn from it now could "
                             "hold training molecules. Score the file as a whole (no part), or "
                             "restore the file the model was trained on")
-    cols = [data.task_names.index(t) for t in loaded.task_names]
     prepared = prepare(data, loaded.featurizer)
     idx = np.arange(len(prepared.graphs))
     if split is not None:
         idx = getattr(split_data(prepared, cfg), split)
     y_pred = predict(loaded.model, prepared.graphs, loaded.task_type, idx,
                      target_mean=loaded.target_mean, target_std=loaded.target_std)
-    report = compute_metrics(loaded.task_type, prepared.y[idx][:, cols], y_pred, loaded.task_names)
+    y_true = np.full(y_pred.shape, np.nan)
+    for j, task in enumerate(loaded.task_names):
+        if task in data.task_names:
+            y_true[:, j] = prepared.y[idx, data.task_names.index(task)]
+    report = compute_metrics(loaded.task_type, y_true, y_pred, loaded.task_names,
+                             not_scored={t: f"not in {data.source}" for t in missing})
     return report, prepared
 
 

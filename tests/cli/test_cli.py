@@ -403,3 +403,25 @@ def test_evaluate_reads_label_columns_by_task_name_or_in_task_order(tmp_path):
     assert result.exit_code == 0, result.output
     assert "p_np" in json.loads((tmp_path / "ev" / "metrics.json").read_text())["metrics"]["per_task"]
     assert yaml.safe_load((tmp_path / "ev" / "config.yaml").read_text())["data"]["label_columns"] == {"p_np": "label"}
+
+
+def test_evaluate_scores_the_tasks_a_file_holds_and_reports_the_others_as_not_scored(tmp_path):
+    from moladapt.config import ModelConfig
+    from moladapt.data.featurize import get_featurizer
+    from moladapt.training import build_model, save_checkpoint
+
+    small = ModelConfig(hidden_dim=16, num_layers=2)
+    feat = get_featurizer("basic")
+    save_checkpoint(tmp_path / "model.pt", build_model(small, feat, 2), feat, small, ["logS", "logP"],
+                    "regression", target_mean=np.zeros(2), target_std=np.ones(2))
+    csv = tmp_path / "only_logp.csv"
+    csv.write_text("smiles,logP\nCCO,-0.3\nCC,1.1\nCCN,-0.1\nc1ccccc1,2.1\n")
+    result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "model.pt"), "--data", str(csv),
+                                      "--target-columns", "logP", "--output", str(tmp_path / "ev")])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())["metrics"]
+    assert metrics["n_tasks_scored"] == 1 and metrics["per_task"]["logP"]["n"] == 4
+    assert "not in" in metrics["skipped"]["logS"]
+    result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "model.pt"), "--data", str(csv),
+                                      "--target-columns", "logD", "--output", str(tmp_path / "ev2")])
+    assert result.exit_code != 0 and "logD" in result.output, result.output

@@ -23,8 +23,9 @@ def evaluate(
     dataset: str = typer.Option(None, help="A benchmark by name."),
     data: Path = typer.Option(None, help="Your CSV instead of --dataset."),
     smiles_column: str = typer.Option("smiles", help="SMILES column of --data."),
-    target_columns: str = typer.Option(None, help="Comma-separated label columns of --data: the model's task names, or one "
-                                      "column per task in the model's task order under other names (default: the model's tasks)."),
+    target_columns: str = typer.Option(None, help="Comma-separated label columns of --data: the model's task names (some of "
+                                      "them: only those are scored), or one column per task in the model's task order under "
+                                      "other names (default: the model's tasks)."),
     part: str = typer.Option(None, help="train | valid | test: score one part of the run's split. Default: test "
                              "when neither --dataset nor --data is given (the run's own data), else all of the data."),
     output: Path = typer.Option(Path("runs/evaluate"), help="Directory for metrics.json and config.yaml."),

@@ -138,19 +138,26 @@ def classification_metrics(
 
 
 def regression_metrics(
-    y_true: np.ndarray, y_pred: np.ndarray, task_names: Sequence[str] | None = None
+    y_true: np.ndarray, y_pred: np.ndarray, task_names: Sequence[str] | None = None,
+    not_scored: Mapping[str, str] | None = None,
 ) -> MetricReport:
     """RMSE, MAE, R² and Spearman's ρ per task (NaN in ``y_true`` = unmeasured).
 
     R² and ρ are NaN for a task whose measured targets are all equal (they are undefined
     there); such a task is still scored on RMSE and MAE, and the means of R² and ρ are
-    taken over the tasks where they are defined.
+    taken over the tasks where they are defined. ``not_scored``: as in
+    :func:`classification_metrics`.
     """
     y_true, y_pred, names = _prepare(y_true, y_pred, task_names)
+    not_scored = _known_tasks(not_scored, names)
     measured = ~np.isnan(y_true)
     per_task: dict[str, dict[str, float]] = {}
     skipped: dict[str, str] = {}
     for t, name in enumerate(names):
+        if name in not_scored:
+            skipped[name] = not_scored[name]
+            per_task[name] = {"n": int(measured[:, t].sum()), **{k: math.nan for k in REGRESSION_METRICS}}
+            continue
         y, p = _measured(y_true[:, t], y_pred[:, t], measured[:, t], name)
         n = len(y)
         if n < 2:
@@ -178,12 +185,13 @@ def compute_metrics(
     y_true: np.ndarray,
     y_pred: np.ndarray,
     task_names: Sequence[str] | None = None,
+    not_scored: Mapping[str, str] | None = None,
 ) -> MetricReport:
     """:func:`classification_metrics` or :func:`regression_metrics` by ``task_type``."""
     if task_type == "classification":
-        return classification_metrics(y_true, y_pred, task_names)
+        return classification_metrics(y_true, y_pred, task_names, not_scored)
     if task_type == "regression":
-        return regression_metrics(y_true, y_pred, task_names)
+        return regression_metrics(y_true, y_pred, task_names, not_scored)
     raise ValueError(f"unknown task_type {task_type!r}; use 'classification' or 'regression'")
 
 
