@@ -194,3 +194,24 @@ def test_a_run_two_studies_share_belongs_to_both(tmp_path):
     reopened = ResultStore(old)
     assert reopened.studies() == ["first", "other"]
     assert reopened.counts("other")["total"] == 1
+
+
+def test_an_edited_study_counts_its_current_grid_and_keeps_the_old_results(tmp_path):
+    store = ResultStore(tmp_path / "s.db")
+
+    def grid(seconds_axis):
+        return StudySpec.from_dict({"name": "s", "runner": "sleep", "fixed": {"x": 1},
+                                    "axes": {"seconds": seconds_axis}}).runs()
+
+    first = grid([0, 0.001])
+    store.sync("s", first)
+    for run in first:
+        store.claim(run.key, 1)
+        store.finish(run.key, {"m": 1.0})
+    edited = grid([0, 0.002])  # one grid point changed
+    assert store.sync("s", edited) == 1
+    assert store.counts("s") == {"pending": 1, "running": 0, "done": 1, "failed": 0, "total": 2}
+    assert store.counts()["total"] == 2 and len(store.to_frame()) == 2 and len(store.to_frame("s")) == 2
+    assert store.detached() == 1
+    assert store.sync("s", first) == 0  # the file put back: the stored result counts again
+    assert store.counts("s")["done"] == 2 and store.detached() == 1

@@ -77,6 +77,10 @@ def status_cmd(db: Path = typer.Argument(..., help="SQLite results database.")) 
         typer.echo("no runs")
         return
     orphans = store.orphaned()
+    detached = store.detached()
+    if detached:
+        typer.echo(f"({detached} stored run(s) from earlier versions of a study file are in no "
+                   "study's grid now; kept, so that putting a grid point back reuses its result)")
     for study in studies:  # a run shared by two studies counts in both
         typer.echo(f"{study}: " + _counts_line(store.counts(study)))
         rows = store.rows(study)
