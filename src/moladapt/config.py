@@ -178,9 +178,14 @@ def from_dict(cls: type, d: dict[str, Any], prefix: str = ""):
         raise ValueError(f"unknown {cls.__name__} option(s) {unknown}; known: {sorted(known)}")
     kwargs = {}
     for key, value in d.items():
+        annotation = str(known[key].type)
         if isinstance(value, list):
             value = tuple(value)
-        kwargs[key] = checked_value(f"{prefix}{key}", str(known[key].type), value)
+        elif annotation.startswith("tuple[str") and isinstance(value, str):
+            value = tuple(v.strip() for v in value.split(",") if v.strip())  # as on the command line
+        elif annotation.startswith("tuple") and value is not None and not isinstance(value, tuple):
+            raise ValueError(f"{prefix}{key} must be a list, got {value!r}")
+        kwargs[key] = checked_value(f"{prefix}{key}", annotation, value)
     return cls(**kwargs)
 
 

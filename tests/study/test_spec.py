@@ -135,6 +135,20 @@ def test_numbers_are_normalised_so_equal_configs_share_a_key():
         StudySpec.from_dict({**BASE, "axes": {"train.lr": ["fast"]}}).runs()
 
 
+def test_an_edited_csv_is_a_new_run_and_a_missing_one_is_refused_before_running(tmp_path):
+    csv = tmp_path / "mine.csv"
+    csv.write_text("smiles,y\nCCO,1\nCCN,0\n")
+    path = write(tmp_path, {**BASE, "fixed": {**BASE["fixed"], "data": {"csv": "mine.csv"}},
+                            "axes": {"train.seed": [0]}})
+    (before,) = StudySpec.load(path).runs()
+    csv.write_text("smiles,y\nCCO,1\nCCN,0\nCCC,1\n")
+    (after,) = StudySpec.load(path).runs()
+    assert before.key != after.key and before.config == after.config
+    csv.unlink()
+    with pytest.raises(StudyError, match="data.csv: no file"):
+        StudySpec.load(path).runs()
+
+
 def test_relative_files_are_read_from_the_study_files_folder(tmp_path, monkeypatch):
     folder = tmp_path / "studies"
     folder.mkdir()
@@ -161,3 +175,12 @@ def test_relative_files_are_read_from_the_study_files_folder(tmp_path, monkeypat
     anchor_paths(config, tmp_path)  # a file named bundled…, and a home path the loaders read
     assert config == {"data": {"csv": str(tmp_path / "bundled_runs.csv")},
                       "pretrain": {"corpus": str(Path("~/corpus.smi").expanduser())}}
+
+
+def test_a_column_list_written_as_a_string_is_read_as_on_the_command_line():
+    fixed = {**BASE["fixed"], "data": {"dataset": "tox21", "target_columns": "NR-AR, SR-ARE"}}
+    (run,) = StudySpec.from_dict({**BASE, "fixed": fixed}).runs()
+    assert run.config["data"]["target_columns"] == ["NR-AR", "SR-ARE"]  # not split into letters
+    bad = {**BASE["fixed"], "model": {"fingerprint_dims": 512}}
+    with pytest.raises(StudyError, match="model.fingerprint_dims must be a list"):
+        StudySpec.from_dict({**BASE, "fixed": bad}).runs()

@@ -52,10 +52,14 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
 
 
-def run_key(runner: str, config: dict[str, Any]) -> str:
-    """First 16 hex digits of sha256 over the canonical JSON of ``{runner, config}``."""
-    text = canonical_json({"runner": runner, "config": config})
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+def run_key(runner: str, config: dict[str, Any], files: dict[str, str] | None = None) -> str:
+    """First 16 hex digits of sha256 over the canonical JSON of ``{runner, config}``, plus
+    ``files`` (config key → sha256 of the file it names) when there are any, so that a run
+    reading an edited CSV or checkpoint is a new run, not the stored result of the old file."""
+    identity: dict[str, Any] = {"runner": runner, "config": config}
+    if files:
+        identity["files"] = files
+    return hashlib.sha256(canonical_json(identity).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -239,6 +243,7 @@ class StudySpec:
         runner = self._runner()
         runs: list[RunSpec] = []
         keys: dict[str, dict[str, Any]] = {}
+        digests: dict[str, str] = {}  # a file read once for all the runs naming it
         for point in self.points():
             config = copy.deepcopy(self.fixed)
             try:
@@ -247,11 +252,12 @@ class StudySpec:
                 if self.base_dir is not None:
                     anchor_paths(config, Path(self.base_dir))
                 resolved = runner.resolve(config)
-            except (ValueError, TypeError, KeyError) as exc:
+                files = input_files(resolved, digests)
+            except (ValueError, TypeError, KeyError, FileNotFoundError) as exc:
                 msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
                 where = f" at {point}" if point else ""
                 raise StudyError(f"{self.source}{where}: {msg}") from None
-            key = run_key(self.runner, resolved)
+            key = run_key(self.runner, resolved, files)
             if key in keys:
                 raise StudyError(f"{self.source}: grid points {keys[key]} and {point} give the same "
                                  "run (an axis lists a value twice?)")
@@ -282,6 +288,28 @@ def anchor_paths(config: dict[str, Any], base_dir: Path) -> None:
             continue  # a corpus or a benchmark by name
         path = Path(value).expanduser()  # "~/x.csv": the loaders do not expand it
         values[name] = str(path if path.is_absolute() else (base_dir / path).resolve())
+
+
+def input_files(config: dict[str, Any], digests: dict[str, str]) -> dict[str, str]:
+    """Config key → sha256 of the file it names, for the :data:`PATH_KEYS` that name a file
+    (``digests``: path → sha256, filled as files are read). ``data.csv`` and ``train.init``
+    always name one, so a missing one is refused here, before any run starts."""
+    files: dict[str, str] = {}
+    for dotted in PATH_KEYS:
+        value = get_dotted(config, dotted)
+        if not isinstance(value, str) or not value or value == "bundled" or value.startswith("bundled:"):
+            continue
+        path = Path(value)
+        if not path.is_file():
+            if dotted in ("data.csv", "train.init"):
+                raise FileNotFoundError(f"{dotted}: no file {value}")
+            continue  # a corpus or a benchmark by name
+        if value not in digests:
+            from moladapt.bundled_models import sha256_file
+
+            digests[value] = sha256_file(path)
+        files[dotted] = digests[value]
+    return files
 
 
 def _matches(point: dict[str, Any], entry: dict[str, Any]) -> bool:
