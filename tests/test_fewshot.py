@@ -59,6 +59,14 @@ def test_resolve_tasks_from_a_users_csv(data_dir, tmp_path):
     tasks = resolve_tasks(str(csv))
     assert [t.task_id for t in tasks] == ["NR-AR", "SR-MMP", "NR-AhR"] and tasks[0].group == "assays"
     assert len(resolve_tasks(f"{csv}:2")) == 2
+    frame = pd.read_csv(csv)
+    frame["all_inactive"] = 0.0
+    frame.to_csv(csv, index=False)
+    told: list[str] = []
+    assert len(resolve_tasks(str(csv), log=told.append)) == 3
+    assert len(told) == 1 and "left out 1 of 4 task columns" in told[0] and "all_inactive" in told[0]
+    with pytest.warns(UserWarning, match="all_inactive"):
+        resolve_tasks(str(csv))
 
 
 @pytest.mark.parametrize("spec, message", [

@@ -38,6 +38,7 @@ import hashlib
 import inspect
 import math
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,7 +105,8 @@ def method_names() -> list[str]:
 
 
 def resolve_tasks(
-    spec: str, min_size: int = 0, max_tasks: int | None = None, seed: int = 0, download: bool = True
+    spec: str, min_size: int = 0, max_tasks: int | None = None, seed: int = 0, download: bool = True,
+    log: Callable[[str], None] | None = None,
 ) -> list[Task]:
     """The tasks named by ``spec``.
 
@@ -117,6 +119,8 @@ def resolve_tasks(
         min_size: leave out tasks with fewer molecules.
         max_tasks: as ``":<n>"`` (give one or the other).
         seed: the random subset's seed (a subset is kept in the collection's order).
+        log: told which label columns were left out for lacking one class among their
+            measured labels (default: a warning).
     """
     given, sep, limit = str(spec).strip().partition(":")
     name = given.strip().lower()
@@ -144,7 +148,13 @@ def resolve_tasks(
                 "empty = unmeasured): drop id, text and numeric-value columns from it"))
         else:
             table = load_dataset(name, download=download)
-        tasks = [t for t in tasks_from_table(table) if len(t) >= min_size]
+        one_class: list[str] = []
+        tasks = [t for t in tasks_from_table(table, dropped=one_class) if len(t) >= min_size]
+        if one_class:
+            shown = ", ".join(one_class[:8]) + (f" and {len(one_class) - 8} more" if len(one_class) > 8 else "")
+            message = (f"{spec}: left out {len(one_class)} of {table.num_tasks} task columns whose "
+                       f"measured labels hold one class only (no episode can be scored): {shown}")
+            (log or (lambda m: warnings.warn(m, stacklevel=3)))(message)
     if not tasks:
         raise DataError(f"{spec}: no task has at least {min_size} molecules")
     if max_tasks is not None and max_tasks < len(tasks):

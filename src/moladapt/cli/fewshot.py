@@ -106,7 +106,7 @@ def meta_train_command(
         ("meta_batch_size", meta_batch_size), ("meta_lr", meta_lr)) if value is not None}
     hparams.update(_parse_params(param))
     build_adapter(method, hparams, seed)  # a bad method or hyper-parameter fails before loading tasks
-    task_list = resolve_tasks(tasks, max_tasks=max_tasks)
+    task_list = resolve_tasks(tasks, max_tasks=max_tasks, log=lambda m: typer.echo(m, err=True))
     typer.echo(f"meta-training {method} on {len(task_list)} tasks ({_spec(tasks, max_tasks)})", err=True)
     encoder_cfg = {"encoder": encoder, "hidden_dim": hidden_dim, "num_layers": num_layers,
                    "dropout": dropout, "jk": jk, "pooling": pooling, "fingerprint_bits": fingerprint_bits}
@@ -169,7 +169,7 @@ def few_shot_command(
     check_method(method, checkpoint)
     ks = _support_sizes(support, "--support")
     check_protocol(ks, draws)  # before the tasks are loaded
-    task_list = resolve_tasks(tasks, max_tasks=max_tasks)
+    task_list = resolve_tasks(tasks, max_tasks=max_tasks, log=lambda m: typer.echo(m, err=True))
     if checkpoint is None and method not in BASELINES:
         typer.secho(f"note: no --checkpoint: {method} adapts a randomly initialised GIN (5 x 300)",
                     fg=typer.colors.YELLOW, err=True)

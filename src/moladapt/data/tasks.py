@@ -52,16 +52,18 @@ def load_fsmol_tasks(split: str = "test", min_size: int = 0, download: bool = Tr
 
 
 def tasks_from_table(data: LabeledData, columns: Sequence[str] | None = None,
-                     min_per_class: int = 1) -> list[Task]:
+                     min_per_class: int = 1, dropped: list[str] | None = None) -> list[Task]:
     """One task per label column of a multi-task classification table.
 
     A task holds the molecules measured on its column; columns with fewer than
-    ``min_per_class`` molecules of either class are left out (listed in the error if none remain).
+    ``min_per_class`` molecules of either class are left out (their names are appended to
+    ``dropped``, and listed in the error if none remain).
     """
     if data.task_type != CLASSIFICATION:
         raise DataError(f"{data.source}: tasks_from_table needs classification labels")
     names = list(columns) if columns is not None else data.task_names
-    tasks, dropped = [], []
+    tasks = []
+    dropped = [] if dropped is None else dropped
     for name in names:
         j = data.task_names.index(name)
         col = data.labels[:, j]
