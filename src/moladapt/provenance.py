@@ -142,8 +142,12 @@ def _extra_lines(extra: dict[str, Any], indent: str) -> list[str]:
                      + (", encoder frozen" if train.get("freeze_encoder") else ""))
     if extra.get("aux_config"):
         aux = extra["aux_config"]
-        lines.append(f"{indent}auxiliary tasks: {', '.join(aux.get('aux_objectives') or []) or 'none'}; "
-                     f"{aux.get('method')}, combiner {aux.get('combiner') or 'none'}")
+        if aux.get("aux_objectives") or aux.get("source_tasks"):
+            others = [*(aux.get("aux_objectives") or []), *(aux.get("source_tasks") or [])]
+            lines.append(f"{indent}auxiliary tasks: {', '.join(others)}; "
+                         f"{aux.get('method')}, combiner {aux.get('combiner') or 'none'}")
+        else:  # the combiner recorded is a default with nothing to combine
+            lines.append(f"{indent}auxiliary tasks: none (fine-tuning on the target alone)")
     meta = extra.get("meta")
     if meta:
         lines.append(f"{indent}meta-trained: {meta.get('method')} on {meta.get('tasks')} "

@@ -112,6 +112,11 @@ def test_adapt_method_sets_the_strategy(tmp_path, data_dir):
     clash = runner.invoke(main_app, ["adapt", "--method", "finetune", "--aux", "attrmask", "--data", str(csv),
                                      "--output", str(tmp_path / "x"), *TINY])
     assert clash.exit_code == 2 and "--method finetune sets aux_objectives" in clash.output
+    idle = runner.invoke(main_app, ["adapt", "--method", "finetune", "--combiner", "pcgrad", "--data", str(csv),
+                                    "--output", str(tmp_path / "z"), *TINY])
+    assert idle.exit_code == 2 and "this run has none" in idle.output, idle.output
+    shown = runner.invoke(main_app, ["inspect", str(tmp_path / "ft" / "model.pt")])
+    assert "fine-tuning on the target alone" in shown.output and "combiner" not in shown.output, shown.output
     unknown = runner.invoke(main_app, ["adapt", "--method", "magic", "--data", str(csv),
                                        "--output", str(tmp_path / "y"), *TINY])
     assert unknown.exit_code == 2 and "unknown adaptation method 'magic'" in unknown.output
