@@ -83,3 +83,17 @@ def test_fine_tuning_from_another_architecture_names_what_differs(bbbp_csv, tmp_
         train={"epochs": 1, "batch_size": 16, "init": str(tmp_path / "ssl" / "encoder.pt")})
     with pytest.raises(ValueError, match=r"hidden_dim 16 \(asked 32\)"):
         run_training(cfg, tmp_path / "ft", progress=False, log=lambda m: None)
+
+
+def test_the_fine_tune_command_pretrain_prints_runs(bbbp_csv, tmp_path):
+    import shlex
+
+    res = CliRunner().invoke(app, ["pretrain", "--objective", "attribute_masking", "--epochs", "1",
+                                   "--featurizer", "rich", "--jk", "concat", "--corpus", str(bbbp_csv),
+                                   "--output", str(tmp_path / "ssl"), *TINY])
+    assert res.exit_code == 0, res.output
+    printed = res.output.split("fine-tune with: moladapt ", 1)[1].strip()
+    assert "--featurizer rich" in printed and "--jk concat" in printed
+    res = CliRunner().invoke(app, [*shlex.split(printed), "--data", str(bbbp_csv), "--split", "random",
+                                   "--epochs", "1", "--output", str(tmp_path / "ft"), "--no-progress"])
+    assert res.exit_code == 0, res.output

@@ -60,6 +60,19 @@ def _load_labels(labels: str, smiles_column: str, featurizer: str, log) -> Any:
     return prepared
 
 
+def finetune_command(encoder_path: Path, featurizer: str, model: dict) -> str:
+    """The `moladapt train` line that rebuilds this encoder's architecture and featurizer
+    around the pretrained weights (train's defaults left out where they match)."""
+    words = [f"moladapt train --init {encoder_path}"]
+    if featurizer != "basic":
+        words.append(f"--featurizer {featurizer}")
+    words.append(f"--encoder {model['encoder']} --hidden-dim {model['hidden_dim']} "
+                 f"--num-layers {model['num_layers']} --pooling {model['pooling']}")
+    if model["jk"] != "last":
+        words.append(f"--jk {model['jk']}")
+    return " ".join(words)
+
+
 @friendly_errors
 def pretrain_command(
     objective: str = typer.Option("attribute_masking", help="Objectives, comma-separated (summed), or stages "
@@ -200,5 +213,4 @@ def pretrain_command(
                    "same embedding): fine-tuning from it starts from a constant representation; "
                    "see history.json 'embedding_spread'", err=True)
     typer.echo(f"wrote {output}/config.yaml, last.pt, encoder.pt, history.json; "
-               f"fine-tune with: moladapt train --init {output}/encoder.pt "
-               f"--encoder {encoder} --hidden-dim {hidden_dim} --num-layers {num_layers} --pooling {pooling}")
+               f"fine-tune with: {finetune_command(output / 'encoder.pt', featurizer, config['model'])}")

@@ -24,6 +24,7 @@ def train(
     num_layers: int = typer.Option(5),
     dropout: float = typer.Option(0.5),
     pooling: str = typer.Option("mean", help="mean | sum | max | attention."),
+    jk: str = typer.Option("last", help="Jumping knowledge: last | concat | max | sum (as the --init encoder was pretrained)."),
     fingerprint_bits: int = typer.Option(0, help="Fuse the graph embedding with this many ECFP4 bits through an MLP (FS-Mol's gnn+ecfp+fc; 2048 there). 0: graph only."),
     epochs: int = typer.Option(100),
     batch_size: int = typer.Option(32),
@@ -63,7 +64,7 @@ def train(
     cfg = cfg.replace(
         data=data_cfg,
         model=given(encoder=encoder, hidden_dim=hidden_dim, num_layers=num_layers,
-                    dropout=dropout, pooling=pooling, fingerprint_bits=fingerprint_bits),
+                    dropout=dropout, pooling=pooling, jk=jk, fingerprint_bits=fingerprint_bits),
         train=train_cfg,
     )
     result = run_training(cfg, output, progress=progress, resume=resume, log=lambda m: typer.secho(m, fg=typer.colors.YELLOW, err=True))
