@@ -11,7 +11,7 @@ fine-tuned on the target
 * ``blo``, ``blo+rcgrad``: the auxiliary tasks' weights learned by bi-level optimisation,
   with the weighted-sum / RCGrad direction in the inner loop.
 
-Datasets: the TDC ADMET classification sets (their predefined scaffold split) and BBBP,
+Datasets: the TDC ADMET classification sets (their predefined split as published) and BBBP,
 BACE and ClinTox (scaffold split 80/10/10). Every finished run writes
 ``<raw-dir>/<dataset>/<method>_seed<s>_e<epochs>_<settings hash>/summary.json`` at once, so
 an interrupted benchmark resumes where it stopped; runs with other settings (epochs, auxiliary

@@ -2,7 +2,7 @@
 transfer ratios (Lee et al., "Scalable Multi-Task Transfer Learning for Molecular Property
 Prediction", 2024).
 
-For every TDC ADMET dataset as the *target* (its predefined scaffold split, the test set
+For every TDC ADMET dataset as the *target* (its predefined split as published, the test set
 untouched) and every seed, three models start from the same initial weights:
 
 * ``single_task``: :class:`moladapt.training.Trainer` on the target's training molecules only

@@ -215,8 +215,10 @@ for _name, (_type, _metric) in _TDC.items():
         f"tdc_{_name}", "tdc_admet_group.csv.gz", "Drug", _type, _metric, _TDC_CITATION,
         url=None, task_columns=("Y",), filter=(("dataset", _name),), split_column="split",
         group="tdc_admet",
-        description=f"TDC ADMET group: {_name} (predefined scaffold split; build the file "
-        "with moladapt.data.sources.build_tdc_admet_csv)",
+        description=f"TDC ADMET group: {_name} (predefined train/valid/test split as published, "
+        "called scaffold-based by its source but not verified as TDC's official partition: some "
+        "SMILES occur in train and in test; build the file with "
+        "moladapt.data.sources.build_tdc_admet_csv)",
     ))
 
 FSMOL = DatasetSpec(
