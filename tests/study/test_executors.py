@@ -196,6 +196,24 @@ def test_cli_plan_run_status_export(tmp_path):
     bad = write(tmp_path / "bad.yaml", {"axes": {"model.hiden_dim": [3]}})
     out = runner.invoke(app, ["study", "plan", str(bad)])
     assert out.exit_code == 2 and "model.hiden_dim" in out.output
+    out = runner.invoke(app, ["study", "export", str(db), "--study", "clii", "--output", str(tmp_path / "x.csv")])
+    assert out.exit_code == 2 and "no study named 'clii'" in out.output, out.output
+    out = runner.invoke(app, ["study", "run", str(study), "--db", str(db), "--workers", "0"])
+    assert out.exit_code == 2 and "--workers must be at least 1" in out.output
+
+
+def test_cli_says_an_interrupted_study_resumes(tmp_path, monkeypatch):
+    import moladapt.study.executors
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(moladapt.study.executors, "run_study", interrupted)
+    app = typer.Typer()
+    app.add_typer(study_app, name="study")
+    study = write(tmp_path / "s.yaml", {"name": "cli", "runner": "sleep", "fixed": {"seconds": 0}})
+    out = CliRunner().invoke(app, ["study", "run", str(study), "--db", str(tmp_path / "s.db")])
+    assert out.exit_code == 130 and "the same command resumes the study" in out.output, out.output
 
 
 def test_threads_per_worker_follows_the_study_threads_setting(monkeypatch):

@@ -46,6 +46,8 @@ def run_cmd(
 
     from moladapt.study.executors import run_study
 
+    if workers is not None and workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {workers}")
     if threads is not None:
         if threads < 1:
             raise ValueError(f"--threads must be at least 1, got {threads}")
@@ -57,6 +59,10 @@ def run_cmd(
     except ImportError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        typer.secho(f"interrupted: finished runs are stored in {db}, the runs in progress were given "
+                    "back; the same command resumes the study", fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(130) from None
     typer.echo(_counts_line(counts))
     if counts["failed"]:
         typer.secho(f"{counts['failed']} run(s) failed: see `moladapt study status {db}`; "
