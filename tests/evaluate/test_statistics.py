@@ -169,7 +169,8 @@ def test_bootstrap_ci_covers_truth_and_is_seeded():
     assert a["ci_low"] < a["mean_diff"] < a["ci_high"]
     assert (a["ci_low"], a["ci_high"]) == (b["ci_low"], b["ci_high"])
     assert (a["ci_low"], a["ci_high"]) != (c["ci_low"], c["ci_high"])
-    assert np.isnan(bootstrap_mean_ci(np.array([1.0]), n_boot=100)).all()  # n < 2: no CI
+    assert np.isnan(bootstrap_mean_ci(np.array([1.0]), n_boot=100)).all()  # n < 3: no CI
+    assert np.isnan(bootstrap_mean_ci(np.array([1.0, 2.0]), n_boot=100)).all()  # only their range
 
 
 def test_friedman_average_ranks_hand_example():

@@ -170,7 +170,7 @@ def write_report(
                 f"all {len(comps)} comparisons, α = {alpha}), green better, red worse.",
             )
         )
-    if math.isfinite(ranks.cd) and ranks.n_methods >= 2:
+    if math.isfinite(ranks.cd) and ranks.n_methods >= 2 and math.isfinite(ranks.pvalue):  # Nemenyi follows Friedman
         images.append(
             _Image(
                 "cd_diagram.png",

@@ -358,14 +358,15 @@ def friedman_nemenyi(
 def bootstrap_mean_ci(
     values: np.ndarray, ci: float = 0.95, n_boot: int = 10000, seed: int = 0
 ) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean of ``values`` (1-D): NaN, NaN for n < 2.
+    """Percentile bootstrap CI of the mean of ``values`` (1-D): NaN, NaN for n < 3 (from two
+    values the resampled means take three values, and the "CI" is just their range).
 
     Resamples are drawn with ``numpy.random.default_rng(seed)`` in chunks of bounded
     memory, so the result depends on (values, ci, n_boot, seed) only.
     """
     x = np.asarray(values, dtype=np.float64).ravel()
     n = x.size
-    if n < 2 or n_boot < 1:
+    if n < 3 or n_boot < 1:
         return math.nan, math.nan
     rng = np.random.default_rng(seed)
     means = np.empty(n_boot)
