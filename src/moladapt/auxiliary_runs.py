@@ -532,8 +532,10 @@ def _run_auxiliary(config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     threads = int(os.environ.get("MOLADAPT_STUDY_THREADS", "0"))
     if threads and run_cfg.train.num_threads is None:
         run_cfg = run_cfg.replace(train={"num_threads": threads})
-    result = run_auxiliary(run_cfg, aux_cfg, run_dir, log=lambda m: None)
-    return json_safe({**flat_metrics(result), "run_dir": str(run_dir)})
+    notes: list[str] = []  # e.g. "no model selection": kept with the run's metrics
+    result = run_auxiliary(run_cfg, aux_cfg, run_dir, log=notes.append)
+    return json_safe({**flat_metrics(result), "run_dir": str(run_dir),
+                      **({"notes": notes} if notes else {})})
 
 
 # training time over plain fine-tuning's with 3 auxiliary tasks, GIN 5×300, same dataset and

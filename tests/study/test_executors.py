@@ -200,6 +200,8 @@ def test_cli_plan_run_status_export(tmp_path):
     assert out.exit_code == 2 and "no study named 'clii'" in out.output, out.output
     out = runner.invoke(app, ["study", "run", str(study), "--db", str(db), "--workers", "0"])
     assert out.exit_code == 2 and "--workers must be at least 1" in out.output
+    out = runner.invoke(app, ["study", "run", str(study), "--db", str(tmp_path)])
+    assert out.exit_code == 2 and "is a directory; give a database file" in out.output, out.output
 
 
 def test_cli_says_an_interrupted_study_resumes(tmp_path, monkeypatch):

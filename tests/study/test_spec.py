@@ -184,3 +184,10 @@ def test_a_column_list_written_as_a_string_is_read_as_on_the_command_line():
     bad = {**BASE["fixed"], "model": {"fingerprint_dims": 512}}
     with pytest.raises(StudyError, match="model.fingerprint_dims must be a list"):
         StudySpec.from_dict({**BASE, "fixed": bad}).runs()
+
+
+def test_fixed_takes_dotted_keys_like_the_axes():
+    nested = StudySpec.from_dict({**BASE, "fixed": {**BASE["fixed"], "train": {"epochs": 3, "lr": 0.01}}}).runs()
+    dotted = StudySpec.from_dict({**BASE, "fixed": {"train.epochs": 3, "model": BASE["fixed"]["model"],
+                                                    "train.lr": 0.01}}).runs()
+    assert nested[0].key == dotted[0].key and dotted[0].config["train"]["epochs"] == 3

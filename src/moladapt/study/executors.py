@@ -110,8 +110,9 @@ def _run_train(config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     cfg = RunConfig.from_dict(config)
     if threads and cfg.train.num_threads is None:
         cfg = cfg.replace(train={"num_threads": threads})
-    result = run_training(cfg, run_dir, progress=False, log=lambda m: None)
-    metrics: dict[str, Any] = {}
+    notes: list[str] = []  # e.g. "no model selection": kept with the run's metrics
+    result = run_training(cfg, run_dir, progress=False, log=notes.append)
+    metrics: dict[str, Any] = {"notes": notes} if notes else {}
     for part, report in (("test", result.test), ("valid", result.valid)):
         metrics[f"{part}.primary"] = float(report.primary)
         metrics[f"{part}.primary_metric"] = report.primary_name

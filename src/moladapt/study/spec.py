@@ -245,9 +245,11 @@ class StudySpec:
         keys: dict[str, dict[str, Any]] = {}
         digests: dict[str, str] = {}  # a file read once for all the runs naming it
         for point in self.points():
-            config = copy.deepcopy(self.fixed)
+            config = {}
             try:
-                for dotted, value in point.items():
+                # fixed: nested sections, then dotted keys as the axes take them (train.epochs: 2)
+                fixed = sorted(self.fixed.items(), key=lambda item: "." in item[0])
+                for dotted, value in [*fixed, *point.items()]:
                     set_dotted(config, dotted, copy.deepcopy(value))
                 if self.base_dir is not None:
                     anchor_paths(config, Path(self.base_dir))

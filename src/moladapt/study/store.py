@@ -122,6 +122,8 @@ class ResultStore:
         self._versions: dict[str, str] | None = None
         if not create:
             self._check_existing()
+        elif self.path.is_dir():
+            raise ValueError(f"{self.path} is a directory; give a database file, e.g. {self.path / 'study.db'}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._enable_wal()
         with self._connect() as con:
