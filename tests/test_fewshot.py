@@ -198,5 +198,9 @@ def test_a_task_csv_with_other_columns_is_refused_with_the_layout_it_needs(tmp_p
     csv.write_text("mol_id,smiles,a1\nm1,CCO,1\nm2,CC,0\n")
     with pytest.raises(DataError, match="'mol_id' has a non-numeric label.*drop id, text and numeric-value columns"):
         resolve_tasks(str(csv))
+    csv.write_text("smiles,a1,pic50\nCCO,1,5.2\nCC,0,6.1\n")
+    with pytest.raises(DataError, match="'pic50' is classification.*expected 0/1. A few-shot") as numeric:
+        resolve_tasks(str(csv))
+    assert "--task-type" not in str(numeric.value)  # few-shot has no such option
     with pytest.raises(DataError, match="file not found$"):  # no layout advice for a missing file
         resolve_tasks(str(tmp_path / "missing.csv"))

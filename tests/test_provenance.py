@@ -97,3 +97,7 @@ def test_the_fine_tune_command_pretrain_prints_runs(bbbp_csv, tmp_path):
     res = CliRunner().invoke(app, [*shlex.split(printed), "--data", str(bbbp_csv), "--split", "random",
                                    "--epochs", "1", "--output", str(tmp_path / "ft"), "--no-progress"])
     assert res.exit_code == 0, res.output
+    state = str(tmp_path / "ssl" / "last.pt")
+    res = CliRunner().invoke(app, [*shlex.split(printed.replace(str(tmp_path / "ssl" / "encoder.pt"), state)),
+                                   "--data", str(bbbp_csv), "--output", str(tmp_path / "ft2"), "--no-progress"])
+    assert res.exit_code == 2 and "use " + str(tmp_path / "ssl" / "encoder.pt") in res.output, res.output

@@ -491,7 +491,13 @@ def load_checkpoint(path: str | Path, expected_featurizer: str | Featurizer | No
     path = Path(path)
     payload = read_checkpoint_payload(path)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not a moladapt checkpoint (format {payload.get('format') if isinstance(payload, dict) else type(payload).__name__})")
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        hint = ""
+        if str(found).startswith("moladapt-pretrain"):
+            hint = f"; it is pretraining's state for resuming: use {path.parent / 'encoder.pt'}, written beside it"
+        elif "resume" in str(found):
+            hint = "; it is the state of an unfinished run: rerun the command that wrote it to finish"
+        raise ValueError(f"{path}: not a moladapt model checkpoint (format {found}){hint}")
     feat_info = payload["featurizer"]
     featurizer = get_featurizer(feat_info["name"])
     if featurizer.fingerprint != feat_info["fingerprint"]:

@@ -90,6 +90,9 @@ def test_meta_train_then_few_shot_then_plot(tmp_path, data_dir):
     invoke("few-shot", "--method", "rf-ecfp", "--tasks", "fsmol-test:2", "--support", "16",
            "--draws", 1, "--no-progress", "--no-plot", "--output", rf)
     assert not (rf / "delta_auprc_vs_k.png").exists()
+    out = invoke("few-shot", "--method", "rf-ecfp", "--tasks", "fsmol-test:2", "--support", "100000",
+                 "--draws", 1, "--no-progress", "--no-plot", "--output", tmp_path / "none", code=1)
+    assert "no episode could be scored" in out.output
     png = tmp_path / "both.png"
     out = invoke("few-shot-plot", fs / "results.csv", rf / "results.csv", "-o", png)
     assert png.read_bytes()[:4] == b"\x89PNG" and f"wrote {png}" in out.output

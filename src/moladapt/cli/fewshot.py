@@ -190,6 +190,11 @@ def few_shot_command(
         typer.echo(line)
     written = "results.csv, summary.csv, metrics.json, config.yaml" + (", delta_auprc_vs_k.png" if run.plot else "")
     typer.echo(f"wrote {output}/{written}")
+    if done == 0:
+        reasons = run.results.loc[run.results["status"] == "skipped", "reason"].dropna().unique()[:2]
+        typer.secho("no episode could be scored" + (f" (e.g. {'; '.join(map(str, reasons))})" if len(reasons) else "")
+                    + ": use smaller --support sizes or larger tasks", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
 
 
 @friendly_errors

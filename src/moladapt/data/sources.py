@@ -515,6 +515,10 @@ def infer_task_type(labels: np.ndarray) -> str:
     return CLASSIFICATION if present.size and np.isin(present, (0.0, 1.0)).all() else REGRESSION
 
 
+REGRESSION_ADVICE = (" (regression labels? give the task type regression: --task-type regression, "
+                     "task_type='regression' in Python)")
+
+
 def check_classification_labels(labels: np.ndarray, task_names: Sequence[str], source: str,
                                 strict: bool = True) -> list[str]:
     """Validate binary labels; return (or, with ``strict``, raise on) one-class tasks."""
@@ -526,9 +530,8 @@ def check_classification_labels(labels: np.ndarray, task_names: Sequence[str], s
         if odd.size:
             raise DataError(
                 f"{source}: task {name!r} is classification but has label values "
-                f"{[float(f'{v:.6g}') for v in sorted(set(odd.tolist()))[:5]]}; expected 0/1 "
-                "(regression labels? give the task type regression: --task-type regression, "
-                "task_type='regression' in Python)"
+                f"{[float(f'{v:.6g}') for v in sorted(set(odd.tolist()))[:5]]}; expected 0/1"
+                + REGRESSION_ADVICE
             )
         if np.unique(present).size < 2:
             single.append(name)
@@ -612,8 +615,8 @@ def load_csv(
         return _from_frame(frame, path, smiles_column, target_columns, task_type,
                            name or path.name.split(".")[0], rows, exclude, strict=strict)
     except DataError as exc:
-        if layout_hint:
-            raise DataError(f"{exc}. {layout_hint}") from None
+        if layout_hint:  # the caller's layout, not a task type the user could choose
+            raise DataError(f"{str(exc).replace(REGRESSION_ADVICE, '')}. {layout_hint}") from None
         raise
 
 
