@@ -81,6 +81,15 @@ def test_datasets_lists_benchmarks(data_dir):
         assert name in proc.stdout
 
 
+def test_datasets_sizes_counts_fsmol_tasks_per_split(tmp_path, monkeypatch):
+    frame = pd.DataFrame({"split": ["train", "train", "test"], "task_id": ["A", "A", "B"],
+                          "smiles": ["CCO", "CC", "CCO"], "label": [1, 0, 1]})
+    frame.to_csv(tmp_path / "fsmol.csv.gz", index=False)
+    monkeypatch.setenv("MOLADAPT_DATA_DIR", str(tmp_path))
+    line = next(ln for ln in run("datasets", "--sizes").stdout.splitlines() if ln.startswith("fsmol "))
+    assert "[3 rows, 2 distinct SMILES; tasks 1 train, 0 valid, 1 test]" in line
+
+
 @pytest.mark.parametrize(
     "content, extra, message",
     [
