@@ -266,7 +266,7 @@ def _metric_key(args) -> str:
 
 
 def _metric_words(args) -> str:
-    return (f"after the last of {args.epochs} epochs (the protocol of Hu et al.)"
+    return (f"after the last of {args.epochs} epochs (Hu et al. read out the last epoch too, after 100)"
             if args.patience is None else "at the epoch of best validation ROC-AUC")
 
 
