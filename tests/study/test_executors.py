@@ -196,6 +196,14 @@ def test_cli_plan_run_status_export(tmp_path):
     bad = write(tmp_path / "bad.yaml", {"axes": {"model.hiden_dim": [3]}})
     out = runner.invoke(app, ["study", "plan", str(bad)])
     assert out.exit_code == 2 and "model.hiden_dim" in out.output
+    edited = write(tmp_path / "s2.yaml", {"name": "cli", "runner": "sleep", "fixed": {"seconds": 0},
+                                          "axes": {"i": [0, 5]}})  # another grid under the same name
+    runner.invoke(app, ["study", "run", str(edited), "--db", str(db), "--workers", "1", "--no-progress"])
+    out = runner.invoke(app, ["study", "status", str(db), "--spec", str(edited)])
+    assert out.exit_code == 0 and "cli: 2 done, 0 failed" in out.output, out.output
+    assert "2 stored run(s) of cli are not in" in out.output and "RuntimeError" not in out.output
+    out = runner.invoke(app, ["study", "export", str(db), "--spec", str(edited), "--output", str(tmp_path / "g.csv")])
+    assert out.exit_code == 0 and sorted(pd.read_csv(tmp_path / "g.csv")["i"]) == [0, 5]
     out = runner.invoke(app, ["study", "export", str(db), "--study", "clii", "--output", str(tmp_path / "x.csv")])
     assert out.exit_code == 2 and "no study named 'clii'" in out.output, out.output
     out = runner.invoke(app, ["study", "run", str(study), "--db", str(db), "--workers", "0"])

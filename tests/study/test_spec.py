@@ -191,3 +191,17 @@ def test_fixed_takes_dotted_keys_like_the_axes():
     dotted = StudySpec.from_dict({**BASE, "fixed": {"train.epochs": 3, "model": BASE["fixed"]["model"],
                                                     "train.lr": 0.01}}).runs()
     assert nested[0].key == dotted[0].key and dotted[0].config["train"]["epochs"] == 3
+
+
+@pytest.mark.parametrize("study, n_runs, keys_sha256", [
+    ("demo.yaml", 6, "ff2fdf8aa295d0e4"),
+    ("auxiliary_strategies.yaml", 60, "53cdf4d194184fd6"),
+    ("pretraining_ablation_cpu.yaml", 480, "1d7404885b0ac370"),
+])
+def test_run_keys_of_the_repo_studies_do_not_move(study, n_runs, keys_sha256):
+    """Stored results are found by run key: a change that moves these keys orphans every
+    stored run of these studies (a deliberate change updates the pins and says so)."""
+    import hashlib
+
+    keys = sorted(run.key for run in StudySpec.load(Path(__file__).parents[2] / "studies" / study).runs())
+    assert (len(keys), hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]) == (n_runs, keys_sha256)

@@ -196,7 +196,7 @@ def test_a_run_two_studies_share_belongs_to_both(tmp_path):
     assert reopened.counts("other")["total"] == 1
 
 
-def test_an_edited_study_counts_its_current_grid_and_keeps_the_old_results(tmp_path):
+def test_an_edited_study_keeps_every_version_and_keys_select_the_current_grid(tmp_path):
     store = ResultStore(tmp_path / "s.db")
 
     def grid(seconds_axis):
@@ -208,10 +208,9 @@ def test_an_edited_study_counts_its_current_grid_and_keeps_the_old_results(tmp_p
     for run in first:
         store.claim(run.key, 1)
         store.finish(run.key, {"m": 1.0})
-    edited = grid([0, 0.002])  # one grid point changed
+    edited = grid([0, 0.002])  # one grid point changed (or another slice of the study)
     assert store.sync("s", edited) == 1
-    assert store.counts("s") == {"pending": 1, "running": 0, "done": 1, "failed": 0, "total": 2}
-    assert store.counts()["total"] == 2 and len(store.to_frame()) == 2 and len(store.to_frame("s")) == 2
-    assert store.detached() == 1
-    assert store.sync("s", first) == 0  # the file put back: the stored result counts again
-    assert store.counts("s")["done"] == 2 and store.detached() == 1
+    assert store.counts("s")["total"] == 3  # slices add up
+    current = {run.key for run in edited}
+    assert store.counts("s", keys=current) == {"pending": 1, "running": 0, "done": 1, "failed": 0, "total": 2}
+    assert len(store.to_frame("s", keys=current)) == 2 and len(store.to_frame("s")) == 3

@@ -46,12 +46,10 @@ def report(
     except ValueError as exc:
         if "pairing is ambiguous" not in str(exc) or spec is not None:
             raise
-        # runs of an earlier version of the study file (a changed fixed value), in a database
-        # written before `study run` kept only a study's current grid
+        # typically runs of an earlier version of the study file (a changed fixed value)
         raise ValueError(f"{exc}. The runs differ in a setting that is not an axis of the study, "
-                         "typically runs of an earlier version of the study file: pass --spec "
-                         "STUDY.yaml, or run `moladapt study run STUDY.yaml` once, to keep only its "
-                         "current grid") from None
+                         "typically runs of an earlier version of the study file stored under the "
+                         "same name: pass --spec STUDY.yaml to keep only its current grid") from None
     done = frame[(frame["run_status"] == "done") & frame[metric].notna()]
     typer.echo(f"wrote {out}/report.html and report.md ({len(done)} runs with {metric}"
                + (f"; {len(frame) - len(done)} left out, listed in the report)" if len(done) < len(frame) else ")"))

@@ -70,26 +70,44 @@ def run_cmd(
         raise typer.Exit(1)
 
 
+def _grid(spec: Path | None) -> tuple[str | None, set[str] | None]:
+    """The study name and run keys of a study file's current grid (``None``s without one)."""
+    if spec is None:
+        return None, None
+    from moladapt.study.spec import StudySpec
+
+    loaded = StudySpec.load(spec)
+    return loaded.name, {run.key for run in loaded.runs()}
+
+
+SPEC_HELP = ("A study file: only the runs of its current grid (leave out runs of other slices or "
+             "of earlier versions of the file stored under the same study name).")
+
+
 @study_app.command("status")
 @friendly_errors
-def status_cmd(db: Path = typer.Argument(..., help="SQLite results database.")) -> None:
+def status_cmd(db: Path = typer.Argument(..., help="SQLite results database."),
+               spec: Path = typer.Option(None, help=SPEC_HELP)) -> None:
     """Runs per study and status, and the last error line of failed runs."""
     from moladapt.study.store import ResultStore
 
     _require_db(db)
     store = ResultStore(db, create=False)
-    studies = store.studies()
+    name, keys = _grid(spec)
+    studies = store.studies() if name is None else [name]
     if not studies:
         typer.echo("no runs")
         return
     orphans = store.orphaned()
-    detached = store.detached()
-    if detached:
-        typer.echo(f"({detached} stored run(s) from earlier versions of a study file are in no "
-                   "study's grid now; kept, so that putting a grid point back reuses its result)")
     for study in studies:  # a run shared by two studies counts in both
-        typer.echo(f"{study}: " + _counts_line(store.counts(study)))
         rows = store.rows(study)
+        typer.echo(f"{study}: " + _counts_line(store.counts(study, keys=keys)))
+        if keys is not None:
+            rows = [row for row in rows if row["key"] in keys]
+            outside = len(store.rows(study)) - len(rows)
+            if outside:
+                typer.echo(f"  {outside} stored run(s) of {study} are not in {spec}'s grid (other slices "
+                           "or earlier versions of the file); left out here")
         gone = sum(row["key"] in orphans for row in rows)
         if gone:
             typer.echo(f"  {gone} of the running runs belong to a process that is gone: "
@@ -106,13 +124,17 @@ def export_cmd(
     db: Path = typer.Argument(..., help="SQLite results database."),
     output: Path = typer.Option(..., help="A .csv, .csv.gz or .parquet file."),
     study: str = typer.Option(None, help="Only this study's runs."),
+    spec: Path = typer.Option(None, help=SPEC_HELP),
 ) -> None:
     """One row per run: axes (e.g. data.dataset) and metrics (e.g. test.roc_auc)."""
     from moladapt.study.store import ResultStore
 
     _require_db(db)
+    name, keys = _grid(spec)
+    if name is not None and study is not None and study != name:
+        raise ValueError(f"--study {study} and --spec {spec} (study {name!r}) name different studies")
     try:
-        frame = ResultStore(db, create=False).export(output, study=study)
+        frame = ResultStore(db, create=False).export(output, study=study or name, keys=keys)
     except ImportError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None

@@ -253,8 +253,8 @@ class StudySpec:
                     set_dotted(config, dotted, copy.deepcopy(value))
                 if self.base_dir is not None:
                     anchor_paths(config, Path(self.base_dir))
+                files = input_files(config, digests)
                 resolved = runner.resolve(config)
-                files = input_files(resolved, digests)
             except (ValueError, TypeError, KeyError, FileNotFoundError) as exc:
                 msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
                 where = f" at {point}" if point else ""
@@ -273,43 +273,47 @@ PATH_KEYS = ("data.csv", "train.init", "pretrain.corpus", "pretrain.labels_datas
 CORPUS_SUFFIXES = (".csv", ".csv.gz", ".smi", ".txt", ".smi.gz", ".txt.gz")  # a corpus file, not a name
 
 
-def anchor_paths(config: dict[str, Any], base_dir: Path) -> None:
-    """Make the relative file paths of ``config`` (:data:`PATH_KEYS`) absolute against
-    ``base_dir``, the study file's folder, so a study means the same files wherever it is run
-    from, and a run's key names the file it read rather than a path relative to somewhere."""
+def file_keys(config: dict[str, Any]) -> list[str]:
+    """The :data:`PATH_KEYS` of ``config`` whose values name files: ``data.csv`` and
+    ``train.init`` always (a bundled encoder aside), the pretrain keys when the value looks
+    like a path (a ``/``, or a corpus or checkpoint suffix) rather than a name."""
+    keys = []
     for dotted in PATH_KEYS:
-        section, _, name = dotted.partition(".")
-        values = config.get(section)
-        value = values.get(name) if isinstance(values, dict) else None
+        value = get_dotted(config, dotted)
         if not isinstance(value, str) or not value:
             continue
-        if name == "init" and (value == "bundled" or value.startswith("bundled:")):
+        if dotted.endswith(".init") and (value == "bundled" or value.startswith("bundled:")):
             continue  # a bundled encoder
         always = dotted in ("data.csv", "train.init")
-        if not (always or "/" in value or value.lower().endswith((*CORPUS_SUFFIXES, ".pt"))):
-            continue  # a corpus or a benchmark by name
-        path = Path(value).expanduser()  # "~/x.csv": the loaders do not expand it
-        values[name] = str(path if path.is_absolute() else (base_dir / path).resolve())
+        if always or "/" in value or value.lower().endswith((*CORPUS_SUFFIXES, ".pt")):
+            keys.append(dotted)
+    return keys
+
+
+def anchor_paths(config: dict[str, Any], base_dir: Path) -> None:
+    """Make the relative file paths of ``config`` (:func:`file_keys`) absolute against
+    ``base_dir``, the study file's folder, so a study means the same files wherever it is run
+    from, and a run's key names the file it read rather than a path relative to somewhere."""
+    for dotted in file_keys(config):
+        section, _, name = dotted.partition(".")
+        path = Path(config[section][name]).expanduser()  # "~/x.csv": the loaders do not expand it
+        config[section][name] = str(path if path.is_absolute() else (base_dir / path).resolve())
 
 
 def input_files(config: dict[str, Any], digests: dict[str, str]) -> dict[str, str]:
-    """Config key → sha256 of the file it names, for the :data:`PATH_KEYS` that name a file
-    (``digests``: path → sha256, filled as files are read). ``data.csv`` and ``train.init``
-    always name one, so a missing one is refused here, before any run starts."""
+    """Config key → sha256 of the file it names, for :func:`file_keys` (``digests``: path →
+    sha256, filled as files are read). Taken from the study's config before a runner resolves
+    it, where a bundled encoder is still a name. A missing file is refused here, before any
+    run starts."""
     files: dict[str, str] = {}
-    for dotted in PATH_KEYS:
+    for dotted in file_keys(config):
         value = get_dotted(config, dotted)
-        if not isinstance(value, str) or not value or value == "bundled" or value.startswith("bundled:"):
-            continue
-        path = Path(value)
-        if not path.is_file():
-            if dotted in ("data.csv", "train.init"):
-                raise FileNotFoundError(f"{dotted}: no file {value}")
-            continue  # a corpus or a benchmark by name
+        if not Path(value).is_file():
+            raise FileNotFoundError(f"{dotted}: no file {value}")
         if value not in digests:
             from moladapt.bundled_models import sha256_file
 
-            digests[value] = sha256_file(path)
+            digests[value] = sha256_file(value)
         files[dotted] = digests[value]
     return files
 

@@ -203,13 +203,12 @@ class ResultStore:
 
     # --- writing --------------------------------------------------------------------------
     def sync(self, study: str, runs: Iterable[RunSpec]) -> int:
-        """Make ``runs`` the grid of ``study``: insert a pending row for each run not stored
-        yet; return how many were new.
+        """Insert a pending row for each run not stored yet; return how many were new.
 
-        Existing keys are left untouched (status, results and attempts are kept). Runs of an
-        earlier version of the study file that the grid no longer holds leave the study (its
-        status, export and report count the current grid only) but stay stored: putting the
-        grid point back reuses their results (see :meth:`detached`).
+        Existing keys are left untouched (status, results and attempts are kept). A study's
+        runs are every run synced under its name: slices of one study file run one after the
+        other add up, and so do the runs of an edited file's earlier versions (``keys`` of
+        :meth:`counts` / :meth:`to_frame` keep one grid only).
         """
         rows = [(r.key, study, r.runner, json.dumps(json_safe(r.config), sort_keys=True),
                  json.dumps(json_safe(r.axes))) for r in runs]
@@ -218,11 +217,6 @@ class ResultStore:
             con.executemany("INSERT OR IGNORE INTO runs (key, study, runner, status, config_json, "
                             "axes_json) VALUES (?, ?, ?, 'pending', ?, ?)", rows)
             new = con.total_changes - before
-            con.execute("CREATE TEMP TABLE current_grid (key TEXT PRIMARY KEY)")
-            con.executemany("INSERT OR IGNORE INTO current_grid (key) VALUES (?)", [(row[0],) for row in rows])
-            con.execute("DELETE FROM study_runs WHERE study = ? AND key NOT IN (SELECT key FROM current_grid)",
-                        (study,))
-            con.execute("DROP TABLE current_grid")
             con.executemany("INSERT INTO study_runs (study, key, axes_json) VALUES (?, ?, ?) "
                             "ON CONFLICT (study, key) DO UPDATE SET axes_json = excluded.axes_json",
                             [(study, key, axes) for key, _, _, _, axes in rows])
@@ -272,13 +266,6 @@ class ResultStore:
                             "WHERE key = ? AND status = 'running'", [(k,) for k in dead])
         return dead
 
-    def detached(self) -> int:
-        """How many stored runs belong to no study's current grid (left by edits of a study
-        file); they are kept so that restoring a grid point reuses its result."""
-        with self._connect() as con:
-            return con.execute("SELECT COUNT(*) FROM runs WHERE key NOT IN "
-                               "(SELECT key FROM study_runs)").fetchone()[0]
-
     def orphaned(self) -> set[str]:
         """Keys of ``running`` rows whose claiming process is gone (read only: :meth:`recover`,
         called by every ``study run``, puts them back to pending)."""
@@ -311,12 +298,10 @@ class ResultStore:
 
     def counts(self, study: str | None = None, keys: Iterable[str] | None = None) -> dict[str, int]:
         """Runs per status (every status present, zeros included), plus ``total``: of
-        ``keys``, else of ``study``'s grid, else of every study's grid."""
+        ``study``'s runs (all when ``None``), only those of ``keys`` when given."""
         sql, args = "SELECT key, status FROM runs", ()
         if study is not None:
             sql, args = sql + " WHERE key IN (SELECT key FROM study_runs WHERE study = ?)", (study,)
-        elif keys is None:
-            sql += " WHERE key IN (SELECT key FROM study_runs)"
         with self._connect() as con:
             rows = con.execute(sql, args).fetchall()
         wanted = set(keys) if keys is not None else None
@@ -328,12 +313,11 @@ class ResultStore:
         return out
 
     def rows(self, study: str | None = None) -> list[dict[str, Any]]:
-        """Every run of a study's current grid, or ``study``'s runs (those its grid holds,
-        whichever study ran them first) with that study's name and axes."""
+        """Every stored run, or ``study``'s runs (those its grid holds, whichever study ran
+        them first) with that study's name and axes."""
         with self._connect() as con:
             if study is None:
-                return [dict(r) for r in con.execute("SELECT * FROM runs WHERE key IN "
-                                                     "(SELECT key FROM study_runs) ORDER BY rowid")]
+                return [dict(r) for r in con.execute("SELECT * FROM runs ORDER BY rowid")]
             rows = con.execute("SELECT r.*, m.axes_json AS member_axes FROM runs r JOIN study_runs m "
                                "ON m.key = r.key WHERE m.study = ? ORDER BY r.rowid", (study,)).fetchall()
             if not rows:
@@ -348,11 +332,13 @@ class ResultStore:
                 out.append(record)
             return out
 
-    def to_frame(self, study: str | None = None) -> pd.DataFrame:
+    def to_frame(self, study: str | None = None, keys: Iterable[str] | None = None) -> pd.DataFrame:
         """One row per run: key, study, runner, status, attempts, seconds, then the axes
-        (dotted names, e.g. ``data.dataset``) and the flattened metrics (e.g. ``test.roc_auc``)."""
+        (dotted names, e.g. ``data.dataset``) and the flattened metrics (e.g. ``test.roc_auc``);
+        only the runs of ``keys`` when given (e.g. a study file's current grid)."""
         records = []
-        rows = list(self.rows(study))
+        wanted = None if keys is None else set(keys)
+        rows = [row for row in self.rows(study) if wanted is None or row["key"] in wanted]
         axes_of = [json.loads(row["axes_json"] or "{}") for row in rows]
         # a run stored before an axis was added lacks it in axes_json: read it from its config
         axis_names = list(dict.fromkeys(name for axes in axes_of for name in axes))
@@ -371,10 +357,11 @@ class ResultStore:
             records.append(record)
         return pd.DataFrame.from_records(records)
 
-    def export(self, path: str | Path, study: str | None = None) -> pd.DataFrame:
+    def export(self, path: str | Path, study: str | None = None,
+               keys: Iterable[str] | None = None) -> pd.DataFrame:
         """Write :meth:`to_frame` as CSV (``.csv``, ``.csv.gz``) or Parquet (``.parquet``)."""
         path = Path(path)
-        frame = self.to_frame(study)
+        frame = self.to_frame(study, keys)
         name = path.name.lower()
         if name.endswith(".parquet") or name.endswith(".pq"):
             try:
