@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from moladapt.config import RunConfig, from_dict, to_plain
+from moladapt.config import RunConfig, from_dict, split_list, to_plain
 from moladapt.study.executors import RUNNERS, Runner
 
 __all__ = [
@@ -117,10 +117,8 @@ class AuxConfig:
     def __post_init__(self) -> None:
         for name in ("aux_objectives", "source_tasks"):
             value = getattr(self, name)
-            if value is None:
-                value = ()
-            elif isinstance(value, str):
-                value = tuple(v.strip() for v in value.split(",") if v.strip())
+            if isinstance(value, str) or value is None:
+                value = split_list(value) or ()
             object.__setattr__(self, name, tuple(str(v) for v in value))
         if self.task_weights is not None:
             object.__setattr__(self, "task_weights", tuple(float(w) for w in self.task_weights))

@@ -167,6 +167,14 @@ def to_plain(obj: Any) -> Any:
     return obj
 
 
+def split_list(value: str | None) -> tuple[str, ...] | None:
+    """``"a, b"`` → ``("a", "b")``: a list of names written as one comma-separated string (on
+    the command line, or in a config file); ``None`` for ``None`` or ``""``."""
+    if value is None or value == "":
+        return None
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
 def from_dict(cls: type, d: dict[str, Any], prefix: str = ""):
     """Build dataclass ``cls`` from a plain dict, rejecting unknown keys with their names and
     values of the wrong type with the key (``prefix`` + name), not hours later in training."""
@@ -182,7 +190,7 @@ def from_dict(cls: type, d: dict[str, Any], prefix: str = ""):
         if isinstance(value, list):
             value = tuple(value)
         elif annotation.startswith("tuple[str") and isinstance(value, str):
-            value = tuple(v.strip() for v in value.split(",") if v.strip())  # as on the command line
+            value = split_list(value)  # as on the command line
         elif annotation.startswith("tuple") and value is not None and not isinstance(value, tuple):
             raise ValueError(f"{prefix}{key} must be a list, got {value!r}")
         kwargs[key] = checked_value(f"{prefix}{key}", annotation, value)

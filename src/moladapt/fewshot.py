@@ -153,7 +153,7 @@ def resolve_tasks(
         if one_class:
             shown = ", ".join(one_class[:8]) + (f" and {len(one_class) - 8} more" if len(one_class) > 8 else "")
             message = (f"{spec}: left out {len(one_class)} of {table.num_tasks} task columns whose "
-                       f"measured labels hold one class only (no episode can be scored): {shown}")
+                       f"measured labels hold one class or none (no episode can be scored): {shown}")
             (log or (lambda m: warnings.warn(m, stacklevel=3)))(message)
     if not tasks:
         raise DataError(f"{spec}: no task has at least {min_size} molecules")
@@ -652,7 +652,7 @@ def summarize_few_shot(
     ``n_tasks`` (tasks with at least one episode), ``n_tasks_skipped`` (tasks the k was too
     large for), ``n_episodes``, ``draws_per_task`` (the most draws of a task), and for each
     metric ``<metric>_mean`` (mean over tasks) and ``<metric>_ci_low``/``_ci_high``: a
-    percentile bootstrap CI (level ``ci``) over tasks, NaN with fewer than 2 tasks.
+    percentile bootstrap CI (level ``ci``) over tasks, NaN with fewer than 3 tasks.
     Methods keep their order of appearance; k ascends.
     """
     columns = ["method", "k", "n_tasks", "n_tasks_skipped", "n_episodes", "draws_per_task"]

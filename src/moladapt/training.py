@@ -247,7 +247,9 @@ class Trainer:
             y_fit = y
         else:
             # A task with no training label: mean 0 / std 1, so its predictions stay finite
-            # (NaN ones would make scoring the measured valid/test labels fail).
+            # (NaN ones would make scoring the measured valid/test labels fail). The same rule
+            # as label_mean_std, written out in float64 arithmetic: switching the Trainer to the
+            # helper's float32 would move the last bits of every stored regression result.
             n_train = (~np.isnan(y[train_idx])).sum(axis=0)
             sums = np.nansum(y[train_idx], axis=0)
             self.target_mean_ = np.where(n_train > 0, sums / np.maximum(n_train, 1), 0.0).astype(np.float32)

@@ -135,9 +135,10 @@ def auxiliary_command(
         changes = _merge_method(method, changes)
     aux_cfg = dataclasses.replace(aux_cfg, **changes)
     if "combiner" in changes and not (aux_cfg.aux_objectives or aux_cfg.source_tasks):
-        raise ValueError(f"--combiner {combiner or method} combines the gradients of auxiliary tasks "
-                         "with the target's, and this run has none (--method finetune / --aux none): "
-                         "add --aux, or leave out --combiner")
+        flag = f"--combiner {combiner}" if combiner is not None else f"--method {method}"
+        raise ValueError(f"{flag} combines the gradients of auxiliary tasks with the target's, and "
+                         "this run has none (--method finetune / --aux none): add --aux, or leave "
+                         f"out {flag.split()[0]}")
     bilevel_only = [k for k in ("weighting", "hypergradient", "outer_steps", "inner_steps", "outer_lr")
                     if k in changes]
     if aux_cfg.method != "bilevel" and bilevel_only:

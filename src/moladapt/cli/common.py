@@ -9,6 +9,8 @@ from pathlib import Path
 
 import typer
 
+from moladapt.config import split_list  # noqa: F401  (the CLI modules import it from here)
+
 # click ParameterSource names (typer vendors click, so compare by name)
 _DEFAULT_SOURCES = ("DEFAULT", "DEFAULT_MAP")
 
@@ -63,12 +65,6 @@ def check_one_source(dataset: object, data: object) -> None:
     """``--dataset`` and ``--data`` name the data two ways: one of them, not both."""
     if data is not None and dataset is not None:
         raise ValueError("give --dataset (a benchmark) or --data (your CSV), not both")
-
-
-def split_list(value: str | None) -> tuple[str, ...] | None:
-    if value is None or value == "":
-        return None
-    return tuple(v.strip() for v in value.split(",") if v.strip())
 
 
 def friendly_errors(fn: Callable) -> Callable:

@@ -104,7 +104,7 @@ def paired_comparisons(
       its sign does not depend on ``higher_is_better``);
     * ``ci_low``/``ci_high``: percentile bootstrap CI (level ``ci``) of the mean of d from
       ``n_boot`` resamples of the pairs, seeded by ``seed`` (each comparison uses the same
-      seed, so a row does not depend on which other rows are computed); NaN for n < 2;
+      seed, so a row does not depend on which other rows are computed); NaN for n < 3;
     * ``p_wilcoxon``: two-sided Wilcoxon signed-rank test (``scipy.stats.wilcoxon`` with
       ``zero_method``); ``p_ttest``: two-sided paired t-test (``scipy.stats.ttest_rel``);
     * ``p_wilcoxon_holm``/``p_ttest_holm``: :func:`holm_bonferroni` over all rows of the
