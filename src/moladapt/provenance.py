@@ -72,13 +72,10 @@ def describe_checkpoint(path: str | Path) -> dict[str, Any]:
     payload = read_checkpoint_payload(path)
     if not isinstance(payload, dict) or "format" not in payload:
         raise ValueError(f"{path}: not a moladapt checkpoint")
-    from moladapt.training import CHECKPOINT_FORMAT
+    from moladapt.training import CHECKPOINT_FORMAT, not_a_model
 
     if payload["format"] not in (CHECKPOINT_FORMAT, PRETRAIN_CHECKPOINT_FORMAT):
-        if "resume" in str(payload["format"]):
-            raise ValueError(f"{path}: the saved state of an unfinished run ({payload['format']}), not a "
-                             "model; rerun the command that wrote it to finish, then inspect its model")
-        raise ValueError(f"{path}: not a moladapt model checkpoint (format {payload['format']!r})")
+        raise not_a_model(path, payload["format"])
     sha = sha256_file(path)
     info: dict[str, Any] = {"path": str(path), "sha256": sha, "bytes": path.stat().st_size}
     if payload["format"] == PRETRAIN_CHECKPOINT_FORMAT:  # a pretraining run's last.pt

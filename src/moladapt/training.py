@@ -488,18 +488,23 @@ def read_checkpoint_payload(path: str | Path) -> Any:
         raise ValueError(f"{path}: not a readable moladapt checkpoint ({exc})") from exc
 
 
+def not_a_model(path: Path, found: Any) -> ValueError:
+    """The error for a file that holds no model, saying what it holds where moladapt wrote it."""
+    if str(found).startswith("moladapt-pretrain"):
+        return ValueError(f"{path}: pretraining's state for resuming (format {found}), not a model: "
+                          f"use {path.parent / 'encoder.pt'}, written beside it")
+    if "resume" in str(found):
+        return ValueError(f"{path}: the saved state of an unfinished run ({found}), not a model; "
+                          "rerun the command that wrote it to finish")
+    return ValueError(f"{path}: not a moladapt model checkpoint (format {found!r})")
+
+
 def load_checkpoint(path: str | Path, expected_featurizer: str | Featurizer | None = None) -> LoadedModel:
     """Load a checkpoint with ``torch.load(weights_only=True)``; refuse a featurizer mismatch."""
     path = Path(path)
     payload = read_checkpoint_payload(path)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        hint = ""
-        if str(found).startswith("moladapt-pretrain"):
-            hint = f"; it is pretraining's state for resuming: use {path.parent / 'encoder.pt'}, written beside it"
-        elif "resume" in str(found):
-            hint = "; it is the state of an unfinished run: rerun the command that wrote it to finish"
-        raise ValueError(f"{path}: not a moladapt model checkpoint (format {found}){hint}")
+        raise not_a_model(path, payload.get("format") if isinstance(payload, dict) else type(payload).__name__)
     feat_info = payload["featurizer"]
     featurizer = get_featurizer(feat_info["name"])
     if featurizer.fingerprint != feat_info["fingerprint"]:

@@ -100,3 +100,14 @@ def init_spec(init: object) -> str | None:
         raise ValueError(f"--init {text}: no such checkpoint file (give a model.pt / encoder "
                          "file, or bundled[:name])")
     return str(Path(text).resolve())
+
+
+def study_grid(spec: Path | None) -> tuple[str | None, set[str] | None]:
+    """The study name and run keys of a study file's current grid (``None``s without one):
+    what ``--spec`` of ``study status``, ``study export`` and ``report`` keep."""
+    if spec is None:
+        return None, None
+    from moladapt.study.spec import StudySpec
+
+    loaded = StudySpec.load(spec)
+    return loaded.name, {run.key for run in loaded.runs()}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from moladapt.cli.common import friendly_errors, split_list
+from moladapt.cli.common import friendly_errors, split_list, study_grid
 
 
 @friendly_errors
@@ -29,11 +29,7 @@ def report(
 
     if not db.exists():
         raise FileNotFoundError(f"{db}: no such study database")
-    keys = None
-    if spec is not None:
-        from moladapt.study.spec import StudySpec
-
-        keys = {run.key for run in StudySpec.load(spec).runs()}
+    _, keys = study_grid(spec)
     frame = tidy_results(db, study, split_list(method_axes), keys=keys, include_unfinished=True)
     if metric not in frame.columns:
         raise ValueError(f"metric {metric!r} not in the results; available: "

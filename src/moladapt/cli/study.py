@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from moladapt.cli.common import friendly_errors
+from moladapt.cli.common import friendly_errors, study_grid
 
 study_app = typer.Typer(help="Grids of runs from a study YAML: plan, run (resumable), status, export.",
                         no_args_is_help=True, add_completion=False)
@@ -70,16 +70,6 @@ def run_cmd(
         raise typer.Exit(1)
 
 
-def _grid(spec: Path | None) -> tuple[str | None, set[str] | None]:
-    """The study name and run keys of a study file's current grid (``None``s without one)."""
-    if spec is None:
-        return None, None
-    from moladapt.study.spec import StudySpec
-
-    loaded = StudySpec.load(spec)
-    return loaded.name, {run.key for run in loaded.runs()}
-
-
 SPEC_HELP = ("A study file: only the runs of its current grid (leave out runs of other slices or "
              "of earlier versions of the file stored under the same study name).")
 
@@ -93,18 +83,18 @@ def status_cmd(db: Path = typer.Argument(..., help="SQLite results database."),
 
     _require_db(db)
     store = ResultStore(db, create=False)
-    name, keys = _grid(spec)
+    name, keys = study_grid(spec)
     studies = store.studies() if name is None else [name]
     if not studies:
         typer.echo("no runs")
         return
     orphans = store.orphaned()
     for study in studies:  # a run shared by two studies counts in both
-        rows = store.rows(study)
+        stored = store.rows(study)
+        rows = stored if keys is None else [row for row in stored if row["key"] in keys]
         typer.echo(f"{study}: " + _counts_line(store.counts(study, keys=keys)))
         if keys is not None:
-            rows = [row for row in rows if row["key"] in keys]
-            outside = len(store.rows(study)) - len(rows)
+            outside = len(stored) - len(rows)
             if outside:
                 typer.echo(f"  {outside} stored run(s) of {study} are not in {spec}'s grid (other slices "
                            "or earlier versions of the file); left out here")
@@ -130,7 +120,7 @@ def export_cmd(
     from moladapt.study.store import ResultStore
 
     _require_db(db)
-    name, keys = _grid(spec)
+    name, keys = study_grid(spec)
     if name is not None and study is not None and study != name:
         raise ValueError(f"--study {study} and --spec {spec} (study {name!r}) name different studies")
     try:
