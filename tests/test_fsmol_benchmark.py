@@ -94,6 +94,39 @@ def test_ecfp_variants_and_hparams(bench):
             bench.parse_args(bad)
 
 
+def test_fused_multitask_baselines_have_their_own_model(bench):
+    args = bench.parse_args(["--methods", "mt-head+ecfp,mt-finetune+ecfp,mt-head,anil+ecfp"])
+    assert [bench.multitask_model(m) for m in args.methods] == [
+        "multitask+ecfp", "multitask+ecfp", "multitask", "multitask+ecfp"]
+    assert bench.is_multitask("mt-head+ecfp") and not bench.is_meta("mt-head+ecfp")
+    ckpts = {"multitask": Path("plain.pt"), "multitask+ecfp": Path("fused.pt")}
+    spec = bench.eval_spec(args, "mt-head+ecfp", ckpts)
+    assert spec == {"method": "finetune", "checkpoint": Path("fused.pt"), "hparams": {"mode": "head"}}
+    assert bench.eval_spec(args, "mt-finetune", ckpts)["checkpoint"] == Path("plain.pt")
+    assert bench.mt_identity(args, "multitask+ecfp")["encoder"]["fingerprint_bits"] == 2048
+    assert bench.mt_identity(args)["encoder"]["fingerprint_bits"] == 0  # the stored identity
+    for bad in ("mt-head@v2", "mt-head+ecfp@v2", "scratch-finetune+ecfp"):
+        with pytest.raises(SystemExit):
+            bench.parse_args(["--methods", bad])
+
+
+def test_headline_compares_like_with_like_against_the_strongest_baseline(bench):
+    def g(gain):
+        return {"gain": gain, "ci": (gain - 0.01, gain + 0.01), "n_tasks": 3}
+
+    gains = {("anil+ecfp", "mt-finetune", "in"): g(0.11), ("anil+ecfp", "mt-head+ecfp", "in"): g(0.02),
+             ("anil+ecfp", "mt-head+ecfp", "ood"): g(-0.03),
+             ("maml", "mt-finetune", "in"): g(-0.03), ("maml", "mt-head", "in"): g(-0.04),
+             ("maml", "mt-head", "ood"): g(0.01)}
+    line = bench.headline_gain(gains, ["in", "ood"])[-1]
+    # anil+ecfp's +11% is against a graph-only baseline: not a fair pair, not the answer
+    assert "**anil+ecfp** vs mt-head+ecfp" in line and "in: +2.0%" in line and "ood: -3.0%" in line
+    del gains[("anil+ecfp", "mt-head+ecfp", "in")]
+    line = bench.headline_gain(gains, ["in", "ood"])[-1]
+    assert "**maml** vs mt-head" in line and "in: -4.0%" in line  # the stronger of its two baselines
+    assert bench.headline_gain({("anil+ecfp", "mt-head", "in"): g(0.1)}, ["in"]) == []
+
+
 def test_variant_tags_get_their_own_hparams_on_top_of_the_methods(bench):
     args = bench.parse_args(["--methods", "protonet+ecfp,protonet+ecfp@fsmol,maml@long",
                              "--hparam", "protonet.distance=mahalanobis",

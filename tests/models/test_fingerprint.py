@@ -119,3 +119,32 @@ def test_pretraining_refuses_a_fused_encoder(graphs):
     enc = build_model(FUSED, FEAT, 1).encoder
     with pytest.raises(ValueError, match="pretrain its .graph_encoder"):
         pretrain(enc, "attribute_masking", graphs, epochs=1, batch_size=8, progress=False)
+
+
+def test_supervised_pretraining_trains_a_fused_encoder_whole_and_saves_it(graphs, tmp_path):
+    """Multi-task pretraining of a gnn+ecfp encoder (the fused multi-task baseline of FS-Mol's
+    benchmark): the fusion MLP learns too, and ``encoder.pt`` loads back as the same fused encoder."""
+    from moladapt.pretrain import pretrain
+
+    torch.manual_seed(0)
+    enc = build_model(FUSED, FEAT, 1).encoder
+    before = {k: v.clone() for k, v in enc.state_dict().items()}
+    y = np.random.default_rng(0).choice([0.0, 1.0, np.nan], size=(len(graphs), 3)).astype(np.float32)
+    history = pretrain(enc, "supervised", graphs, y, epochs=2, batch_size=8, seed=0,
+                       checkpoint_dir=tmp_path, progress=False)
+    assert history.epochs[-1]["embedding_spread"] > 0  # measured on the graph part
+    for part in ("graph_encoder.atom_encoder.embeddings.0.weight", "fusion.0.weight", "fusion.2.weight"):
+        assert not torch.equal(enc.state_dict()[part], before[part]), part
+    loaded = load_checkpoint(tmp_path / "encoder.pt", expected_featurizer=FEAT)
+    assert isinstance(loaded.model.encoder, FingerprintFusionEncoder)
+    assert (loaded.model_config.fingerprint_bits, loaded.model_config.fingerprint_dims) == (256, (32, 8))
+    assert loaded.model_config.encoder == "gin"
+    batch = graphs.collate(np.arange(6))
+    enc.eval()
+    loaded.model.encoder.eval()
+    with torch.no_grad():
+        assert torch.equal(enc(batch), loaded.model.encoder(batch))
+    # objectives that need node embeddings or augmented views still refuse it, and say which
+    with pytest.raises(ValueError, match="attribute_masking needs a graph encoder"):
+        pretrain(build_model(FUSED, FEAT, 1).encoder, ["supervised", "attribute_masking"], graphs, y,
+                 epochs=1, batch_size=8, progress=False)

@@ -208,3 +208,15 @@ def test_cli_end_to_end_then_fine_tune(tmp_path, moses_head, data_dir):
     assert lineage["extra"]["pretrain"]["epochs_completed"] == 2  # the SSL run's own record came along
     res = CliRunner().invoke(app, [*sup, "--hidden-dim", "32", "--output", str(tmp_path / "wide")])
     assert res.exit_code == 2 and "hidden_dim 16 (asked 32)" in res.output, res.output
+
+    # a fingerprint-fused encoder, multi-task pretrained as a whole on top of the SSL graph encoder
+    fused = tmp_path / "fused"
+    res = CliRunner().invoke(app, [*sup, "--hidden-dim", "16", "--fingerprint-bits", "256",
+                                   "--output", str(fused)])
+    assert res.exit_code == 0, res.output
+    assert "--fingerprint-bits 256" in res.output  # the fine-tune command rebuilds the fusion
+    loaded = load_checkpoint(fused / "encoder.pt")
+    assert loaded.model_config.fingerprint_bits == 256
+    assert yaml.safe_load((fused / "config.yaml").read_text())["model"]["fingerprint_bits"] == 256
+    res = CliRunner().invoke(app, ["--objective", "attribute_masking", "--fingerprint-bits", "256", *common])
+    assert res.exit_code == 2 and "only 'supervised' stages" in res.output, res.output

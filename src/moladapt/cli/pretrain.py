@@ -70,6 +70,8 @@ def finetune_command(encoder_path: Path, featurizer: str, model: dict) -> str:
                  f"--num-layers {model['num_layers']} --pooling {model['pooling']}")
     if model["jk"] != "last":
         words.append(f"--jk {model['jk']}")
+    if model.get("fingerprint_bits"):
+        words.append(f"--fingerprint-bits {model['fingerprint_bits']}")
     return " ".join(words)
 
 
@@ -97,6 +99,9 @@ def pretrain_command(
     dropout: float = typer.Option(0.0, help="Encoder dropout while pretraining."),
     jk: str = typer.Option("last", help="Jumping knowledge: last | concat | max | sum."),
     pooling: str = typer.Option("mean", help="mean | sum | max | attention."),
+    fingerprint_bits: int = typer.Option(0, help="Pretrain a fingerprint-fused encoder (GNN readout ⊕ this many "
+                                         "ECFP4 bits → MLP 1024 → 512, FS-Mol's gnn+ecfp+fc) as a whole; "
+                                         "'supervised' stages only. 0: graph encoder."),
     epochs: int = typer.Option(100, help="Epochs when --objective gives no stages."),
     batch_size: int = typer.Option(256, help="Molecules per batch (per process under torchrun)."),
     lr: float = typer.Option(1e-3),
@@ -144,6 +149,10 @@ def pretrain_command(
         raise ValueError("a 'supervised' stage needs --labels-dataset")
     if not all(needs) and not corpus:
         raise ValueError("self-supervised objectives need --corpus")
+    if fingerprint_bits and not all(needs):
+        raise ValueError("--fingerprint-bits: only 'supervised' stages can train a fingerprint-fused "
+                         "encoder (self-supervised objectives work on the graph); pretrain the graph "
+                         "encoder and fuse it when fine-tuning (train/few-shot --fingerprint-bits)")
     feat = get_featurizer(featurizer)
 
     if not main:
@@ -160,8 +169,17 @@ def pretrain_command(
         ddp.barrier(ctx)
 
     torch.manual_seed(seed)
-    enc = build_encoder(encoder, feat.atom_vocab_sizes, feat.bond_vocab_sizes, hidden_dim=hidden_dim,
-                        num_layers=num_layers, dropout=dropout, jk=jk, pooling=pooling)
+    model_options = {"encoder": encoder, "hidden_dim": hidden_dim, "num_layers": num_layers,
+                     "dropout": dropout, "jk": jk, "pooling": pooling}
+    if fingerprint_bits:
+        from moladapt.config import ModelConfig
+        from moladapt.training import build_model
+
+        model_options["fingerprint_bits"] = fingerprint_bits
+        enc = build_model(ModelConfig(**model_options), feat, 1).encoder
+    else:
+        enc = build_encoder(encoder, feat.atom_vocab_sizes, feat.bond_vocab_sizes, hidden_dim=hidden_dim,
+                            num_layers=num_layers, dropout=dropout, jk=jk, pooling=pooling)
     init_record = None
     if init:
         from moladapt.pretrain.trainer import init_encoder_from
@@ -176,8 +194,7 @@ def pretrain_command(
         "objective_options": options,
         "corpus": corpus, "smiles_column": smiles_column, "limit": limit, "shard_size": shard_size,
         "labels_dataset": labels_dataset, "featurizer": featurizer,
-        "model": {"encoder": encoder, "hidden_dim": hidden_dim, "num_layers": num_layers,
-                  "dropout": dropout, "jk": jk, "pooling": pooling},
+        "model": model_options,
         "batch_size": batch_size, "lr": lr, "seed": seed, "device": device,
         "world_size": ctx.world_size,
     }

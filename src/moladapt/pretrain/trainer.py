@@ -46,6 +46,7 @@ from moladapt.config import ModelConfig, to_plain
 from moladapt.data.featurize import Featurizer, get_featurizer
 from moladapt.data.sources import CLASSIFICATION
 from moladapt.models.encoders import Encoder
+from moladapt.models.fingerprint import FingerprintFusionEncoder, graph_part
 from moladapt.pretrain import distributed as ddp
 from moladapt.pretrain.corpus import ShardedCorpus
 from moladapt.pretrain.objectives import PretrainObjective, build_objective
@@ -115,13 +116,14 @@ def embedding_spread(encoder: Encoder, batch: Any) -> float:
     (batch)`` ``[N, d]``, in eval mode (running batch-norm statistics) and float32. About 0 means
     representation collapse: every atom gets the same vector (e.g. all ReLUs of a layer dead),
     so the objective is stuck at chance and fine-tuning would start from a constant input —
-    observed for edge prediction with unscaled dot-product scores on a GIN 5×300.
+    observed for edge prediction with unscaled dot-product scores on a GIN 5×300. A
+    fingerprint-fused encoder is measured on its graph part.
     """
     was_training = encoder.training
     encoder.eval()
     try:
         with torch.no_grad():
-            h = encoder.node_embeddings(batch).float()
+            h = graph_part(encoder).node_embeddings(batch).float()
     finally:
         encoder.train(was_training)
     return float(h.std(dim=0).max()) if h.shape[0] > 1 else float("nan")
@@ -236,8 +238,13 @@ def save_pretrained_encoder(
         hp["bond_vocab_sizes"]
     ) != list(featurizer.bond_vocab_sizes):
         raise ValueError(f"encoder vocabulary sizes do not match featurizer {featurizer.fingerprint}")
-    cfg = ModelConfig(encoder=encoder.name, hidden_dim=hp["hidden_dim"], num_layers=hp["num_layers"],
-                      dropout=hp["dropout"], jk=hp["jk"], pooling=hp["pooling"])
+    fusion = {}
+    if isinstance(encoder, FingerprintFusionEncoder):
+        fusion = {"fingerprint_bits": encoder.n_bits, "fingerprint_radius": encoder.radius,
+                  "fingerprint_dims": tuple(hp["fingerprint_dims"])}
+    cfg = ModelConfig(encoder=graph_part(encoder).name, hidden_dim=hp["hidden_dim"],
+                      num_layers=hp["num_layers"], dropout=hp["dropout"], jk=hp["jk"],
+                      pooling=hp["pooling"], **fusion)
     model = build_model(cfg, featurizer, 1)
     model.encoder.load_state_dict({k: v.detach().cpu() for k, v in encoder.state_dict().items()})
     save_checkpoint(path, model, featurizer, cfg, [ENCODER_ONLY_TASK], CLASSIFICATION,
@@ -421,8 +428,11 @@ def _train(encoder: Encoder, featurizer: Featurizer, specs: list[tuple[list[Obje
            precision: str = "fp32", init_from: dict[str, Any] | None = None,
            data_record: dict[str, Any] | None = None) -> PretrainHistory:
     if not hasattr(encoder, "atom_encoder"):
-        raise ValueError(f"pretraining needs a graph encoder; got {type(encoder).__name__} (for a "
-                         "fingerprint-fused encoder, pretrain its .graph_encoder)")
+        graph_level = sorted({o.name for objs in stage_objs for o in objs if not o.molecule_level})
+        if not isinstance(encoder, FingerprintFusionEncoder) or graph_level:
+            raise ValueError(f"{', '.join(graph_level) or 'pretraining'} needs a graph encoder; got "
+                             f"{type(encoder).__name__} (for a fingerprint-fused encoder, pretrain its "
+                             ".graph_encoder, or use the supervised objective alone)")
     hp = encoder.hparams
     stage_epochs = [n for _, n in specs]
     bounds = np.cumsum([0, *stage_epochs])

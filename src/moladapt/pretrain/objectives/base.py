@@ -45,6 +45,10 @@ class PretrainObjective(nn.Module):
             (:func:`recipe_options`).
         derived_options: constructor options the caller fills in from the data (e.g.
             ``supervised``'s ``num_tasks``), so a user does not set them.
+        molecule_level: the loss only calls ``encoder(batch)`` on batches as collated (no node
+            embeddings, no augmented views without SMILES), so a fingerprint-fused encoder
+            (:class:`~moladapt.models.fingerprint.FingerprintFusionEncoder`) can be
+            pretrained with it as a whole (only ``supervised``).
     """
 
     name: ClassVar[str] = ""
@@ -52,6 +56,7 @@ class PretrainObjective(nn.Module):
     recipe_version: ClassVar[int] = 1
     earlier_recipes: ClassVar[dict[int, dict[str, Any]]] = {}
     derived_options: ClassVar[tuple[str, ...]] = ()
+    molecule_level: ClassVar[bool] = False
 
     def __init__(self, featurizer: Featurizer, out_dim: int) -> None:
         super().__init__()

@@ -36,6 +36,7 @@ class Supervised(PretrainObjective):
     name = "supervised"
     needs_labels = True
     derived_options = ("num_tasks",)  # from the labels
+    molecule_level = True  # a fingerprint-fused encoder can be pretrained with it
 
     def __init__(self, featurizer: Featurizer, out_dim: int, num_tasks: int = 1) -> None:
         super().__init__(featurizer, out_dim)
