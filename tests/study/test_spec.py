@@ -195,8 +195,11 @@ def test_fixed_takes_dotted_keys_like_the_axes():
 
 @pytest.mark.parametrize("study, n_runs, keys_sha256", [
     ("demo.yaml", 6, "ff2fdf8aa295d0e4"),
-    ("auxiliary_strategies.yaml", 60, "53cdf4d194184fd6"),
+    # moved on 2026-12-06: the bundled encoder's sha256 entered the keys (input_files)
+    ("auxiliary_strategies.yaml", 60, "8eecc3f4aa8c0f62"),
     ("pretraining_ablation_cpu.yaml", 480, "1d7404885b0ac370"),
+    # pinnable since 2026-12-06: pretrain.init bundled is keyed by name, not install path
+    ("supervised_on_bundled.yaml", 36, "b3ceab9b7c11336a"),
 ])
 def test_run_keys_of_the_repo_studies_do_not_move(study, n_runs, keys_sha256):
     """Stored results are found by run key: a change that moves these keys orphans every
@@ -205,3 +208,25 @@ def test_run_keys_of_the_repo_studies_do_not_move(study, n_runs, keys_sha256):
 
     keys = sorted(run.key for run in StudySpec.load(Path(__file__).parents[2] / "studies" / study).runs())
     assert (len(keys), hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]) == (n_runs, keys_sha256)
+
+
+def test_a_bundled_encoder_is_keyed_by_name_and_weights_not_by_install_path(tmp_path, monkeypatch):
+    """``pretrain.init: bundled`` resolves to a file inside the installed package: two installs
+    of the same release give the same run keys, and another encoder under the name a new key."""
+    import moladapt.bundled_models as bundled
+
+    spec = {"name": "b", "runner": "pretrain_finetune",
+            "fixed": {"data": {"dataset": "bbbp"}, "model": {"hidden_dim": 300, "num_layers": 5},
+                      "train": {"epochs": 1}, "pretrain": {"objective": "supervised",
+                                                           "labels_dataset": "toxcast"}},
+            "axes": {"pretrain.init": ["bundled"]}}
+    keys = []
+    for install, weights in (("a", b"w1"), ("b", b"w1"), ("c", b"w2")):
+        path = tmp_path / install / "encoder_x.pt"
+        path.parent.mkdir()
+        path.write_bytes(weights)
+        monkeypatch.setattr(bundled, "resolve_init", lambda init, path=path: path)
+        (run,) = StudySpec.from_dict(spec).runs()
+        assert run.config["pretrain"]["init"] == str(path)  # the runner reads the installed file
+        keys.append(run.key)
+    assert keys[0] == keys[1] != keys[2]

@@ -259,7 +259,7 @@ class StudySpec:
                 msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
                 where = f" at {point}" if point else ""
                 raise StudyError(f"{self.source}{where}: {msg}") from None
-            key = run_key(self.runner, resolved, files)
+            key = run_key(self.runner, key_config(config, resolved), files)
             if key in keys:
                 raise StudyError(f"{self.source}: grid points {keys[key]} and {point} give the same "
                                  "run (an axis lists a value twice?)")
@@ -282,8 +282,8 @@ def file_keys(config: dict[str, Any]) -> list[str]:
         value = get_dotted(config, dotted)
         if not isinstance(value, str) or not value:
             continue
-        if dotted.endswith(".init") and (value == "bundled" or value.startswith("bundled:")):
-            continue  # a bundled encoder
+        if _bundled(dotted, value):
+            continue  # a bundled encoder: by name (see input_files)
         always = dotted in ("data.csv", "train.init")
         if always or "/" in value or value.lower().endswith((*CORPUS_SUFFIXES, ".pt")):
             keys.append(dotted)
@@ -300,22 +300,45 @@ def anchor_paths(config: dict[str, Any], base_dir: Path) -> None:
         config[section][name] = str(path if path.is_absolute() else (base_dir / path).resolve())
 
 
+def _bundled(dotted: str, value: Any) -> bool:
+    return dotted.endswith(".init") and isinstance(value, str) and (value == "bundled" or value.startswith("bundled:"))
+
+
 def input_files(config: dict[str, Any], digests: dict[str, str]) -> dict[str, str]:
-    """Config key → sha256 of the file it names, for :func:`file_keys` (``digests``: path →
-    sha256, filled as files are read). Taken from the study's config before a runner resolves
-    it, where a bundled encoder is still a name. A missing file is refused here, before any
-    run starts."""
+    """Config key → sha256 of the file it names, for :func:`file_keys` and bundled encoders
+    (``digests``: path → sha256, filled as files are read). Taken from the study's config before
+    a runner resolves it, where a bundled encoder is still a name; its weights count through
+    this digest, so another release's encoder is a new run. A missing file is refused here,
+    before any run starts."""
+    from moladapt.bundled_models import resolve_init, sha256_file
+
     files: dict[str, str] = {}
-    for dotted in file_keys(config):
+    named = {dotted: get_dotted(config, dotted) for dotted in file_keys(config)}
+    for dotted in PATH_KEYS:
         value = get_dotted(config, dotted)
+        if _bundled(dotted, value):
+            named[dotted] = str(resolve_init(value))
+    for dotted, value in named.items():
         if not Path(value).is_file():
             raise FileNotFoundError(f"{dotted}: no file {value}")
         if value not in digests:
-            from moladapt.bundled_models import sha256_file
-
             digests[value] = sha256_file(value)
         files[dotted] = digests[value]
     return files
+
+
+def key_config(config: dict[str, Any], resolved: dict[str, Any]) -> dict[str, Any]:
+    """``resolved`` as :func:`run_key` hashes it: a bundled encoder by its name (``bundled``),
+    not by the path a runner resolved it to, which depends on where moladapt is installed (its
+    weights are in the key through :func:`input_files`)."""
+    names = {dotted: get_dotted(config, dotted) for dotted in PATH_KEYS}
+    names = {dotted: value for dotted, value in names.items() if _bundled(dotted, value)}
+    if not names:
+        return resolved
+    keyed = copy.deepcopy(resolved)
+    for dotted, value in names.items():
+        set_dotted(keyed, dotted, value)
+    return keyed
 
 
 def _matches(point: dict[str, Any], entry: dict[str, Any]) -> bool:
