@@ -213,20 +213,62 @@ def test_run_keys_of_the_repo_studies_do_not_move(study, n_runs, keys_sha256):
 def test_a_bundled_encoder_is_keyed_by_name_and_weights_not_by_install_path(tmp_path, monkeypatch):
     """``pretrain.init: bundled`` resolves to a file inside the installed package: two installs
     of the same release give the same run keys, and another encoder under the name a new key."""
-    import moladapt.bundled_models as bundled
+    import shutil
 
+    import torch
+
+    import moladapt.bundled_models as bundled
+    from moladapt.data.featurize import get_featurizer
+    from moladapt.models.encoders import build_encoder
+    from moladapt.pretrain import save_pretrained_encoder
+
+    feat = get_featurizer("basic")
+    weights = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        weights.append(tmp_path / f"w{seed}.pt")
+        save_pretrained_encoder(weights[-1], build_encoder("gin", feat.atom_vocab_sizes, feat.bond_vocab_sizes,
+                                                           hidden_dim=16, num_layers=2), feat)
     spec = {"name": "b", "runner": "pretrain_finetune",
-            "fixed": {"data": {"dataset": "bbbp"}, "model": {"hidden_dim": 300, "num_layers": 5},
+            "fixed": {"data": {"dataset": "bbbp"}, "model": {"hidden_dim": 16, "num_layers": 2},
                       "train": {"epochs": 1}, "pretrain": {"objective": "supervised",
                                                            "labels_dataset": "toxcast"}},
             "axes": {"pretrain.init": ["bundled"]}}
     keys = []
-    for install, weights in (("a", b"w1"), ("b", b"w1"), ("c", b"w2")):
+    for install, source in (("a", weights[0]), ("b", weights[0]), ("c", weights[1])):
         path = tmp_path / install / "encoder_x.pt"
         path.parent.mkdir()
-        path.write_bytes(weights)
+        shutil.copyfile(source, path)
         monkeypatch.setattr(bundled, "resolve_init", lambda init, path=path: path)
         (run,) = StudySpec.from_dict(spec).runs()
         assert run.config["pretrain"]["init"] == str(path)  # the runner reads the installed file
         keys.append(run.key)
     assert keys[0] == keys[1] != keys[2]
+
+
+def test_an_init_checkpoint_of_another_architecture_is_refused_at_plan_time(tmp_path):
+    """Not run by run, hours into the study: the plan names the key and what differs."""
+    import torch
+
+    from moladapt.data.featurize import get_featurizer
+    from moladapt.models.encoders import build_encoder
+    from moladapt.pretrain import save_pretrained_encoder
+
+    feat = get_featurizer("basic")
+    torch.manual_seed(0)
+    ckpt = tmp_path / "enc16.pt"
+    save_pretrained_encoder(ckpt, build_encoder("gin", feat.atom_vocab_sizes, feat.bond_vocab_sizes,
+                                                hidden_dim=16, num_layers=2), feat)
+    fits = {**BASE, "fixed": {"model": {"hidden_dim": 16, "num_layers": 2, "dropout": 0.3},
+                              "train": {"epochs": 1, "init": str(ckpt)}}}
+    assert len(StudySpec.from_dict(fits).runs()) == 1  # dropout is not architecture
+    with pytest.raises(StudyError, match=r"train.init: .*hidden_dim 16 \(asked 32\)"):
+        StudySpec.from_dict({**BASE, "fixed": {**BASE["fixed"], "train": {"epochs": 1, "init": str(ckpt)}}}).runs()
+    with pytest.raises(StudyError, match="train.init: .*featurizer"):
+        StudySpec.from_dict({**fits, "axes": {"data.featurizer": ["rich"]}}).runs()
+    pre = {"name": "p", "runner": "pretrain_finetune",
+           "fixed": {"data": {"dataset": "bbbp"}, "model": {"hidden_dim": 32, "num_layers": 2},
+                     "train": {"epochs": 1},
+                     "pretrain": {"objective": "supervised", "labels_dataset": "toxcast", "init": str(ckpt)}}}
+    with pytest.raises(StudyError, match=r"pretrain.init: .*hidden_dim 16 \(asked 32\)"):
+        StudySpec.from_dict(pre).runs()

@@ -8,6 +8,7 @@ stopped. A failing run records its traceback and never stops the study.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import sys
@@ -67,7 +68,41 @@ def _resolve_train(config: dict[str, Any]) -> dict[str, Any]:
             values[name] = _coerce(f"{section}.{name}", known[name], value)
     cfg = RunConfig.from_dict(config)
     _check_names(cfg)
+    if cfg.train.init:
+        check_init_fits(cfg.train.init, cfg.model, cfg.data.featurizer, "train.init")
     return cfg.to_dict()
+
+
+def check_init_fits(init: str, model_cfg: Any, featurizer: str, key: str) -> None:
+    """Plan time: the checkpoint ``init`` names (a path or ``bundled[:name]``) holds an encoder
+    that loads into ``model_cfg``'s (same architecture and featurizer, as
+    :func:`~moladapt.models.fingerprint.load_encoder_weights` checks at run start), so a study
+    does not queue hundreds of runs that each fail on it. Each checkpoint and architecture is
+    checked once per process."""
+    import dataclasses
+
+    from moladapt.bundled_models import resolve_init
+
+    path = Path(resolve_init(init))
+    if not path.is_file():
+        raise ValueError(f"{key}: no checkpoint file {path}")
+    stat = path.stat()
+    arch = dataclasses.replace(model_cfg, dropout=0.0)  # dropout is not architecture
+    try:
+        _check_init_fits(str(path), (stat.st_size, stat.st_mtime_ns), arch, featurizer)
+    except ValueError as exc:
+        raise ValueError(f"{key}: {exc}") from None
+
+
+@functools.lru_cache(maxsize=64)
+def _check_init_fits(path: str, version: tuple[int, int], model_cfg: Any, featurizer: str) -> None:
+    from moladapt.data.featurize import get_featurizer
+    from moladapt.models.fingerprint import load_encoder_weights
+    from moladapt.training import build_model, load_checkpoint
+
+    feat = get_featurizer(featurizer)
+    source = load_checkpoint(path, expected_featurizer=feat).model.encoder
+    load_encoder_weights(build_model(model_cfg, feat, 1).encoder, source, path)
 
 
 def _coerce(name: str, annotation: str, value: Any) -> Any:

@@ -59,6 +59,7 @@ building the encoder, the same for every run that shares it; 0 for ``none``),
 from __future__ import annotations
 
 import copy
+import dataclasses
 import fcntl
 import gzip
 import hashlib
@@ -69,7 +70,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from moladapt.study.executors import RUNNERS, Runner, _resolve_train, _run_train
+from moladapt.study.executors import RUNNERS, Runner, _resolve_train, _run_train, check_init_fits
 from moladapt.study.spec import CORPUS_SUFFIXES, canonical_json
 
 NONE = "none"
@@ -236,6 +237,11 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
     if pre["objective"] != NONE and resolved["train"]["init"]:
         raise ValueError("train.init is set by the pretraining; leave it unset, or use "
                          "pretrain.objective: none to fine-tune from train.init")
+    if pre.get(INIT_KEY):  # pretraining continues a graph encoder of the run's architecture
+        from moladapt.config import ModelConfig, from_dict
+
+        graph_only = dataclasses.replace(from_dict(ModelConfig, resolved["model"]), fingerprint_bits=0)
+        check_init_fits(pre[INIT_KEY], graph_only, resolved["data"]["featurizer"], "pretrain.init")
     resolved["pretrain"] = pre
     return resolved
 
