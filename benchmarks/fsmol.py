@@ -11,6 +11,9 @@ Methods (``--methods``; each is a directory name under ``raw/fsmol/<group>/``):
   ``mode="full"`` (encoder and head) or ``mode="head"`` (MLP head on the frozen encoder);
 * ``scratch-finetune`` — single-task from scratch: ``finetune`` (full) on a random encoder;
 * ``rf-ecfp``, ``knn-ecfp`` — fingerprint baselines;
+* ``mt-finetune+ecfp``, ``mt-head+ecfp`` — the same on the fingerprint-fused encoder, multi-task
+  pretrained whole (GNN and fusion MLP: model ``multitask+ecfp``), the baseline that isolates
+  meta-learning for the ``+ecfp`` meta-methods;
 * ``<meta-method>+ecfp`` — on the fingerprint-fused encoder; ``<meta-method>[+ecfp]@<tag>`` —
   another configuration of it (own ``--hparam <method>@<tag>.NAME=VALUE`` entries, model and
   rows), e.g. FS-Mol's ProtoNet settings beside the default ones. ``--valid fsmol-valid`` keeps
@@ -28,7 +31,7 @@ Outputs (``--out``, default ``benchmarks/results``):
 
 * ``raw/fsmol/<group>/<method>/results.csv`` (+ config.yaml, summary.csv, timing.json);
 * ``raw/fsmol/models/<method>/`` — meta-trained ``model.pt`` (git-ignored), ``meta.json``,
-  ``config.yaml``; ``raw/fsmol/models/multitask/`` the pretrained encoder and its record;
+  ``config.yaml``; ``raw/fsmol/models/multitask[+ecfp]/`` the pretrained encoders and their records;
 * ``fsmol.md`` — the tables, and ``fsmol_<group>_delta_auprc_vs_k.png`` — the plots.
 
 Before running it prints an estimate of the CPU hours, from per-episode times measured on a
@@ -506,7 +509,8 @@ def _warmup_fit_predict(args: argparse.Namespace, method: str):
     if is_meta(method):
         adapter = build_adapter(base_method(method), meta_hparams(args, method), args.seed)
     else:
-        adapter = build_adapter("finetune", MT_METHODS.get(base_method(method), {"mode": "full"}), args.seed)
+        no_files = dict.fromkeys(("multitask", "multitask" + ECFP_SUFFIX), Path())
+        adapter = build_adapter("finetune", eval_spec(args, method, no_files)["hparams"], args.seed)
     return adapter.fit_predict(encoder)
 
 
@@ -603,6 +607,7 @@ def estimate(args: argparse.Namespace, eval_groups: dict[str, list[Task]], cache
                 seconds = (time.perf_counter() - start) * checks
                 total += seconds
                 lines.append(f"  validate {method:<29} {checks:>6} checks    {_dur(seconds)}")
+        mt_featurized = False
         for model in mt_models:
             if _same(raw_dir(args) / "models" / model / "identity.json", mt_identity(args, model)):
                 continue
@@ -619,7 +624,10 @@ def estimate(args: argparse.Namespace, eval_groups: dict[str, list[Task]], cache
                             progress=False)
             per_batch = (time.perf_counter() - start) / max(1, hist.epochs[-1]["batches"])
             per_batch *= args.mt_batch_size / bs
-            seconds = per_batch * math.ceil(n_mol / args.mt_batch_size) * args.mt_epochs + per_mol * n_mol
+            seconds = per_batch * math.ceil(n_mol / args.mt_batch_size) * args.mt_epochs
+            if not mt_featurized:  # the models share one featurization (cached)
+                seconds += per_mol * n_mol
+                mt_featurized = True
             total += seconds
             lines.append(f"  train {model} ({n_mol} molecules × {n_tasks} tasks, {args.mt_epochs} epochs)"
                          f"  {_dur(seconds)}")
@@ -715,7 +723,8 @@ def headline_gain(gains: dict[tuple[str, str, str], dict[str, Any] | None], spec
         if g and spec == in_spec and is_fused(method) == is_fused(baseline):
             fair[method] = min(fair.get(method, (math.inf, "")), (g["gain"], baseline))
     if not fair:
-        return []
+        return ["", "No answer yet: it needs a meta-initialisation and a multi-task baseline with the same "
+                "encoder features (both graph-only, or both fingerprint-fused) on the same tasks."]
     best = max(fair, key=lambda m: fair[m][0])
     baseline = fair[best][1]
     parts = []

@@ -124,7 +124,7 @@ def test_headline_compares_like_with_like_against_the_strongest_baseline(bench):
     del gains[("anil+ecfp", "mt-head+ecfp", "in")]
     line = bench.headline_gain(gains, ["in", "ood"])[-1]
     assert "**maml** vs mt-head" in line and "in: -4.0%" in line  # the stronger of its two baselines
-    assert bench.headline_gain({("anil+ecfp", "mt-head", "in"): g(0.1)}, ["in"]) == []
+    assert "No answer yet" in bench.headline_gain({("anil+ecfp", "mt-head", "in"): g(0.1)}, ["in"])[-1]
 
 
 def test_variant_tags_get_their_own_hparams_on_top_of_the_methods(bench):

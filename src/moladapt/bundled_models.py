@@ -66,6 +66,13 @@ def available() -> list[str]:
     return sorted(p.name[len("encoder_"):-len(".pt")] for p in d.glob("encoder_*.pt"))
 
 
+def is_bundled(init: object) -> bool:
+    """Whether an ``init`` value names a bundled encoder (``bundled`` or ``bundled:<name>``)
+    rather than a file."""
+    text = str(init) if isinstance(init, (str, Path)) else ""
+    return text == BUNDLED or text.startswith(f"{BUNDLED}:")
+
+
 def resolve_init(init: str | Path | None) -> str | Path | None:
     """The checkpoint file an ``init`` option names.
 
@@ -83,7 +90,7 @@ def resolve_init(init: str | Path | None) -> str | Path | None:
         return None
     if not isinstance(init, str):
         # a CLI option typed Path: "bundled" arrives as Path("bundled")
-        if str(init) != BUNDLED and not str(init).startswith(f"{BUNDLED}:"):
+        if not is_bundled(init):
             return init
         init = str(init)
     if init == BUNDLED:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 from pathlib import Path
 
@@ -147,4 +148,30 @@ def test_supervised_pretraining_trains_a_fused_encoder_whole_and_saves_it(graphs
     # objectives that need node embeddings or augmented views still refuse it, and say which
     with pytest.raises(ValueError, match="attribute_masking needs a graph encoder"):
         pretrain(build_model(FUSED, FEAT, 1).encoder, ["supervised", "attribute_masking"], graphs, y,
+                 epochs=1, batch_size=8, progress=False)
+
+
+def test_a_fused_checkpoint_needs_the_same_fusion(graphs, tmp_path):
+    from moladapt.pretrain import pretrain
+    from moladapt.pretrain.trainer import init_encoder_from
+
+    torch.manual_seed(0)
+    source = build_model(FUSED, FEAT, 1).encoder
+    for other in ({"fingerprint_bits": 512}, {"fingerprint_radius": 3}, {"fingerprint_dims": (64, 8)}):
+        target = build_model(ModelConfig(**{**FUSED.__dict__, **other}), FEAT, 1).encoder
+        with pytest.raises(ValueError, match=f"fingerprint fusion differs.*{next(iter(other))}"):
+            load_encoder_weights(target, source, "ckpt")
+    # a fused pretraining continues from a fused checkpoint; a graph-only one does not
+    y = np.random.default_rng(0).choice([0.0, 1.0], size=(len(graphs), 2)).astype(np.float32)
+    pretrain(source, "supervised", graphs, y, epochs=1, batch_size=8, checkpoint_dir=tmp_path, progress=False)
+    fused_again = build_model(FUSED, FEAT, 1).encoder
+    record = init_encoder_from(fused_again, tmp_path / "encoder.pt", FEAT)
+    assert record["encoder"]["name"] == "gin"
+    assert all(torch.equal(a, b) for a, b in zip(fused_again.state_dict().values(), source.state_dict().values(), strict=True))
+    with pytest.raises(ValueError, match="continues from a graph encoder only"):
+        init_encoder_from(build_model(dataclasses.replace(FUSED, fingerprint_bits=0), FEAT, 1).encoder,
+                          tmp_path / "encoder.pt", FEAT)
+    # refused before an objective that reads the graph encoder's attributes is built
+    with pytest.raises(ValueError, match="context_prediction needs a graph encoder"):
+        pretrain(build_model(FUSED, FEAT, 1).encoder, ("context_prediction", {"csize": 2}), graphs,
                  epochs=1, batch_size=8, progress=False)

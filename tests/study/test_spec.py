@@ -272,3 +272,27 @@ def test_an_init_checkpoint_of_another_architecture_is_refused_at_plan_time(tmp_
                      "pretrain": {"objective": "supervised", "labels_dataset": "toxcast", "init": str(ckpt)}}}
     with pytest.raises(StudyError, match=r"pretrain.init: .*hidden_dim 16 \(asked 32\)"):
         StudySpec.from_dict(pre).runs()
+
+
+def test_bundled_aliases_are_one_run_and_an_unbuilt_encoder_names_its_key(tmp_path, monkeypatch):
+    import moladapt.bundled_models as bundled
+
+    spec = {**BASE, "axes": {"train.init": ["bundled", "bundled:attribute_masking"]}}
+    enc = tmp_path / "encoder_attribute_masking.pt"
+    from moladapt.data.featurize import get_featurizer
+    from moladapt.models.encoders import build_encoder
+    from moladapt.pretrain import save_pretrained_encoder
+
+    feat = get_featurizer("basic")
+    save_pretrained_encoder(enc, build_encoder("gin", feat.atom_vocab_sizes, feat.bond_vocab_sizes,
+                                               hidden_dim=32, num_layers=2), feat)
+    monkeypatch.setattr(bundled, "resolve_init", lambda init: enc)  # both names: the default encoder
+    with pytest.raises(StudyError, match="give the same run"):
+        StudySpec.from_dict(spec).runs()
+
+    def unbuilt(init):
+        raise FileNotFoundError("no bundled encoder 'attribute_masking': build it with make bundled")
+
+    monkeypatch.setattr(bundled, "resolve_init", unbuilt)
+    with pytest.raises(StudyError, match="train.init: no bundled encoder"):
+        StudySpec.from_dict({**BASE, "axes": {"train.init": ["bundled"]}}).runs()

@@ -94,7 +94,9 @@ def init_spec(init: object) -> str | None:
     if not init:
         return None
     text = str(init)
-    if text == "bundled" or text.startswith("bundled:"):
+    from moladapt.bundled_models import is_bundled
+
+    if is_bundled(text):
         return text
     if not Path(text).is_file():  # checked here, before any data is read and featurized
         raise ValueError(f"--init {text}: no such checkpoint file (give a model.pt / encoder "

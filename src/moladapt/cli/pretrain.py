@@ -122,12 +122,13 @@ def pretrain_command(
     import yaml
 
     from moladapt.bundled_models import resolve_init
+    from moladapt.config import ModelConfig
     from moladapt.data.featurize import get_featurizer
-    from moladapt.models.encoders import build_encoder
     from moladapt.pretrain import OBJECTIVES, pretrain, trained_on
     from moladapt.pretrain import distributed as ddp
     from moladapt.pretrain.corpus import featurize_corpus
     from moladapt.pretrain.objectives import parse_objective_options, with_options
+    from moladapt.training import build_model
     from moladapt.utils import atomic_write_text, check_precision, write_json
 
     # checked before the corpus is read and featurized (pretrain() checks the precision too)
@@ -149,7 +150,7 @@ def pretrain_command(
         raise ValueError("a 'supervised' stage needs --labels-dataset")
     if not all(needs) and not corpus:
         raise ValueError("self-supervised objectives need --corpus")
-    if fingerprint_bits and not all(needs):
+    if fingerprint_bits and not all(OBJECTIVES.get(n).molecule_level for names, _ in stages for n in names):
         raise ValueError("--fingerprint-bits: only 'supervised' stages can train a fingerprint-fused "
                          "encoder (self-supervised objectives work on the graph); pretrain the graph "
                          "encoder and fuse it when fine-tuning (train/few-shot --fingerprint-bits)")
@@ -172,14 +173,9 @@ def pretrain_command(
     model_options = {"encoder": encoder, "hidden_dim": hidden_dim, "num_layers": num_layers,
                      "dropout": dropout, "jk": jk, "pooling": pooling}
     if fingerprint_bits:
-        from moladapt.config import ModelConfig
-        from moladapt.training import build_model
-
         model_options["fingerprint_bits"] = fingerprint_bits
-        enc = build_model(ModelConfig(**model_options), feat, 1).encoder
-    else:
-        enc = build_encoder(encoder, feat.atom_vocab_sizes, feat.bond_vocab_sizes, hidden_dim=hidden_dim,
-                            num_layers=num_layers, dropout=dropout, jk=jk, pooling=pooling)
+    # the encoder is built first, so its weights are the same as build_encoder's with this seed
+    enc = build_model(ModelConfig(**model_options), feat, 1).encoder
     init_record = None
     if init:
         from moladapt.pretrain.trainer import init_encoder_from

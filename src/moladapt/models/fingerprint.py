@@ -115,9 +115,9 @@ def load_encoder_weights(target: nn.Module, source: nn.Module, source_name: str 
 
     A graph-only ``source`` (every pretrained checkpoint) goes into the graph part of a
     fingerprint-fused ``target``; its fusion MLP keeps its fresh initialisation. A fused
-    ``source`` needs a fused ``target``. Graph encoders must share type and
-    :data:`ARCHITECTURE_KEYS` (dropout may differ); otherwise a ValueError names
-    ``source_name`` and what differs. Returns the module of ``target`` that was loaded.
+    ``source`` needs a fused ``target`` with the same fingerprint and fusion widths. Graph
+    encoders must share type and :data:`ARCHITECTURE_KEYS` (dropout may differ); otherwise a
+    ValueError names ``source_name`` and what differs. Returns the module of ``target`` that was loaded.
     """
     if isinstance(source, FingerprintFusionEncoder) and not isinstance(target, FingerprintFusionEncoder):
         raise ValueError("the checkpoint's encoder is fingerprint-fused (gnn+ecfp) but the model to "
@@ -125,6 +125,8 @@ def load_encoder_weights(target: nn.Module, source: nn.Module, source_name: str 
     if isinstance(target, FingerprintFusionEncoder) and not isinstance(source, FingerprintFusionEncoder):
         target = target.graph_encoder
     _check_architecture(graph_part(target), graph_part(source), source_name)
+    if isinstance(source, FingerprintFusionEncoder):
+        _check_fusion(target, source, source_name)
     target.load_state_dict(source.state_dict())
     return target  # the part that now holds pretrained weights (what freezing should act on)
 
@@ -143,6 +145,17 @@ def _check_architecture(target: nn.Module, source: nn.Module, source_name: str) 
         f"({target.name}{'' if diff else ', other type'}{': ' + diff if diff else ''}); ask for the "
         "checkpoint's architecture (encoder, hidden_dim, num_layers, jk, pooling: the command's "
         "options or the model section of its --config file)")
+
+
+def _check_fusion(target: FingerprintFusionEncoder, source: FingerprintFusionEncoder, source_name: str) -> None:
+    """Both fused: the same fingerprint (bits, radius) and fusion MLP widths."""
+    keys = ("fingerprint_bits", "fingerprint_radius", "fingerprint_dims")
+    have = {k: list(v) if k == "fingerprint_dims" else v for k, v in source.hparams.items() if k in keys}
+    want = {k: list(v) if k == "fingerprint_dims" else v for k, v in target.hparams.items() if k in keys}
+    if have != want:
+        diff = ", ".join(f"{k} {have[k]} (asked {want[k]})" for k in keys if have[k] != want[k])
+        raise ValueError(f"{source_name}: its fingerprint fusion differs from the one asked for ({diff}); "
+                         "ask for the checkpoint's fingerprint_bits, fingerprint_radius and fingerprint_dims")
 
 
 def graph_part(encoder: nn.Module) -> nn.Module:

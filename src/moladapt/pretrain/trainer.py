@@ -49,7 +49,7 @@ from moladapt.models.encoders import Encoder
 from moladapt.models.fingerprint import FingerprintFusionEncoder, graph_part
 from moladapt.pretrain import distributed as ddp
 from moladapt.pretrain.corpus import ShardedCorpus
-from moladapt.pretrain.objectives import PretrainObjective, build_objective
+from moladapt.pretrain.objectives import OBJECTIVES, PretrainObjective, build_objective
 from moladapt.training import ENCODER_ONLY_TASK, build_model, load_checkpoint, save_checkpoint
 from moladapt.types import MolGraphs
 from moladapt.utils import adam, atomic_torch_save, autocast, check_precision
@@ -275,7 +275,8 @@ def init_encoder_from(encoder: Encoder, path: str | Path, featurizer: str | Feat
     """Copy the encoder weights of the checkpoint ``path`` into ``encoder`` (in place).
 
     Any moladapt checkpoint serves (a pretraining ``encoder.pt``, the bundled encoder, a
-    fine-tuned ``model.pt``); it must hold a graph encoder of ``encoder``'s architecture
+    fine-tuned ``model.pt``); it must hold a graph encoder of ``encoder``'s architecture, or a
+    fingerprint-fused one of the same fusion when ``encoder`` is fused
     (:func:`moladapt.models.fingerprint.load_encoder_weights`), trained on ``featurizer``.
 
     Returns:
@@ -292,12 +293,13 @@ def init_encoder_from(encoder: Encoder, path: str | Path, featurizer: str | Feat
 
     loaded = load_checkpoint(path, expected_featurizer=featurizer)
     source = loaded.model.encoder
-    if not hasattr(source, "atom_encoder"):
-        raise ValueError(f"{path}: its encoder is {type(source).__name__} (fingerprint-fused); "
-                         "pretraining continues from a graph encoder only")
+    if isinstance(source, FingerprintFusionEncoder) and not isinstance(encoder, FingerprintFusionEncoder):
+        raise ValueError(f"{path}: its encoder is fingerprint-fused; pretraining a graph encoder "
+                         "continues from a graph encoder only (a fused one: --fingerprint-bits)")
     load_encoder_weights(encoder, source, str(path))
     return {**checkpoint_record(path, loaded.extra),
-            "encoder": {"name": source.name, **{k: source.hparams[k] for k in ARCHITECTURE_KEYS}}}
+            "encoder": {"name": graph_part(source).name,
+                        **{k: source.hparams[k] for k in ARCHITECTURE_KEYS}}}
 
 
 # -- training ---------------------------------------------------------------------------------
@@ -376,6 +378,7 @@ def pretrain(
         own = None if stage_data is None else stage_data[k]
         inputs.append((graphs, y) if own is None else
                       (own[0], _check_data(own[0], own[1], featurizer)))
+    _check_fused_objectives(encoder, [s for stage, _ in specs for s in stage])
     torch.manual_seed(seed)
     stage_objs = [[_make_objective(s, featurizer, encoder, y_) for s in stage]
                   for (stage, _), (_, y_) in zip(specs, inputs, strict=True)]
@@ -388,6 +391,23 @@ def pretrain(
 
 #: what a resumed run must share with the run that wrote last.pt (epochs may grow)
 _RESUME_FIXED = ("batch_size", "lr", "weight_decay", "seed", "precision", "molecules", "data_sha256")
+
+
+def _check_fused_objectives(encoder: Encoder, specs: Sequence[ObjectiveSpec]) -> None:
+    """A fingerprint-fused encoder is pretrained only by molecule-level objectives
+    (:attr:`PretrainObjective.molecule_level`); checked before any objective is built, since
+    building one may already need the graph encoder's attributes."""
+    if not isinstance(encoder, FingerprintFusionEncoder):
+        return
+    def cls(spec: ObjectiveSpec) -> type[PretrainObjective]:
+        if isinstance(spec, PretrainObjective):
+            return type(spec)
+        return OBJECTIVES.get(spec if isinstance(spec, str) else spec[0])
+
+    graph_level = sorted({cls(s).name for s in specs if not cls(s).molecule_level})
+    if graph_level:
+        raise ValueError(f"{', '.join(graph_level)} needs a graph encoder, not a fingerprint-fused one "
+                         "(pretrain its .graph_encoder, or use the supervised objective alone)")
 
 
 def _data_identity(data: PretrainData) -> str:
@@ -427,12 +447,8 @@ def _train(encoder: Encoder, featurizer: Featurizer, specs: list[tuple[list[Obje
            checkpoint_dir: str | Path | None, resume: bool, progress: bool,
            precision: str = "fp32", init_from: dict[str, Any] | None = None,
            data_record: dict[str, Any] | None = None) -> PretrainHistory:
-    if not hasattr(encoder, "atom_encoder"):
-        graph_level = sorted({o.name for objs in stage_objs for o in objs if not o.molecule_level})
-        if not isinstance(encoder, FingerprintFusionEncoder) or graph_level:
-            raise ValueError(f"{', '.join(graph_level) or 'pretraining'} needs a graph encoder; got "
-                             f"{type(encoder).__name__} (for a fingerprint-fused encoder, pretrain its "
-                             ".graph_encoder, or use the supervised objective alone)")
+    if not hasattr(encoder, "atom_encoder") and not isinstance(encoder, FingerprintFusionEncoder):
+        raise ValueError(f"pretraining needs a graph encoder; got {type(encoder).__name__}")
     hp = encoder.hparams
     stage_epochs = [n for _, n in specs]
     bounds = np.cumsum([0, *stage_epochs])

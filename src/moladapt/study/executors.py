@@ -73,12 +73,13 @@ def _resolve_train(config: dict[str, Any]) -> dict[str, Any]:
     return cfg.to_dict()
 
 
-def check_init_fits(init: str, model_cfg: Any, featurizer: str, key: str) -> None:
+def check_init_fits(init: str, model_cfg: Any, featurizer: str, key: str, fused_source: bool = True) -> None:
     """Plan time: the checkpoint ``init`` names (a path or ``bundled[:name]``) holds an encoder
-    that loads into ``model_cfg``'s (same architecture and featurizer, as
-    :func:`~moladapt.models.fingerprint.load_encoder_weights` checks at run start), so a study
-    does not queue hundreds of runs that each fail on it. Each checkpoint and architecture is
-    checked once per process."""
+    that loads into ``model_cfg``'s encoder: same featurizer, graph architecture, and (both
+    fused) fingerprint fusion, as :func:`~moladapt.models.fingerprint.load_encoder_weights`
+    checks at run start; ``fused_source=False``: a fingerprint-fused checkpoint is refused (the
+    run continues a graph encoder). So a study does not queue hundreds of runs that each fail
+    on it. Each checkpoint and encoder architecture is checked once per process."""
     import dataclasses
 
     from moladapt.bundled_models import resolve_init
@@ -87,21 +88,24 @@ def check_init_fits(init: str, model_cfg: Any, featurizer: str, key: str) -> Non
     if not path.is_file():
         raise ValueError(f"{key}: no checkpoint file {path}")
     stat = path.stat()
-    arch = dataclasses.replace(model_cfg, dropout=0.0)  # dropout is not architecture
+    encoder_only = dataclasses.replace(model_cfg, dropout=0.0, head_hidden_dims=())  # not architecture
     try:
-        _check_init_fits(str(path), (stat.st_size, stat.st_mtime_ns), arch, featurizer)
+        _check_init_fits(str(path), (stat.st_size, stat.st_mtime_ns), encoder_only, featurizer, fused_source)
     except ValueError as exc:
         raise ValueError(f"{key}: {exc}") from None
 
 
 @functools.lru_cache(maxsize=64)
-def _check_init_fits(path: str, version: tuple[int, int], model_cfg: Any, featurizer: str) -> None:
+def _check_init_fits(path: str, version: tuple[int, int], model_cfg: Any, featurizer: str,
+                     fused_source: bool) -> None:
     from moladapt.data.featurize import get_featurizer
-    from moladapt.models.fingerprint import load_encoder_weights
+    from moladapt.models.fingerprint import FingerprintFusionEncoder, load_encoder_weights
     from moladapt.training import build_model, load_checkpoint
 
     feat = get_featurizer(featurizer)
     source = load_checkpoint(path, expected_featurizer=feat).model.encoder
+    if not fused_source and isinstance(source, FingerprintFusionEncoder):
+        raise ValueError(f"{path} holds a fingerprint-fused encoder; this run continues a graph encoder")
     load_encoder_weights(build_model(model_cfg, feat, 1).encoder, source, path)
 
 

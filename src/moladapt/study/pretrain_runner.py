@@ -241,7 +241,8 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
         from moladapt.config import ModelConfig, from_dict
 
         graph_only = dataclasses.replace(from_dict(ModelConfig, resolved["model"]), fingerprint_bits=0)
-        check_init_fits(pre[INIT_KEY], graph_only, resolved["data"]["featurizer"], "pretrain.init")
+        check_init_fits(pre[INIT_KEY], graph_only, resolved["data"]["featurizer"], "pretrain.init",
+                        fused_source=False)
     resolved["pretrain"] = pre
     return resolved
 

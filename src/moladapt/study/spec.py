@@ -301,7 +301,9 @@ def anchor_paths(config: dict[str, Any], base_dir: Path) -> None:
 
 
 def _bundled(dotted: str, value: Any) -> bool:
-    return dotted.endswith(".init") and isinstance(value, str) and (value == "bundled" or value.startswith("bundled:"))
+    from moladapt.bundled_models import is_bundled
+
+    return dotted.endswith(".init") and isinstance(value, str) and is_bundled(value)
 
 
 def input_files(config: dict[str, Any], digests: dict[str, str]) -> dict[str, str]:
@@ -317,7 +319,10 @@ def input_files(config: dict[str, Any], digests: dict[str, str]) -> dict[str, st
     for dotted in PATH_KEYS:
         value = get_dotted(config, dotted)
         if _bundled(dotted, value):
-            named[dotted] = str(resolve_init(value))
+            try:
+                named[dotted] = str(resolve_init(value))
+            except FileNotFoundError as exc:
+                raise FileNotFoundError(f"{dotted}: {exc}") from None
     for dotted, value in named.items():
         if not Path(value).is_file():
             raise FileNotFoundError(f"{dotted}: no file {value}")
@@ -328,16 +333,16 @@ def input_files(config: dict[str, Any], digests: dict[str, str]) -> dict[str, st
 
 
 def key_config(config: dict[str, Any], resolved: dict[str, Any]) -> dict[str, Any]:
-    """``resolved`` as :func:`run_key` hashes it: a bundled encoder by its name (``bundled``),
-    not by the path a runner resolved it to, which depends on where moladapt is installed (its
-    weights are in the key through :func:`input_files`)."""
-    names = {dotted: get_dotted(config, dotted) for dotted in PATH_KEYS}
-    names = {dotted: value for dotted, value in names.items() if _bundled(dotted, value)}
-    if not names:
+    """``resolved`` as :func:`run_key` hashes it: a bundled encoder as ``bundled``, not by the
+    path a runner resolved it to (which depends on where moladapt is installed) nor by which of
+    its names was written; its weights are in the key through :func:`input_files`, so
+    ``bundled`` and ``bundled:<default>`` are one run, and another encoder is another run."""
+    bundled = [dotted for dotted in PATH_KEYS if _bundled(dotted, get_dotted(config, dotted))]
+    if not bundled:
         return resolved
     keyed = copy.deepcopy(resolved)
-    for dotted, value in names.items():
-        set_dotted(keyed, dotted, value)
+    for dotted in bundled:
+        set_dotted(keyed, dotted, "bundled")
     return keyed
 
 
