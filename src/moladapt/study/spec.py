@@ -283,7 +283,7 @@ def file_keys(config: dict[str, Any]) -> list[str]:
         if not isinstance(value, str) or not value:
             continue
         if _bundled(dotted, value):
-            continue  # a bundled encoder: by name (see input_files)
+            continue  # a bundled encoder: keyed by name and weights (input_files, key_config)
         always = dotted in ("data.csv", "train.init")
         if always or "/" in value or value.lower().endswith((*CORPUS_SUFFIXES, ".pt")):
             keys.append(dotted)
