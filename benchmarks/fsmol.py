@@ -410,6 +410,26 @@ def new_encoder(args: argparse.Namespace, seed: int, method: str = "") -> torch.
         return build_model(model_cfg(args, method), get_featurizer(args.featurizer), 1).encoder
 
 
+#: (train spec, min_per_class) → the label matrix and graphs, built once for both multi-task models
+_MT_DATA: dict[tuple[str, int], tuple[Any, np.ndarray, list[str], float]] = {}
+
+
+def _multitask_data(args: argparse.Namespace, train_tasks: list[Task],
+                    model: str) -> tuple[Any, np.ndarray, list[str], float]:
+    """Graphs, ``[molecules, tasks]`` labels, task ids and featurization seconds of the
+    multi-task training set (shared by ``multitask`` and ``multitask+ecfp`` in one call)."""
+    key = (args.train, int(args.mt_min_per_class))
+    if key not in _MT_DATA:
+        smiles, y, task_ids = multitask_matrix(train_tasks, args.mt_min_per_class)
+        print(f"[{model}] {len(smiles)} molecules × {len(task_ids)} tasks "
+              f"({np.isfinite(y).mean():.2%} measured); featurizing", flush=True)
+        start = time.perf_counter()
+        graphs = featurize_cached(smiles, get_featurizer(args.featurizer))
+        y = y[np.asarray(graphs.source_rows, dtype=np.int64)]
+        _MT_DATA[key] = (graphs, y, task_ids, time.perf_counter() - start)
+    return _MT_DATA[key]
+
+
 def ensure_multitask(args: argparse.Namespace, train_tasks: list[Task] | None,
                      model: str = "multitask") -> tuple[Path, list[Task] | None]:
     """Supervised multi-task pretraining on the training tasks of ``model`` (``multitask``, or
@@ -431,14 +451,7 @@ def ensure_multitask(args: argparse.Namespace, train_tasks: list[Task] | None,
         shutil.rmtree(work, ignore_errors=True)
     if train_tasks is None:
         train_tasks = resolve_tasks(args.train)
-    smiles, y, task_ids = multitask_matrix(train_tasks, args.mt_min_per_class)
-    feat = get_featurizer(args.featurizer)
-    print(f"[{model}] {len(smiles)} molecules × {len(task_ids)} tasks "
-          f"({np.isfinite(y).mean():.2%} measured); featurizing", flush=True)
-    start = time.perf_counter()
-    graphs = featurize_cached(smiles, feat)
-    y = y[np.asarray(graphs.source_rows, dtype=np.int64)]
-    featurize_s = time.perf_counter() - start
+    graphs, y, task_ids, featurize_s = _multitask_data(args, train_tasks, model)
     work.mkdir(parents=True, exist_ok=True)
     write_json(work / "identity.json", identity)
     encoder = new_encoder(args, args.seed, model)

@@ -150,8 +150,8 @@ def _check_architecture(target: nn.Module, source: nn.Module, source_name: str) 
 def _check_fusion(target: FingerprintFusionEncoder, source: FingerprintFusionEncoder, source_name: str) -> None:
     """Both fused: the same fingerprint (bits, radius) and fusion MLP widths."""
     keys = ("fingerprint_bits", "fingerprint_radius", "fingerprint_dims")
-    have = {k: list(v) if k == "fingerprint_dims" else v for k, v in source.hparams.items() if k in keys}
-    want = {k: list(v) if k == "fingerprint_dims" else v for k, v in target.hparams.items() if k in keys}
+    have = {k: source.hparams[k] for k in keys}
+    want = {k: target.hparams[k] for k in keys}
     if have != want:
         diff = ", ".join(f"{k} {have[k]} (asked {want[k]})" for k in keys if have[k] != want[k])
         raise ValueError(f"{source_name}: its fingerprint fusion differs from the one asked for ({diff}); "
