@@ -8,6 +8,7 @@ objects and keeps the on-disk cache a single ``.npz``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,6 +42,28 @@ class GraphBatch:
     @property
     def num_nodes(self) -> int:
         return int(self.x.shape[0])
+
+    @staticmethod
+    def cat(batches: Sequence[GraphBatch]) -> GraphBatch:
+        """One batch of the graphs of ``batches``, in order (atom and graph indices offset).
+
+        ``y`` and ``smiles`` are kept only where every batch has them.
+        """
+        if not batches:
+            raise ValueError("GraphBatch.cat needs at least one batch")
+        node_offsets = np.cumsum([0] + [b.num_nodes for b in batches[:-1]])
+        graph_offsets = np.cumsum([0] + [b.num_graphs for b in batches[:-1]])
+        ys = [b.y for b in batches]
+        smiles = [b.smiles for b in batches]
+        return GraphBatch(
+            x=torch.cat([b.x for b in batches]),
+            edge_index=torch.cat([b.edge_index + int(o) for b, o in zip(batches, node_offsets, strict=True)], dim=1),
+            edge_attr=torch.cat([b.edge_attr for b in batches]),
+            batch=torch.cat([b.batch + int(o) for b, o in zip(batches, graph_offsets, strict=True)]),
+            num_graphs=sum(b.num_graphs for b in batches),
+            y=None if any(y is None for y in ys) else torch.cat(ys),
+            smiles=None if any(s is None for s in smiles) else [m for s in smiles for m in s],
+        )
 
     def to(self, device: torch.device | str) -> GraphBatch:
         return GraphBatch(

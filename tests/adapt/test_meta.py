@@ -385,6 +385,22 @@ def test_protonet_bf16_meta_training_learns_in_mixed_precision(real_tasks):
         ProtoNet(meta_steps=1, precision="fp8").meta_train(encoder, tasks, cache)
 
 
+@pytest.mark.parametrize("adapter", [ProtoNet(), ANIL(inner_steps=1)], ids=["protonet", "anil"])
+def test_frozen_encoder_meta_training_embeds_support_and_query_in_one_batch(adapter, real_tasks):
+    """Batch norm in train mode must normalise support and query (prototypes and queries, or the
+    head's inner-loop and query features) with the same episode statistics: one encoder pass
+    per episode over support ∪ query."""
+    tasks, cache = real_tasks
+    torch.manual_seed(0)
+    encoder = build_encoder("gin", FEAT.atom_vocab_sizes, FEAT.bond_vocab_sizes, hidden_dim=16,
+                            num_layers=2, dropout=0.0)
+    sizes = []
+    encoder.register_forward_hook(lambda module, inputs, out: sizes.append(inputs[0].num_graphs))
+    adapter.set_params(meta_steps=2, meta_batch_size=2, train_k=8, query_size=16).meta_train(
+        encoder, tasks, cache)
+    assert len(sizes) == 4 and all(n == 8 + 16 for n in sizes)
+
+
 def test_mahalanobis_with_one_support_molecule_per_class_is_scale_free():
     """k = 2 leaves no within-class spread; Σ must not collapse to ~1e-6·I (logits ~1e6×)."""
     torch.manual_seed(0)

@@ -7,7 +7,9 @@ then costs a few small matrix products. Second-order by default (through the hea
 loop into the encoder and the head initialisation); ``first_order=True`` drops those terms.
 
 BatchNorm: during meta-training the encoder runs in train mode (batch statistics, running
-statistics updated), as in ordinary training. At adaptation time the encoder is frozen, so
+statistics updated), as in ordinary training, over support and query in one batch: two passes
+would centre each set on its own statistics, and the head would be fitted and scored on
+differently shifted features. At adaptation time the encoder is frozen, so
 it runs in eval mode (running statistics) for the support and the query alike: the head is
 fitted on exactly the features it is applied to.
 """
@@ -42,7 +44,7 @@ from moladapt.adapt.base import (
 from moladapt.adapt.maml import inner_adapt
 from moladapt.data.featurize import Featurizer
 from moladapt.models.heads import MolecularModel, PredictionHead
-from moladapt.types import MolGraphs, Task
+from moladapt.types import GraphBatch, MolGraphs, Task
 
 __all__ = ["ANIL", "anil_query_loss"]
 
@@ -56,9 +58,11 @@ def anil_query_loss(
     lr: float,
     first_order: bool = False,
 ) -> Tensor:
-    """One task's ANIL meta-objective: encoder forward once per set, inner loop on the head."""
-    z_support = encoder(episode.support)
-    z_query = encoder(episode.query)
+    """One task's ANIL meta-objective: one encoder pass over support ∪ query (batch norm then
+    normalises both with the episode's statistics, as the frozen encoder's running statistics
+    do at adaptation time), inner loop on the head."""
+    z = encoder(GraphBatch.cat([episode.support, episode.query]))
+    z_support, z_query = z[: episode.support.num_graphs], z[episode.support.num_graphs :]
     pos_weight = support_pos_weight(episode.support_y)
     adapted = inner_adapt(
         head, head_params, {}, z_support, episode.support_y, steps, lr,

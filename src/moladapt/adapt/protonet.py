@@ -24,7 +24,7 @@ Distances:
 
 Meta-training (optional, ``meta_steps > 0``): episodic training of the encoder with the
 cross-entropy of these probabilities on the query (unweighted, as Snell et al.), encoder in
-train mode. Adaptation and prediction use the encoder in eval mode (running statistics);
+train mode, support and query embedded in one batch (shared batch-norm statistics). Adaptation and prediction use the encoder in eval mode (running statistics);
 adaptation has no parameters to fit, only prototypes (and Σ) to compute.
 """
 
@@ -51,7 +51,7 @@ from moladapt.adapt.base import (
     run_outer_loop,
 )
 from moladapt.data.featurize import Featurizer
-from moladapt.types import MolGraphs, Task
+from moladapt.types import GraphBatch, MolGraphs, Task
 from moladapt.utils import autocast
 
 __all__ = ["DISTANCES", "ProtoNet", "ProtoPredictor", "prototype_logits"]
@@ -207,7 +207,11 @@ class ProtoNet(Adapter):
 
         def episode_loss(ep: TrainingEpisode) -> Tensor:
             with autocast(device, self.precision):
-                z_support, z_query = encoder(ep.support), encoder(ep.query)
+                # one pass over support ∪ query, as Snell et al.'s reference code: batch norm then
+                # normalises both sets with the episode's statistics; two passes would centre
+                # each set on itself and shift the queries against the prototypes
+                z = encoder(GraphBatch.cat([ep.support, ep.query]))
+            z_support, z_query = z[: ep.support.num_graphs], z[ep.support.num_graphs :]
             dtype = next(encoder.parameters()).dtype  # the distances (Cholesky) need full precision
             logits = prototype_logits(
                 z_support.to(dtype), ep.support_y, z_query.to(dtype), self.distance, self.shrinkage
