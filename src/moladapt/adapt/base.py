@@ -24,8 +24,8 @@ Conventions every adapter follows (so that methods differ only in what they are 
   the statistics of the batch at hand (the support set, or the query during meta-training,
   as in Finn et al. 2017; methods whose encoder is frozen at adaptation, ProtoNet and ANIL,
   meta-train on support ∪ query in one batch, so both sets share the episode's statistics as
-  they share the running ones later). Adaptation runs on a copy, so the running statistics it updates are
-  the copy's. Predictions always run in eval mode: BatchNorm uses the running statistics and
+  they share the running ones later). Adaptation runs on a copy, so the running statistics it
+  updates are the copy's. Predictions always run in eval mode: BatchNorm uses the running statistics and
   dropout is off, so a molecule's score never depends on the other query molecules. Frozen
   encoders (linear probes, ANIL at test time, ProtoNet) are evaluated in eval mode throughout.
 * **Randomness**: ``adapt`` runs under :func:`torch.random.fork_rng` seeded by the adapter's

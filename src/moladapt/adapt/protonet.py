@@ -24,8 +24,9 @@ Distances:
 
 Meta-training (optional, ``meta_steps > 0``): episodic training of the encoder with the
 cross-entropy of these probabilities on the query (unweighted, as Snell et al.), encoder in
-train mode, support and query embedded in one batch (shared batch-norm statistics). Adaptation and prediction use the encoder in eval mode (running statistics);
-adaptation has no parameters to fit, only prototypes (and Σ) to compute.
+train mode, support and query embedded in one batch (shared batch-norm statistics).
+Adaptation and prediction use the encoder in eval mode (running statistics); adaptation has
+no parameters to fit, only prototypes (and Σ) to compute.
 """
 
 from __future__ import annotations
