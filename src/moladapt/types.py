@@ -55,12 +55,12 @@ class GraphBatch:
         graph_offsets = np.cumsum([0] + [b.num_graphs for b in batches[:-1]])
         ys = [b.y for b in batches]
         smiles = [b.smiles for b in batches]
-        pairs = list(zip(batches, node_offsets, graph_offsets, strict=True))
+        offsets = list(zip(batches, node_offsets, graph_offsets, strict=True))
         return GraphBatch(
             x=torch.cat([b.x for b in batches]),
-            edge_index=torch.cat([b.edge_index + int(n) for b, n, _ in pairs], dim=1),
+            edge_index=torch.cat([b.edge_index + int(n) for b, n, _ in offsets], dim=1),
             edge_attr=torch.cat([b.edge_attr for b in batches]),
-            batch=torch.cat([b.batch + int(g) for b, _, g in pairs]),
+            batch=torch.cat([b.batch + int(g) for b, _, g in offsets]),
             num_graphs=sum(b.num_graphs for b in batches),
             y=None if any(y is None for y in ys) else torch.cat(ys),
             smiles=None if any(s is None for s in smiles) else [m for s in smiles for m in s],

@@ -58,9 +58,8 @@ def anil_query_loss(
     lr: float,
     first_order: bool = False,
 ) -> Tensor:
-    """One task's ANIL meta-objective: one encoder pass over support ∪ query (batch norm then
-    normalises both with the episode's statistics, as the frozen encoder's running statistics
-    do at adaptation time), inner loop on the head."""
+    """One task's ANIL meta-objective: one encoder pass over support ∪ query (shared batch-norm
+    statistics; see the module docstring), inner loop on the head."""
     z = encoder(GraphBatch.cat([episode.support, episode.query]))
     z_support, z_query = z[: episode.support.num_graphs], z[episode.support.num_graphs :]
     pos_weight = support_pos_weight(episode.support_y)
