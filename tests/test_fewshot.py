@@ -14,6 +14,7 @@ from moladapt.evaluate.protocol import COLUMNS
 from moladapt.fewshot import (
     BASELINES,
     build_adapter,
+    compare_few_shot,
     few_shot,
     method_names,
     plot_delta_auprc_vs_k,
@@ -149,6 +150,38 @@ def test_plot_writes_png(tmp_path):
     assert plot_delta_auprc_vs_k([csv, frame], tmp_path / "two.png", n_boot=200).exists()
     with pytest.raises(ValueError, match="no successful episodes"):
         plot_delta_auprc_vs_k(frame.assign(status="skipped"), tmp_path / "none.png")
+
+
+def test_compare_is_paired_per_task_on_the_shared_episodes_only(tmp_path):
+    rows = []
+    for t in range(8):
+        for draw in range(3):
+            rows.append(_rows("good", f"t{t}", 16, draw, 0.5 + 0.01 * t + 0.1))
+            rows.append(_rows("base", f"t{t}", 16, draw, 0.5 + 0.01 * t))
+            # a third method whose draw 2 would be far worse: not shared by all, so left out
+            rows.append(_rows("same", f"t{t}", 16, draw, 0.0 if draw == 2 else 0.5 + 0.01 * t))
+    rows = [r for r in rows if not (r["method"] != "same" and r["draw"] == 1 and r["task_id"] == "t0")]
+    frame = pd.DataFrame(rows, columns=list(COLUMNS))
+    table = compare_few_shot(frame[frame["method"] != "same"], baseline="base").iloc[0]
+    assert (table["k"], table["method"], table["baseline"], table["n_pairs"]) == (16, "good", "base", 8)
+    assert table["mean_diff"] == pytest.approx(0.1) and table["significant"] and table["direction"] == "better"
+    three = compare_few_shot(frame, baseline="base").set_index("method")
+    # draw 2 is 'same's only loss, but 'good' and 'base' miss draw 1 of t0, which leaves t0 on
+    # draws 0 and 2; the other tasks keep all three draws, so 'same' is 1/3 · 0.5 worse there
+    assert three.loc["same", "mean_diff"] == pytest.approx(-(7 * (0.5 + 0.01 * 4) / 3 + 0.5 / 2) / 8)
+    with pytest.raises(ValueError, match="at least two methods"):
+        compare_few_shot(frame[frame["method"] == "good"])
+    with pytest.raises(ValueError, match="share no scored episode"):
+        compare_few_shot(pd.concat([frame[frame["method"] == "good"], frame[frame["method"] == "base"]
+                                    .assign(k=32)]))
+    # the same method from two runs' results.csv (same directory name) keeps both, numbered
+    for run in ("r1", "r2"):
+        (tmp_path / run / "anil").mkdir(parents=True)
+    frame[frame["method"] == "good"].assign(method="anil").to_csv(tmp_path / "r1/anil/results.csv", index=False)
+    frame[frame["method"] == "base"].assign(method="anil").to_csv(tmp_path / "r2/anil/results.csv", index=False)
+    both = compare_few_shot([tmp_path / "r1/anil/results.csv", tmp_path / "r2/anil/results.csv"]).iloc[0]
+    assert (both["method"], both["baseline"]) == ("anil [anil #1]", "anil [anil #2]")
+    assert both["mean_diff"] == pytest.approx(0.1)
 
 
 def test_resume_adds_nothing_and_refuses_a_different_run(tmp_path):

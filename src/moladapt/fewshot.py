@@ -699,6 +699,8 @@ def _combine_results(results: ResultsLike | Sequence[ResultsLike]) -> pd.DataFra
                 raise FileNotFoundError(f"results file {path} does not exist")
             frames.append(load_results(path))
             names.append(path.parent.name if path.name == "results.csv" and path.parent.name else path.stem)
+    if len(set(names)) < len(names):  # e.g. two runs' anil/results.csv: number them
+        names = [f"{name} #{i + 1}" for i, name in enumerate(names)]
     seen: dict[str, int] = {}
     for frame in frames:
         for m in pd.unique(frame["method"]):
@@ -706,6 +708,46 @@ def _combine_results(results: ResultsLike | Sequence[ResultsLike]) -> pd.DataFra
     for frame, name in zip(frames, names, strict=True):
         frame["method"] = [f"{m} [{name}]" if seen[m] > 1 else m for m in frame["method"]]
     return pd.concat(frames, ignore_index=True)
+
+
+def compare_few_shot(
+    results: ResultsLike | Sequence[ResultsLike],
+    baseline: str | None = None,
+    metric: str = "delta_auprc",
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Paired comparison of few-shot methods, per support size k, on the episodes they share.
+
+    Only the (task, k, draw) episodes that every method in ``results`` scored are used, so
+    all methods are read on the same support and query sets. The unit is the task (its draws
+    are not independent): a task's value at k is its mean ``metric`` over those draws. Each
+    method is compared with ``baseline`` (every pair when ``None``) by
+    :func:`moladapt.evaluate.statistics.paired_comparisons` within each k: Wilcoxon
+    signed-rank, bootstrap CI of the mean difference over tasks, Holm over every row (all
+    k and pairs, one family).
+
+    Returns:
+        One row per (k, method, baseline): ``k`` and the columns of
+        :data:`moladapt.evaluate.statistics.COMPARISON_COLUMNS`, ``n_pairs`` being tasks.
+    """
+    from moladapt.evaluate.statistics import paired_comparisons
+
+    if metric not in SUMMARY_METRICS:
+        raise ValueError(f"metric must be one of {', '.join(SUMMARY_METRICS)}, got {metric!r}")
+    frame = _combine_results(results)
+    methods = list(pd.unique(frame["method"]))
+    if len(methods) < 2:
+        raise ValueError(f"a comparison needs at least two methods; the results hold {methods}")
+    ok = frame[(frame["status"] == "ok") & frame[metric].notna()]
+    cell = ["task_id", "k", "draw"]
+    shared = ok.groupby(cell)["method"].transform("nunique") == len(methods)
+    ok = ok[shared]
+    if ok.empty:
+        raise ValueError("the methods share no scored episode (other tasks, k or draws)")
+    per_task = ok.groupby(["method", "k", "task_id"], as_index=False)[metric].mean()
+    return paired_comparisons(per_task, metric, baseline=baseline, unit_cols=["task_id"], by="k",
+                              alpha=alpha, seed=seed)
 
 
 def _span(values: Sequence[int]) -> str:

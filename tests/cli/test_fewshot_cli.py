@@ -1,4 +1,4 @@
-"""The few-shot commands (meta-train, few-shot, few-shot-plot) on a tiny typer app."""
+"""The few-shot commands (meta-train, few-shot, few-shot-plot, few-shot-compare) on a tiny typer app."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import yaml
 from typer.testing import CliRunner
 
 import moladapt
-from moladapt.cli.fewshot import few_shot_command, meta_train_command, plot_command
+from moladapt.cli.fewshot import compare_command, few_shot_command, meta_train_command, plot_command
 
 torch.set_num_threads(1)
 
@@ -20,6 +20,7 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 app.command("meta-train")(meta_train_command)
 app.command("few-shot")(few_shot_command)
 app.command("few-shot-plot")(plot_command)
+app.command("few-shot-compare")(compare_command)
 
 
 def invoke(*args, code=0):
@@ -96,6 +97,11 @@ def test_meta_train_then_few_shot_then_plot(tmp_path, data_dir):
     png = tmp_path / "both.png"
     out = invoke("few-shot-plot", fs / "results.csv", rf / "results.csv", "-o", png)
     assert png.read_bytes()[:4] == b"\x89PNG" and f"wrote {png}" in out.output
+    table = tmp_path / "compare.csv"
+    out = invoke("few-shot-compare", fs / "results.csv", rf / "results.csv", "--baseline", "rf-ecfp",
+                 "-o", table)
+    assert "k=  16  fomaml vs rf-ecfp: delta_auprc" in out.output and "Holm p" in out.output
+    assert pd.read_csv(table)[["k", "method", "baseline"]].values.tolist() == [[16, "fomaml", "rf-ecfp"]]
 
 
 @pytest.mark.parametrize("args, message", [
@@ -105,6 +111,7 @@ def test_meta_train_then_few_shot_then_plot(tmp_path, data_dir):
     (["meta-train", "--method", "protonet", "--inner-lr", "0.1"], "no hyper-parameter"),
     (["meta-train", "--method", "rf-ecfp"], "fingerprint baseline"),
     (["few-shot-plot", "missing.csv"], "does not exist"),
+    (["few-shot-compare", "missing.csv"], "does not exist"),
 ])
 def test_bad_input_is_one_clean_line(tmp_path, data_dir, args, message):
     result = invoke(*args, "--output", tmp_path / "out", code=2)

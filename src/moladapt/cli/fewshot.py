@@ -211,3 +211,26 @@ def plot_command(
         raise ValueError(f"--metric must be one of {', '.join(SUMMARY_METRICS)}, got {metric!r}")
     path = plot_delta_auprc_vs_k(list(results), output, metric=metric, title=title)
     typer.echo(f"wrote {path}")
+
+
+@friendly_errors
+def compare_command(
+    results: list[Path] = typer.Argument(..., help="results.csv files written by `moladapt few-shot`."),
+    baseline: str = typer.Option(None, help="Method every other is compared with (default: every pair)."),
+    metric: str = typer.Option("delta_auprc", help="delta_auprc | auprc | roc_auc."),
+    output: Path = typer.Option(None, "--output", "-o", help="Also write the table as CSV."),
+) -> None:
+    """Paired comparison per support size k on the episodes all runs share: mean difference over
+    tasks with its 95% bootstrap CI, Wilcoxon signed-rank p, Holm-adjusted over every row."""
+    from moladapt.fewshot import compare_few_shot
+    from moladapt.utils import atomic_write_text
+
+    table = compare_few_shot(list(results), baseline=baseline, metric=metric)
+    for r in table.itertuples():
+        verdict = f"{r.direction}, significant" if r.significant else "no significant difference"
+        typer.echo(f"k={int(r.k):>4}  {r.method} vs {r.baseline}: {metric} {r.mean_diff:+.4f} "
+                   f"[{r.ci_low:+.4f}, {r.ci_high:+.4f}] over {int(r.n_pairs)} tasks, "
+                   f"Holm p = {r.p_wilcoxon_holm:.2g} ({verdict})" + (f"; {r.note}" if r.note else ""))
+    if output is not None:
+        atomic_write_text(output, table.to_csv(index=False))
+        typer.echo(f"wrote {output}")

@@ -8,7 +8,7 @@ from moladapt.cli.auxiliary import auxiliary_command
 from moladapt.cli.datasets import datasets
 from moladapt.cli.demo import demo
 from moladapt.cli.evaluate import evaluate
-from moladapt.cli.fewshot import few_shot_command, meta_train_command, plot_command
+from moladapt.cli.fewshot import compare_command, few_shot_command, meta_train_command, plot_command
 from moladapt.cli.inspect import inspect_command
 from moladapt.cli.multitask import multitask_command
 from moladapt.cli.predict import predict
@@ -36,6 +36,7 @@ app.command()(report)
 app.command("meta-train")(meta_train_command)
 app.command("few-shot")(few_shot_command)
 app.command("few-shot-plot")(plot_command)
+app.command("few-shot-compare")(compare_command)
 app.add_typer(study_app, name="study", help="Declarative experiment grids: plan, run, status, export.")
 
 if __name__ == "__main__":
