@@ -171,6 +171,8 @@ def test_compare_is_paired_per_task_on_the_shared_episodes_only(tmp_path):
     assert three.loc["same", "mean_diff"] == pytest.approx(-(7 * (0.5 + 0.01 * 4) / 3 + 0.5 / 2) / 8)
     with pytest.raises(ValueError, match="at least two methods"):
         compare_few_shot(frame[frame["method"] == "good"])
+    with pytest.raises(ValueError, match="no results given"):
+        compare_few_shot([])
     with pytest.raises(ValueError, match="share no scored episode"):
         compare_few_shot(pd.concat([frame[frame["method"] == "good"], frame[frame["method"] == "base"]
                                     .assign(k=32)]))

@@ -687,7 +687,7 @@ def _combine_results(results: ResultsLike | Sequence[ResultsLike]) -> pd.DataFra
     """Concatenate result tables; a method name found in several inputs gets the input's name."""
     items = [results] if isinstance(results, (pd.DataFrame, str, Path)) else list(results)
     if not items:
-        raise ValueError("no results to plot")
+        raise ValueError("no results given")
     frames, names = [], []
     for i, item in enumerate(items):
         if isinstance(item, pd.DataFrame):
