@@ -150,6 +150,8 @@ def test_plot_writes_png(tmp_path):
     assert plot_delta_auprc_vs_k([csv, frame], tmp_path / "two.png", n_boot=200).exists()
     with pytest.raises(ValueError, match="no successful episodes"):
         plot_delta_auprc_vs_k(frame.assign(status="skipped"), tmp_path / "none.png")
+    with pytest.raises(ValueError, match="metric must be one of"):
+        plot_delta_auprc_vs_k(frame, tmp_path / "bad.png", metric="rmse")
 
 
 def test_compare_is_paired_per_task_on_the_shared_episodes_only(tmp_path):
@@ -173,6 +175,8 @@ def test_compare_is_paired_per_task_on_the_shared_episodes_only(tmp_path):
         compare_few_shot(frame[frame["method"] == "good"])
     with pytest.raises(ValueError, match="no results given"):
         compare_few_shot([])
+    with pytest.raises(ValueError, match="metric must be one of delta_auprc, auprc, roc_auc"):
+        compare_few_shot(frame, metric="rmse")
     with pytest.raises(ValueError, match="share no scored episode"):
         compare_few_shot(pd.concat([frame[frame["method"] == "good"], frame[frame["method"] == "base"]
                                     .assign(k=32)]))

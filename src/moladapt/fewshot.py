@@ -58,7 +58,7 @@ from moladapt.data.featurize import Featurizer, get_featurizer
 from moladapt.data.sources import CLASSIFICATION, DataError, load_dataset
 from moladapt.data.tasks import FSMOL_SPLITS, load_fsmol_tasks, tasks_from_table
 from moladapt.evaluate.protocol import DEFAULT_SUPPORT_SIZES, evaluate_few_shot, load_results
-from moladapt.evaluate.statistics import bootstrap_mean_ci
+from moladapt.evaluate.statistics import bootstrap_mean_ci, paired_comparisons
 from moladapt.models.heads import MolecularModel
 from moladapt.registry import Registry
 from moladapt.types import Task
@@ -73,6 +73,7 @@ __all__ = [
     "build_adapter",
     "build_baseline",
     "check_method",
+    "compare_few_shot",
     "encoder_config",
     "few_shot",
     "load_meta_checkpoint",
@@ -710,6 +711,11 @@ def _combine_results(results: ResultsLike | Sequence[ResultsLike]) -> pd.DataFra
     return pd.concat(frames, ignore_index=True)
 
 
+def _check_metric(metric: str) -> None:
+    if metric not in SUMMARY_METRICS:
+        raise ValueError(f"metric must be one of {', '.join(SUMMARY_METRICS)}, got {metric!r}")
+
+
 def compare_few_shot(
     results: ResultsLike | Sequence[ResultsLike],
     baseline: str | None = None,
@@ -731,10 +737,7 @@ def compare_few_shot(
         One row per (k, method, baseline): ``k`` and the columns of
         :data:`moladapt.evaluate.statistics.COMPARISON_COLUMNS`, ``n_pairs`` being tasks.
     """
-    from moladapt.evaluate.statistics import paired_comparisons
-
-    if metric not in SUMMARY_METRICS:
-        raise ValueError(f"metric must be one of {', '.join(SUMMARY_METRICS)}, got {metric!r}")
+    _check_metric(metric)
     frame = _combine_results(results)
     methods = list(pd.unique(frame["method"]))
     if len(methods) < 2:
@@ -776,6 +779,7 @@ def plot_delta_auprc_vs_k(
     """
     from matplotlib.figure import Figure
 
+    _check_metric(metric)
     frame = _combine_results(results)
     summary = summarize_few_shot(frame, (metric,), ci, n_boot, seed)
     summary = summary[summary["n_tasks"] > 0]

@@ -208,9 +208,7 @@ class ProtoNet(Adapter):
 
         def episode_loss(ep: TrainingEpisode) -> Tensor:
             with autocast(device, self.precision):
-                # one pass over support ∪ query, as Snell et al.'s reference code: batch norm then
-                # normalises both sets with the episode's statistics; two passes would centre
-                # each set on itself and shift the queries against the prototypes
+                # one pass: two would centre each set on itself, shifting queries against prototypes
                 z = encoder(GraphBatch.cat([ep.support, ep.query]))
             z_support, z_query = z[: ep.support.num_graphs], z[ep.support.num_graphs :]
             dtype = next(encoder.parameters()).dtype  # the distances (Cholesky) need full precision
