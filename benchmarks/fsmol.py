@@ -357,7 +357,8 @@ def ensure_meta_trained(args: argparse.Namespace, method: str, train_tasks: list
     if train_tasks is None:
         train_tasks = resolve_tasks(args.train)
     setup = stream_setup_seconds(args, train_tasks, cache)
-    print(f"[{method}] meta-training {args.meta_steps} steps on {len(train_tasks)} tasks", flush=True)
+    print(f"[{method}] meta-training {meta_hparams(args, method)['meta_steps']} steps on "
+          f"{len(train_tasks)} tasks", flush=True)
     start = time.perf_counter()
     result = meta_train(base_method(method), train_tasks, model_cfg(args, method), cache.featurizer,
                         meta_hparams(args, method),
@@ -606,14 +607,15 @@ def estimate(args: argparse.Namespace, eval_groups: dict[str, list[Task]], cache
             start = time.perf_counter()
             adapter.meta_train(encoder, few, cache)
             per_step = (time.perf_counter() - start) / 2
-            seconds = per_step * args.meta_steps
+            steps = int(meta_hparams(args, method)["meta_steps"])  # a tag may set its own
+            seconds = per_step * steps
             total += seconds
-            lines.append(f"  train {method:<32} {args.meta_steps:>6} steps     {_dur(seconds)}"
+            lines.append(f"  train {method:<32} {steps:>6} steps     {_dur(seconds)}"
                          f"  ({1 / per_step:.3f} steps/s)")
             if args.valid != "none":
                 from moladapt.adapt.base import MetaValidation
 
-                checks = args.meta_steps // args.validate_every + 2  # + before training and the last step
+                checks = steps // args.validate_every + 2  # + before training and the last step
                 start = time.perf_counter()
                 MetaValidation(resolve_tasks(args.valid), args.validate_every,
                                args.validation_support).score(adapter, encoder, cache)

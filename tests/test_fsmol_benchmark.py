@@ -142,6 +142,16 @@ def test_variant_tags_get_their_own_hparams_on_top_of_the_methods(bench):
     assert bench.eval_spec(args, "maml@long", {"maml@long": Path("m.pt")})["method"] == "maml"
 
 
+def test_estimate_counts_a_tags_own_meta_steps(bench, data_dir, tmp_path, capsys):
+    argv = ["--methods", "protonet@long", "--hparam", "protonet@long.meta_steps=7", "--train", "fsmol-valid:4",
+            "--test", "fsmol-valid", "--ood", "none", "--max-tasks", "2", "--support", "16", "--draws", "1",
+            "--layers", "2", "--hidden", "16", "--meta-batch-size", "2", "--out", str(tmp_path / "results"),
+            "--estimate-only"]
+    assert bench.main(argv) == 0
+    line = next(t for t in capsys.readouterr().out.splitlines() if "train protonet@long" in t)
+    assert line.split()[2:4] == ["7", "steps"]
+
+
 def test_tiny_run_resumes_and_reports(bench, data_dir, tmp_path, capsys):
     out = tmp_path / "results"
     argv = ["--methods", "protonet,mt-head", "--train", "fsmol-valid:4", "--test", "fsmol-valid",
