@@ -357,11 +357,11 @@ def ensure_meta_trained(args: argparse.Namespace, method: str, train_tasks: list
     if train_tasks is None:
         train_tasks = resolve_tasks(args.train)
     setup = stream_setup_seconds(args, train_tasks, cache)
-    print(f"[{method}] meta-training {meta_hparams(args, method)['meta_steps']} steps on "
-          f"{len(train_tasks)} tasks", flush=True)
+    hparams = meta_hparams(args, method)
+    print(f"[{method}] meta-training {hparams['meta_steps']} steps on {len(train_tasks)} tasks", flush=True)
     start = time.perf_counter()
     result = meta_train(base_method(method), train_tasks, model_cfg(args, method), cache.featurizer,
-                        meta_hparams(args, method),
+                        hparams,
                         output=out, seed=args.seed, tasks_name=args.train,
                         valid_tasks=None if args.valid == "none" else args.valid,
                         validate_every=args.validate_every, validation_support=args.validation_support)
