@@ -389,6 +389,44 @@ def test_predict_on_a_semicolon_file_says_so(tmp_path):
     assert result.exit_code == 2 and "separated by ';'" in result.output, result.output
 
 
+def test_predict_and_evaluate_find_the_smiles_column_the_model_was_trained_with(tmp_path):
+    """Without --smiles-column: the training CSV's SMILES column, else 'smiles' in any case; none
+    or two candidates in other cases: an error naming the file, its columns and the option."""
+    from moladapt.config import ModelConfig
+    from moladapt.data.featurize import get_featurizer
+    from moladapt.experiment import find_smiles_column
+    from moladapt.training import build_model, save_checkpoint
+
+    trained_on = {"run_config": {"data": {"csv": "assay.csv", "smiles_column": "Canonical_Smiles"}}}
+    assert find_smiles_column("f.csv", ["id", "Canonical_Smiles", "smiles"], None, trained_on) == "Canonical_Smiles"
+    assert find_smiles_column("f.csv", ["id", "smiles"], None, trained_on) == "smiles"
+    assert find_smiles_column("f.csv", ["id", "SMILES"], None, {}) == "SMILES"
+    assert find_smiles_column("f.csv", ["id", "canonical_smiles"], None, trained_on) == "canonical_smiles"
+    with pytest.raises(Exception, match=r"f.csv: no SMILES column found .*\['Smiles', 'SMILES'\] all match"):
+        find_smiles_column("f.csv", ["Smiles", "SMILES"], None, {})
+    with pytest.raises(Exception, match="no SMILES column 'smiles'"):  # as given: no guessing
+        find_smiles_column("f.csv", ["SMILES"], "smiles", {})
+
+    small = ModelConfig(hidden_dim=16, num_layers=2)
+    feat = get_featurizer("basic")
+    ckpt = tmp_path / "model.pt"
+    save_checkpoint(ckpt, build_model(small, feat, 1), feat, small, ["y"], "classification",
+                    extra=trained_on)
+    csv = tmp_path / "in.csv"
+    csv.write_text("Canonical_Smiles,y\nCCO,1\nc1ccccc1,0\nCCN,1\nCC(=O)O,0\n")
+    out = tmp_path / "o.csv"
+    result = CliRunner().invoke(app, ["predict", str(ckpt), "-i", str(csv), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert pd.read_csv(out)["valid_smiles"].all()
+    result = CliRunner().invoke(app, ["evaluate", str(ckpt), "--data", str(csv), "--output", str(tmp_path / "ev")])
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load((tmp_path / "ev" / "config.yaml").read_text())["data"]["smiles_column"] == "Canonical_Smiles"
+    bare = tmp_path / "bare.csv"
+    bare.write_text("id,y\n1,1\n")
+    result = CliRunner().invoke(app, ["predict", str(ckpt), "-i", str(bare), "-o", str(out)])
+    assert result.exit_code == 2 and "name it with --smiles-column" in result.output, result.output
+
+
 def test_evaluate_reads_label_columns_by_task_name_or_in_task_order(tmp_path):
     from moladapt.config import ModelConfig
     from moladapt.data.featurize import get_featurizer

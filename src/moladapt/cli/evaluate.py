@@ -22,7 +22,8 @@ def evaluate(
     checkpoint: Path = typer.Argument(..., help="model.pt written by `moladapt train`."),
     dataset: str = typer.Option(None, help="A benchmark by name."),
     data: Path = typer.Option(None, help="Your CSV instead of --dataset."),
-    smiles_column: str = typer.Option("smiles", help="SMILES column of --data."),
+    smiles_column: str = typer.Option(None, help="SMILES column of --data. Default: the SMILES column of the CSV "
+                                      "the model was trained on, else 'smiles' (in any case)."),
     target_columns: str = typer.Option(None, help="Comma-separated label columns of --data: the model's task names (some of "
                                       "them: only those are scored), or one column per task in the model's task order under "
                                       "other names (default: the model's tasks)."),
@@ -35,8 +36,13 @@ def evaluate(
     import yaml
 
     from moladapt.config import RunConfig
-    from moladapt.data.sources import load_csv, load_dataset
-    from moladapt.experiment import evaluate_checkpoint, is_the_runs_data, label_columns_for
+    from moladapt.data.sources import csv_header, load_csv, load_dataset
+    from moladapt.experiment import (
+        evaluate_checkpoint,
+        find_smiles_column,
+        is_the_runs_data,
+        label_columns_for,
+    )
     from moladapt.training import load_checkpoint
     from moladapt.utils import atomic_write_text, write_json
 
@@ -62,6 +68,7 @@ def evaluate(
                          "given with --data; without --data the labels are the benchmark's or the run's")
     if data is not None:
         columns, tasks = label_columns_for(list(loaded.task_names), split_list(target_columns))
+        smiles_column = find_smiles_column(data, csv_header(data), smiles_column, loaded.extra)
         # The model's task type, not one guessed from the labels; a task with one class in
         # this file is reported as skipped by the metrics, not refused.
         labeled = load_csv(data, smiles_column, columns, task_type=loaded.task_type, strict=False)

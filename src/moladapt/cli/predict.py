@@ -14,7 +14,8 @@ def predict(
     checkpoint: Path = typer.Argument(..., help="model.pt written by `moladapt train`."),
     input: Path = typer.Option(..., "--input", "-i", help="CSV with a SMILES column."),
     output: Path = typer.Option(..., "--output", "-o", help="CSV to write."),
-    smiles_column: str = typer.Option("smiles"),
+    smiles_column: str = typer.Option(None, help="Default: the SMILES column of the CSV the model was "
+                                      "trained on, else 'smiles' (in any case)."),
 ) -> None:
     """Predict every row; rows with invalid SMILES are kept and flagged (valid_smiles = False)."""
     from moladapt.experiment import predict_csv

@@ -450,18 +450,10 @@ def _header_separator_hint(path: Path) -> str:
     return separator_hint(header)
 
 
-def _read_table(path: Path, keep_blank_lines: bool = False, as_text: bool = False) -> pd.DataFrame:
-    """The CSV at ``path``; ``keep_blank_lines``: an empty line is a row of empty cells (so
-    row i of the frame is line i + 2 of the file), not skipped; ``as_text``: every cell as the
-    file spells it (columns passed through to an output stay as they were: ids stay ``1``,
-    not ``1.0``)."""
-    text = {"dtype": str, "keep_default_na": False} if as_text else {}
-    # kept blank lines are rows, but blank lines above the header are not: they are skipped
-    # and counted in frame.attrs["leading_blank_lines"] (data row i is then line lead + i + 2)
-    lead = _leading_blank_lines(path) if keep_blank_lines else 0
+def _read_csv(path: Path, **kwargs) -> pd.DataFrame:
+    """``pd.read_csv`` with its failures as :class:`DataError` messages that name the file."""
     try:
-        frame = pd.read_csv(path, low_memory=False, skip_blank_lines=not keep_blank_lines,
-                            skiprows=lead, **text)
+        return pd.read_csv(path, **kwargs)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except pd.errors.EmptyDataError:
@@ -472,6 +464,25 @@ def _read_table(path: Path, keep_blank_lines: bool = False, as_text: bool = Fals
                         "(Excel: 'CSV UTF-8')") from None
     except (pd.errors.ParserError, OSError, EOFError) as exc:
         raise DataError(f"{path}: not a readable CSV file ({exc}){_header_separator_hint(path)}") from None
+
+
+def csv_header(path: str | Path) -> list[str]:
+    """The column names of a CSV or CSV.gz (its first non-blank line), no rows read."""
+    path = Path(path)
+    return [str(c) for c in _read_csv(path, nrows=0, skiprows=_leading_blank_lines(path)).columns]
+
+
+def _read_table(path: Path, keep_blank_lines: bool = False, as_text: bool = False) -> pd.DataFrame:
+    """The CSV at ``path``; ``keep_blank_lines``: an empty line is a row of empty cells (so
+    row i of the frame is line i + 2 of the file), not skipped; ``as_text``: every cell as the
+    file spells it (columns passed through to an output stay as they were: ids stay ``1``,
+    not ``1.0``)."""
+    text = {"dtype": str, "keep_default_na": False} if as_text else {}
+    # kept blank lines are rows, but blank lines above the header are not: they are skipped
+    # and counted in frame.attrs["leading_blank_lines"] (data row i is then line lead + i + 2)
+    lead = _leading_blank_lines(path) if keep_blank_lines else 0
+    frame = _read_csv(path, low_memory=False, skip_blank_lines=not keep_blank_lines,
+                      skiprows=lead, **text)
     if frame.empty:
         raise DataError(f"{path}: the file has a header but no data rows")
     frame.attrs["leading_blank_lines"] = lead
