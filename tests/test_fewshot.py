@@ -68,6 +68,11 @@ def test_resolve_tasks_from_a_users_csv(data_dir, tmp_path):
     assert len(told) == 1 and "left out 1 of 4 task columns" in told[0] and "all_inactive" in told[0]
     with pytest.warns(UserWarning, match="all_inactive"):
         resolve_tasks(str(csv))
+    frame.drop(columns="all_inactive").rename(columns={"smiles": "SMILES"}).to_csv(csv, index=False)
+    assert [t.task_id for t in resolve_tasks(str(csv))] == ["NR-AR", "SR-MMP", "NR-AhR"]  # any case
+    frame.rename(columns={"smiles": "structure"}).to_csv(csv, index=False)
+    with pytest.raises(ValueError, match="no SMILES column found .* task CSV holds a 'smiles' column"):
+        resolve_tasks(str(csv))
 
 
 @pytest.mark.parametrize("spec, message", [

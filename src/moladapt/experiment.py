@@ -303,37 +303,12 @@ def evaluate_checkpoint(checkpoint: str | Path, data: LabeledData, split: str | 
 
 
 def smiles_column_candidates(checkpoint_extra: dict[str, Any]) -> list[str]:
-    """Where :func:`find_smiles_column` looks, in order: the SMILES column of the CSV the
-    model was trained on (a user's file names it as they like), then ``smiles``."""
+    """The SMILES columns to look for in a file a model scores, in order: the SMILES column of
+    the CSV it was trained on (a user's file names it as they like), then ``smiles``
+    (:func:`moladapt.data.sources.find_smiles_column`)."""
     data = (checkpoint_extra.get("run_config") or {}).get("data") or {}
     trained_on = data.get("smiles_column") if data.get("csv") else None
     return list(dict.fromkeys(c for c in (trained_on, "smiles") if c))
-
-
-def find_smiles_column(source: str | Path, columns: list[str], requested: str | None,
-                       checkpoint_extra: dict[str, Any]) -> str:
-    """The SMILES column of a file a model scores (``columns``: its header).
-
-    ``requested`` (``--smiles-column``) is taken as given. Otherwise the first of
-    :func:`smiles_column_candidates` the file has, else the one column whose name is one of
-    them in another case (``SMILES``, ``Smiles``). None found, or two in other cases: an
-    error naming the file and its columns.
-    """
-    from moladapt.data.sources import separator_hint
-
-    candidates = [requested] if requested is not None else smiles_column_candidates(checkpoint_extra)
-    for name in candidates:
-        if name in columns:
-            return name
-    folded = {c.casefold() for c in candidates}
-    matches = [c for c in columns if c.casefold() in folded]
-    if requested is None and len(matches) == 1:
-        return matches[0]
-    wanted = (repr(requested) if requested is not None else
-              "found (looked for " + " or ".join(map(repr, candidates)) + " in any case"
-              + (f"; {matches} all match" if matches else "") + "); name it with --smiles-column")
-    raise DataError(f"{source}: no SMILES column {wanted}; the columns are {columns[:20]}"
-                    f"{separator_hint(columns[0]) if len(columns) == 1 else ''}")
 
 
 def predict_csv(checkpoint: str | Path, input_csv: str | Path, output_csv: str | Path,
@@ -342,9 +317,9 @@ def predict_csv(checkpoint: str | Path, input_csv: str | Path, output_csv: str |
 
     Rows whose SMILES RDKit cannot parse keep their place, get empty predictions and
     ``valid_smiles = False``: the output has exactly the input's rows, in order.
-    ``smiles_column=None`` finds the column (:func:`find_smiles_column`).
+    ``smiles_column=None`` finds the column (:func:`smiles_column_candidates`).
     """
-    from moladapt.data.sources import _read_table
+    from moladapt.data.sources import _read_table, find_smiles_column
     from moladapt.utils import atomic_write_text
 
     if Path(output_csv).resolve() == Path(input_csv).resolve():
@@ -354,7 +329,7 @@ def predict_csv(checkpoint: str | Path, input_csv: str | Path, output_csv: str |
     loaded.require_trained_head(checkpoint)
     frame = _read_table(Path(input_csv), keep_blank_lines=True, as_text=True)
     smiles_column = find_smiles_column(input_csv, [str(c) for c in frame.columns], smiles_column,
-                                       loaded.extra)
+                                       smiles_column_candidates(loaded.extra))
     suffix = "_probability" if loaded.task_type == "classification" else "_prediction"
     added = ["valid_smiles"] + [f"{task}{suffix}" for task in loaded.task_names]
     clash = [c for c in added if c in frame.columns]

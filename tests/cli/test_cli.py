@@ -394,18 +394,21 @@ def test_predict_and_evaluate_find_the_smiles_column_the_model_was_trained_with(
     or two candidates in other cases: an error naming the file, its columns and the option."""
     from moladapt.config import ModelConfig
     from moladapt.data.featurize import get_featurizer
-    from moladapt.experiment import find_smiles_column
+    from moladapt.data.sources import find_smiles_column
+    from moladapt.experiment import smiles_column_candidates
     from moladapt.training import build_model, save_checkpoint
 
     trained_on = {"run_config": {"data": {"csv": "assay.csv", "smiles_column": "Canonical_Smiles"}}}
-    assert find_smiles_column("f.csv", ["id", "Canonical_Smiles", "smiles"], None, trained_on) == "Canonical_Smiles"
-    assert find_smiles_column("f.csv", ["id", "smiles"], None, trained_on) == "smiles"
-    assert find_smiles_column("f.csv", ["id", "SMILES"], None, {}) == "SMILES"
-    assert find_smiles_column("f.csv", ["id", "canonical_smiles"], None, trained_on) == "canonical_smiles"
+    preferred = smiles_column_candidates(trained_on)
+    assert preferred == ["Canonical_Smiles", "smiles"] and smiles_column_candidates({}) == ["smiles"]
+    assert find_smiles_column("f.csv", ["id", "Canonical_Smiles", "smiles"], None, preferred) == "Canonical_Smiles"
+    assert find_smiles_column("f.csv", ["id", "smiles"], None, preferred) == "smiles"
+    assert find_smiles_column("f.csv", ["id", "SMILES"]) == "SMILES"
+    assert find_smiles_column("f.csv", ["id", "canonical_smiles"], None, preferred) == "canonical_smiles"
     with pytest.raises(Exception, match=r"f.csv: no SMILES column found .*\['Smiles', 'SMILES'\] all match"):
-        find_smiles_column("f.csv", ["Smiles", "SMILES"], None, {})
+        find_smiles_column("f.csv", ["Smiles", "SMILES"])
     with pytest.raises(Exception, match="no SMILES column 'smiles'"):  # as given: no guessing
-        find_smiles_column("f.csv", ["SMILES"], "smiles", {})
+        find_smiles_column("f.csv", ["SMILES"], "smiles")
 
     small = ModelConfig(hidden_dim=16, num_layers=2)
     feat = get_featurizer("basic")

@@ -36,12 +36,12 @@ def evaluate(
     import yaml
 
     from moladapt.config import RunConfig
-    from moladapt.data.sources import csv_header, load_csv, load_dataset
+    from moladapt.data.sources import csv_header, find_smiles_column, load_csv, load_dataset
     from moladapt.experiment import (
         evaluate_checkpoint,
-        find_smiles_column,
         is_the_runs_data,
         label_columns_for,
+        smiles_column_candidates,
     )
     from moladapt.training import load_checkpoint
     from moladapt.utils import atomic_write_text, write_json
@@ -68,7 +68,8 @@ def evaluate(
                          "given with --data; without --data the labels are the benchmark's or the run's")
     if data is not None:
         columns, tasks = label_columns_for(list(loaded.task_names), split_list(target_columns))
-        smiles_column = find_smiles_column(data, csv_header(data), smiles_column, loaded.extra)
+        smiles_column = find_smiles_column(data, csv_header(data), smiles_column,
+                                           smiles_column_candidates(loaded.extra))
         # The model's task type, not one guessed from the labels; a task with one class in
         # this file is reported as skipped by the metrics, not refused.
         labeled = load_csv(data, smiles_column, columns, task_type=loaded.task_type, strict=False)

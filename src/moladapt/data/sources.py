@@ -450,6 +450,32 @@ def _header_separator_hint(path: Path) -> str:
     return separator_hint(header)
 
 
+def find_smiles_column(source: str | Path, columns: Sequence[str], requested: str | None = None,
+                       candidates: Sequence[str] = ("smiles",),
+                       advice: str = "name it with --smiles-column") -> str:
+    """The SMILES column of a file (``columns``: its header).
+
+    ``requested`` (``--smiles-column``) is taken as given. Otherwise the first of
+    ``candidates`` the file has, else the one column whose name is one of them in another case
+    (``SMILES``, ``Smiles``). None found, or two in other cases: an error naming the file,
+    its columns and ``advice``.
+    """
+    columns = [str(c) for c in columns]
+    wanted = [requested] if requested is not None else list(candidates)
+    for name in wanted:
+        if name in columns:
+            return name
+    folded = {c.casefold() for c in wanted}
+    matches = [c for c in columns if c.casefold() in folded]
+    if requested is None and len(matches) == 1:
+        return matches[0]
+    what = (repr(requested) if requested is not None else
+            "found (looked for " + " or ".join(map(repr, wanted)) + " in any case"
+            + (f"; {matches} all match" if matches else "") + f"); {advice}")
+    raise DataError(f"{source}: no SMILES column {what}; the columns are {columns[:20]}"
+                    f"{separator_hint(columns[0]) if len(columns) == 1 else ''}")
+
+
 def _read_csv(path: Path, **kwargs) -> pd.DataFrame:
     """``pd.read_csv`` with its failures as :class:`DataError` messages that name the file."""
     try:
