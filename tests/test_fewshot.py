@@ -71,7 +71,7 @@ def test_resolve_tasks_from_a_users_csv(data_dir, tmp_path):
     frame.drop(columns="all_inactive").rename(columns={"smiles": "SMILES"}).to_csv(csv, index=False)
     assert [t.task_id for t in resolve_tasks(str(csv))] == ["NR-AR", "SR-MMP", "NR-AhR"]  # any case
     frame.rename(columns={"smiles": "structure"}).to_csv(csv, index=False)
-    with pytest.raises(ValueError, match="no SMILES column found .* task CSV holds a 'smiles' column"):
+    with pytest.raises(ValueError, match="no SMILES column 'smiles' in any case; A few-shot task CSV holds"):
         resolve_tasks(str(csv))
 
 

@@ -20,6 +20,8 @@ from moladapt.data.sources import (
     CLASSIFICATION,
     DataError,
     LabeledData,
+    csv_header,
+    find_smiles_column,
     load_csv,
     load_dataset,
     select_columns,
@@ -50,7 +52,9 @@ def load_data(cfg: RunConfig) -> LabeledData:
     if d.dataset is not None:  # target_columns picks some of a benchmark's tasks
         data = load_dataset(d.dataset)
         return data if d.target_columns is None else select_columns(data, d.target_columns)
-    return load_csv(d.csv, d.smiles_column, d.target_columns, d.task_type)
+    # the configured SMILES column, or the one column of that name in another case (SMILES)
+    smiles = find_smiles_column(d.csv, csv_header(d.csv), candidates=[d.smiles_column])
+    return load_csv(d.csv, smiles, d.target_columns, d.task_type)
 
 
 def split_data(prepared: PreparedData, cfg: RunConfig) -> Split:
@@ -167,10 +171,12 @@ def run_training(cfg: RunConfig, output: str | Path | None = None, progress: boo
     if checkpoint is not None and trainer.history_.resumed_from_epoch:
         log(f"resumed {checkpoint.path} after {trainer.history_.resumed_from_epoch} finished epoch(s)")
     wall = time.perf_counter() - t0
-    if cfg.data.csv is not None and None in (cfg.data.target_columns, cfg.data.task_type):
-        # the columns and task type read off the file, so that this config replays this run
-        # even after the file gains a column (the resume identity above keeps the config as given)
-        cfg = cfg.replace(data={"target_columns": tuple(data.task_names), "task_type": data.task_type})
+    if cfg.data.csv is not None:
+        # the columns, task type and SMILES column as read off the file, so that this config
+        # replays this run even after the file gains a column (the resume identity above keeps
+        # the config as given)
+        cfg = cfg.replace(data={"target_columns": tuple(data.task_names), "task_type": data.task_type,
+                                "smiles_column": data.metadata["smiles_column"]})
     test = trainer.score(prepared.graphs, prepared.y, split.test, data.task_names)
     valid = trainer.score(prepared.graphs, prepared.y, split.valid, data.task_names)
     result = RunResult(cfg, test, valid, tuple(len(p) for p in (split.train, split.valid, split.test)),
@@ -319,7 +325,7 @@ def predict_csv(checkpoint: str | Path, input_csv: str | Path, output_csv: str |
     ``valid_smiles = False``: the output has exactly the input's rows, in order.
     ``smiles_column=None`` finds the column (:func:`smiles_column_candidates`).
     """
-    from moladapt.data.sources import _read_table, find_smiles_column
+    from moladapt.data.sources import _read_table
     from moladapt.utils import atomic_write_text
 
     if Path(output_csv).resolve() == Path(input_csv).resolve():

@@ -405,7 +405,7 @@ def test_predict_and_evaluate_find_the_smiles_column_the_model_was_trained_with(
     assert find_smiles_column("f.csv", ["id", "smiles"], None, preferred) == "smiles"
     assert find_smiles_column("f.csv", ["id", "SMILES"]) == "SMILES"
     assert find_smiles_column("f.csv", ["id", "canonical_smiles"], None, preferred) == "canonical_smiles"
-    with pytest.raises(Exception, match=r"f.csv: no SMILES column found .*\['Smiles', 'SMILES'\] all match"):
+    with pytest.raises(Exception, match=r"f.csv: no SMILES column 'smiles' in any case \(\['Smiles', 'SMILES'\] all match\)"):
         find_smiles_column("f.csv", ["Smiles", "SMILES"])
     with pytest.raises(Exception, match="no SMILES column 'smiles'"):  # as given: no guessing
         find_smiles_column("f.csv", ["SMILES"], "smiles")
@@ -424,6 +424,13 @@ def test_predict_and_evaluate_find_the_smiles_column_the_model_was_trained_with(
     result = CliRunner().invoke(app, ["evaluate", str(ckpt), "--data", str(csv), "--output", str(tmp_path / "ev")])
     assert result.exit_code == 0, result.output
     assert yaml.safe_load((tmp_path / "ev" / "config.yaml").read_text())["data"]["smiles_column"] == "Canonical_Smiles"
+    tiny = _tiny_csv(tmp_path)  # trained on 'SMILES' without --smiles-column: the config says which
+    tiny.write_text(tiny.read_text().replace("smiles,y", "SMILES,y", 1))
+    result = CliRunner().invoke(app, ["train", "--data", str(tiny), "--split", "random", "--output",
+                                      str(tmp_path / "run"), "--hidden-dim", "16", "--num-layers", "2",
+                                      "--epochs", "1", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["data"]["smiles_column"] == "SMILES"
     bare = tmp_path / "bare.csv"
     bare.write_text("id,y\n1,1\n")
     result = CliRunner().invoke(app, ["predict", str(ckpt), "-i", str(bare), "-o", str(out)])

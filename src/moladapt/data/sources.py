@@ -470,8 +470,8 @@ def find_smiles_column(source: str | Path, columns: Sequence[str], requested: st
     if requested is None and len(matches) == 1:
         return matches[0]
     what = (repr(requested) if requested is not None else
-            "found (looked for " + " or ".join(map(repr, wanted)) + " in any case"
-            + (f"; {matches} all match" if matches else "") + f"); {advice}")
+            " or ".join(map(repr, wanted)) + " in any case"
+            + (f" ({matches} all match)" if matches else "") + f"; {advice}")
     raise DataError(f"{source}: no SMILES column {what}; the columns are {columns[:20]}"
                     f"{separator_hint(columns[0]) if len(columns) == 1 else ''}")
 
@@ -686,7 +686,7 @@ def _from_frame(frame: pd.DataFrame, path: Path, smiles_column: str,
     smiles = frame[smiles_column].astype(str).where(frame[smiles_column].notna(), "").tolist()
     return LabeledData(name=name, smiles=[s.strip() for s in smiles], labels=labels,
                        task_names=list(target_columns), task_type=task_type, source=str(path),
-                       rows=rows, metadata={"one_class_tasks": one_class})
+                       rows=rows, metadata={"one_class_tasks": one_class, "smiles_column": smiles_column})
 
 
 def load_dataset(name: str, download: bool = True) -> LabeledData:
