@@ -114,8 +114,11 @@ def test_bilevel_with_source_columns_records_weights(tmp_path, tox21_csv, cache)
     assert list(metrics["weights"].values()) == pytest.approx(history[-1])
     assert len(metrics["hypergradient_history"]) == 3 and len(metrics["valid_metric_history"]) == 3
     assert 0.0 <= metrics["test"]["mean"]["roc_auc"] <= 1.0
-    assert yaml.safe_load((tmp_path / "blo" / "config.yaml").read_text())["aux"]["source_tasks"] == [
-        "NR-AR", "SR-ARE"]
+    saved = yaml.safe_load((tmp_path / "blo" / "config.yaml").read_text())
+    assert saved["aux"]["source_tasks"] == ["NR-AR", "SR-ARE"]
+    # what was read off the CSV, so that the saved config replays the run
+    assert saved["data"]["target_columns"] == ["NR-AhR", "NR-AR", "SR-ARE"]
+    assert saved["data"]["task_type"] == "classification" and saved["data"]["smiles_column"] == "smiles"
 
 
 def test_bilevel_with_auxiliary_objectives_trains_every_target_column(tmp_path, tox21_csv, cache):

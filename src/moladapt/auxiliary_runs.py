@@ -339,7 +339,7 @@ def run_auxiliary(run_cfg: RunConfig, aux_cfg: AuxConfig, output: str | Path | N
     import torch
 
     from moladapt.evaluate.metrics import compute_metrics
-    from moladapt.experiment import environment, load_data, split_data, validation_warning
+    from moladapt.experiment import as_read, environment, load_data, split_data, validation_warning
     from moladapt.training import build_model, prepare, save_checkpoint
     from moladapt.utils import seed_everything, write_json
 
@@ -445,6 +445,7 @@ def run_auxiliary(run_cfg: RunConfig, aux_cfg: AuxConfig, output: str | Path | N
         return compute_metrics(data.task_type, y[idx], est.predict(graphs, idx), target_names)
 
     test, valid = score(split.test), score(split.valid)
+    run_cfg = as_read(run_cfg, data)
     result = AuxRunResult(run_cfg, aux_cfg, test, valid, target_names,
                           tuple(len(p) for p in (split.train, split.valid, split.test)),
                           len(prepared.invalid), float(train_seconds), float(mps),

@@ -57,6 +57,15 @@ def load_data(cfg: RunConfig) -> LabeledData:
     return load_csv(d.csv, smiles, d.target_columns, d.task_type)
 
 
+def as_read(cfg: RunConfig, data: LabeledData) -> RunConfig:
+    """``cfg`` with a CSV's label columns, task type and SMILES column as they were read off the
+    file, so that the config saved with a run replays it even after the file gains a column."""
+    if cfg.data.csv is None:
+        return cfg
+    return cfg.replace(data={"target_columns": tuple(data.task_names), "task_type": data.task_type,
+                             "smiles_column": data.metadata["smiles_column"]})
+
+
 def split_data(prepared: PreparedData, cfg: RunConfig) -> Split:
     d = cfg.data
     seed = cfg.train.seed if d.split_seed is None else d.split_seed
@@ -171,12 +180,7 @@ def run_training(cfg: RunConfig, output: str | Path | None = None, progress: boo
     if checkpoint is not None and trainer.history_.resumed_from_epoch:
         log(f"resumed {checkpoint.path} after {trainer.history_.resumed_from_epoch} finished epoch(s)")
     wall = time.perf_counter() - t0
-    if cfg.data.csv is not None:
-        # the columns, task type and SMILES column as read off the file, so that this config
-        # replays this run even after the file gains a column (the resume identity above keeps
-        # the config as given)
-        cfg = cfg.replace(data={"target_columns": tuple(data.task_names), "task_type": data.task_type,
-                                "smiles_column": data.metadata["smiles_column"]})
+    cfg = as_read(cfg, data)  # the resume identity above keeps the config as given
     test = trainer.score(prepared.graphs, prepared.y, split.test, data.task_names)
     valid = trainer.score(prepared.graphs, prepared.y, split.valid, data.task_names)
     result = RunResult(cfg, test, valid, tuple(len(p) for p in (split.train, split.valid, split.test)),
