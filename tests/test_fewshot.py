@@ -71,7 +71,7 @@ def test_resolve_tasks_from_a_users_csv(data_dir, tmp_path):
     frame.drop(columns="all_inactive").rename(columns={"smiles": "SMILES"}).to_csv(csv, index=False)
     assert [t.task_id for t in resolve_tasks(str(csv))] == ["NR-AR", "SR-MMP", "NR-AhR"]  # any case
     frame.rename(columns={"smiles": "structure"}).to_csv(csv, index=False)
-    with pytest.raises(ValueError, match="no SMILES column 'smiles' in any case; A few-shot task CSV holds"):
+    with pytest.raises(ValueError, match="no SMILES column 'smiles' in any case; A task CSV holds"):
         resolve_tasks(str(csv))
 
 
@@ -243,7 +243,7 @@ def test_a_task_csv_with_other_columns_is_refused_with_the_layout_it_needs(tmp_p
     with pytest.raises(DataError, match="'mol_id' has a non-numeric label.*drop id, text and numeric-value columns"):
         resolve_tasks(str(csv))
     csv.write_text("smiles,a1,pic50\nCCO,1,5.2\nCC,0,6.1\n")
-    with pytest.raises(DataError, match="'pic50' is classification.*expected 0/1. A few-shot") as numeric:
+    with pytest.raises(DataError, match="'pic50' is classification.*expected 0/1. A task CSV holds") as numeric:
         resolve_tasks(str(csv))
     assert "--task-type" not in str(numeric.value)  # few-shot has no such option
     with pytest.raises(DataError, match="file not found$"):  # no layout advice for a missing file

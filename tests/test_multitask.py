@@ -69,6 +69,20 @@ def test_run_multitask_writes_config_and_metrics(tox21_slice, tmp_path, method):
         assert set(metrics["stage_seconds"]) == {"sgnn", "ebm"}
 
 
+def test_a_users_assay_panel_csv_is_a_multitask_dataset(tox21_slice, tmp_path, monkeypatch):
+    """The same table as a user's CSV (SMILES column in another case, ids dropped) gives the
+    same Dense-15 problem as the benchmark; the config names the file by its absolute path."""
+    panel = pd.read_csv(tox21_slice / "tox21.csv").drop(columns="mol_id").rename(columns={"smiles": "SMILES"})
+    panel.to_csv(tmp_path / "panel.csv", index=False)
+    monkeypatch.chdir(tmp_path)
+    result = run_multitask("panel.csv", "multi-task", "coactivity", output=tmp_path / "run", **TINY)
+    assert result.n_tasks == 8 and result.n_molecules == 399
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["dataset"] == str(tmp_path / "panel.csv")
+    panel.assign(note="x").to_csv(tmp_path / "with_text.csv", index=False)
+    with pytest.raises(DataError, match="with_text.csv.*A task CSV holds"):
+        run_multitask("with_text.csv", "multi-task", "coactivity", **TINY)
+
+
 def test_same_seed_same_split_and_scores(tox21_slice):
     a = run_multitask("tox21", "multi-task", "none", **TINY)
     b = run_multitask("tox21", "multi-task", "none", **TINY)

@@ -142,18 +142,9 @@ def resolve_tasks(
     else:
         path = Path(given.strip())
         if path.suffix.lower() in (".csv", ".gz") or path.exists():  # a user's multi-task CSV
-            from moladapt.data.sources import (
-                CLASSIFICATION,
-                csv_header,
-                find_smiles_column,
-                load_csv,
-            )
+            from moladapt.data.sources import load_task_csv
 
-            layout = ("A few-shot task CSV holds a 'smiles' column (any case) and binary task "
-                      "columns only (0/1, empty = unmeasured): drop id, text and numeric-value "
-                      "columns from it")
-            smiles = find_smiles_column(path, csv_header(path), advice=layout)
-            table = load_csv(path, smiles, task_type=CLASSIFICATION, strict=False, layout_hint=layout)
+            table = load_task_csv(path)
         else:
             table = load_dataset(name, download=download)
         one_class: list[str] = []

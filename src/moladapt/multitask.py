@@ -224,16 +224,19 @@ def fsmol_labeled_data(split: str = "train", min_per_class: int = 1,
 
 def load_multitask_data(dataset: str, dense_n: int | None = None,
                         max_tasks: int | None = None, min_tasks_per_molecule: int = 1) -> LabeledData:
-    """A registered classification benchmark or ``fsmol-<fold>``, Dense-``dense_n`` if given,
-    cut to its first ``max_tasks`` tasks (in column order) if given."""
+    """A registered classification benchmark, ``fsmol-<fold>`` or a CSV of 0/1 tasks
+    (:func:`moladapt.data.sources.load_task_csv`), Dense-``dense_n`` if given, cut to its first
+    ``max_tasks`` tasks (in column order) if given."""
     return select_tasks(_load_table(dataset, dense_n), dense_n, max_tasks, min_tasks_per_molecule)
 
 
 def _load_table(dataset: str, dense_n: int | None) -> LabeledData:
-    from moladapt.data.sources import CLASSIFICATION, DataError, load_dataset
+    from moladapt.data.sources import CLASSIFICATION, DataError, load_dataset, load_task_csv
 
     name = dataset.lower()
-    if name in FSMOL_DATASETS:
+    if _is_table_path(dataset):  # a user's assay panel
+        data = load_task_csv(dataset)
+    elif name in FSMOL_DATASETS:
         if dense_n is None:
             raise ValueError(f"{dataset}: FS-Mol as one table needs dense_n (--dense, e.g. 100): "
                              "its 4935 training assays share few molecules")
@@ -244,6 +247,10 @@ def _load_table(dataset: str, dense_n: int | None) -> LabeledData:
         raise DataError(f"{data.source}: multi-task runs need a classification dataset, "
                         f"{data.name} is {data.task_type}")
     return data
+
+
+def _is_table_path(dataset: str) -> bool:
+    return Path(dataset).suffix.lower() in (".csv", ".gz") or Path(dataset).exists()
 
 
 def select_tasks(data: LabeledData, dense_n: int | None = None,
@@ -328,6 +335,8 @@ def run_multitask(dataset: str | LabeledData, method: str = "sgnn-ebm",
         task-graph statistics.
     """
     name = dataset if isinstance(dataset, str) else dataset.name
+    if isinstance(dataset, str) and _is_table_path(dataset):
+        name = str(Path(dataset).resolve())  # the config replays the run from any directory
     cfg = MultitaskConfig.from_dict({**options, "dataset": name, "method": method,
                                      "task_graph": str(task_graph)})
     return run_multitask_config(cfg, output, data=None if isinstance(dataset, str) else dataset, log=log)

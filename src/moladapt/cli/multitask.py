@@ -43,7 +43,8 @@ def _split_frac(value: str) -> tuple[float, float, float]:
 @friendly_errors
 def multitask_command(
     method: str = typer.Option("sgnn-ebm", help=_METHOD_HELP),
-    dataset: str = typer.Option("tox21", help="A multi-task classification benchmark (tox21, toxcast, sider, ...) or fsmol-train (needs --dense)."),
+    dataset: str = typer.Option("tox21", help="A multi-task classification benchmark (tox21, toxcast, sider, ...), fsmol-train (needs --dense) "
+                                "or your CSV (a smiles column, one 0/1 column per task)."),
     task_graph: str = typer.Option("coactivity", help=_GRAPH_HELP),
     dense: int = typer.Option(None, help="Dense-N: keep tasks with >= N positives and >= N negatives (and their molecules)."),
     min_tasks_per_molecule: int = typer.Option(1, help="With --dense: keep only molecules measured on >= M of the kept tasks (FS-Mol: 3)."),

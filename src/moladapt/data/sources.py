@@ -619,6 +619,22 @@ def check_label_matrix(labels: np.ndarray, task_names: Sequence[str], source: st
     return task_type, one_class
 
 
+TASK_CSV_LAYOUT = ("A task CSV holds a 'smiles' column (any case) and binary task columns only "
+                   "(0/1, empty = unmeasured): drop id, text and numeric-value columns from it")
+
+
+def load_task_csv(path: str | Path) -> LabeledData:
+    """A user's table of binary tasks (an assay panel): few-shot tasks, or one multi-task run.
+
+    The SMILES column is found in any case; every other column is a 0/1 task (empty =
+    unmeasured). Tasks with one class are kept and listed in ``metadata["one_class_tasks"]``:
+    the caller decides (few-shot leaves them out, metrics skip them).
+    """
+    path = Path(path)
+    smiles = find_smiles_column(path, csv_header(path), advice=TASK_CSV_LAYOUT)
+    return load_csv(path, smiles, task_type=CLASSIFICATION, strict=False, layout_hint=TASK_CSV_LAYOUT)
+
+
 def load_csv(
     path: str | Path,
     smiles_column: str = "smiles",
