@@ -206,3 +206,33 @@ def test_per_dataset_tests_count_only_the_comparisons_they_report(bench):
     assert set(per["method"]) == {"bilevel"} and len(per) == 6  # 3 datasets × 2 baselines
     assert np.allclose(per["p_ttest_holm"], holm_bonferroni(per["p_ttest"].astype(float)))
     assert (per["significant"] == (per["p_ttest_holm"] < 0.05)).all()
+
+
+def test_transfer_to_a_users_csv_target(tdc_dir, tmp_path):
+    """A user's assay (own SMILES column name, one label column, an unparsable row) takes TDC
+    sources: split 80/10/10 over the parsable rows, no source label on its test molecules,
+    scored by ROC-AUC, and the config names the file and the columns as read."""
+    import yaml
+
+    from moladapt.transfer import load_user_target, transfer
+
+    mols = _smiles(40)
+    csv = tmp_path / "my_assay.csv"
+    frame = pd.DataFrame({"Smiles": [*mols, "not a molecule"], "active": [i % 2 for i in range(41)]})
+    frame.to_csv(csv, index=False)
+    target = load_user_target(csv, split="random", seed=3)
+    assert target.name == "my_assay" and target.label_column == "active" and target.metric == "roc_auc"
+    assert list(target.parts).count("train") == 32 and target.parts[-1] == "" and target.keys[-1] is None
+    rec = transfer(str(csv), "uniform", "hia_hou,bbb_martins", seed=3, output=tmp_path / "run",
+                   split="random", epochs=1, hidden_dim=8, num_layers=2, inner_steps=2)
+    assert rec["target"] == "my_assay" and rec["metric"] == "roc_auc" and 0 <= rec["test_value"] <= 1
+    assert (rec["n_train"], rec["n_valid"], rec["n_test"]) == (32, 4, 4) and rec["n_unparsed_target_rows"] == 1
+    assert rec["n_dropped_source_labels"] >= 1  # the sources measure some of its test molecules
+    config = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert config["target_csv"] == {"path": str(csv.resolve()), "smiles_column": "Smiles",
+                                    "label_column": "active", "split": "random", "metric": "roc_auc"}
+    frame.assign(extra=1.0).to_csv(csv, index=False)
+    with pytest.raises(ValueError, match="name the label column to transfer to with --target-column"):
+        transfer(str(csv), "uniform", "hia_hou", epochs=1)
+    with pytest.raises(ValueError, match="describe a CSV target; 'hia_hou' is a TDC name"):
+        transfer("hia_hou", "uniform", "bbb_martins", target_column="active")

@@ -22,7 +22,8 @@ multi-task methods take ``epochs × ceil(n_train_mt / batch_size)`` optimiser st
 of the two is the bi-level overhead).
 
 ``benchmarks/tdc_transfer.py`` runs this over the 22 TDC ADMET datasets; ``moladapt
-transfer`` runs one target.
+transfer`` runs one target: a TDC dataset, or a user's own assay (a CSV,
+:func:`load_user_target`) with the TDC datasets as sources.
 """
 
 from __future__ import annotations
@@ -30,16 +31,16 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["DEFAULT_SETTINGS", "TRANSFER_METHODS", "Corpus", "TransferTable", "build_table",
-           "check_no_leakage", "estimated_seconds", "fit_uniform", "load_corpus",
-           "resolve_names", "run_transfer", "tdc_names", "transfer"]
+__all__ = ["DEFAULT_SETTINGS", "TRANSFER_METHODS", "Corpus", "TransferTable", "UserTarget",
+           "build_table", "check_no_leakage", "estimated_seconds", "fit_uniform", "load_corpus",
+           "load_user_target", "resolve_names", "run_transfer", "tdc_names", "transfer"]
 
 TRANSFER_METHODS = ("single_task", "uniform_mt", "bilevel")
 DEFAULT_SETTINGS: dict[str, Any] = {
@@ -96,7 +97,7 @@ def resolve_names(text: str | None, known: list[str]) -> list[str]:
 
 @dataclass
 class Corpus:
-    """The involved TDC datasets, row by row, keyed by canonical SMILES."""
+    """The involved datasets (TDC's, a user's target), row by row, keyed by canonical SMILES."""
 
     names: list[str]
     task_type: dict[str, str]
@@ -127,7 +128,64 @@ class Corpus:
         return self._graphs, self._index
 
 
-def load_corpus(names: list[str]) -> Corpus:
+@dataclass(frozen=True)
+class UserTarget:
+    """A target from a user's CSV (:func:`load_user_target`): one label column, a split."""
+
+    name: str
+    source: str
+    smiles_column: str
+    label_column: str
+    split: str
+    task_type: str
+    metric: str
+    keys: list[str | None]  # canonical SMILES per row (None: unparsable)
+    labels: np.ndarray
+    parts: np.ndarray  # "train" / "valid" / "test" per row ("" for an unparsable one)
+
+
+#: the metric a user's target is scored with (TDC reports one per dataset; a CSV names none)
+USER_TARGET_METRIC = {"classification": "roc_auc", "regression": "mae"}
+
+
+def load_user_target(path: str | Path, label_column: str | None = None,
+                     smiles_column: str | None = None, split: str = "scaffold",
+                     seed: int = 0, known: Sequence[str] = ()) -> UserTarget:
+    """A user's assay as a transfer target: its SMILES column (found in any case when not
+    given), one label column (the only one besides the SMILES, or ``label_column``), split
+    80/10/10 by ``split`` (:mod:`moladapt.data.splits`; ``scaffold`` by default, the
+    harder and more honest test for new chemistry) over the rows RDKit parses. Scored by
+    ROC-AUC (classification) or MAE (regression). ``known``: names a user target must not
+    take (the TDC datasets)."""
+    from moladapt.data.featurize import canonical_smiles
+    from moladapt.data.sources import DataError, csv_header, find_smiles_column, load_csv
+    from moladapt.data.splits import make_split
+
+    path = Path(path)
+    header = csv_header(path)
+    smiles = find_smiles_column(path, header, smiles_column)
+    if label_column is None:
+        others = [c for c in header if c != smiles]
+        if len(others) != 1:
+            raise DataError(f"{path}: name the label column to transfer to with --target-column "
+                            f"(the columns besides {smiles!r} are {others[:20]})")
+        label_column = others[0]
+    data = load_csv(path, smiles, [label_column])
+    keys = canonical_smiles(data.smiles)
+    parsed = np.flatnonzero([k is not None for k in keys])
+    labels = np.asarray(data.labels[:, 0], dtype=np.float64)
+    parts = np.full(len(keys), "", dtype=object)
+    cut = make_split(split, [data.smiles[i] for i in parsed], labels[parsed, None], seed=seed)
+    for part, idx in (("train", cut.train), ("valid", cut.valid), ("test", cut.test)):
+        parts[parsed[idx]] = part
+    name = path.name.removesuffix(".gz").removesuffix(".csv")
+    name = f"user_{name}" if name in known else name
+    return UserTarget(name, str(path.resolve()), smiles, label_column, split, data.task_type,
+                      USER_TARGET_METRIC[data.task_type], keys, labels, parts.astype(str))
+
+
+def load_corpus(names: list[str], user_target: UserTarget | None = None) -> Corpus:
+    """The TDC datasets ``names`` (and a user's target), keyed by canonical SMILES."""
     from moladapt.data.featurize import canonical_smiles
     from moladapt.data.sources import DATASETS, load_dataset
 
@@ -139,8 +197,14 @@ def load_corpus(names: list[str]) -> Corpus:
         split[name] = np.asarray(data.predefined_split)
         spec = DATASETS.get(name)
         task_type[name], metric[name] = spec.task_type, spec.metric
+    names = list(names)
+    if user_target is not None:
+        u = user_target
+        names.insert(0, u.name)
+        keys[u.name], labels[u.name], split[u.name] = u.keys, u.labels, u.parts
+        task_type[u.name], metric[u.name] = u.task_type, u.metric
     unique = sorted({k for name in names for k in keys[name] if k is not None})
-    return Corpus(list(names), task_type, metric, keys, labels, split, unique)
+    return Corpus(names, task_type, metric, keys, labels, split, unique)
 
 
 @dataclass
@@ -441,11 +505,15 @@ RATIOS = {"bilevel": "bilevel", "uniform": "uniform_mt", "none": "single_task"}
 
 def transfer(target: str, ratios: str = "bilevel", sources: str | list[str] | None = "all",
              seed: int = 0, output: str | Path | None = None,
-             log: Callable[[str], None] | None = None, **settings: Any) -> dict[str, Any]:
-    """Train one TDC ADMET target with its sources; write ``config.yaml`` + ``metrics.json``.
+             log: Callable[[str], None] | None = None, target_column: str | None = None,
+             smiles_column: str | None = None, split: str = "scaffold",
+             **settings: Any) -> dict[str, Any]:
+    """Train one target with TDC ADMET sources; write ``config.yaml`` + ``metrics.json``.
 
     Args:
-        target: a TDC ADMET name, with or without ``tdc_`` (e.g. ``caco2_wang``).
+        target: a TDC ADMET name, with or without ``tdc_`` (e.g. ``caco2_wang``), or a
+            user's CSV (:func:`load_user_target`: ``target_column``, ``smiles_column`` and
+            ``split`` apply to it only; a TDC target keeps TDC's split).
         ratios: ``bilevel`` (learned transfer ratios), ``uniform`` (every source weight 1)
             or ``none`` (single-task: no sources).
         sources: ``"all"``/None (the other 21; those of another task type are left out) or
@@ -466,11 +534,19 @@ def transfer(target: str, ratios: str = "bilevel", sources: str | list[str] | No
     if unknown:
         raise ValueError(f"unknown transfer setting(s) {unknown}; known: {sorted(DEFAULT_SETTINGS)}")
     names = tdc_names()
-    targets = resolve_names(target, names)
-    if len(targets) != 1:
-        raise ValueError(f"--target names one dataset, got {len(targets)} ({', '.join(targets[:4])}"
-                         f"{', ...' if len(targets) > 4 else ''})")
-    (target_name,) = targets
+    user = None
+    if Path(target).suffix.lower() in (".csv", ".gz") or Path(target).is_file():
+        user = load_user_target(target, target_column, smiles_column, split, int(seed), known=names)
+        target_name = user.name
+    else:
+        if (target_column, smiles_column) != (None, None):
+            raise ValueError("target_column / smiles_column (--target-column, --smiles-column) "
+                             f"describe a CSV target; {target!r} is a TDC name")
+        targets = resolve_names(target, names)
+        if len(targets) != 1:
+            raise ValueError(f"--target names one dataset, got {len(targets)} ({', '.join(targets[:4])}"
+                             f"{', ...' if len(targets) > 4 else ''})")
+        (target_name,) = targets
     text = ",".join(sources) if isinstance(sources, list) else sources
     source_names = [s for s in resolve_names(text, names) if s != target_name]
     if ratios != "none" and not source_names:
@@ -479,6 +555,10 @@ def transfer(target: str, ratios: str = "bilevel", sources: str | list[str] | No
     _check_settings(resolved)
     config = {"target": target_name, "ratios": ratios, "method": RATIOS[ratios], "seed": int(seed),
               "settings": resolved}
+    if user is not None:  # what replays it: the file, its columns as read, the split
+        config["target_csv"] = {"path": user.source, "smiles_column": user.smiles_column,
+                                "label_column": user.label_column, "split": user.split,
+                                "metric": user.metric}
     out = Path(output) if output is not None else None
     if out is not None:
         import yaml
@@ -487,7 +567,8 @@ def transfer(target: str, ratios: str = "bilevel", sources: str | list[str] | No
         # first, so a crashed run says what it was; but not over a finished run's (its metrics)
         if not (out / "metrics.json").exists():
             atomic_write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
-    corpus = load_corpus([target_name, *([] if ratios == "none" else source_names)])  # single-task: no sources
+    involved = [] if ratios == "none" else source_names  # single-task: no sources
+    corpus = load_corpus(involved if user is not None else [target_name, *involved], user)
     record = run_transfer(target_name, RATIOS[ratios], int(seed), resolved, corpus, log=log)
     if out is not None:
         import yaml

@@ -14,7 +14,12 @@ from moladapt.cli.common import friendly_errors
 
 @friendly_errors
 def transfer_command(
-    target: str = typer.Option(..., help="TDC ADMET target, e.g. caco2_wang (see `moladapt datasets`)."),
+    target: str = typer.Option(..., help="TDC ADMET target, e.g. caco2_wang (see `moladapt datasets`), or your "
+                               "CSV: a SMILES column and the label column."),
+    target_column: str = typer.Option(None, help="CSV target: its label column (default: the one column besides the SMILES)."),
+    smiles_column: str = typer.Option(None, help="CSV target: its SMILES column (default: 'smiles' in any case)."),
+    split: str = typer.Option("scaffold", help="CSV target: how its molecules are split 80/10/10 (scaffold | random | "
+                              "balanced_scaffold | stratified_random); a TDC target keeps TDC's split."),
     sources: str = typer.Option("all", help="all, or comma-separated TDC names; sources of another task type are left out."),
     ratios: str = typer.Option("bilevel", help="bilevel (learned by bi-level optimisation) | uniform (all 1) | none (single-task)."),
     seed: int = typer.Option(0),
@@ -33,10 +38,11 @@ def transfer_command(
     threads: int = typer.Option(1, help="torch threads."),
     output: Path = typer.Option(Path("runs/transfer"), help="Directory for config.yaml and metrics.json."),
 ) -> None:
-    """Train a TDC ADMET target with the other properties as sources; report its TDC metric and the ratios."""
+    """Train a target (TDC ADMET, or your CSV) with TDC ADMET properties as sources; report its metric and the ratios."""
     from moladapt.transfer import transfer
 
-    rec = transfer(target, ratios, sources, seed, output, epochs=epochs, encoder=encoder,
+    rec = transfer(target, ratios, sources, seed, output, target_column=target_column,
+                   smiles_column=smiles_column, split=split, epochs=epochs, encoder=encoder,
                    hidden_dim=hidden_dim, num_layers=num_layers, dropout=dropout,
                    featurizer=featurizer, batch_size=batch_size, lr=lr,
                    extra_ratio=extra_ratio if extra_ratio > 0 else None, inner_steps=inner_steps,
