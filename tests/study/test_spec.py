@@ -296,3 +296,10 @@ def test_bundled_aliases_are_one_run_and_an_unbuilt_encoder_names_its_key(tmp_pa
     monkeypatch.setattr(bundled, "resolve_init", unbuilt)
     with pytest.raises(StudyError, match="train.init: no bundled encoder"):
         StudySpec.from_dict({**BASE, "axes": {"train.init": ["bundled"]}}).runs()
+
+
+def test_a_csv_study_is_sized_whatever_its_smiles_column_is_called(tmp_path):
+    (tmp_path / "assay.csv").write_text("SMILES,y\n" + "".join(f"{'C' * (i + 1)}O,{i % 2}\n" for i in range(30)))
+    spec = StudySpec.load(write(tmp_path, {**BASE, "fixed": {**BASE["fixed"], "data": {
+        "dataset": None, "csv": "assay.csv"}}, "axes": {"train.seed": [0, 1]}}))
+    assert "assay.csv: 30" in plan(spec, spec.runs())

@@ -372,7 +372,7 @@ def _dataset_size(data: dict[str, Any], cache: dict[str, int | None]) -> int | N
             else:
                 import pandas as pd
 
-                cache[name] = len(pd.read_csv(data["csv"], usecols=[data.get("smiles_column", "smiles")]))
+                cache[name] = len(pd.read_csv(data["csv"], usecols=[0]))  # rows; any SMILES column name
         except Exception:  # noqa: BLE001 - a size we cannot read is just "unknown" in a plan
             cache[name] = None
     return cache[name]
