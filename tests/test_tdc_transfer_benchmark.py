@@ -231,6 +231,16 @@ def test_transfer_to_a_users_csv_target(tdc_dir, tmp_path):
     config = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert config["target_csv"] == {"path": str(csv.resolve()), "smiles_column": "Smiles",
                                     "label_column": "active", "split": "random", "metric": "roc_auc"}
+    from typer.testing import CliRunner
+
+    from moladapt.cli.main import app
+
+    new = tmp_path / "new.csv"  # the model it saved scores new molecules, SMILES column as trained
+    pd.DataFrame({"Smiles": ["CCO", "c1ccccc1N"]}).to_csv(new, index=False)
+    scored = CliRunner().invoke(app, ["predict", str(tmp_path / "run" / "model.pt"), "-i", str(new),
+                                      "-o", str(tmp_path / "scored.csv")])
+    assert scored.exit_code == 0, scored.output
+    assert pd.read_csv(tmp_path / "scored.csv")["active_probability"].between(0, 1).all()
     frame.assign(extra=1.0).to_csv(csv, index=False)
     with pytest.raises(ValueError, match="name the label column to transfer to with --target-column"):
         transfer(str(csv), "uniform", "hia_hou", epochs=1)

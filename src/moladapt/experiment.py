@@ -314,10 +314,11 @@ def evaluate_checkpoint(checkpoint: str | Path, data: LabeledData, split: str | 
 
 def smiles_column_candidates(checkpoint_extra: dict[str, Any]) -> list[str]:
     """The SMILES columns to look for in a file a model scores, in order: the SMILES column of
-    the CSV it was trained on (a user's file names it as they like), then ``smiles``
+    the CSV it was trained on (a user's file names it as they like: a run's config, or
+    ``smiles_column`` in checkpoints of ``moladapt transfer``), then ``smiles``
     (:func:`moladapt.data.sources.find_smiles_column`)."""
     data = (checkpoint_extra.get("run_config") or {}).get("data") or {}
-    trained_on = data.get("smiles_column") if data.get("csv") else None
+    trained_on = data.get("smiles_column") if data.get("csv") else checkpoint_extra.get("smiles_column")
     return list(dict.fromkeys(c for c in (trained_on, "smiles") if c))
 
 

@@ -32,7 +32,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -402,13 +402,25 @@ def _torch_threads() -> int:
     return torch.get_num_threads()
 
 
+@dataclass(frozen=True)
+class SavedModel:
+    """Where :func:`run_transfer` writes the target's model (a moladapt checkpoint that
+    ``moladapt predict`` and ``evaluate`` read): its task name (``None``: the target's name;
+    a user's target is named after its label column) and what goes in its ``extra``."""
+
+    path: Path
+    task_name: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
 def run_transfer(target: str, method: str, seed: int, settings: dict[str, Any],
-                 corpus: Corpus, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+                 corpus: Corpus, log: Callable[[str], None] | None = None,
+                 save_model: SavedModel | None = None) -> dict[str, Any]:
     """Train one model of ``method`` (:data:`TRANSFER_METHODS`) for ``target``; return its
     record: the TDC metric on test and valid, the learned ratios (``weights``, bilevel),
     sizes, timings and ``settings`` (see :data:`DEFAULT_SETTINGS`; ``settings["sources"]``
     lists the candidate sources). ``log`` gets the table's size and a time estimate before
-    training starts."""
+    training starts. ``save_model``: write the target's model (:class:`SavedModel`)."""
     import torch
 
     from moladapt.config import ModelConfig, TrainConfig
@@ -452,6 +464,7 @@ def run_transfer(target: str, method: str, seed: int, settings: dict[str, Any],
         train_seconds = time.perf_counter() - t0
         pred_test = trainer.predict(graphs, table.test)
         pred_valid = trainer.predict(graphs, table.valid)
+        mean, std = trainer.target_mean_, trainer.target_std_
         details = {"best_epoch": trainer.history_.best_epoch, "steps": None}
     elif method == "uniform_mt":
         mean, std, best_step, hist = fit_uniform(
@@ -477,6 +490,7 @@ def run_transfer(target: str, method: str, seed: int, settings: dict[str, Any],
                 column_names=table.column_names)
         train_seconds = time.perf_counter() - t0
         pred_test, pred_valid = est.predict(graphs, table.test), est.predict(graphs, table.valid)
+        mean, std = est.target_mean_, est.target_std_
         details = {"best_step": est.best_step_, "steps": outer_steps * inner,
                    "weights": dict(est.weights_),
                    "weights_at_best_step": dict(est.weights_at_best_step_),
@@ -486,6 +500,14 @@ def run_transfer(target: str, method: str, seed: int, settings: dict[str, Any],
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(TRANSFER_METHODS)}")
     test = compute_metrics(task_type, table.y[table.test, :1], pred_test)
     valid = compute_metrics(task_type, table.y[table.valid, :1], pred_valid)
+    if save_model is not None:
+        from moladapt.training import save_checkpoint
+
+        # the target's model only: the source heads were training aids
+        save_checkpoint(save_model.path, model, feat, model_cfg, [save_model.task_name or target],
+                        task_type, mean, std, extra={**save_model.extra, "transfer": {
+                            "method": method, "seed": seed, "sources": table.sources,
+                            "weights": details.get("weights")}})
     return {
         "target": target, "method": method, "seed": seed, "task_type": task_type,
         "metric": metric, "test_value": test.mean.get(metric), "valid_value": valid.mean.get(metric),
@@ -508,7 +530,8 @@ def transfer(target: str, ratios: str = "bilevel", sources: str | list[str] | No
              log: Callable[[str], None] | None = None, target_column: str | None = None,
              smiles_column: str | None = None, split: str = "scaffold",
              **settings: Any) -> dict[str, Any]:
-    """Train one target with TDC ADMET sources; write ``config.yaml`` + ``metrics.json``.
+    """Train one target with TDC ADMET sources; write ``config.yaml``, ``metrics.json`` and
+    ``model.pt`` (the target's model, for ``moladapt predict``).
 
     Args:
         target: a TDC ADMET name, with or without ``tdc_`` (e.g. ``caco2_wang``), or a
@@ -569,7 +592,10 @@ def transfer(target: str, ratios: str = "bilevel", sources: str | list[str] | No
             atomic_write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
     involved = [] if ratios == "none" else source_names  # single-task: no sources
     corpus = load_corpus(involved if user is not None else [target_name, *involved], user)
-    record = run_transfer(target_name, RATIOS[ratios], int(seed), resolved, corpus, log=log)
+    record = run_transfer(target_name, RATIOS[ratios], int(seed), resolved, corpus, log=log,
+                          save_model=None if out is None else SavedModel(
+                              out / "model.pt", None if user is None else user.label_column,
+                              {} if user is None else {"smiles_column": user.smiles_column}))
     if out is not None:
         import yaml
 

@@ -36,7 +36,7 @@ def transfer_command(
     outer_lr: float = typer.Option(0.1, help="Bi-level: learning rate of the ratios."),
     hypergradient: str = typer.Option("neumann", help="neumann | unrolled | exact."),
     threads: int = typer.Option(1, help="torch threads."),
-    output: Path = typer.Option(Path("runs/transfer"), help="Directory for config.yaml and metrics.json."),
+    output: Path = typer.Option(Path("runs/transfer"), help="Directory for config.yaml, metrics.json and model.pt."),
 ) -> None:
     """Train a target (TDC ADMET, or your CSV) with TDC ADMET properties as sources; report its metric and the ratios."""
     from moladapt.transfer import transfer
@@ -58,4 +58,4 @@ def transfer_command(
                    f"{rec.get('best_step')}; its ratios: metrics.json weights_at_best_step):")
     for name, w in sorted(weights.items(), key=lambda kv: -kv[1])[:10]:
         typer.echo(f"  ratio {name.removeprefix('tdc_'):<34} {w:.3f}")
-    typer.echo(f"wrote {output}/config.yaml, metrics.json")
+    typer.echo(f"wrote {output}/config.yaml, metrics.json, model.pt (moladapt predict {output}/model.pt -i new.csv -o scored.csv)")
