@@ -241,6 +241,9 @@ def test_transfer_to_a_users_csv_target(tdc_dir, tmp_path):
                                       "-o", str(tmp_path / "scored.csv")])
     assert scored.exit_code == 0, scored.output
     assert pd.read_csv(tmp_path / "scored.csv")["active_probability"].between(0, 1).all()
+    shown = CliRunner().invoke(app, ["inspect", str(tmp_path / "run" / "model.pt")])
+    assert f"trained by moladapt transfer: {csv.resolve()} (label active, random split), uniform_mt, 1 epochs, " \
+           "seed 3, 2 source(s)" in shown.output, shown.output
     frame.assign(extra=1.0).to_csv(csv, index=False)
     with pytest.raises(ValueError, match="name the label column to transfer to with --target-column"):
         transfer(str(csv), "uniform", "hia_hou", epochs=1)

@@ -145,6 +145,17 @@ def _extra_lines(extra: dict[str, Any], indent: str) -> list[str]:
                          f"{aux.get('method')}, combiner {aux.get('combiner') or 'none'}")
         else:  # the combiner recorded is a default with nothing to combine
             lines.append(f"{indent}auxiliary tasks: none (fine-tuning on the target alone)")
+    transfer = extra.get("transfer")
+    if transfer:
+        target = (extra.get("target_csv") or {})
+        what = (f"{target['path']} (label {target['label_column']}, {target['split']} split)" if target
+                else transfer.get("target"))
+        ratios = sorted((transfer.get("weights") or {}).items(), key=lambda kv: -kv[1])[:3]
+        lines.append(f"{indent}trained by moladapt transfer: {what}, {transfer.get('method')}, "
+                     f"{transfer.get('epochs')} epochs, seed {transfer.get('seed')}, "
+                     f"{len(transfer.get('sources') or [])} source(s)"
+                     + ("; largest ratios " + ", ".join(f"{k.removeprefix('tdc_')} {v:.2f}" for k, v in ratios)
+                        if ratios else ""))
     meta = extra.get("meta")
     if meta:
         lines.append(f"{indent}meta-trained: {meta.get('method')} on {meta.get('tasks')} "

@@ -506,7 +506,8 @@ def run_transfer(target: str, method: str, seed: int, settings: dict[str, Any],
         # the target's model only: the source heads were training aids
         save_checkpoint(save_model.path, model, feat, model_cfg, [save_model.task_name or target],
                         task_type, mean, std, extra={**save_model.extra, "transfer": {
-                            "method": method, "seed": seed, "sources": table.sources,
+                            "target": target, "method": method, "seed": seed,
+                            "epochs": settings["epochs"], "sources": table.sources,
                             "weights": details.get("weights")}})
     return {
         "target": target, "method": method, "seed": seed, "task_type": task_type,
@@ -595,7 +596,8 @@ def transfer(target: str, ratios: str = "bilevel", sources: str | list[str] | No
     record = run_transfer(target_name, RATIOS[ratios], int(seed), resolved, corpus, log=log,
                           save_model=None if out is None else SavedModel(
                               out / "model.pt", None if user is None else user.label_column,
-                              {} if user is None else {"smiles_column": user.smiles_column}))
+                              {} if user is None else {"smiles_column": user.smiles_column,
+                                                       "target_csv": config["target_csv"]}))
     if out is not None:
         import yaml
 
