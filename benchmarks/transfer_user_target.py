@@ -8,10 +8,12 @@ none``), uniform multi-task and bi-level learned transfer ratios, from the same 
 weights. The target is split by scaffold (80/10/10 of the sample), the same split for every
 seed, so seeds differ in initialisation and batches only.
 
-Reported (printed, and written to ``benchmarks/results/transfer_user_target.md``): the metric
-(MAE for regression, ROC-AUC for classification) as mean ± std over seeds, the paired
-difference of each multi-task method to single-task over seeds (Wilcoxon signed-rank and
-paired t, Holm over the two comparisons) and the sources with the largest learned ratios.
+Reported (printed, and written to ``benchmarks/results/transfer_user_target.md``) by
+:func:`moladapt.transfer.compare_methods`, as ``moladapt transfer --ratios none,uniform,bilevel
+--seed 0,1,...`` reports a user's own assay: the metric (MAE for regression, ROC-AUC for
+classification) as mean ± std over seeds, the paired difference of each multi-task method to
+single-task over seeds (Wilcoxon signed-rank and paired t, Holm over the two comparisons) and
+the sources with the largest learned ratios.
 
 A source may hold the target's own molecules (AqSolDB, a TDC source, merges ESOL): their
 source labels are dropped on the target's test molecules, so nothing leaks into the test
@@ -37,7 +39,6 @@ import pandas as pd
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RATIOS = ("none", "uniform", "bilevel")
-LABEL = {"none": "single-task", "uniform": "uniform multi-task", "bilevel": "bi-level ratios"}
 
 
 def write_target(dataset: str, n: int, sample_seed: int, path: Path) -> str:
@@ -59,53 +60,26 @@ def write_target(dataset: str, n: int, sample_seed: int, path: Path) -> str:
 
 
 def report(records: list[dict], args: argparse.Namespace, csv: Path) -> str:
-    from moladapt.evaluate.statistics import paired_comparisons
+    from moladapt.transfer import compare_methods
 
-    frame = pd.DataFrame([{"method": LABEL[r["ratios"]], "seed": r["seed"], "score": r["test_value"]}
-                          for r in records])
-    first = next((r for r in records if r["ratios"] != "none"), records[0])  # one that has sources
-    metric = first["metric"]
-    lower_better = metric in ("mae", "rmse")
-    lines = [f"# Transfer to a scarce assay: {args.dataset}, {first['n_train']} training molecules",
-             "",
-             f"Written by `benchmarks/transfer_user_target.py` on {dt.date.today()}, {platform.machine()}, "
-             f"one thread. Target: {args.n} molecules of `{args.dataset}` (sample seed {args.sample_seed}; "
-             f"{csv.name}), scaffold split {first['n_train']}/{first['n_valid']}/{first['n_test']}; "
-             f"sources: the TDC ADMET datasets of its task type ({len(first['sources'])}: "
-             f"{', '.join(x.removeprefix('tdc_') for x in first['sources'])}); "
-             f"GIN {first['settings']['num_layers']}×{first['settings']['hidden_dim']}, "
-             f"{first['settings']['epochs']} epochs, extra source-only molecules capped at "
-             f"{first['settings']['extra_ratio']}× the target's training set. Test {metric} "
-             f"({'lower' if lower_better else 'higher'} is better), mean ± std over seeds "
-             f"{', '.join(str(s) for s in sorted(frame.seed.unique()))}.",
-             "",
-             f"Command: `MOLADAPT_DATA_DIR=../shared/data OMP_NUM_THREADS=1 python benchmarks/transfer_user_target.py "
-             f"--dataset {args.dataset} --n {args.n} --seeds {args.seeds}`",
-             "",
-             f"| method | test {metric} | train s (mean) |", "|---|---|---|"]
-    for ratios in RATIOS:
-        rs = [r for r in records if r["ratios"] == ratios]
-        if rs:
-            v = np.array([r["test_value"] for r in rs])
-            lines.append(f"| {LABEL[ratios]} | {v.mean():.3f} ± {v.std(ddof=1) if len(v) > 1 else 0:.3f} "
-                         f"({len(v)} seeds) | {np.mean([r['train_seconds'] for r in rs]):.1f} |")
-    comp = paired_comparisons(frame, "score", baseline=LABEL["none"], unit_cols=("seed",),
-                              higher_is_better=not lower_better)
-    lines += ["", f"Paired over seeds against single-task (difference in {metric}, method − single-task):",
-              "", "| method | pairs | mean diff | 95% CI | Wilcoxon p (Holm) | t-test p (Holm) | direction |",
-              "|---|---|---|---|---|---|---|"]
-    for row in comp.itertuples():
-        lines.append(f"| {row.method} | {row.n_pairs} | {row.mean_diff:+.3f} | [{row.ci_low:+.3f}, "
-                     f"{row.ci_high:+.3f}] | {row.p_wilcoxon_holm:.3g} | {row.p_ttest_holm:.3g} | "
-                     f"{row.direction} |")
-    learned = [r["weights"] for r in records if r["ratios"] == "bilevel" and r.get("weights")]
-    if learned:
-        mean = pd.DataFrame(learned).mean().sort_values(ascending=False)
-        top = ", ".join(f"{k.removeprefix('tdc_')} {v:.2f}" for k, v in mean.head(5).items())
-        lines += ["", f"Largest learned ratios at the end of training (mean over seeds): {top}."]
-    dropped = sorted({r["n_dropped_source_labels"] for r in records if r["ratios"] != "none"})
-    lines += ["", f"Source labels dropped on the target's test molecules (no test leakage): {dropped}."]
-    return "\n".join(lines) + "\n"
+    first = next((r for r in records if r["method"] != "single_task"), records[0])  # one with sources
+    seeds = sorted({r["seed"] for r in records})
+    head = [f"# Transfer to a scarce assay: {args.dataset}, {first['n_train']} training molecules",
+            "",
+            f"Written by `benchmarks/transfer_user_target.py` on {dt.date.today()}, {platform.machine()}, "
+            f"one thread. Target: {args.n} molecules of `{args.dataset}` (sample seed {args.sample_seed}; "
+            f"{csv.name}), scaffold split {first['n_train']}/{first['n_valid']}/{first['n_test']}; "
+            f"sources: the TDC ADMET datasets of its task type ({len(first['sources'])}: "
+            f"{', '.join(x.removeprefix('tdc_') for x in first['sources'])}); "
+            f"GIN {first['settings']['num_layers']}×{first['settings']['hidden_dim']}, "
+            f"{first['settings']['epochs']} epochs, extra source-only molecules capped at "
+            f"{first['settings']['extra_ratio']}× the target's training set; seeds "
+            f"{', '.join(map(str, seeds))} (initialisation and batches; the split is the same).",
+            "",
+            f"Command: `MOLADAPT_DATA_DIR=../shared/data OMP_NUM_THREADS=1 python benchmarks/transfer_user_target.py "
+            f"--dataset {args.dataset} --n {args.n} --seeds {args.seeds}`",
+            ""]
+    return "\n".join(head) + "\n" + compare_methods(records)
 
 
 def main() -> None:
@@ -129,7 +103,7 @@ def main() -> None:
             if not (out / "metrics.json").exists():
                 transfer(str(csv), ratios, "all", seed, out, target_column=label, epochs=args.epochs)
             rec = json.loads((out / "metrics.json").read_text())
-            records.append({**rec, "ratios": ratios})
+            records.append(rec)
             print(f"{ratios:8s} seed {seed}: test {rec['metric']} {rec['test_value']:.4f} "
                   f"({rec['train_seconds']:.0f} s)", flush=True)
     text = report(records, args, csv)

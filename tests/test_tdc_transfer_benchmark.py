@@ -249,3 +249,28 @@ def test_transfer_to_a_users_csv_target(tdc_dir, tmp_path):
         transfer(str(csv), "uniform", "hia_hou", epochs=1)
     with pytest.raises(ValueError, match="describe a CSV target; 'hia_hou' is a TDC name"):
         transfer("hia_hou", "uniform", "bbb_martins", target_column="active")
+
+
+def test_transfer_compares_ratios_over_seeds_and_resumes(tdc_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from moladapt.cli.main import app
+
+    csv = tmp_path / "assay.csv"
+    pd.DataFrame({"smiles": _smiles(40), "active": [i % 2 for i in range(40)]}).to_csv(csv, index=False)
+    out = tmp_path / "cmp"
+    args = ["transfer", "--target", str(csv), "--sources", "hia_hou,bbb_martins", "--split", "random",
+            "--ratios", "none,uniform", "--seed", "0,1,2,3,4,5", "--epochs", "1", "--hidden-dim", "8",
+            "--num-layers", "2", "--inner-steps", "2", "--output", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    text = (out / "comparison.md").read_text()
+    assert "| single-task |" in text and "| 6 |" in text and "higher is better" in text
+    assert re.search(r"\| uniform multi-task \| 6 \| [+-]\d\.\d{3} \|", text), text
+    assert sorted(p.name for p in out.iterdir() if p.is_dir())[:2] == ["none_seed0", "none_seed1"]
+    stamp = (out / "uniform_seed3" / "metrics.json").stat().st_mtime_ns
+    again = CliRunner().invoke(app, args)  # finished runs with the same config are reused
+    assert again.exit_code == 0 and (out / "uniform_seed3" / "metrics.json").stat().st_mtime_ns == stamp
+    assert (out / "comparison.md").read_text() == text
+    changed = CliRunner().invoke(app, [*args[:-2], "--epochs", "2", "--output", str(out)])
+    assert changed.exit_code == 0 and (out / "uniform_seed3" / "metrics.json").stat().st_mtime_ns != stamp

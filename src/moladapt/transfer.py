@@ -40,7 +40,8 @@ import numpy as np
 
 __all__ = ["DEFAULT_SETTINGS", "TRANSFER_METHODS", "Corpus", "TransferTable", "UserTarget",
            "build_table", "check_no_leakage", "estimated_seconds", "fit_uniform", "load_corpus",
-           "load_user_target", "resolve_names", "run_transfer", "tdc_names", "transfer"]
+           "compare_methods", "load_user_target", "resolve_names", "run_transfer", "tdc_names",
+           "transfer"]
 
 TRANSFER_METHODS = ("single_task", "uniform_mt", "bilevel")
 DEFAULT_SETTINGS: dict[str, Any] = {
@@ -529,7 +530,7 @@ RATIOS = {"bilevel": "bilevel", "uniform": "uniform_mt", "none": "single_task"}
 def transfer(target: str, ratios: str = "bilevel", sources: str | list[str] | None = "all",
              seed: int = 0, output: str | Path | None = None,
              log: Callable[[str], None] | None = None, target_column: str | None = None,
-             smiles_column: str | None = None, split: str = "scaffold",
+             smiles_column: str | None = None, split: str = "scaffold", reuse: bool = False,
              **settings: Any) -> dict[str, Any]:
     """Train one target with TDC ADMET sources; write ``config.yaml``, ``metrics.json`` and
     ``model.pt`` (the target's model, for ``moladapt predict``).
@@ -545,6 +546,8 @@ def transfer(target: str, ratios: str = "bilevel", sources: str | list[str] | No
         seed: model initialisation, batches and the extra-molecule sample.
         output: run directory (None: write nothing).
         log: gets the training set's size and a time estimate before training.
+        reuse: return the record of a finished run in ``output`` made with the same config
+            instead of training again (a killed comparison resumes).
         **settings: overrides of :data:`DEFAULT_SETTINGS`.
 
     Returns:
@@ -584,6 +587,13 @@ def transfer(target: str, ratios: str = "bilevel", sources: str | list[str] | No
                                 "label_column": user.label_column, "split": user.split,
                                 "metric": user.metric}
     out = Path(output) if output is not None else None
+    if reuse and out is not None and (out / "metrics.json").exists() and (out / "config.yaml").exists():
+        import json
+
+        import yaml
+
+        if yaml.safe_load((out / "config.yaml").read_text()) == yaml.safe_load(yaml.safe_dump(config)):
+            return json.loads((out / "metrics.json").read_text())
     if out is not None:
         import yaml
 
@@ -606,3 +616,59 @@ def transfer(target: str, ratios: str = "bilevel", sources: str | list[str] | No
         atomic_write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
         write_json(out / "metrics.json", {**record, "environment": environment()})
     return record
+
+
+METHOD_LABELS = {"single_task": "single-task", "uniform_mt": "uniform multi-task",
+                 "bilevel": "bi-level ratios"}
+
+
+def compare_methods(records: list[dict[str, Any]]) -> str:
+    """Markdown: which transfer helped one target, from :func:`transfer` records over seeds.
+
+    The test metric per method as mean ± std over seeds; every other method paired with
+    ``single_task`` over the seeds both ran (:func:`moladapt.evaluate.statistics.paired_comparisons`:
+    mean difference, bootstrap CI, Wilcoxon signed-rank and paired t, Holm over the
+    comparisons; ``direction`` reads MAE/RMSE as lower-is-better); the largest learned
+    ratios (mean over seeds); the source labels dropped on the target's test molecules.
+    """
+    import pandas as pd
+
+    from moladapt.evaluate.statistics import paired_comparisons
+
+    if not records:
+        raise ValueError("no transfer runs to compare")
+    metric = records[0]["metric"]
+    lower_better = metric in ("mae", "rmse")
+    order = [m for m in METHOD_LABELS if any(r["method"] == m for r in records)]
+    frame = pd.DataFrame([{"method": METHOD_LABELS[r["method"]], "seed": r["seed"],
+                           "score": r["test_value"]} for r in records])
+    lines = [f"| method | test {metric} ({'lower' if lower_better else 'higher'} is better) | seeds "
+             "| train s (mean) |", "|---|---|---|---|"]
+    for method in order:
+        rs = [r for r in records if r["method"] == method]
+        v = np.array([r["test_value"] for r in rs], dtype=float)
+        spread = f" ± {v.std(ddof=1):.3f}" if len(v) > 1 else ""
+        lines.append(f"| {METHOD_LABELS[method]} | {v.mean():.3f}{spread} | {len(v)} "
+                     f"| {np.mean([r['train_seconds'] for r in rs]):.1f} |")
+    if "single_task" in order and len(order) > 1:
+        comp = paired_comparisons(frame, "score", baseline=METHOD_LABELS["single_task"],
+                                  unit_cols=("seed",), higher_is_better=not lower_better)
+        lines += ["", f"Paired over seeds against single-task ({metric}, method − single-task; "
+                  "Holm over the comparisons):", "",
+                  "| method | pairs | mean diff | 95% CI | Wilcoxon p | t-test p | direction | note |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for row in comp.itertuples():
+            lines.append(f"| {row.method} | {row.n_pairs} | {row.mean_diff:+.3f} | "
+                         f"[{row.ci_low:+.3f}, {row.ci_high:+.3f}] | {row.p_wilcoxon_holm:.3g} | "
+                         f"{row.p_ttest_holm:.3g} | {row.direction}"
+                         f"{' (significant)' if row.significant else ''} | {row.note} |")
+    learned = [r["weights"] for r in records if r.get("weights")]
+    if learned:
+        mean = pd.DataFrame(learned).mean().sort_values(ascending=False)
+        lines += ["", "Largest learned ratios at the end of training (mean over seeds): "
+                  + ", ".join(f"{k.removeprefix('tdc_')} {v:.2f}" for k, v in mean.head(5).items()) + "."]
+    dropped = sorted({r["n_dropped_source_labels"] for r in records if r["method"] != "single_task"})
+    if dropped:
+        lines += ["", "Source labels dropped on the target's test molecules (so none leaks into the "
+                  f"test score): {', '.join(map(str, dropped))}."]
+    return "\n".join(lines) + "\n"
