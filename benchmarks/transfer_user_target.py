@@ -8,7 +8,7 @@ none``), uniform multi-task and bi-level learned transfer ratios, from the same 
 weights. The target is split by scaffold (80/10/10 of the sample), the same split for every
 seed, so seeds differ in initialisation and batches only.
 
-Reported (printed, and written to ``benchmarks/results/transfer_user_target.md``) by
+Reported (printed, and written to ``benchmarks/results/transfer_user_target_<dataset>.md``) by
 :func:`moladapt.transfer.compare_methods`, as ``moladapt transfer --ratios none,uniform,bilevel
 --seed 0,1,...`` reports a user's own assay: the metric (MAE for regression, ROC-AUC for
 classification) as mean ± std over seeds, the paired difference of each multi-task method to
@@ -107,7 +107,7 @@ def main() -> None:
             print(f"{ratios:8s} seed {seed}: test {rec['metric']} {rec['test_value']:.4f} "
                   f"({rec['train_seconds']:.0f} s)", flush=True)
     text = report(records, args, csv)
-    (RESULTS / "transfer_user_target.md").write_text(text)
+    (RESULTS / f"transfer_user_target_{args.dataset}.md").write_text(text)
     print(text)
 
 
