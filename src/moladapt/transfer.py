@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DEFAULT_SETTINGS", "TRANSFER_METHODS", "Corpus", "TransferTable", "UserTarget",
+__all__ = ["DEFAULT_SETTINGS", "TRANSFER_METHODS", "Corpus", "SavedModel", "TransferTable", "UserTarget",
            "build_table", "check_no_leakage", "estimated_seconds", "fit_uniform", "load_corpus",
            "compare_methods", "load_user_target", "resolve_names", "run_transfer", "tdc_names",
            "transfer"]
