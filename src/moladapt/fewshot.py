@@ -140,11 +140,10 @@ def resolve_tasks(
             raise ValueError(f"FS-Mol tasks are named {', '.join('fsmol-' + s for s in FSMOL_SPLITS)}; got {spec!r}")
         tasks = load_fsmol_tasks(split, min_size=min_size, download=download)
     else:
-        path = Path(given.strip())
-        if path.suffix.lower() in (".csv", ".gz") or path.exists():  # a user's multi-task CSV
-            from moladapt.data.sources import load_task_csv
+        from moladapt.data.sources import load_task_csv, names_a_file
 
-            table = load_task_csv(path)
+        if names_a_file(given):  # a user's multi-task CSV
+            table = load_task_csv(given.strip())
         else:
             table = load_dataset(name, download=download)
         one_class: list[str] = []

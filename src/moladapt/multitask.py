@@ -231,10 +231,16 @@ def load_multitask_data(dataset: str, dense_n: int | None = None,
 
 
 def _load_table(dataset: str, dense_n: int | None) -> LabeledData:
-    from moladapt.data.sources import CLASSIFICATION, DataError, load_dataset, load_task_csv
+    from moladapt.data.sources import (
+        CLASSIFICATION,
+        DataError,
+        load_dataset,
+        load_task_csv,
+        names_a_file,
+    )
 
     name = dataset.lower()
-    if _is_table_path(dataset):  # a user's assay panel
+    if names_a_file(dataset):  # a user's assay panel
         data = load_task_csv(dataset)
     elif name in FSMOL_DATASETS:
         if dense_n is None:
@@ -247,10 +253,6 @@ def _load_table(dataset: str, dense_n: int | None) -> LabeledData:
         raise DataError(f"{data.source}: multi-task runs need a classification dataset, "
                         f"{data.name} is {data.task_type}")
     return data
-
-
-def _is_table_path(dataset: str) -> bool:
-    return Path(dataset).suffix.lower() in (".csv", ".gz") or Path(dataset).exists()
 
 
 def select_tasks(data: LabeledData, dense_n: int | None = None,
@@ -335,7 +337,9 @@ def run_multitask(dataset: str | LabeledData, method: str = "sgnn-ebm",
         task-graph statistics.
     """
     name = dataset if isinstance(dataset, str) else dataset.name
-    if isinstance(dataset, str) and _is_table_path(dataset):
+    from moladapt.data.sources import names_a_file
+
+    if isinstance(dataset, str) and names_a_file(dataset):
         name = str(Path(dataset).resolve())  # the config replays the run from any directory
     cfg = MultitaskConfig.from_dict({**options, "dataset": name, "method": method,
                                      "task_graph": str(task_graph)})

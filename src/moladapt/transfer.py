@@ -562,7 +562,9 @@ def transfer(target: str, ratios: str = "bilevel", sources: str | list[str] | No
         raise ValueError(f"unknown transfer setting(s) {unknown}; known: {sorted(DEFAULT_SETTINGS)}")
     names = tdc_names()
     user = None
-    if Path(target).suffix.lower() in (".csv", ".gz") or Path(target).is_file():
+    from moladapt.data.sources import names_a_file
+
+    if names_a_file(target):
         user = load_user_target(target, target_column, smiles_column, split, int(seed), known=names)
         target_name = user.name
     else:

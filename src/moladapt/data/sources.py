@@ -619,6 +619,14 @@ def check_label_matrix(labels: np.ndarray, task_names: Sequence[str], source: st
     return task_type, one_class
 
 
+def names_a_file(spec: str | Path) -> bool:
+    """Whether a dataset argument names a user's file rather than a registered dataset: a
+    ``.csv`` / ``.gz`` name (a missing one then fails as a missing file, not an unknown
+    name) or an existing file."""
+    path = Path(str(spec).strip())
+    return path.suffix.lower() in (".csv", ".gz") or path.is_file()
+
+
 TASK_CSV_LAYOUT = ("A task CSV holds a 'smiles' column (any case) and binary task columns only "
                    "(0/1, empty = unmeasured): drop id, text and numeric-value columns from it")
 
