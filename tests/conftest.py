@@ -30,3 +30,26 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 @pytest.fixture(scope="session")
 def bbbp(data_dir) -> pd.DataFrame:
     return pd.read_csv(data_dir / "BBBP.csv")
+
+
+@pytest.fixture(scope="session")
+def load_benchmark():
+    """``load_benchmark("fsmol.py")``: a script of ``benchmarks/`` imported as a module (its
+    siblings importable while it loads), registered in ``sys.modules`` as ``<stem>_bench``
+    because dataclasses look their module up."""
+    import importlib.util
+    import sys
+
+    def load(script: str):
+        folder = REPO / "benchmarks"
+        spec = importlib.util.spec_from_file_location(f"{Path(script).stem}_bench", folder / script)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        sys.path.insert(0, str(folder))
+        try:
+            spec.loader.exec_module(module)
+        finally:
+            sys.path.remove(str(folder))
+        return module
+
+    return load
