@@ -98,6 +98,9 @@ ECFP_SUFFIX = "+ecfp"
 #: ``<meta-method>[+ecfp]@<tag>``: another configuration of the method (its own ``--hparam``
 #: entries, model and result rows), e.g. ``protonet+ecfp@fsmol`` beside ``protonet+ecfp``.
 VARIANT_SEP = "@"
+#: Hyper-parameters of the meta-methods used only at adaptation time (MAML/ANIL: inner steps
+#: on a test task's support set); a variant that changes only these reuses its base's model.
+ADAPTATION_HPARAMS = frozenset({"test_inner_steps"})
 ECFP_FUSION = {"fingerprint_bits": 2048, "fingerprint_radius": 2, "fingerprint_dims": (1024, 512)}
 
 
@@ -237,13 +240,34 @@ def model_cfg(args: argparse.Namespace, method: str = "") -> ModelConfig:
     return dataclasses.replace(cfg, head_hidden_dims=(), **fusion)
 
 
-def meta_hparams(args: argparse.Namespace, method: str) -> dict[str, Any]:
+def method_hparams(args: argparse.Namespace, method: str) -> dict[str, Any]:
     """``--meta-steps``/``--meta-batch-size`` and the ``--hparam`` entries of ``method``, the
     more specific name winning: ``protonet`` < ``protonet+ecfp`` < ``protonet+ecfp@tag``."""
     hp = {"meta_steps": int(args.meta_steps), "meta_batch_size": int(args.meta_batch_size)}
     for name in dict.fromkeys((base_method(method), without_variant(method), method)):
         hp.update(args.hparam.get(name, {}))
     return hp
+
+
+def meta_hparams(args: argparse.Namespace, method: str) -> dict[str, Any]:
+    """The hyper-parameters that meta-training depends on (``method_hparams`` less
+    :data:`ADAPTATION_HPARAMS`): they identify the meta-trained model."""
+    return {k: v for k, v in method_hparams(args, method).items() if k not in ADAPTATION_HPARAMS}
+
+
+def adaptation_hparams(args: argparse.Namespace, method: str) -> dict[str, Any]:
+    """The ``--hparam`` entries of ``method`` that act only when adapting to a test task."""
+    return {k: v for k, v in method_hparams(args, method).items() if k in ADAPTATION_HPARAMS}
+
+
+def model_name(args: argparse.Namespace, method: str) -> str:
+    """The ``models/`` directory holding the meta-trained model ``method`` evaluates: a variant
+    whose meta-training hyper-parameters equal its base's shares the base's model, so that
+    changing only how a test task is adapted never meta-trains again."""
+    base = without_variant(method)
+    if base != method and meta_hparams(args, method) == meta_hparams(args, base):
+        return base
+    return method
 
 
 def _dur(seconds: float) -> str:
@@ -480,7 +504,8 @@ def ensure_multitask(args: argparse.Namespace, train_tasks: list[Task] | None,
 def eval_spec(args: argparse.Namespace, method: str, ckpts: dict[str, Path]) -> dict[str, Any]:
     """Keyword arguments of :func:`few_shot` for one method."""
     if is_meta(method):
-        return {"method": base_method(method), "checkpoint": ckpts[method]}
+        return {"method": base_method(method), "checkpoint": ckpts[method],
+                "hparams": adaptation_hparams(args, method) or None}
     if is_multitask(method):
         return {"method": "finetune", "checkpoint": ckpts[multitask_model(method)],
                 "hparams": MT_METHODS[base_method(method)]}
@@ -521,7 +546,7 @@ def _warmup_fit_predict(args: argparse.Namespace, method: str):
         return build_baseline(method, seed=args.seed)
     encoder = new_encoder(args, args.seed, method)
     if is_meta(method):
-        adapter = build_adapter(base_method(method), meta_hparams(args, method), args.seed)
+        adapter = build_adapter(base_method(method), method_hparams(args, method), args.seed)
     else:
         no_files = dict.fromkeys(("multitask", "multitask" + ECFP_SUFFIX), Path())
         adapter = build_adapter("finetune", eval_spec(args, method, no_files)["hparams"], args.seed)
@@ -583,7 +608,7 @@ def estimate(args: argparse.Namespace, eval_groups: dict[str, list[Task]], cache
             total += seconds
             lines.append(f"  eval  {spec:<14} {method:<17} {n:>6} episodes  {_dur(seconds)}")
     # training: meta-training steps and multi-task pretraining, measured on a few train tasks
-    needs_meta = [m for m in args.methods if is_meta(m)]
+    needs_meta = list(dict.fromkeys(model_name(args, m) for m in args.methods if is_meta(m)))
     mt_models = sorted({multitask_model(m) for m in args.methods if is_multitask(m)})
     needs_mt = bool(mt_models)
     if needs_meta or needs_mt:
@@ -792,12 +817,16 @@ def _reproduce_lines(args: argparse.Namespace, specs: list[str]) -> list[str]:
         cfg = yaml.safe_load(method_dir.read_text(encoding="utf-8")) or {}
         model = method if is_meta(method) else multitask_model(method) if is_multitask(method) else None
         ident_path = raw_dir(args) / "models" / str(model) / "identity.json"
+        if is_meta(method) and not ident_path.exists():  # a variant sharing its base's model
+            ident_path = raw_dir(args) / "models" / without_variant(method) / "identity.json"
         ident = json.loads(ident_path.read_text(encoding="utf-8")) if ident_path.exists() else {}
         enc = ident.get("encoder") or cfg.get("encoder") or {}
         options = [f"--draws {cfg.get('draws', args.draws)}"]
         if enc.get("num_layers"):
             options.append(f"--layers {enc['num_layers']} --hidden {enc['hidden_dim']}")
         hparams = {k: v for k, v in (ident.get("hparams") or {}).items() if defaults.get(k) != v}
+        hparams |= {k: v for k, v in (cfg.get("params") or {}).items()
+                    if k in ADAPTATION_HPARAMS and v is not None}
         extra = [f"--hparam {method}.{k}={v}" for k, v in hparams.items()]
         if is_multitask(method) and ident.get("epochs") not in (None, args.mt_epochs):
             extra.append(f"--mt-epochs {ident['epochs']}")
@@ -968,7 +997,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     train_tasks: list[Task] | None = None
     for method in args.methods:
         if is_meta(method):
-            ckpts[method], train_tasks = ensure_meta_trained(args, method, train_tasks, cache)
+            ckpts[method], train_tasks = ensure_meta_trained(args, model_name(args, method),
+                                                             train_tasks, cache)
     for model in sorted({multitask_model(m) for m in args.methods if is_multitask(m)}):
         ckpts[model], train_tasks = ensure_multitask(args, train_tasks, model)
     del train_tasks

@@ -190,3 +190,34 @@ def test_tiny_run_resumes_and_reports(bench, data_dir, tmp_path, capsys):
 
     with pytest.raises(SystemExit, match="another configuration"):  # other meta-steps: refused
         bench.main([*argv, "--no-estimate", "--meta-steps", "3"])
+
+
+def test_a_variant_changing_only_adaptation_shares_its_bases_model(bench):
+    args = bench.parse_args(["--methods", "maml+ecfp,maml+ecfp@t25,maml+ecfp@long",
+                             "--hparam", "maml+ecfp@t25.test_inner_steps=25",
+                             "--hparam", "maml+ecfp@long.meta_steps=4000",
+                             "--hparam", "maml+ecfp@long.test_inner_steps=25"])
+    assert bench.model_name(args, "maml+ecfp@t25") == "maml+ecfp"
+    assert bench.model_name(args, "maml+ecfp@long") == "maml+ecfp@long"  # trains its own
+    assert "test_inner_steps" not in bench.meta_hparams(args, "maml+ecfp@t25")
+    assert bench.meta_identity(args, "maml+ecfp") == bench.meta_identity(args, bench.model_name(args, "maml+ecfp@t25"))
+    ckpts = {"maml+ecfp": Path("a.pt"), "maml+ecfp@t25": Path("a.pt")}
+    assert bench.eval_spec(args, "maml+ecfp@t25", ckpts)["hparams"] == {"test_inner_steps": 25}
+    assert bench.eval_spec(args, "maml+ecfp", ckpts)["hparams"] is None  # the checkpoint's own
+
+
+def test_tiny_adaptation_variant_reuses_the_model_and_reports_its_command(bench, data_dir, tmp_path, capsys):
+    out = tmp_path / "results"
+    argv = ["--methods", "anil,anil@t3", "--hparam", "anil@t3.test_inner_steps=3", "--train", "fsmol-valid:4",
+            "--test", "fsmol-valid", "--ood", "none", "--max-tasks", "2", "--support", "16", "--draws", "1",
+            "--layers", "2", "--hidden", "16", "--meta-steps", "2", "--meta-batch-size", "2",
+            "--out", str(out), "--no-estimate"]
+    assert bench.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "[anil] meta-training" in printed and "[anil] reusing" in printed
+    raw = out / "raw" / "fsmol"
+    assert sorted(p.name for p in (raw / "models").iterdir()) == ["anil"]
+    configs = {m: (raw / "fsmol-valid" / m / "config.yaml").read_text() for m in ("anil", "anil@t3")}
+    assert "test_inner_steps: 3" in configs["anil@t3"] and "test_inner_steps: null" in configs["anil"]
+    report = (out / "fsmol.md").read_text()
+    assert "--hparam anil@t3.test_inner_steps=3" in report and "| anil@t3 |" in report
