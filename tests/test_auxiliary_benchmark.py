@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
-def bench():
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        spec = importlib.util.spec_from_file_location("auxiliary_bench", REPO / "benchmarks" / "auxiliary.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["auxiliary_bench"] = module
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
+def bench(load_benchmark):
+    return load_benchmark("auxiliary.py")
 
 
 def _records(scores: dict[tuple[str, str], list[float]]) -> list[dict]:

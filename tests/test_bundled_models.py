@@ -129,13 +129,8 @@ def test_every_shipped_encoder_matches_its_card_and_loads():
         assert n_params == 1_857_900, n_params  # GIN 5×300 of pretrain-gnns
 
 
-def test_card_quotes_every_objective_with_the_bundled_one_in_bold(tmp_path):
-    import importlib.util
-
-    root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("build_bundled", root / "benchmarks" / "build_bundled_encoder.py")
-    build = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(build)
+def test_card_quotes_every_objective_with_the_bundled_one_in_bold(tmp_path, load_benchmark):
+    build = load_benchmark("build_bundled_encoder.py")
     md = tmp_path / "pretraining.md"
     md.write_text("# title\n\nTest ROC-AUC (%) after 30 epochs.\n\n"
                   "| objective | bbbp | average |\n|---|---|---|\n| none | 60.0 ± 1.0 | 60.0 |\n"

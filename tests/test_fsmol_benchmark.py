@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,17 +14,12 @@ import torch
 from moladapt.evaluate.protocol import load_results
 from moladapt.types import Task
 
-REPO = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("fsmol_bench", REPO / "benchmarks" / "fsmol.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["fsmol_bench"] = module
-    spec.loader.exec_module(module)
-    return module
+def bench(load_benchmark):
+    return load_benchmark("fsmol.py")
 
 
 def _task(tid, smiles, labels):

@@ -3,31 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _load(name: str, file: str):
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / file)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
-
 
 @pytest.fixture(scope="module")
-def bench():
-    return _load("pretraining_bench", "pretraining.py")
+def bench(load_benchmark):
+    return load_benchmark("pretraining.py")
 
 
 def _write_run(folder: Path, valid: list[float], test: list[float], patience=None) -> None:
@@ -76,8 +60,8 @@ def test_early_stopped_runs_are_not_truncated(bench, tmp_path):
     assert bench.baseline_record(_args(tmp_path, epochs=3), "bbbp", 0) is None
 
 
-def test_moleculenet_report_pairs_rich_with_basic_on_shared_runs_only():
-    bench = _load("moleculenet_bench", "moleculenet.py")
+def test_moleculenet_report_pairs_rich_with_basic_on_shared_runs_only(load_benchmark):
+    bench = load_benchmark("moleculenet.py")
 
     def run(featurizer, dataset, seed, last, patience=None, epochs=100):
         return {"featurizer": featurizer, "dataset": dataset, "seed": seed, "epochs": epochs,
@@ -167,8 +151,8 @@ def test_objectives_run_beyond_the_shared_ground_are_paired_on_all_their_dataset
         "attribute_masking": datasets, "graphcl": ["bbbp", "tox21"]}
 
 
-def test_auxiliary_runs_take_the_recipe_their_settings_name():
-    aux = _load("auxiliary_bench", "auxiliary.py")
+def test_auxiliary_runs_take_the_recipe_their_settings_name(load_benchmark):
+    aux = load_benchmark("auxiliary.py")
     objectives = ("attribute_masking", "edge_prediction")
     # settings without aux_recipes are recipe-1 runs (they predate recipe 2): completed as such
     old = aux.aux_section("gns", objectives, 10, {})
