@@ -40,7 +40,9 @@ tiny warm-up (``--estimate-only`` stops there, ``--no-estimate`` skips it). Full
     MOLADAPT_DATA_DIR=../shared/data OMP_NUM_THREADS=2 \\
         python benchmarks/fsmol.py --threads 2
 
-``--report-only`` rewrites fsmol.md and the plots from the rows already computed.
+``--report-only`` rewrites fsmol.md and the plots from the rows already computed. ``--note``
+paragraphs are kept in ``raw/fsmol/notes.md`` (edit it to change or remove one) and appear in
+every rewrite.
 """
 
 from __future__ import annotations
@@ -208,7 +210,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     est.add_argument("--no-estimate", action="store_true")
     p.add_argument("--report-only", action="store_true")
     p.add_argument("--note", action="append", default=[],
-                   help="a paragraph for the report's header (e.g. budgets that differ by method)")
+                   help="a paragraph for the report's header (e.g. budgets that differ by method); "
+                        "kept in raw/fsmol/notes.md for every later rewrite")
     args = p.parse_args(argv)
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = sorted(m for m in args.methods if not known_method(m))
@@ -847,6 +850,20 @@ def _reproduce_lines(args: argparse.Namespace, specs: list[str]) -> list[str]:
     return [*lines, "```", ""]
 
 
+def report_notes(args: argparse.Namespace) -> list[str]:
+    """The report's note paragraphs: those kept in ``raw/fsmol/notes.md`` (blank-line separated),
+    then this call's new ``--note`` entries, which are appended there, so that rewriting the
+    report (a later run, ``--report-only``) never drops a note."""
+    path = raw_dir(args) / "notes.md"
+    kept = ([block.strip() for block in path.read_text(encoding="utf-8").split("\n\n") if block.strip()]
+            if path.exists() else [])
+    new = [note.strip() for note in args.note if note.strip() and note.strip() not in kept]
+    if new:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, "\n\n".join([*kept, *new]) + "\n")
+    return [*kept, *new]
+
+
 def write_report(args: argparse.Namespace) -> Path | None:
     specs = groups(args)
     data = {spec: _collect(args, spec) for spec in specs}
@@ -873,7 +890,7 @@ def write_report(args: argparse.Namespace) -> Path | None:
         "`<method>+ecfp` = the method on the fingerprint-fused encoder (FS-Mol's ProtoNet "
         "features gnn+ecfp+fc).",
         "",
-        *[line for note in args.note for line in (note, "")],
+        *[line for note in report_notes(args) for line in (note, "")],
     ]
     for i, spec in enumerate(specs):
         frame = data[spec]

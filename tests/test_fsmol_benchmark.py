@@ -214,3 +214,12 @@ def test_tiny_adaptation_variant_reuses_the_model_and_reports_its_command(bench,
     assert "test_inner_steps: 3" in configs["anil@t3"] and "test_inner_steps: null" in configs["anil"]
     report = (out / "fsmol.md").read_text()
     assert "--hparam anil@t3.test_inner_steps=3" in report and "| anil@t3 |" in report
+
+
+def test_report_notes_are_kept_for_every_later_rewrite(bench, tmp_path):
+    out = ["--out", str(tmp_path)]
+    assert bench.report_notes(bench.parse_args([*out, "--note", "First.", "--note", "Second."])) == ["First.", "Second."]
+    assert bench.report_notes(bench.parse_args(out)) == ["First.", "Second."]  # a rerun without --note
+    assert bench.report_notes(bench.parse_args([*out, "--note", "Second.", "--note", "Third."])) == [
+        "First.", "Second.", "Third."]  # a repeated note is not added twice
+    assert (tmp_path / "raw" / "fsmol" / "notes.md").read_text() == "First.\n\nSecond.\n\nThird.\n"
