@@ -298,6 +298,28 @@ def groups(args: argparse.Namespace) -> list[str]:
     return specs
 
 
+def _recorded_groups(args: argparse.Namespace) -> tuple[Path, list[str]]:
+    path = raw_dir(args) / "groups.json"
+    return path, json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
+
+
+def report_groups(args: argparse.Namespace) -> list[str]:
+    """The groups the report shows: this call's, then every out-of-distribution group an earlier
+    run of this benchmark wrote rows for (:func:`record_ood_groups`), so that a call restricted
+    to fewer groups (``--ood none``) does not drop the others' tables. Rows written by other
+    tools (e.g. ``moladapt few-shot --tasks fsmol-valid`` sweeps) are never recorded, so they
+    never become a table."""
+    return list(dict.fromkeys([*groups(args), *_recorded_groups(args)[1]]))
+
+
+def record_ood_groups(args: argparse.Namespace, data: dict[str, pd.DataFrame]) -> None:
+    """Add this call's out-of-distribution groups that have rows to ``raw/fsmol/groups.json``."""
+    path, kept = _recorded_groups(args)
+    new = [spec for spec in groups(args)[1:] if spec not in kept and not data[spec].empty]
+    if new:
+        write_json(path, [*kept, *new])
+
+
 @functools.lru_cache(maxsize=8)
 def _resolved(spec: str) -> tuple[Task, ...]:
     return tuple(_resolve_tasks(spec))
@@ -865,8 +887,9 @@ def report_notes(args: argparse.Namespace) -> list[str]:
 
 
 def write_report(args: argparse.Namespace) -> Path | None:
-    specs = groups(args)
+    specs = report_groups(args)
     data = {spec: _collect(args, spec) for spec in specs}
+    record_ood_groups(args, data)
     if all(d.empty for d in data.values()):
         print("no results yet: nothing to report", flush=True)
         return None

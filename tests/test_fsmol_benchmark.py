@@ -181,6 +181,11 @@ def test_tiny_run_resumes_and_reports(bench, data_dir, tmp_path, capsys):
     timing = json.loads((raw / "fsmol-valid" / "protonet" / "timing.json").read_text())
     assert timing["episodes_computed"] == 2 and not math.isnan(timing["wall_seconds"])
 
+    assert bench.main([*argv, "--no-estimate", "--ood", "none"]) == 0  # in distribution only
+    report = (out / "fsmol.md").read_text()
+    assert "## ΔAUPRC on `fsmol-test` (out of distribution)" in report  # the earlier group's table stays
+    assert "--ood fsmol-test --no-estimate" in report
+
     with pytest.raises(SystemExit, match="another configuration"):  # other meta-steps: refused
         bench.main([*argv, "--no-estimate", "--meta-steps", "3"])
 
