@@ -248,3 +248,49 @@ def test_a_task_csv_with_other_columns_is_refused_with_the_layout_it_needs(tmp_p
     assert "--task-type" not in str(numeric.value)  # few-shot has no such option
     with pytest.raises(DataError, match="file not found$"):  # no layout advice for a missing file
         resolve_tasks(str(tmp_path / "missing.csv"))
+
+
+def test_resume_follows_the_models_weights_not_its_file(tmp_path):
+    """A model trained again to the same weights (a new file: other timings, commit) resumes
+    its results; other weights are refused; results written before model digests still
+    compare the file."""
+    import yaml
+
+    from moladapt.config import ModelConfig
+    from moladapt.data.featurize import get_featurizer
+    from moladapt.training import build_model, model_sha256, save_checkpoint
+    from moladapt.types import Task
+
+    feat, cfg = get_featurizer("basic"), ModelConfig(hidden_dim=16, num_layers=2, dropout=0.0)
+    torch.manual_seed(0)
+    model = build_model(cfg, feat, 1)
+    ckpt = tmp_path / "model.pt"
+
+    def save(seconds: float) -> None:
+        save_checkpoint(ckpt, model, feat, cfg, ["few-shot"], "classification", extra={"seconds": seconds})
+
+    save(1.0)
+    first_file, first_model = ckpt.read_bytes(), model_sha256(ckpt)
+    save(2.0)  # the same weights, trained "again"
+    assert ckpt.read_bytes() != first_file and model_sha256(ckpt) == first_model
+
+    smiles = tuple(f"C{'C' * (i % 12)}{'O' * (i // 12)}" for i in range(60))
+    task = Task("t", smiles, np.array([i % 3 == 0 for i in range(60)], np.float32), group="g")
+    out = tmp_path / "run"
+    args = dict(support_sizes=[16], draws=1, output=out, checkpoint=ckpt, plot=False)
+    assert few_shot("protonet", [task], **args).n_new == 1
+    save(3.0)
+    assert few_shot("protonet", [task], **args).n_new == 0
+
+    with torch.no_grad():
+        next(model.parameters()).add_(1e-3)
+    save(3.0)
+    assert model_sha256(ckpt) != first_model
+    with pytest.raises(ValueError, match="different run.*model_sha256"):
+        few_shot("protonet", [task], **args)
+
+    config = yaml.safe_load((out / "config.yaml").read_text())  # as written before model digests
+    del config["model_sha256"]
+    (out / "config.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(ValueError, match="different run.*checkpoint_sha256"):
+        few_shot("protonet", [task], **args)

@@ -93,8 +93,10 @@ BASELINES.add("knn-ecfp", KNNECFP)
 SUMMARY_METRICS = ("delta_auprc", "auprc", "roc_auc")
 _METRIC_LABELS = {"delta_auprc": "ΔAUPRC", "auprc": "AUPRC", "roc_auc": "ROC-AUC"}
 CHECKPOINT_TASK = "few-shot"
-#: config.yaml keys that must match for ``few_shot`` to resume into an existing directory.
-_RUN_IDENTITY = ("method", "label", "checkpoint_sha256", "featurizer", "encoder", "params", "seed")
+#: config.yaml keys that must match for ``few_shot`` to resume into an existing directory. The
+#: model is identified by its weights (``model_sha256``), not by its file, which changes with
+#: every training run even when the weights do not.
+_RUN_IDENTITY = ("method", "label", "model_sha256", "featurizer", "encoder", "params", "seed")
 
 
 def method_names() -> list[str]:
@@ -535,6 +537,8 @@ def few_shot(
             adapter.head_.to(device)  # type: ignore[attr-defined]
         fit_predict = adapter.fit_predict(encoder)
         params = adapter.get_params()
+    from moladapt.training import model_sha256
+
     config = _plain_yaml({
         "command": "few-shot",
         "method": method,
@@ -544,6 +548,7 @@ def few_shot(
         "n_tasks": len(task_list),
         "checkpoint": None if checkpoint is None else str(checkpoint),
         "checkpoint_sha256": None if checkpoint is None else _sha256(Path(checkpoint)),
+        "model_sha256": None if checkpoint is None else model_sha256(checkpoint),
         "featurizer": None if method in BASELINES else feat.name,
         "encoder": None if model_cfg is None else dataclasses.asdict(model_cfg),
         "params": params,
@@ -588,6 +593,8 @@ def _check_resume(config_path: Path, config: dict[str, Any]) -> None:
     old = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
     diffs = []
     for key in _RUN_IDENTITY:
+        if key == "model_sha256" and key not in old:  # written before model digests: the file decides
+            key = "checkpoint_sha256"
         before, now = old.get(key), config.get(key)
         if before == now:
             continue

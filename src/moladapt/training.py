@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -497,6 +498,25 @@ def not_a_model(path: Path, found: Any) -> ValueError:
         return ValueError(f"{path}: the saved state of an unfinished run ({found}), not a model; "
                           "rerun the command that wrote it to finish")
     return ValueError(f"{path}: not a moladapt model checkpoint (format {found!r})")
+
+
+def model_sha256(path: str | Path) -> str:
+    """Digest of what a checkpoint computes: its weights (names, dtypes, shapes, values),
+    architecture, featurizer, tasks and target scaling. Unlike the file's digest, it leaves
+    out when, how fast and by which commit the model was trained (``code``, ``extra``), so a
+    model trained again to the same weights has the same digest and results computed with the
+    lost file can be resumed with the new one."""
+    path = Path(path)
+    payload = read_checkpoint_payload(path)
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise not_a_model(path, payload.get("format") if isinstance(payload, dict) else type(payload).__name__)
+    described = {key: payload[key] for key in ("model_config", "featurizer", "task_names", "task_type",
+                                               "target_mean", "target_std")}
+    digest = hashlib.sha256(json.dumps(described, sort_keys=True).encode())
+    for name, tensor in sorted(payload["state_dict"].items()):
+        digest.update(f"\n{name}:{tensor.dtype}:{tuple(tensor.shape)}\n".encode())
+        digest.update(tensor.detach().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return "sha256:" + digest.hexdigest()
 
 
 def load_checkpoint(path: str | Path, expected_featurizer: str | Featurizer | None = None) -> LoadedModel:
