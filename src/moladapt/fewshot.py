@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import inspect
 import math
 import time
@@ -53,6 +52,7 @@ from torch import nn
 from moladapt.adapt import ADAPTERS, Adapter, TaskFeatureCache
 from moladapt.adapt.base import FitPredict, MetaCheckpoint, MetaValidation, new_head
 from moladapt.adapt.fingerprint_baselines import KNNECFP, RandomForestECFP
+from moladapt.bundled_models import sha256_file
 from moladapt.config import ModelConfig, from_dict, to_plain
 from moladapt.data.featurize import Featurizer, get_featurizer
 from moladapt.data.sources import CLASSIFICATION, DataError, load_dataset
@@ -547,7 +547,7 @@ def few_shot(
         "task_groups": sorted({t.group for t in task_list}),
         "n_tasks": len(task_list),
         "checkpoint": None if checkpoint is None else str(checkpoint),
-        "checkpoint_sha256": None if checkpoint is None else _sha256(Path(checkpoint)),
+        "checkpoint_sha256": None if checkpoint is None else "sha256:" + sha256_file(checkpoint),
         "model_sha256": None if checkpoint is None else model_sha256(checkpoint),
         "featurizer": None if method in BASELINES else feat.name,
         "encoder": None if model_cfg is None else dataclasses.asdict(model_cfg),
@@ -614,16 +614,6 @@ def _check_resume(config_path: Path, config: dict[str, Any]) -> None:
 def _plain_yaml(obj: Any) -> Any:
     """What ``obj`` reads back as from YAML (tuples → lists), so configs compare equal."""
     return yaml.safe_load(yaml.safe_dump(to_plain(obj), sort_keys=False, allow_unicode=True))
-
-
-def _sha256(path: Path) -> str:
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return "sha256:" + digest.hexdigest()
 
 
 def _version() -> str:

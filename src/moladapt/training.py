@@ -500,16 +500,22 @@ def not_a_model(path: Path, found: Any) -> ValueError:
     return ValueError(f"{path}: not a moladapt model checkpoint (format {found!r})")
 
 
+def read_model_payload(path: str | Path) -> dict[str, Any]:
+    """The content of a model checkpoint; a clear error for any other file."""
+    path = Path(path)
+    payload = read_checkpoint_payload(path)
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise not_a_model(path, payload.get("format") if isinstance(payload, dict) else type(payload).__name__)
+    return payload
+
+
 def model_sha256(path: str | Path) -> str:
     """Digest of what a checkpoint computes: its weights (names, dtypes, shapes, values),
     architecture, featurizer, tasks and target scaling. Unlike the file's digest, it leaves
     out when, how fast and by which commit the model was trained (``code``, ``extra``), so a
     model trained again to the same weights has the same digest and results computed with the
     lost file can be resumed with the new one."""
-    path = Path(path)
-    payload = read_checkpoint_payload(path)
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise not_a_model(path, payload.get("format") if isinstance(payload, dict) else type(payload).__name__)
+    payload = read_model_payload(path)
     described = {key: payload[key] for key in ("model_config", "featurizer", "task_names", "task_type",
                                                "target_mean", "target_std")}
     digest = hashlib.sha256(json.dumps(described, sort_keys=True).encode())
@@ -522,9 +528,7 @@ def model_sha256(path: str | Path) -> str:
 def load_checkpoint(path: str | Path, expected_featurizer: str | Featurizer | None = None) -> LoadedModel:
     """Load a checkpoint with ``torch.load(weights_only=True)``; refuse a featurizer mismatch."""
     path = Path(path)
-    payload = read_checkpoint_payload(path)
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise not_a_model(path, payload.get("format") if isinstance(payload, dict) else type(payload).__name__)
+    payload = read_model_payload(path)
     feat_info = payload["featurizer"]
     featurizer = get_featurizer(feat_info["name"])
     if featurizer.fingerprint != feat_info["fingerprint"]:
