@@ -298,9 +298,13 @@ def groups(args: argparse.Namespace) -> list[str]:
     return specs
 
 
-def _recorded_groups(args: argparse.Namespace) -> tuple[Path, list[str]]:
-    path = raw_dir(args) / "groups.json"
-    return path, json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
+def _groups_file(args: argparse.Namespace) -> Path:
+    return raw_dir(args) / "groups.json"
+
+
+def _recorded_groups(args: argparse.Namespace) -> list[str]:
+    path = _groups_file(args)
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
 
 
 def report_groups(args: argparse.Namespace) -> list[str]:
@@ -309,15 +313,15 @@ def report_groups(args: argparse.Namespace) -> list[str]:
     to fewer groups (``--ood none``) does not drop the others' tables. Rows written by other
     tools (e.g. ``moladapt few-shot --tasks fsmol-valid`` sweeps) are never recorded, so they
     never become a table."""
-    return list(dict.fromkeys([*groups(args), *_recorded_groups(args)[1]]))
+    return list(dict.fromkeys([*groups(args), *_recorded_groups(args)]))
 
 
 def record_ood_groups(args: argparse.Namespace, data: dict[str, pd.DataFrame]) -> None:
     """Add this call's out-of-distribution groups that have rows to ``raw/fsmol/groups.json``."""
-    path, kept = _recorded_groups(args)
+    kept = _recorded_groups(args)
     new = [spec for spec in groups(args)[1:] if spec not in kept and not data[spec].empty]
     if new:
-        write_json(path, [*kept, *new])
+        write_json(_groups_file(args), [*kept, *new])
 
 
 @functools.lru_cache(maxsize=8)
