@@ -55,10 +55,14 @@ def graphs():
     return FEAT.featurize(SMILES)
 
 
-def _tiny_model(dtype=torch.float64) -> MolecularModel:
+def _tiny_model(dtype=torch.float64, encoder: str = "gin") -> MolecularModel:
     torch.manual_seed(0)
-    enc = build_encoder("gin", FEAT.atom_vocab_sizes, FEAT.bond_vocab_sizes,
+    enc = build_encoder(encoder, FEAT.atom_vocab_sizes, FEAT.bond_vocab_sizes,
                         hidden_dim=8, num_layers=1, dropout=0.0)
+    if encoder == "fsmol":  # ReZero starts each block at the identity: make the block count
+        with torch.no_grad():
+            for block in enc.gnns:
+                block.alpha.fill_(0.5)
     return MolecularModel(enc, PredictionHead(8, 1)).to(dtype).train()
 
 
@@ -84,8 +88,9 @@ def _meta_grad(model, params, episode, first_order):
     return [torch.zeros_like(p) if g is None else g for p, g in zip(params.values(), grads, strict=True)]
 
 
-def test_maml_second_order_meta_gradient_matches_finite_differences(graphs):
-    model = _tiny_model()
+@pytest.mark.parametrize("encoder", ["gin", "fsmol"])
+def test_maml_second_order_meta_gradient_matches_finite_differences(graphs, encoder):
+    model = _tiny_model(encoder=encoder)
     episode = _episode(graphs)
     params = _leaves(model)
     grads = _meta_grad(model, params, episode, first_order=False)
@@ -240,14 +245,14 @@ def _assert_same(a, b):
         assert torch.equal(a[k], b[k]), k
 
 
-@pytest.mark.parametrize("fused", [False, True], ids=["gin", "gin+ecfp"])
+@pytest.mark.parametrize("kind", ["gin", "gin+ecfp", "fsmol"])
 @pytest.mark.parametrize("name", ADAPTERS.names())
-def test_every_adapter_conforms(name, fused, real_tasks):
+def test_every_adapter_conforms(name, kind, real_tasks):
     tasks, cache = real_tasks
     torch.manual_seed(0)
-    encoder = build_encoder("gin", FEAT.atom_vocab_sizes, FEAT.bond_vocab_sizes,
-                            hidden_dim=16, num_layers=2, dropout=0.1)
-    if fused:  # FS-Mol's "gnn+ecfp+fc" embedding, small
+    encoder = build_encoder(kind.removesuffix("+ecfp"), FEAT.atom_vocab_sizes,
+                            FEAT.bond_vocab_sizes, hidden_dim=16, num_layers=2, dropout=0.1)
+    if kind.endswith("+ecfp"):  # FS-Mol's "gnn+ecfp+fc" embedding, small
         encoder = FingerprintFusionEncoder(encoder, n_bits=128, hidden_dims=(32, 16))
     adapter = ADAPTERS.get(name)()
     adapter.set_params(**{k: v for k, v in TINY.items() if k in adapter.get_params()})

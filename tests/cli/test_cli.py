@@ -482,3 +482,10 @@ def test_evaluate_scores_the_tasks_a_file_holds_and_reports_the_others_as_not_sc
     result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "model.pt"), "--data", str(csv),
                                       "--target-columns", "logD", "--output", str(tmp_path / "ev2")])
     assert result.exit_code != 0 and "logD" in result.output, result.output
+
+
+def test_encoder_help_lists_every_registered_encoder():
+    from moladapt.cli.common import ENCODER_CHOICES
+    from moladapt.models.encoders import ENCODERS
+
+    assert sorted(ENCODER_CHOICES) == ENCODERS.names()

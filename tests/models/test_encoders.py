@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -23,6 +24,7 @@ from moladapt.models.encoders import (
 BBBP = Path(os.environ["MOLADAPT_DATA_DIR"]) / "BBBP.csv"  # set by tests/conftest.py
 N_MOLS = 24
 SMALL = {"hidden_dim": 16, "num_layers": 3}
+NAMES = ["gin", "gcn", "gat", "sage", "fsmol"]
 
 
 def _smiles(n: int) -> list[str]:
@@ -52,14 +54,14 @@ def _encoder(fz, name: str, seed: int = 0, **kw):
 
 
 def test_registry():
-    assert ENCODERS.names() == ["gat", "gcn", "gin", "sage"]
+    assert ENCODERS.names() == sorted(NAMES)
     with pytest.raises(KeyError, match="unknown encoder"):
         ENCODERS.get("transformer")
 
 
 @pytest.mark.parametrize("pooling", ["mean", "sum", "max", "attention"])
 @pytest.mark.parametrize("featurizer", ["basic", "rich"])
-@pytest.mark.parametrize("name", ["gin", "gcn", "gat", "sage"])
+@pytest.mark.parametrize("name", NAMES)
 def test_graph_embeddings_shape_and_finite(data, name, featurizer, pooling):
     fz, graphs = data[featurizer]
     batch = graphs.collate(range(len(graphs)))
@@ -73,7 +75,7 @@ def test_graph_embeddings_shape_and_finite(data, name, featurizer, pooling):
 
 
 @pytest.mark.parametrize("jk", ["last", "concat", "max", "sum"])
-@pytest.mark.parametrize("name", ["gin", "gcn", "gat", "sage"])
+@pytest.mark.parametrize("name", NAMES)
 def test_jk_out_dim(data, name, jk):
     fz, graphs = data["basic"]
     batch = graphs.collate(range(8))
@@ -122,7 +124,7 @@ def _backward(enc, batch, seed: int = 0) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("featurizer", ["basic", "rich"])
-@pytest.mark.parametrize("name", ["gin", "gcn", "gat", "sage"])
+@pytest.mark.parametrize("name", NAMES)
 def test_gradients_reach_every_parameter(data, name, featurizer):
     fz, graphs = data[featurizer]
     batch = graphs.collate(range(len(graphs)))
@@ -146,7 +148,7 @@ def test_gradients_reach_every_parameter(data, name, featurizer):
 
 
 @pytest.mark.parametrize("pooling", ["mean", "sum", "max", "attention"])
-@pytest.mark.parametrize("name", ["gin", "gcn", "gat", "sage"])
+@pytest.mark.parametrize("name", NAMES)
 def test_eval_embedding_independent_of_batch(data, name, pooling):
     fz, graphs = data["rich"]
     n = len(graphs)
@@ -387,3 +389,93 @@ def test_fast_dropout_matches_the_distribution_of_torch_dropout():
     assert torch.equal(x.grad, kept.float() * 2.0)  # gradient flows through kept units only
     assert dropout(x, 0.5, training=False) is x
     assert torch.all(dropout(x, 1.0, training=True) == 0)
+
+
+def _fsmol(fz, alpha: float | None = None, **kw):
+    enc = _encoder(fz, "fsmol", dropout=0.0, **kw).eval()
+    if alpha is not None:
+        with torch.no_grad():
+            for block in enc.gnns:
+                block.alpha.fill_(alpha)
+    return enc
+
+
+def test_fsmol_blocks_start_as_the_identity(data):
+    fz, graphs = data["basic"]
+    batch = graphs.collate(range(8))
+    enc = _fsmol(fz)  # ReZero: alpha = 1e-7 at initialisation
+    with torch.no_grad():
+        torch.testing.assert_close(
+            enc.node_embeddings(batch), enc.atom_encoder(batch.x), atol=1e-5, rtol=0
+        )
+        assert not torch.allclose(  # with alpha = 1 the blocks do transform
+            _fsmol(fz, alpha=1.0).node_embeddings(batch), enc.atom_encoder(batch.x), atol=1e-3
+        )
+
+
+def test_fsmol_messages_follow_the_bonds_not_their_order(data):
+    fz, graphs = data["rich"]
+    batch = graphs.collate(range(6))
+    enc = _fsmol(fz, alpha=1.0)
+    with torch.no_grad():
+        ref = enc.node_embeddings(batch)
+        perm = torch.from_numpy(np.random.default_rng(0).permutation(batch.edge_index.shape[1]))
+        shuffled = dataclasses.replace(
+            batch, edge_index=batch.edge_index[:, perm], edge_attr=batch.edge_attr[perm]
+        )
+        torch.testing.assert_close(enc.node_embeddings(shuffled), ref, atol=1e-5, rtol=1e-5)
+        # Another bond type selects other weights: both atoms of the bond see the change.
+        attr = batch.edge_attr.clone()
+        src, dst = batch.edge_index[:, 0].tolist()
+        both = ((batch.edge_index[0] == src) & (batch.edge_index[1] == dst)) | (
+            (batch.edge_index[0] == dst) & (batch.edge_index[1] == src)
+        )
+        attr[both, 0] = (attr[both, 0] + 1) % fz.bond_self_loop_index
+        changed = enc.node_embeddings(dataclasses.replace(batch, edge_attr=attr))
+        moved = (changed - ref).abs().amax(dim=1) > 1e-4
+        assert moved[src] and moved[dst]
+        assert not moved[batch.batch != batch.batch[src]].any()  # other molecules are untouched
+
+
+def test_fsmol_handles_a_molecule_without_bonds():
+    fz = get_featurizer("basic")
+    graphs = fz.featurize(["[Na+]", "CCO"])
+    enc = _fsmol(fz, alpha=1.0, pooling="attention", jk="concat")
+    with torch.no_grad():
+        out = enc(graphs.collate([0, 1]))
+    assert out.shape == (2, 48) and torch.isfinite(out).all()
+
+
+def test_fsmol_default_size_is_fs_mols():
+    fz = get_featurizer("basic")
+    enc = build_encoder("fsmol", fz.atom_vocab_sizes, fz.bond_vocab_sizes, hidden_dim=128, num_layers=8)
+    assert len(enc.gnns) == 8
+    block = enc.gnns[0]
+    assert (block.heads, block.head_dim) == (4, 32)  # FS-Mol: 4 heads × 32
+    assert block.boom_in.out_features == 512  # FS-Mol's intermediate_dim
+    assert block.message_weight.shape == (fz.bond_vocab_sizes[0], 256, 128)
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in enc.modules())
+    with pytest.raises(ValueError, match="divisible"):
+        build_encoder("fsmol", fz.atom_vocab_sizes, fz.bond_vocab_sizes, hidden_dim=30)
+
+
+def test_fsmol_fits_real_labels(data):
+    """Learning happens: 60 Adam steps fit the BBBP labels of 24 molecules."""
+    import pandas as pd
+
+    fz, graphs = data["basic"]
+    labels = pd.read_csv(BBBP)["p_np"].to_numpy()[graphs.source_rows]
+    y = torch.tensor(labels, dtype=torch.float32)
+    batch = graphs.collate(range(len(graphs)))
+    torch.manual_seed(0)
+    enc = _encoder(fz, "fsmol", dropout=0.0, pooling="mean").train()
+    head = torch.nn.Linear(enc.out_dim, 1)
+    opt = torch.optim.Adam([*enc.parameters(), *head.parameters()], lr=3e-3)
+    losses = []
+    for _ in range(60):
+        opt.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(head(enc(batch)).squeeze(1), y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]

@@ -16,6 +16,7 @@ from pathlib import Path
 import typer
 
 from moladapt.cli.common import (
+    ENCODER_HELP,
     data_changes,
     friendly_errors,
     init_spec,
@@ -62,7 +63,7 @@ def auxiliary_command(
     task_type: str = typer.Option(None, help="classification | regression (default: inferred)."),
     split: str = typer.Option("scaffold", help="random | scaffold | balanced_scaffold | stratified_random | predefined."),
     featurizer: str = typer.Option("basic", help="basic (pretrain-gnns) | rich (OGB-like)."),
-    encoder: str = typer.Option("gin", help="gin | gcn | gat | sage."),
+    encoder: str = typer.Option("gin", help=f"{ENCODER_HELP}."),
     hidden_dim: int = typer.Option(300),
     num_layers: int = typer.Option(5),
     dropout: float = typer.Option(0.5),

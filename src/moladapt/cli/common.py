@@ -13,6 +13,10 @@ from moladapt.config import split_list  # noqa: F401  (the CLI modules import it
 
 # click ParameterSource names (typer vendors click, so compare by name)
 _DEFAULT_SOURCES = ("DEFAULT", "DEFAULT_MAP")
+# The encoder registry's keys, spelt out so that `--help` does not import torch
+# (tests/cli check it against moladapt.models.encoders.ENCODERS).
+ENCODER_CHOICES = ("gin", "gcn", "gat", "sage", "fsmol")
+ENCODER_HELP = " | ".join(ENCODER_CHOICES)
 
 
 def options_given(ctx: typer.Context, config_file: object, **options) -> dict:

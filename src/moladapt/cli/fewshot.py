@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from moladapt.cli.common import friendly_errors, split_list, typed_options
+from moladapt.cli.common import ENCODER_HELP, friendly_errors, split_list, typed_options
 
 _METHOD_HELP = "maml | fomaml | anil | protonet | finetune | linear_probe, or (few-shot only) rf-ecfp | knn-ecfp."
 _TASKS_HELP = ("fsmol-train | fsmol-valid | fsmol-test, a multi-task classification benchmark "
@@ -69,7 +69,7 @@ def meta_train_command(
     method: str = typer.Option(..., help="maml | fomaml | anil | protonet (an adapter with meta-training)."),
     tasks: str = typer.Option("fsmol-train", help=_TASKS_HELP),
     max_tasks: int = typer.Option(None, help="Meta-train on a seeded random subset of this many tasks."),
-    encoder: str = typer.Option("gin", help="gin | gcn | gat | sage (with --init: must match the checkpoint)."),
+    encoder: str = typer.Option("gin", help=f"{ENCODER_HELP} (with --init: must match the checkpoint)."),
     hidden_dim: int = typer.Option(300),
     num_layers: int = typer.Option(5),
     dropout: float = typer.Option(0.0, help="Encoder dropout in meta-training (also replaces an --init checkpoint's)."),

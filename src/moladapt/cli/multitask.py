@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from moladapt.cli.common import friendly_errors
+from moladapt.cli.common import ENCODER_HELP, friendly_errors
 
 _METHOD_HELP = "single-task | multi-task | uncertainty | gradnorm | sgnn | sgnn-ebm."
 _GRAPH_HELP = ("coactivity (label co-activity on the training rows) | toxcast-names | none | "
@@ -54,7 +54,7 @@ def multitask_command(
     split_seed: int = typer.Option(None, help="Seed of the split (default: --seed)."),
     epochs: int = typer.Option(100, help="Training epochs (SGNN-EBM: of the SGNN stage)."),
     ebm_epochs: int = typer.Option(None, help="SGNN-EBM's EBM stage epochs (default: max(1, epochs // 2))."),
-    encoder: str = typer.Option("gin", help="gin | gcn | gat | sage."),
+    encoder: str = typer.Option("gin", help=f"{ENCODER_HELP}."),
     hidden_dim: int = typer.Option(300),
     num_layers: int = typer.Option(5),
     dropout: float = typer.Option(0.5),

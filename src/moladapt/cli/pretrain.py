@@ -19,7 +19,7 @@ from typing import Any
 
 import typer
 
-from moladapt.cli.common import friendly_errors
+from moladapt.cli.common import ENCODER_HELP, friendly_errors
 
 
 def parse_objectives(spec: str, epochs: int) -> list[tuple[list[str], int]]:
@@ -93,7 +93,7 @@ def pretrain_command(
     featurizer: str = typer.Option("basic", help="basic (pretrain-gnns) | rich (OGB-like)."),
     init: str = typer.Option(None, help="Start from this checkpoint's encoder: bundled | bundled:<name> | "
                              "a path (encoder.pt or model.pt); its architecture and featurizer must match."),
-    encoder: str = typer.Option("gin", help="gin | gcn | gat | sage."),
+    encoder: str = typer.Option("gin", help=f"{ENCODER_HELP}."),
     hidden_dim: int = typer.Option(300),
     num_layers: int = typer.Option(5),
     dropout: float = typer.Option(0.0, help="Encoder dropout while pretraining."),

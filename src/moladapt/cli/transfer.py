@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from moladapt.cli.common import friendly_errors
+from moladapt.cli.common import ENCODER_HELP, friendly_errors
 
 
 @friendly_errors
@@ -27,7 +27,7 @@ def transfer_command(
                              "OUTPUT/<ratios>_seed<s>/ and OUTPUT/comparison.md (paired over seeds against none; "
                              "rerun to finish a killed comparison)."),
     epochs: int = typer.Option(50, help="Passes over the (multi-task) training set."),
-    encoder: str = typer.Option("gin", help="gin | gcn | gat | sage."),
+    encoder: str = typer.Option("gin", help=f"{ENCODER_HELP}."),
     hidden_dim: int = typer.Option(128),
     num_layers: int = typer.Option(3),
     dropout: float = typer.Option(0.2),
