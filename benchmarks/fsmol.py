@@ -178,7 +178,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hidden", type=int, default=300)
     p.add_argument("--jk", default="last", help="layer aggregation: last | concat | max | sum "
                    "(concat ≈ FS-Mol's readout over all layer states)")
-    p.add_argument("--pooling", default="mean", help="graph readout: mean | sum | max | attention")
+    p.add_argument("--pooling", default="mean", help="graph readout: mean | sum | max | attention | combined (FS-Mol's)")
     p.add_argument("--featurizer", default="basic")
     p.add_argument("--meta-steps", type=int, default=2000)
     p.add_argument("--valid", default="none",

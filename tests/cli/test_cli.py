@@ -484,8 +484,9 @@ def test_evaluate_scores_the_tasks_a_file_holds_and_reports_the_others_as_not_sc
     assert result.exit_code != 0 and "logD" in result.output, result.output
 
 
-def test_encoder_help_lists_every_registered_encoder():
-    from moladapt.cli.common import ENCODER_CHOICES
-    from moladapt.models.encoders import ENCODERS
+def test_encoder_and_pooling_help_list_every_choice():
+    from moladapt.cli.common import ENCODER_CHOICES, POOLING_CHOICES
+    from moladapt.models.encoders import ENCODERS, POOLINGS
 
     assert sorted(ENCODER_CHOICES) == ENCODERS.names()
+    assert POOLING_CHOICES == POOLINGS

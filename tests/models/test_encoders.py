@@ -17,6 +17,8 @@ from moladapt.data.featurize import get_featurizer
 from moladapt.models.encoders import (
     ENCODERS,
     GIN,
+    POOLINGS,
+    CombinedReadout,
     build_encoder,
     load_pretrain_gnns_state_dict,
 )
@@ -59,7 +61,7 @@ def test_registry():
         ENCODERS.get("transformer")
 
 
-@pytest.mark.parametrize("pooling", ["mean", "sum", "max", "attention"])
+@pytest.mark.parametrize("pooling", POOLINGS)
 @pytest.mark.parametrize("featurizer", ["basic", "rich"])
 @pytest.mark.parametrize("name", NAMES)
 def test_graph_embeddings_shape_and_finite(data, name, featurizer, pooling):
@@ -147,7 +149,7 @@ def test_gradients_reach_every_parameter(data, name, featurizer):
             assert g.norm() > 0, f"{pname} has a zero gradient with BatchNorm in eval mode"
 
 
-@pytest.mark.parametrize("pooling", ["mean", "sum", "max", "attention"])
+@pytest.mark.parametrize("pooling", POOLINGS)
 @pytest.mark.parametrize("name", NAMES)
 def test_eval_embedding_independent_of_batch(data, name, pooling):
     fz, graphs = data["rich"]
@@ -479,3 +481,26 @@ def test_fsmol_fits_real_labels(data):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_combined_readout_is_fsmols_equation_per_graph():
+    torch.manual_seed(0)
+    readout = CombinedReadout(6, heads=3, head_dim=4)
+    h, batch = torch.randn(9, 6), torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2])
+    out = readout(h, batch, 3)
+    for g in range(3):
+        hg = h[batch == g]
+        mean_w = torch.softmax(readout.mean_scores(hg), dim=0)  # over the graph's atoms
+        sum_w = torch.sigmoid(readout.sum_scores(hg))
+        r_mean = (mean_w.unsqueeze(-1) * readout.mean_values(hg).view(-1, 3, 4)).sum(0).flatten()
+        r_sum = (sum_w.unsqueeze(-1) * readout.sum_values(hg).view(-1, 3, 4)).sum(0).flatten()
+        parts = [readout.mean_out(r_mean), readout.sum_out(r_sum), readout.max_out(hg.max(0).values)]
+        torch.testing.assert_close(out[g], readout.combine(F.relu(torch.cat(parts))))
+
+
+def test_combined_readout_gets_gradients(data):
+    fz, graphs = data["basic"]
+    enc = _encoder(fz, "fsmol", pooling="combined", jk="concat", dropout=0.0).train()
+    grads = _backward(enc, graphs.collate(range(len(graphs))))
+    for pname, g in grads.items():
+        assert g is not None and torch.isfinite(g).all() and g.norm() > 0, pname

@@ -17,6 +17,7 @@ import typer
 
 from moladapt.cli.common import (
     ENCODER_HELP,
+    POOLING_HELP,
     data_changes,
     friendly_errors,
     init_spec,
@@ -67,7 +68,7 @@ def auxiliary_command(
     hidden_dim: int = typer.Option(300),
     num_layers: int = typer.Option(5),
     dropout: float = typer.Option(0.5),
-    pooling: str = typer.Option("mean", help="mean | sum | max | attention."),
+    pooling: str = typer.Option("mean", help=f"{POOLING_HELP}."),
     epochs: int = typer.Option(100),
     batch_size: int = typer.Option(32),
     lr: float = typer.Option(1e-3),

@@ -17,6 +17,8 @@ _DEFAULT_SOURCES = ("DEFAULT", "DEFAULT_MAP")
 # (tests/cli check it against moladapt.models.encoders.ENCODERS).
 ENCODER_CHOICES = ("gin", "gcn", "gat", "sage", "fsmol")
 ENCODER_HELP = " | ".join(ENCODER_CHOICES)
+POOLING_CHOICES = ("mean", "sum", "max", "attention", "combined")  # encoders.POOLINGS
+POOLING_HELP = " | ".join(POOLING_CHOICES)
 
 
 def options_given(ctx: typer.Context, config_file: object, **options) -> dict:

@@ -9,7 +9,13 @@ from pathlib import Path
 
 import typer
 
-from moladapt.cli.common import ENCODER_HELP, friendly_errors, split_list, typed_options
+from moladapt.cli.common import (
+    ENCODER_HELP,
+    POOLING_HELP,
+    friendly_errors,
+    split_list,
+    typed_options,
+)
 
 _METHOD_HELP = "maml | fomaml | anil | protonet | finetune | linear_probe, or (few-shot only) rf-ecfp | knn-ecfp."
 _TASKS_HELP = ("fsmol-train | fsmol-valid | fsmol-test, a multi-task classification benchmark "
@@ -74,7 +80,7 @@ def meta_train_command(
     num_layers: int = typer.Option(5),
     dropout: float = typer.Option(0.0, help="Encoder dropout in meta-training (also replaces an --init checkpoint's)."),
     jk: str = typer.Option("last", help="Layer aggregation: last | concat | max | sum (with --init: must match the checkpoint)."),
-    pooling: str = typer.Option("mean", help="Graph readout: mean | sum | max | attention (with --init: must match the checkpoint)."),
+    pooling: str = typer.Option("mean", help=f"Graph readout: {POOLING_HELP} (with --init: must match the checkpoint)."),
     fingerprint_bits: int = typer.Option(0, help="Fuse the graph embedding with this many ECFP4 bits through an MLP 1024 → 512 (FS-Mol's ProtoNet features gnn+ecfp+fc use 2048). 0: graph only."),
     featurizer: str = typer.Option("basic", help="basic (pretrain-gnns) | rich (OGB-like)."),
     meta_steps: int = typer.Option(None, help="Outer (meta) steps (default: the method's, 300)."),

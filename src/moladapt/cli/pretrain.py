@@ -19,7 +19,7 @@ from typing import Any
 
 import typer
 
-from moladapt.cli.common import ENCODER_HELP, friendly_errors
+from moladapt.cli.common import ENCODER_HELP, POOLING_HELP, friendly_errors
 
 
 def parse_objectives(spec: str, epochs: int) -> list[tuple[list[str], int]]:
@@ -98,7 +98,7 @@ def pretrain_command(
     num_layers: int = typer.Option(5),
     dropout: float = typer.Option(0.0, help="Encoder dropout while pretraining."),
     jk: str = typer.Option("last", help="Jumping knowledge: last | concat | max | sum."),
-    pooling: str = typer.Option("mean", help="mean | sum | max | attention."),
+    pooling: str = typer.Option("mean", help=f"{POOLING_HELP}."),
     fingerprint_bits: int = typer.Option(0, help="Pretrain a fingerprint-fused encoder (GNN readout ⊕ this many "
                                          "ECFP4 bits → MLP 1024 → 512, FS-Mol's gnn+ecfp+fc) as a whole; "
                                          "'supervised' stages only. 0: graph encoder."),

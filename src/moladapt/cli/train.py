@@ -8,6 +8,7 @@ import typer
 
 from moladapt.cli.common import (
     ENCODER_HELP,
+    POOLING_HELP,
     data_changes,
     friendly_errors,
     init_spec,
@@ -29,7 +30,7 @@ def train(
     hidden_dim: int = typer.Option(300),
     num_layers: int = typer.Option(5),
     dropout: float = typer.Option(0.5),
-    pooling: str = typer.Option("mean", help="mean | sum | max | attention."),
+    pooling: str = typer.Option("mean", help=f"{POOLING_HELP}."),
     jk: str = typer.Option("last", help="Jumping knowledge: last | concat | max | sum (as the --init encoder was pretrained)."),
     fingerprint_bits: int = typer.Option(0, help="Fuse the graph embedding with this many ECFP4 bits through an MLP (FS-Mol's gnn+ecfp+fc; 2048 there). 0: graph only."),
     epochs: int = typer.Option(100),

@@ -47,7 +47,7 @@ from moladapt.registry import Registry
 from moladapt.types import GraphBatch
 
 JK_MODES = ("last", "concat", "max", "sum")
-POOLINGS = ("mean", "sum", "max", "attention")
+POOLINGS = ("mean", "sum", "max", "attention", "combined")
 
 
 def dropout(x: Tensor, p: float, training: bool) -> Tensor:
@@ -323,6 +323,59 @@ class RelationalAttentionBlock(nn.Module):
         return h + self.alpha * dropout(boom, self.dropout, self.training)
 
 
+class CombinedReadout(nn.Module):
+    """FS-Mol's graph readout (Stanley et al. 2021; ``fs_mol/modules/graph_readout.py``,
+    ``CombinedGraphReadout``): a softmax-weighted mean, a sigmoid-weighted sum (both with
+    ``K`` heads) and a max over the atoms of each graph, combined by one linear map.
+
+    .. math::
+        r_{mean} = W_m \\big\\Vert_k \\textstyle\\sum_{v \\in G}
+        \\operatorname{softmax}_{v \\in G}(s_m(h_v))^k\\, t_m(h_v)^k,
+        \\qquad
+        r_{sum} = W_s \\big\\Vert_k \\textstyle\\sum_{v \\in G} \\sigma(s_s(h_v))^k\\, t_s(h_v)^k
+
+        r_{max} = W_x \\max_{v \\in G} h_v,
+        \\qquad
+        r_G = W_c\\, \\mathrm{ReLU}([r_{mean} \\| r_{sum} \\| r_{max}])
+
+    with scoring MLPs ``s: d → K·d_h → K`` and value MLPs ``t: d → K·d_h → K·d_h`` (ReLU
+    hidden layer), ``K = 12`` heads of ``d_h = 64`` as FS-Mol's defaults, and ``W_*`` without
+    bias. FS-Mol maps to 512; here the graph embedding keeps the node width ``d``.
+
+    Shapes: ``h [N, d]``, ``batch [N]`` → ``[B, d]``.
+    """
+
+    def __init__(self, dim: int, heads: int = 12, head_dim: int = 64) -> None:
+        super().__init__()
+        self.heads, self.head_dim = heads, head_dim
+        width = heads * head_dim
+
+        def mlp(out: int) -> nn.Sequential:
+            return nn.Sequential(nn.Linear(dim, width), nn.ReLU(), nn.Linear(width, out))
+
+        self.mean_scores, self.mean_values = mlp(heads), mlp(width)
+        self.sum_scores, self.sum_values = mlp(heads), mlp(width)
+        self.mean_out = nn.Linear(width, dim, bias=False)
+        self.sum_out = nn.Linear(width, dim, bias=False)
+        self.max_out = nn.Linear(dim, dim, bias=False)
+        self.combine = nn.Linear(3 * dim, dim, bias=False)
+
+    def _weighted(self, h: Tensor, weights: Tensor, values: nn.Module, batch: Tensor,
+                  num_graphs: int) -> Tensor:
+        v = values(h).view(-1, self.heads, self.head_dim) * weights.unsqueeze(-1)
+        return global_add_pool(v.view(h.shape[0], -1), batch, num_graphs)
+
+    def forward(self, h: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
+        mean_weights = softmax(self.mean_scores(h), batch, num_nodes=num_graphs)
+        sum_weights = torch.sigmoid(self.sum_scores(h))
+        parts = [
+            self.mean_out(self._weighted(h, mean_weights, self.mean_values, batch, num_graphs)),
+            self.sum_out(self._weighted(h, sum_weights, self.sum_values, batch, num_graphs)),
+            self.max_out(global_max_pool(h, batch, num_graphs)),
+        ]
+        return self.combine(F.relu(torch.cat(parts, dim=1)))
+
+
 # --- encoders -------------------------------------------------------------------------------
 
 
@@ -337,7 +390,8 @@ class Encoder(nn.Module):
         num_layers: ``L``, the number of message-passing layers.
         dropout: dropout rate after every layer.
         jk: ``last``, ``concat``, ``max`` or ``sum`` over the ``L`` layer outputs.
-        pooling: ``mean``, ``sum``, ``max`` or ``attention`` (gated attention:
+        pooling: ``mean``, ``sum``, ``max``, ``combined`` (FS-Mol's, :class:`CombinedReadout`)
+            or ``attention`` (gated attention:
             :math:`\\sum_v \\operatorname{softmax}_v(w^\\top h_v + c)\\, h_v`).
 
     Attributes:
@@ -395,6 +449,7 @@ class Encoder(nn.Module):
             if pooling == "attention"
             else None
         )
+        self.combined_pool = CombinedReadout(self.out_dim) if pooling == "combined" else None
 
     def make_conv(self, dim: int, bond_vocab_sizes: Sequence[int]) -> nn.Module:
         """Layer ``l``'s message passing: ``(h [N, d], edge_index, edge_attr) -> [N, d]``."""
@@ -440,6 +495,9 @@ class Encoder(nn.Module):
             return global_add_pool(h, batch, num_graphs)
         if self.pooling == "max":
             return global_max_pool(h, batch, num_graphs)
+        if self.pooling == "combined":
+            assert self.combined_pool is not None
+            return self.combined_pool(h, batch, num_graphs)
         assert self.attention_pool is not None
         return self.attention_pool(h, index=batch, dim_size=num_graphs)
 
@@ -517,9 +575,9 @@ class FSMolGNN(Encoder):
 
     Unlike the pretrain-gnns encoders above it has no self-loops, no batch norm and no ReLU
     between layers: each block is residual, so ``layer`` is the block alone, and ``dropout``
-    acts inside the blocks. FS-Mol reads out with multi-head weighted sums and max pooling over
-    the states of every layer; the nearest settings here are ``jk="concat"`` with
-    ``pooling="attention"`` or ``"max"``.
+    acts inside the blocks. FS-Mol's graph feature extractor is this encoder with
+    ``jk="concat"`` and ``pooling="combined"`` (its readout, :class:`CombinedReadout`, over
+    the states of every layer; FS-Mol also concatenates the input embedding).
     """
 
     name = "fsmol"
@@ -625,7 +683,7 @@ def load_pretrain_gnns_state_dict(encoder: Encoder, state_dict: Mapping[str, Ten
     assert not result.unexpected_keys
     not_loaded = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
     # Everything but the pooling parameters must have come from the checkpoint.
-    stray = [k for k in not_loaded if not k.startswith("attention_pool.")]
+    stray = [k for k in not_loaded if not k.startswith(("attention_pool.", "combined_pool."))]
     if stray:  # pragma: no cover - the key map covers every GIN parameter
         raise ValueError(f"encoder key {stray[0]!r} not provided by the checkpoint")
     return not_loaded
