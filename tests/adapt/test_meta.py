@@ -429,3 +429,24 @@ def test_protonet_scores_keep_their_order_where_probabilities_saturate():
         assert np.all(predictor.predict_proba(None) == 1.0)  # saturated: a three-way tie
         scores = predictor.decision_function(None)
     assert np.all(np.diff(scores) > 0)
+
+
+@pytest.mark.parametrize("distance", ["mahalanobis", "class_mahalanobis"])
+def test_mahalanobis_survives_large_embeddings_where_float32_fails(distance):
+    """Embeddings with norms ~1e4 (FS-Mol's summed readout) make float32's rank-deficient
+    covariance indefinite by more than the ridge; the metric then falls back to float64."""
+    from moladapt.adapt.protonet import _metric, prototype_logits
+
+    gen = torch.Generator().manual_seed(0)
+    z = (torch.randn(64, 8, generator=gen) @ torch.randn(8, 512, generator=gen)) * 300 + 1500
+    y = torch.tensor([0.0, 1.0] * 32)
+    query = z[:10] + torch.randn(10, 512, generator=gen)
+    if distance == "class_mahalanobis":  # the case that crashed a meta-training run
+        sigma = torch.cov(z.T) + 0.1 * torch.eye(512)  # Σ_c when both classes share the spread
+        assert torch.linalg.cholesky_ex(sigma)[1] > 0  # float32 alone fails here
+    logits = prototype_logits(z, y, query, distance)
+    assert logits.dtype == torch.float32 and torch.isfinite(logits).all()
+    exact = prototype_logits(z.double(), y.double(), query.double(), distance)
+    torch.testing.assert_close(logits.double(), exact, rtol=1e-4, atol=1e-3)
+    small = z / 1000  # where float32 suffices the metric stays float32
+    assert _metric(small, y, distance, 0.5)[0].dtype == torch.float32

@@ -71,7 +71,29 @@ def _covariance(z: Tensor) -> Tensor:
 def _metric(z_support: Tensor, y: Tensor, distance: str, shrinkage: float) -> tuple[Tensor, Tensor | None]:
     """Prototypes ``[2, d]`` (row 0: negatives, row 1: positives) and the Cholesky factor(s)
     of the covariance: ``None`` (Euclidean), ``[d, d]`` shared (``mahalanobis``) or
-    ``[2, d, d]`` one per class (``class_mahalanobis``)."""
+    ``[2, d, d]`` one per class (``class_mahalanobis``).
+
+    Σ is positive definite in exact arithmetic, but with large embeddings (norms ~1e4, as
+    FS-Mol's summed readout gives) float32 rounding of the rank-deficient covariance exceeds
+    ``class_mahalanobis``' fixed ridge of 0.1 and the factorisation fails; the metric is then
+    computed again from float64 embeddings (and returned in float64). Where float32 succeeds
+    nothing changes.
+    """
+    protos, chol, failed = _metric_at(z_support, y, distance, shrinkage)
+    if failed and z_support.dtype != torch.float64:
+        protos, chol, failed = _metric_at(z_support.double(), y, distance, shrinkage)
+    if failed:
+        finite = bool(torch.isfinite(z_support).all())
+        raise ValueError(
+            f"ProtoNet: the {distance} covariance of the support embeddings is not positive "
+            "definite even in float64" + ("" if finite else " (the embeddings are not finite: "
+                                             "did training diverge?)"))
+    return protos, chol
+
+
+def _metric_at(z_support: Tensor, y: Tensor, distance: str,
+               shrinkage: float) -> tuple[Tensor, Tensor | None, bool]:
+    """:func:`_metric` in ``z_support``'s precision; the flag says the Cholesky failed."""
     if distance not in DISTANCES:
         raise ValueError(f"unknown distance {distance!r}; choose one of: {', '.join(DISTANCES)}")
     pos = y.reshape(-1) > 0.5
@@ -80,7 +102,7 @@ def _metric(z_support: Tensor, y: Tensor, distance: str, shrinkage: float) -> tu
     classes = (z_support[~pos], z_support[pos])
     protos = torch.stack([z.mean(0) for z in classes])
     if distance == "euclidean":
-        return protos, None
+        return protos, None, False
     d = z_support.shape[1]
     eye = torch.eye(d, dtype=z_support.dtype, device=z_support.device)
     if distance == "class_mahalanobis":
@@ -89,7 +111,8 @@ def _metric(z_support: Tensor, y: Tensor, distance: str, shrinkage: float) -> tu
         for z in classes:
             weight = min(z.shape[0] / (z.shape[0] + 1), CLASS_WEIGHT_CAP)
             sigmas.append(weight * _covariance(z) + (1 - weight) * task_cov + CLASS_RIDGE * eye)
-        return protos, torch.linalg.cholesky(torch.stack(sigmas))
+        chol, info = torch.linalg.cholesky_ex(torch.stack(sigmas))
+        return protos, chol, bool(info.any())
     centred = z_support - protos[pos.long()]
     n = z_support.shape[0]
     cov = centred.T @ centred / max(n - 2, 1)
@@ -99,7 +122,8 @@ def _metric(z_support: Tensor, y: Tensor, distance: str, shrinkage: float) -> tu
         cov = _covariance(z_support)
     scale = torch.clamp(torch.trace(cov) / d, min=1e-12)
     sigma = (1 - shrinkage) * cov + shrinkage * scale * eye + 1e-6 * scale * eye
-    return protos, torch.linalg.cholesky(sigma)
+    chol, info = torch.linalg.cholesky_ex(sigma)
+    return protos, chol, bool(info.any())
 
 
 def _sq_distances(z: Tensor, protos: Tensor, chol: Tensor | None) -> Tensor:
@@ -122,8 +146,8 @@ def prototype_logits(
 ) -> Tensor:
     """Log-odds of the positive class, ``d(z, c_0) - d(z, c_1)``, for each query embedding."""
     protos, chol = _metric(z_support, y_support, distance, shrinkage)
-    dist = _sq_distances(z_query, protos, chol)
-    return dist[:, 0] - dist[:, 1]
+    dist = _sq_distances(z_query.to(protos.dtype), protos, chol)
+    return (dist[:, 0] - dist[:, 1]).to(z_query.dtype)
 
 
 class ProtoPredictor:
@@ -139,7 +163,7 @@ class ProtoPredictor:
         """The logit d(z, c₀) − d(z, c₁) ``[len(graphs)]`` float64, unsaturated (Mahalanobis
         distances reach logits far above the ~37 where a probability becomes exactly 1)."""
         z = embed(self.encoder, graphs)
-        dist = _sq_distances(z, self.prototypes, self.chol).double()
+        dist = _sq_distances(z.to(self.prototypes.dtype), self.prototypes, self.chol).double()
         return (dist[:, 0] - dist[:, 1]).cpu().numpy()
 
     def predict_proba(self, graphs: MolGraphs) -> np.ndarray:
