@@ -445,7 +445,10 @@ def test_fsmol_handles_a_molecule_without_bonds():
     enc = _fsmol(fz, alpha=1.0, pooling="attention", jk="concat")
     with torch.no_grad():
         out = enc(graphs.collate([0, 1]))
+        alone = enc(graphs.collate([0]))  # a batch with no bond at all
     assert out.shape == (2, 48) and torch.isfinite(out).all()
+    assert alone.shape == (1, 48) and torch.isfinite(alone).all()
+    torch.testing.assert_close(alone[0], out[0], atol=1e-5, rtol=1e-5)
 
 
 def test_fsmol_default_size_is_fs_mols():
