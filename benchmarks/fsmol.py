@@ -69,7 +69,7 @@ import torch
 import yaml
 
 from moladapt.adapt import TaskFeatureCache
-from moladapt.config import ModelConfig
+from moladapt.config import ModelConfig, model_config_dict
 from moladapt.data.cache import featurize_cached
 from moladapt.data.episodes import EpisodeSampler, TaskTooSmall
 from moladapt.data.featurize import get_featurizer
@@ -180,6 +180,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    "(concat ≈ FS-Mol's readout over all layer states)")
     p.add_argument("--pooling", default="mean", help="graph readout: mean | sum | max | attention | combined (FS-Mol's)")
     p.add_argument("--featurizer", default="basic")
+    p.add_argument("--ecfp-counts", action="store_true",
+                   help="fingerprint-fused (+ecfp) encoders take ECFP occurrence counts, FS-Mol's input, "
+                        "instead of bits")
     p.add_argument("--meta-steps", type=int, default=2000)
     p.add_argument("--valid", default="none",
                    help="held-out tasks for model selection during meta-training (FS-Mol's rule), "
@@ -239,7 +242,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def model_cfg(args: argparse.Namespace, method: str = "") -> ModelConfig:
     cfg = encoder_config({"encoder": args.encoder, "num_layers": args.layers, "hidden_dim": args.hidden,
                           "jk": args.jk, "pooling": args.pooling})
-    fusion = ECFP_FUSION if is_fused(method) else {}
+    fusion = {**ECFP_FUSION, "fingerprint_counts": bool(args.ecfp_counts)} if is_fused(method) else {}
     return dataclasses.replace(cfg, head_hidden_dims=(), **fusion)
 
 
@@ -387,7 +390,7 @@ def validation_seconds(meta: dict[str, Any]) -> float:
 
 
 def meta_identity(args: argparse.Namespace, method: str) -> dict[str, Any]:
-    identity = {"method": method, "train": args.train, "encoder": dataclasses.asdict(model_cfg(args, method)),
+    identity = {"method": method, "train": args.train, "encoder": model_config_dict(model_cfg(args, method)),
                 "featurizer": args.featurizer, "hparams": meta_hparams(args, method), "seed": int(args.seed)}
     if args.valid != "none":  # absent otherwise, so models trained before validation existed still match
         identity["validation"] = {"tasks": args.valid, "every": int(args.validate_every),
@@ -450,7 +453,7 @@ def stream_setup_seconds(args: argparse.Namespace, train_tasks: list[Task], cach
 
 
 def mt_identity(args: argparse.Namespace, model: str = "multitask") -> dict[str, Any]:
-    return {"train": args.train, "encoder": dataclasses.asdict(model_cfg(args, model)),
+    return {"train": args.train, "encoder": model_config_dict(model_cfg(args, model)),
             "featurizer": args.featurizer, "epochs": int(args.mt_epochs),
             "batch_size": int(args.mt_batch_size), "lr": float(args.mt_lr),
             "min_per_class": int(args.mt_min_per_class), "seed": int(args.seed)}
@@ -819,7 +822,8 @@ def _configuration_lines(args: argparse.Namespace) -> list[str]:
         if (enc["jk"], enc["pooling"]) != ("last", "mean"):
             arch += f" (jk {enc['jk']}, {enc['pooling']} pooling)"
         if enc.get("fingerprint_bits"):
-            arch += (f" ⊕ ECFP{2 * enc['fingerprint_radius']} {enc['fingerprint_bits']} bits → MLP "
+            arch += (f" ⊕ ECFP{2 * enc['fingerprint_radius']} {enc['fingerprint_bits']} "
+                     f"{'counts' if enc.get('fingerprint_counts') else 'bits'} → MLP "
                      + "→".join(str(d) for d in enc["fingerprint_dims"]))
         hp = ident.get("hparams") or {k: ident[k] for k in ("epochs", "batch_size", "lr") if k in ident}
         hp_text = ", ".join(f"{k}={v}" for k, v in hp.items())

@@ -51,6 +51,8 @@ class ModelConfig:
     fingerprint_bits: int = 0
     fingerprint_radius: int = 2
     fingerprint_dims: tuple[int, ...] = (1024, 512)
+    # occurrence counts instead of bits (FS-Mol's ECFP input)
+    fingerprint_counts: bool = False
 
     def __post_init__(self) -> None:
         for name, low in (("hidden_dim", 1), ("num_layers", 1), ("fingerprint_bits", 0)):
@@ -59,6 +61,9 @@ class ModelConfig:
                 raise ValueError(f"model.{name} must be an integer of at least {low}, got {value!r}")
         if not isinstance(self.dropout, numbers.Real) or not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout!r}")
+        if self.fingerprint_counts and not self.fingerprint_bits:
+            raise ValueError("model.fingerprint_counts needs a fingerprint: set model.fingerprint_bits "
+                             "(2048 in FS-Mol)")
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,19 @@ class TrainConfig:
                 raise ValueError(f"train.{name} must be a number >= 0, got {value!r}")
 
 
+#: ModelConfig fields added after results were stored, each with the value that reproduces what
+#: those results ran. Serialised model configs (study run keys, model and resume identities,
+#: resolved configs) leave such a field out at that value, so every stored run, model and
+#: checkpoint keeps its identity; from_dict fills it back in.
+LATER_MODEL_FIELDS: dict[str, Any] = {"fingerprint_counts": False}
+
+
+def model_config_dict(cfg: ModelConfig) -> dict[str, Any]:
+    """``cfg`` as plain data, without the :data:`LATER_MODEL_FIELDS` that are at their old value."""
+    d = to_plain(asdict(cfg))
+    return {k: v for k, v in d.items() if not (k in LATER_MODEL_FIELDS and v == LATER_MODEL_FIELDS[k])}
+
+
 @dataclass(frozen=True)
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
@@ -105,7 +123,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return to_plain(asdict(self))
+        return {**to_plain(asdict(self)), "model": model_config_dict(self.model)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:

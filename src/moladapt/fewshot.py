@@ -53,7 +53,7 @@ from moladapt.adapt import ADAPTERS, Adapter, TaskFeatureCache
 from moladapt.adapt.base import FitPredict, MetaCheckpoint, MetaValidation, new_head
 from moladapt.adapt.fingerprint_baselines import KNNECFP, RandomForestECFP
 from moladapt.bundled_models import sha256_file
-from moladapt.config import ModelConfig, from_dict, to_plain
+from moladapt.config import ModelConfig, from_dict, model_config_dict, to_plain
 from moladapt.data.featurize import Featurizer, get_featurizer
 from moladapt.data.sources import CLASSIFICATION, DataError, load_dataset
 from moladapt.data.tasks import FSMOL_SPLITS, load_fsmol_tasks, tasks_from_table
@@ -304,7 +304,7 @@ def meta_train(
         loaded, init_record = load_init(init, feat)
         model_cfg = dataclasses.replace(loaded.model_config, head_hidden_dims=())
         asked = {_ENCODER_ALIASES.get(k, k): v for k, v in dict(encoder_cfg or {}).items()}
-        arch = ("encoder", "hidden_dim", "num_layers", "jk", "pooling", "fingerprint_bits")
+        arch = ("encoder", "hidden_dim", "num_layers", "jk", "pooling", "fingerprint_bits", "fingerprint_counts")
         diff = {a: (asked[a], getattr(model_cfg, a)) for a in arch
                 if a in asked and asked[a] != getattr(model_cfg, a)}
         if diff:
@@ -337,7 +337,7 @@ def meta_train(
     if output is not None and checkpoint_every > 0:
         checkpoint = MetaCheckpoint(
             Path(output) / "resume.pt", every=checkpoint_every,
-            identity={"method": method, "encoder": to_plain(dataclasses.asdict(model_cfg)),
+            identity={"method": method, "encoder": model_config_dict(model_cfg),
                       "featurizer": [feat.name, feat.version], "tasks": tasks_spec,
                       "init": None if init is None else str(init), "seed": int(seed)})
     start = time.perf_counter()
@@ -391,7 +391,7 @@ def save_meta_trained(output: str | Path, result: MetaTrained) -> Path:
                     CLASSIFICATION, extra={"meta": result.info, "init": result.init_record})
     write_json(out / "meta.json", {**result.info, "code": code_revision(), "history": result.history})
     config = {"command": "meta-train", **{k: result.info[k] for k in ("method", "tasks", "n_train_tasks", "init", "seed")},
-              "featurizer": result.featurizer.name, "encoder": to_plain(dataclasses.asdict(result.model_config)),
+              "featurizer": result.featurizer.name, "encoder": model_config_dict(result.model_config),
               "params": result.info["params"], "validation": _without_scores(result.info.get("validation")),
               "moladapt_version": _version()}
     atomic_write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
@@ -550,7 +550,7 @@ def few_shot(
         "checkpoint_sha256": None if checkpoint is None else "sha256:" + sha256_file(checkpoint),
         "model_sha256": None if checkpoint is None else model_sha256(checkpoint),
         "featurizer": None if method in BASELINES else feat.name,
-        "encoder": None if model_cfg is None else dataclasses.asdict(model_cfg),
+        "encoder": None if model_cfg is None else model_config_dict(model_cfg),
         "params": params,
         "meta_learned_head": used_head,
         "support_sizes": ks,

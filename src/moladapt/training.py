@@ -27,7 +27,7 @@ from scipy.special import expit
 from torch import nn
 from tqdm.auto import tqdm
 
-from moladapt.config import ModelConfig, TrainConfig, to_plain
+from moladapt.config import ModelConfig, TrainConfig, model_config_dict, to_plain
 from moladapt.data.cache import featurize_cached
 from moladapt.data.featurize import Featurizer, get_featurizer
 from moladapt.data.sources import CLASSIFICATION, DataError, LabeledData
@@ -90,7 +90,7 @@ def build_model(model_cfg: ModelConfig, featurizer: Featurizer, num_tasks: int) 
         from moladapt.models.fingerprint import FingerprintFusionEncoder
 
         encoder = FingerprintFusionEncoder(encoder, model_cfg.fingerprint_bits, model_cfg.fingerprint_radius,
-                                           model_cfg.fingerprint_dims)
+                                           model_cfg.fingerprint_dims, counts=model_cfg.fingerprint_counts)
     head = PredictionHead(encoder.out_dim, num_tasks, hidden_dims=tuple(model_cfg.head_hidden_dims),
                           dropout=0.0)
     return MolecularModel(encoder, head)
@@ -427,8 +427,6 @@ def save_checkpoint(path: str | Path, model: MolecularModel, featurizer: Featuri
                     target_mean: np.ndarray | None = None, target_std: np.ndarray | None = None,
                     extra: dict[str, Any] | None = None) -> None:
     """Weights + everything needed to rebuild and check them, written atomically."""
-    from dataclasses import asdict
-
     import moladapt
 
     payload = {
@@ -436,7 +434,7 @@ def save_checkpoint(path: str | Path, model: MolecularModel, featurizer: Featuri
         "moladapt_version": moladapt.__version__,
         "code": code_revision(),
         "state_dict": model.state_dict(),
-        "model_config": to_plain(asdict(model_cfg)),
+        "model_config": model_config_dict(model_cfg),
         "featurizer": {"name": featurizer.name, "version": featurizer.version,
                        "fingerprint": featurizer.fingerprint},
         "task_names": list(task_names),

@@ -118,19 +118,26 @@ def test_bad_input_is_one_clean_line(tmp_path, data_dir, args, message):
     assert message in result.output
 
 
-def test_protonet_on_the_fingerprint_fused_encoder(tmp_path, data_dir):
-    """FS-Mol's ProtoNet features (gnn+ecfp+fc): meta-train, then evaluate from the checkpoint."""
+@pytest.mark.parametrize("counts", [False, True])
+def test_protonet_on_the_fingerprint_fused_encoder(tmp_path, data_dir, counts):
+    """FS-Mol's ProtoNet features (gnn+ecfp+fc, bits or FS-Mol's counts): meta-train, then
+    evaluate from the checkpoint."""
     mt = tmp_path / "meta"
     invoke("meta-train", "--method", "protonet", "--tasks", "fsmol-train", "--max-tasks", 4,
            "--hidden-dim", 16, "--num-layers", 2, "--fingerprint-bits", 256, "--meta-steps", 2,
+           *(["--fingerprint-counts"] if counts else []),
            "-p", "distance=mahalanobis", "--threads", 1, "--output", mt)
     config = yaml.safe_load((mt / "config.yaml").read_text())
     assert config["encoder"]["fingerprint_bits"] == 256 and config["params"]["distance"] == "mahalanobis"
+    # bits, the older setting, is left out of the record (stored models keep their identity)
+    assert config["encoder"].get("fingerprint_counts", False) is counts
+    assert ("fingerprint_counts" in config["encoder"]) is counts
     from moladapt.models.fingerprint import FingerprintFusionEncoder
     from moladapt.training import load_checkpoint
 
     encoder = load_checkpoint(mt / "model.pt").model.encoder
     assert isinstance(encoder, FingerprintFusionEncoder) and encoder.out_dim == 512
+    assert encoder.counts is counts
     fs = tmp_path / "fs"
     out = invoke("few-shot", "--method", "protonet", "--checkpoint", mt / "model.pt",
                  "--tasks", "fsmol-test:2", "--support", "16", "--draws", 1, "--no-progress",

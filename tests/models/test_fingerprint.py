@@ -157,7 +157,8 @@ def test_a_fused_checkpoint_needs_the_same_fusion(graphs, tmp_path):
 
     torch.manual_seed(0)
     source = build_model(FUSED, FEAT, 1).encoder
-    for other in ({"fingerprint_bits": 512}, {"fingerprint_radius": 3}, {"fingerprint_dims": (64, 8)}):
+    for other in ({"fingerprint_bits": 512}, {"fingerprint_radius": 3}, {"fingerprint_dims": (64, 8)},
+                  {"fingerprint_counts": True}):
         target = build_model(ModelConfig(**{**FUSED.__dict__, **other}), FEAT, 1).encoder
         with pytest.raises(ValueError, match=f"fingerprint fusion differs.*{next(iter(other))}"):
             load_encoder_weights(target, source, "ckpt")
@@ -175,3 +176,34 @@ def test_a_fused_checkpoint_needs_the_same_fusion(graphs, tmp_path):
     with pytest.raises(ValueError, match="context_prediction needs a graph encoder"):
         pretrain(build_model(FUSED, FEAT, 1).encoder, ("context_prediction", {"csize": 2}), graphs,
                  epochs=1, batch_size=8, progress=False)
+
+
+def test_a_counts_encoder_feeds_fs_mol_s_count_fingerprint(graphs, tmp_path):
+    """``fingerprint_counts``: the MLP sees occurrence counts (FS-Mol's ECFP), the setting is
+    saved with the model, and a bits checkpoint (also one from before counts existed) refuses it."""
+    counts_cfg = dataclasses.replace(FUSED, fingerprint_counts=True)
+    torch.manual_seed(0)
+    model = build_model(counts_cfg, FEAT, 1).eval()
+    enc = model.encoder
+    batch = graphs.collate(np.arange(12))
+    seen = enc.fingerprints(batch, torch.zeros(()))
+    np.testing.assert_array_equal(seen.numpy(), ecfp(batch.smiles, 2, 256, counts=True).astype(np.float32))
+    assert seen.max() > 1 and enc.hparams["fingerprint_counts"] is True
+    bits_enc = build_model(FUSED, FEAT, 1).encoder
+    bits_enc.load_state_dict(enc.state_dict())  # same weights, bits instead of counts
+    with torch.no_grad():
+        assert not torch.allclose(enc(batch), bits_enc.eval()(batch))
+    save_checkpoint(tmp_path / "m.pt", model, FEAT, counts_cfg, ["t"], "classification")
+    loaded = load_checkpoint(tmp_path / "m.pt")
+    assert loaded.model_config.fingerprint_counts is True
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model.eval()(batch), model(batch))
+    del bits_enc.hparams["fingerprint_counts"]  # a checkpoint written before counts existed
+    with pytest.raises(ValueError, match="fingerprint_counts False \\(asked True\\)"):
+        load_encoder_weights(enc, bits_enc, "old")
+    load_encoder_weights(build_model(FUSED, FEAT, 1).encoder, bits_enc, "old")  # bits: still loads
+
+
+def test_counts_without_a_fingerprint_is_a_config_error():
+    with pytest.raises(ValueError, match="fingerprint_counts needs a fingerprint"):
+        ModelConfig(fingerprint_counts=True)

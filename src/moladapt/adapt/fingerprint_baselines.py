@@ -6,9 +6,10 @@ sizes a random forest on Morgan fingerprints is hard to beat. Each baseline here
 callback of :func:`moladapt.evaluate.protocol.evaluate_few_shot`; only the graphs'
 ``smiles`` are used, so no encoder (and no checkpoint) is involved.
 
-* Fingerprints: ECFP4 — RDKit Morgan fingerprints, radius 2, 2048 bits (bit vectors, no
-  counts), computed once per SMILES and kept packed (256 bytes a molecule) in a bounded
-  in-memory cache shared by the calls of one baseline object.
+* Fingerprints: ECFP4 — RDKit Morgan fingerprints, radius 2, 2048 bits (bit vectors; FS-Mol's
+  baselines fit on occurrence counts instead, :mod:`moladapt.data.fingerprints`), computed once
+  per SMILES and kept packed (256 bytes a molecule) in a bounded in-memory cache shared by the
+  calls of one baseline object.
 * :class:`RandomForestECFP`: scikit-learn ``RandomForestClassifier`` with
   ``class_weight="balanced"`` (both classes count equally, like the support ``pos_weight``
   of the neural adapters), seeded; score = predicted probability of the positive class.

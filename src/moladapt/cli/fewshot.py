@@ -82,6 +82,7 @@ def meta_train_command(
     jk: str = typer.Option("last", help="Layer aggregation: last | concat | max | sum (with --init: must match the checkpoint)."),
     pooling: str = typer.Option("mean", help=f"Graph readout: {POOLING_HELP} (with --init: must match the checkpoint)."),
     fingerprint_bits: int = typer.Option(0, help="Fuse the graph embedding with this many ECFP4 bits through an MLP 1024 → 512 (FS-Mol's ProtoNet features gnn+ecfp+fc use 2048). 0: graph only."),
+    fingerprint_counts: bool = typer.Option(False, help="Fingerprint occurrence counts instead of bits (FS-Mol's ECFP input); with --fingerprint-bits."),
     featurizer: str = typer.Option("basic", help="basic (pretrain-gnns) | rich (OGB-like)."),
     meta_steps: int = typer.Option(None, help="Outer (meta) steps (default: the method's, 300)."),
     inner_steps: int = typer.Option(None, help="Inner-loop steps (MAML family; default: the method's)."),
@@ -115,7 +116,8 @@ def meta_train_command(
     task_list = resolve_tasks(tasks, max_tasks=max_tasks, log=lambda m: typer.echo(m, err=True))
     typer.echo(f"meta-training {method} on {len(task_list)} tasks ({_spec(tasks, max_tasks)})", err=True)
     encoder_cfg = {"encoder": encoder, "hidden_dim": hidden_dim, "num_layers": num_layers,
-                   "dropout": dropout, "jk": jk, "pooling": pooling, "fingerprint_bits": fingerprint_bits}
+                   "dropout": dropout, "jk": jk, "pooling": pooling, "fingerprint_bits": fingerprint_bits,
+                   "fingerprint_counts": fingerprint_counts}
     if init is not None:  # the checkpoint fixes the architecture: only typed options count (checked)
         encoder_cfg = typed_options(ctx, **encoder_cfg)
     result = meta_train(

@@ -72,6 +72,8 @@ def finetune_command(encoder_path: Path, featurizer: str, model: dict) -> str:
         words.append(f"--jk {model['jk']}")
     if model.get("fingerprint_bits"):
         words.append(f"--fingerprint-bits {model['fingerprint_bits']}")
+        if model.get("fingerprint_counts"):
+            words.append("--fingerprint-counts")
     return " ".join(words)
 
 
@@ -102,6 +104,7 @@ def pretrain_command(
     fingerprint_bits: int = typer.Option(0, help="Pretrain a fingerprint-fused encoder (GNN readout ⊕ this many "
                                          "ECFP4 bits → MLP 1024 → 512, FS-Mol's gnn+ecfp+fc) as a whole; "
                                          "'supervised' stages only. 0: graph encoder."),
+    fingerprint_counts: bool = typer.Option(False, help="Fingerprint occurrence counts instead of bits (FS-Mol's ECFP input); with --fingerprint-bits."),
     epochs: int = typer.Option(100, help="Epochs when --objective gives no stages."),
     batch_size: int = typer.Option(256, help="Molecules per batch (per process under torchrun)."),
     lr: float = typer.Option(1e-3),
@@ -174,6 +177,7 @@ def pretrain_command(
                      "dropout": dropout, "jk": jk, "pooling": pooling}
     if fingerprint_bits:
         model_options["fingerprint_bits"] = fingerprint_bits
+        model_options["fingerprint_counts"] = fingerprint_counts
     # the encoder is built first, so its weights are the same as build_encoder's with this seed
     enc = build_model(ModelConfig(**model_options), feat, 1).encoder
     init_record = None

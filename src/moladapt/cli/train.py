@@ -33,6 +33,7 @@ def train(
     pooling: str = typer.Option("mean", help=f"{POOLING_HELP}."),
     jk: str = typer.Option("last", help="Jumping knowledge: last | concat | max | sum (as the --init encoder was pretrained)."),
     fingerprint_bits: int = typer.Option(0, help="Fuse the graph embedding with this many ECFP4 bits through an MLP (FS-Mol's gnn+ecfp+fc; 2048 there). 0: graph only."),
+    fingerprint_counts: bool = typer.Option(False, help="Fingerprint occurrence counts instead of bits (FS-Mol's ECFP input); with --fingerprint-bits."),
     epochs: int = typer.Option(100),
     batch_size: int = typer.Option(32),
     lr: float = typer.Option(1e-3),
@@ -71,7 +72,8 @@ def train(
     cfg = cfg.replace(
         data=data_cfg,
         model=given(encoder=encoder, hidden_dim=hidden_dim, num_layers=num_layers,
-                    dropout=dropout, pooling=pooling, jk=jk, fingerprint_bits=fingerprint_bits),
+                    dropout=dropout, pooling=pooling, jk=jk, fingerprint_bits=fingerprint_bits,
+                    fingerprint_counts=fingerprint_counts),
         train=train_cfg,
     )
     result = run_training(cfg, output, progress=progress, resume=resume, log=lambda m: typer.secho(m, fg=typer.colors.YELLOW, err=True))

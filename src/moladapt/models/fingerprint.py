@@ -2,14 +2,18 @@
 
 FS-Mol's best few-shot model (Stanley et al., NeurIPS 2021, ProtoNet with
 ``used_features="gnn+ecfp+fc"``) does not embed a molecule with its GNN alone: it concatenates
-the GNN readout with the 2048-bit ECFP4 fingerprint and passes both through a small MLP,
+the GNN readout with the 2048-position ECFP4 fingerprint and passes both through a small MLP,
 
 .. math::
 
     z = W_2\\, \\mathrm{ReLU}\\big(W_1 [\\, h_G \\,;\\, \\mathrm{ECFP}(m) \\,] + b_1\\big) + b_2,
 
-    h_G \\in \\mathbb{R}^{d_{gnn}},\\ \\mathrm{ECFP}(m) \\in \\{0, 1\\}^{2048},\\
+    h_G \\in \\mathbb{R}^{d_{gnn}},\\ \\mathrm{ECFP}(m) \\in \\{0, 1\\}^{2048}
+    \\text{ (bits) or } \\mathbb{N}^{2048} \\text{ (counts)},\\
     z \\in \\mathbb{R}^{d_{out}}\\ (1024 \\to 512 \\text{ in FS-Mol}).
+
+FS-Mol feeds occurrence counts (``fingerprint_counts=True`` here), unscaled; bits are the default
+because the models benchmarked before counts existed used them.
 
 :class:`FingerprintFusionEncoder` is that embedding behind the ordinary encoder interface
 (``forward(batch) -> [B, out_dim]``, ``out_dim``), so every adapter (ProtoNet, MAML,
@@ -42,6 +46,7 @@ class FingerprintFusionEncoder(nn.Module):
     Args:
         graph_encoder: any encoder of :mod:`moladapt.models.encoders` (its ``out_dim`` is used).
         n_bits, radius: the Morgan fingerprint (ECFP4: 2048 bits, radius 2).
+        counts: occurrence counts instead of bits (FS-Mol's input).
         hidden_dims: widths of the fusion MLP; the last is ``out_dim`` (FS-Mol: 1024, 512).
             ReLU between layers, none after the last.
 
@@ -54,6 +59,7 @@ class FingerprintFusionEncoder(nn.Module):
         n_bits: int = ECFP_BITS,
         radius: int = ECFP_RADIUS,
         hidden_dims: Sequence[int] = (1024, 512),
+        counts: bool = False,
     ) -> None:
         super().__init__()
         if int(n_bits) < 1:
@@ -62,7 +68,7 @@ class FingerprintFusionEncoder(nn.Module):
         if not dims or min(dims) < 1:
             raise ValueError(f"hidden_dims must be a non-empty list of positive widths, got {hidden_dims}")
         self.graph_encoder = graph_encoder
-        self.n_bits, self.radius = int(n_bits), int(radius)
+        self.n_bits, self.radius, self.counts = int(n_bits), int(radius), bool(counts)
         in_dim = int(graph_encoder.out_dim) + self.n_bits  # type: ignore[arg-type]
         layers: list[nn.Module] = []
         for i, d in enumerate(dims):
@@ -76,11 +82,11 @@ class FingerprintFusionEncoder(nn.Module):
         self.hparams: dict[str, Any] = {
             **dict(getattr(graph_encoder, "hparams", {})),
             "fingerprint_bits": self.n_bits, "fingerprint_radius": self.radius,
-            "fingerprint_dims": dims,
+            "fingerprint_dims": dims, "fingerprint_counts": self.counts,
         }
 
     def fingerprints(self, batch: GraphBatch, like: Tensor) -> Tensor:
-        """``[B, n_bits]`` ECFP bits of the batch's molecules, in ``like``'s dtype and device."""
+        """``[B, n_bits]`` ECFP bits (or counts) of the batch's molecules, in ``like``'s dtype and device."""
         if batch.smiles is None:
             raise ValueError(
                 "a fingerprint-fused encoder needs the batch's SMILES (GraphBatch.smiles); this "
@@ -89,8 +95,8 @@ class FingerprintFusionEncoder(nn.Module):
             )
         if len(batch.smiles) != batch.num_graphs:
             raise ValueError(f"batch has {batch.num_graphs} graphs but {len(batch.smiles)} SMILES")
-        bits = shared_ecfp_featurizer(self.radius, self.n_bits)(list(batch.smiles))
-        return torch.from_numpy(bits.astype(np.float32)).to(device=like.device, dtype=like.dtype)
+        fps = shared_ecfp_featurizer(self.radius, self.n_bits, self.counts)(list(batch.smiles))
+        return torch.from_numpy(fps.astype(np.float32)).to(device=like.device, dtype=like.dtype)
 
     def node_embeddings(self, batch: GraphBatch) -> Tensor:
         raise TypeError(
@@ -103,7 +109,8 @@ class FingerprintFusionEncoder(nn.Module):
         return self.fusion(torch.cat([h, self.fingerprints(batch, h)], dim=1))
 
     def extra_repr(self) -> str:
-        return f"name={self.name!r}, out_dim={self.out_dim}, n_bits={self.n_bits}, radius={self.radius}"
+        return (f"name={self.name!r}, out_dim={self.out_dim}, n_bits={self.n_bits}, radius={self.radius}, "
+                f"counts={self.counts}")
 
 
 # The constructor arguments that shape an encoder's weights (dropout does not).
@@ -148,14 +155,16 @@ def _check_architecture(target: nn.Module, source: nn.Module, source_name: str) 
 
 
 def _check_fusion(target: FingerprintFusionEncoder, source: FingerprintFusionEncoder, source_name: str) -> None:
-    """Both fused: the same fingerprint (bits, radius) and fusion MLP widths."""
-    keys = ("fingerprint_bits", "fingerprint_radius", "fingerprint_dims")
-    have = {k: source.hparams[k] for k in keys}
-    want = {k: target.hparams[k] for k in keys}
+    """Both fused: the same fingerprint (bits, radius, counts) and fusion MLP widths."""
+    keys = ("fingerprint_bits", "fingerprint_radius", "fingerprint_dims", "fingerprint_counts")
+    # checkpoints from before counts existed have no fingerprint_counts: they used bits
+    have = {k: source.hparams.get(k, False) for k in keys}
+    want = {k: target.hparams.get(k, False) for k in keys}
     if have != want:
         diff = ", ".join(f"{k} {have[k]} (asked {want[k]})" for k in keys if have[k] != want[k])
         raise ValueError(f"{source_name}: its fingerprint fusion differs from the one asked for ({diff}); "
-                         "ask for the checkpoint's fingerprint_bits, fingerprint_radius and fingerprint_dims")
+                         "ask for the checkpoint's fingerprint_bits, fingerprint_radius, fingerprint_dims and "
+                         "fingerprint_counts")
 
 
 def graph_part(encoder: nn.Module) -> nn.Module:
