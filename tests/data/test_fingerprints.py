@@ -50,9 +50,10 @@ def test_an_unparsable_smiles_gives_zeros_in_both_forms():
 
 def test_the_count_cache_returns_what_it_was_given(smiles):
     feat = ECFPFeaturizer(max_items=25, counts=True)
-    order = smiles[10:40] + smiles[:5] + smiles[10:15]  # more than the cache holds, with repeats
+    # more than the cache holds, with repeats and a molecule without any environment
+    order = smiles[10:40] + ["not a smiles"] + smiles[:5] + smiles[10:15]
     np.testing.assert_array_equal(feat(order), ecfp(order, counts=True))
-    assert len(feat._cache) == 25
+    assert len(feat._cache) == 25 and not feat(["not a smiles"]).any()
     np.testing.assert_array_equal(feat(order[::-1]), ecfp(order[::-1], counts=True))
     assert feat([]).shape == (0, 2048) and feat([]).dtype == np.uint8
     bits = ECFPFeaturizer(counts=False)

@@ -81,8 +81,9 @@ class ECFPFeaturizer:
                 return np.zeros((0, self.n_bits), dtype=bool)
             return np.unpackbits(np.stack(packed), axis=1, count=self.n_bits).astype(bool)
         out = np.zeros((len(packed), self.n_bits), dtype=np.uint8)
-        for i, (where, values) in enumerate(packed):
-            out[i, where] = values
+        if packed:
+            rows = np.repeat(np.arange(len(packed)), [len(where) for where, _ in packed])
+            out[rows, np.concatenate([where for where, _ in packed])] = np.concatenate([v for _, v in packed])
         return out
 
 
