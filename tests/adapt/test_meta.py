@@ -59,7 +59,7 @@ def _tiny_model(dtype=torch.float64, encoder: str = "gin") -> MolecularModel:
     torch.manual_seed(0)
     enc = build_encoder(encoder, FEAT.atom_vocab_sizes, FEAT.bond_vocab_sizes,
                         hidden_dim=8, num_layers=1, dropout=0.0)
-    if encoder == "fsmol":  # ReZero starts each block at the identity: make the block count
+    if encoder.startswith("fsmol"):  # ReZero starts each block at the identity: make the block count
         with torch.no_grad():
             for block in enc.gnns:
                 block.alpha.fill_(0.5)
@@ -88,7 +88,7 @@ def _meta_grad(model, params, episode, first_order):
     return [torch.zeros_like(p) if g is None else g for p, g in zip(params.values(), grads, strict=True)]
 
 
-@pytest.mark.parametrize("encoder", ["gin", "fsmol"])
+@pytest.mark.parametrize("encoder", ["gin", "fsmol", "fsmol-pna"])
 def test_maml_second_order_meta_gradient_matches_finite_differences(graphs, encoder):
     model = _tiny_model(encoder=encoder)
     episode = _episode(graphs)
@@ -97,6 +97,7 @@ def test_maml_second_order_meta_gradient_matches_finite_differences(graphs, enco
     fo_grads = _meta_grad(model, params, episode, first_order=True)
     gen = torch.Generator().manual_seed(1)
     eps = 1e-6
+    fo_gaps = []
     for _ in range(3):
         direction = {n: torch.randn(p.shape, generator=gen, dtype=p.dtype) for n, p in params.items()}
 
@@ -110,8 +111,10 @@ def test_maml_second_order_meta_gradient_matches_finite_differences(graphs, enco
         analytic = float(sum((g * direction[n]).sum() for g, n in zip(grads, params, strict=True)))
         first = float(sum((g * direction[n]).sum() for g, n in zip(fo_grads, params, strict=True)))
         assert analytic == pytest.approx(numeric, rel=1e-5, abs=1e-8)
-        # FO-MAML drops the second-order terms: visibly different here (lr 0.5, 2 steps)
-        assert abs(first - numeric) > 1e-3 * max(abs(numeric), 1e-3)
+        fo_gaps.append(abs(first - numeric) / max(abs(numeric), 1e-3))
+    # FO-MAML drops the second-order terms: visibly different here (lr 0.5, 2 steps) along at
+    # least one direction, so the check above can tell the two apart
+    assert max(fo_gaps) > 1e-3
 
 
 def test_fomaml_meta_gradient_is_query_gradient_at_adapted_params(graphs):

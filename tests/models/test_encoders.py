@@ -26,7 +26,8 @@ from moladapt.models.encoders import (
 BBBP = Path(os.environ["MOLADAPT_DATA_DIR"]) / "BBBP.csv"  # set by tests/conftest.py
 N_MOLS = 24
 SMALL = {"hidden_dim": 16, "num_layers": 3}
-NAMES = ["gin", "gcn", "gat", "sage", "fsmol"]
+NAMES = ["gin", "gcn", "gat", "sage", "fsmol", "fsmol-pna"]
+FSMOL = ["fsmol", "fsmol-pna"]  # FS-Mol's residual ReZero encoders
 
 
 def _smiles(n: int) -> list[str]:
@@ -393,8 +394,8 @@ def test_fast_dropout_matches_the_distribution_of_torch_dropout():
     assert torch.all(dropout(x, 1.0, training=True) == 0)
 
 
-def _fsmol(fz, alpha: float | None = None, **kw):
-    enc = _encoder(fz, "fsmol", dropout=0.0, **kw).eval()
+def _fsmol(fz, alpha: float | None = None, name: str = "fsmol", **kw):
+    enc = _encoder(fz, name, dropout=0.0, **kw).eval()
     if alpha is not None:
         with torch.no_grad():
             for block in enc.gnns:
@@ -402,23 +403,25 @@ def _fsmol(fz, alpha: float | None = None, **kw):
     return enc
 
 
-def test_fsmol_blocks_start_as_the_identity(data):
+@pytest.mark.parametrize("name", FSMOL)
+def test_fsmol_blocks_start_as_the_identity(data, name):
     fz, graphs = data["basic"]
     batch = graphs.collate(range(8))
-    enc = _fsmol(fz)  # ReZero: alpha = 1e-7 at initialisation
+    enc = _fsmol(fz, name=name)  # ReZero: alpha = 1e-7 at initialisation
     with torch.no_grad():
         torch.testing.assert_close(
             enc.node_embeddings(batch), enc.atom_encoder(batch.x), atol=1e-5, rtol=0
         )
         assert not torch.allclose(  # with alpha = 1 the blocks do transform
-            _fsmol(fz, alpha=1.0).node_embeddings(batch), enc.atom_encoder(batch.x), atol=1e-3
+            _fsmol(fz, alpha=1.0, name=name).node_embeddings(batch), enc.atom_encoder(batch.x), atol=1e-3
         )
 
 
-def test_fsmol_messages_follow_the_bonds_not_their_order(data):
+@pytest.mark.parametrize("name", FSMOL)
+def test_fsmol_messages_follow_the_bonds_not_their_order(data, name):
     fz, graphs = data["rich"]
     batch = graphs.collate(range(6))
-    enc = _fsmol(fz, alpha=1.0)
+    enc = _fsmol(fz, alpha=1.0, name=name)
     with torch.no_grad():
         ref = enc.node_embeddings(batch)
         perm = torch.from_numpy(np.random.default_rng(0).permutation(batch.edge_index.shape[1]))
@@ -439,10 +442,11 @@ def test_fsmol_messages_follow_the_bonds_not_their_order(data):
         assert not moved[batch.batch != batch.batch[src]].any()  # other molecules are untouched
 
 
-def test_fsmol_handles_a_molecule_without_bonds():
+@pytest.mark.parametrize("name", FSMOL)
+def test_fsmol_handles_a_molecule_without_bonds(name):
     fz = get_featurizer("basic")
     graphs = fz.featurize(["[Na+]", "CCO"])
-    enc = _fsmol(fz, alpha=1.0, pooling="attention", jk="concat")
+    enc = _fsmol(fz, alpha=1.0, name=name, pooling="attention", jk="concat")
     with torch.no_grad():
         out = enc(graphs.collate([0, 1]))
         alone = enc(graphs.collate([0]))  # a batch with no bond at all
@@ -464,7 +468,8 @@ def test_fsmol_default_size_is_fs_mols():
         build_encoder("fsmol", fz.atom_vocab_sizes, fz.bond_vocab_sizes, hidden_dim=30)
 
 
-def test_fsmol_fits_real_labels(data):
+@pytest.mark.parametrize("name", FSMOL)
+def test_fsmol_fits_real_labels(data, name):
     """Learning happens: 60 Adam steps fit the BBBP labels of 24 molecules."""
     import pandas as pd
 
@@ -473,7 +478,7 @@ def test_fsmol_fits_real_labels(data):
     y = torch.tensor(labels, dtype=torch.float32)
     batch = graphs.collate(range(len(graphs)))
     torch.manual_seed(0)
-    enc = _encoder(fz, "fsmol", dropout=0.0, pooling="mean").train()
+    enc = _encoder(fz, name, dropout=0.0, pooling="mean").train()
     head = torch.nn.Linear(enc.out_dim, 1)
     opt = torch.optim.Adam([*enc.parameters(), *head.parameters()], lr=3e-3)
     losses = []
@@ -484,6 +489,58 @@ def test_fsmol_fits_real_labels(data):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_fsmol_pna_default_size_is_fs_mol_protonet_s():
+    fz = get_featurizer("basic")
+    enc = build_encoder("fsmol-pna", fz.atom_vocab_sizes, fz.bond_vocab_sizes, hidden_dim=64, num_layers=8,
+                        jk="concat", pooling="combined")
+    block = enc.gnns[0]
+    assert len(enc.gnns) == 8 and (block.towers, block.message_dim) == (2, 32)
+    # per bond type and tower: [h_j^t ; h_i^t] (2 × 32) → 3 messages × 32
+    assert block.message_weight.shape == (fz.bond_vocab_sizes[0], 2, 64, 96)
+    assert block.out.in_features == 2 * 12 * 32  # 4 aggregators × 3 scalers × 32, two towers
+    assert block.boom_in.out_features == 256 and enc.out_dim == 512  # FS-Mol's readout width
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in enc.modules())
+    with pytest.raises(ValueError, match="divisible by 2 towers"):
+        build_encoder("fsmol-pna", fz.atom_vocab_sizes, fz.bond_vocab_sizes, hidden_dim=31)
+
+
+def test_pna_aggregation_is_fsmols_equation_per_atom():
+    """Sum, mean, FS-Mol's spread and max of each tower's messages over an atom's incoming
+    bonds, scaled by log-degree, against a direct per-atom computation (branching atoms, a
+    ring, and an ion without bonds)."""
+    from moladapt.models.encoders import RelationalPNABlock
+
+    fz = get_featurizer("basic")
+    batch = fz.featurize(["CC(C)(O)c1ccccc1N", "[Na+]"]).collate([0, 1])
+    torch.manual_seed(0)
+    block = RelationalPNABlock(8, fz.bond_vocab_sizes, towers=2, message_dim=3).double()
+    h = torch.randn(batch.num_nodes, 8, dtype=torch.float64)
+    got = block.aggregate(h, batch.edge_index, batch.edge_attr)
+    assert got.shape == (batch.num_nodes, 2 * 12 * 3)
+    src, dst = batch.edge_index
+    emb = block.edge_encoder(batch.edge_attr).view(-1, 2, 9)
+    delta = RelationalPNABlock.DELTA
+    for i in range(batch.num_nodes):
+        incoming = (dst == i).nonzero().flatten().tolist()
+        for t in range(2):
+            msgs = torch.stack([
+                torch.relu(torch.cat([h[src[e], 4 * t:4 * t + 4], h[i, 4 * t:4 * t + 4]])
+                           @ block.message_weight[batch.edge_attr[e, 0], t]
+                           + block.message_bias[batch.edge_attr[e, 0], t] + emb[e, t])
+                for e in incoming
+            ]) if incoming else torch.zeros(0, 9, dtype=torch.float64)
+            a, b, c = msgs[:, :3], msgs[:, 3:6], msgs[:, 6:]
+            n = len(incoming)
+            mean = b.mean(0) if n else torch.zeros(3, dtype=torch.float64)
+            x = torch.cat([a.sum(0), mean,
+                           (torch.relu(b**2 - mean**2) + 1e-7).sum(0).sqrt(),
+                           c.amax(0) if n else torch.zeros(3, dtype=torch.float64)])
+            log_n = torch.log(torch.tensor(n + 1.0, dtype=torch.float64))
+            want = torch.cat([x, x * log_n / delta, x * delta / (log_n + 1e-7)])
+            torch.testing.assert_close(got[i, 36 * t:36 * (t + 1)], want)
+    assert (dst == batch.num_nodes - 1).sum() == 0 and not got[-1].any()  # the ion: zeros
 
 
 def test_combined_readout_is_fsmols_equation_per_graph():

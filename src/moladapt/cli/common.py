@@ -15,7 +15,7 @@ from moladapt.config import split_list  # noqa: F401  (the CLI modules import it
 _DEFAULT_SOURCES = ("DEFAULT", "DEFAULT_MAP")
 # The encoder registry's keys, spelt out so that `--help` does not import torch
 # (tests/cli check it against moladapt.models.encoders.ENCODERS).
-ENCODER_CHOICES = ("gin", "gcn", "gat", "sage", "fsmol")
+ENCODER_CHOICES = ("gin", "gcn", "gat", "sage", "fsmol", "fsmol-pna")
 ENCODER_HELP = " | ".join(ENCODER_CHOICES)
 POOLING_CHOICES = ("mean", "sum", "max", "attention", "combined")  # encoders.POOLINGS
 POOLING_HELP = " | ".join(POOLING_CHOICES)

@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
 from torch_geometric.nn.aggr import AttentionalAggregation
 from torch_geometric.nn.pool import global_add_pool, global_max_pool, global_mean_pool
-from torch_geometric.utils import degree, softmax
+from torch_geometric.utils import degree, scatter, softmax
 
 from moladapt.registry import Registry
 from moladapt.types import GraphBatch
@@ -245,7 +245,65 @@ class SAGEConv(MessagePassing):
         return F.normalize(aggr_out, p=2, dim=-1)
 
 
-class RelationalAttentionBlock(nn.Module):
+class RelationalBlock(nn.Module):
+    """FS-Mol's residual GNN block around a relational aggregation (``fs_mol/modules/gnn.py``,
+    ``GNNBlock``), with ReZero scaling ``α`` (one scalar, initialised at 1e-7, so that every block
+    starts as the identity; Bachlechner et al. 2020):
+
+    .. math::
+        h \\leftarrow h + \\alpha\\, \\mathrm{Dropout}\\big(W_o\\, \\mathrm{aggregate}(h)\\big),
+        \\qquad
+        h \\leftarrow h + \\alpha\\, \\mathrm{Dropout}\\big(\\mathrm{BOOM}(\\mathrm{LN}(h))\\big)
+
+    ``BOOM = Linear(d, 4d) → LeakyReLU → Dropout → Linear(4d, d)``. Subclasses define
+    :meth:`aggregate`: ``(h [N, d], edge_index [2, E], edge_attr [E, F_bond]) → [N, width]``, with
+    edges in any order (grouped by bond type, as :meth:`FSMolGNN.edges` gives them, each bond
+    type's weights apply in one matrix product).
+    """
+
+    def __init__(self, dim: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.dim, self.dropout = dim, dropout
+
+    def _make_residual(self, width: int) -> None:
+        """``W_o``, BOOM and ``α``; called by subclasses after their own weights, so that a seed
+        initialises every weight as before this class existed."""
+        dim = self.dim
+        self.out = nn.Linear(width, dim)
+        self.boom_norm = nn.LayerNorm(dim)
+        self.boom_in = nn.Linear(dim, 4 * dim)
+        self.boom_out = nn.Linear(4 * dim, dim)
+        self.alpha = nn.Parameter(torch.full((1,), 1e-7))
+
+    def aggregate(self, h: Tensor, edge_index: Tensor, edge_attr: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, h: Tensor, edge_index: Tensor, edge_attr: Tensor) -> Tensor:
+        aggregated = self.aggregate(h, edge_index, edge_attr)
+        h = h + self.alpha * dropout(self.out(aggregated), self.dropout, self.training)
+        boom = self.boom_out(
+            dropout(F.leaky_relu(self.boom_in(self.boom_norm(h))), self.dropout, self.training)
+        )
+        return h + self.alpha * dropout(boom, self.dropout, self.training)
+
+
+def _relation_weights(relations: int, *shape: int) -> nn.Parameter:
+    """``[relations, *shape[:-2], fan_in, fan_out]`` weights, each ``[fan_in, fan_out]`` slice
+    initialised as ``nn.Linear`` would."""
+    w = torch.empty(relations, *shape)
+    for matrix in w.view(-1, *shape[-2:]):
+        nn.init.kaiming_uniform_(matrix.T, a=5**0.5)
+    return nn.Parameter(w)
+
+
+def _bond_type_runs(edge_index: Tensor, edge_attr: Tensor) -> list[tuple[int, Tensor, Tensor]]:
+    """``(bond type, sources, targets)`` per run of equal bond types in edge order."""
+    types, counts = torch.unique_consecutive(edge_attr[:, 0], return_counts=True)
+    sizes = counts.tolist()
+    return list(zip(types.tolist(), edge_index[0].split(sizes), edge_index[1].split(sizes), strict=True))
+
+
+class RelationalAttentionBlock(RelationalBlock):
     """FS-Mol's GNN block: relational multi-head attention message passing in a residual
     block with ReZero scaling (Stanley et al., "FS-Mol: A Few-Shot Learning Dataset of
     Molecules", NeurIPS 2021 Datasets and Benchmarks; ``fs_mol/modules/gnn.py``,
@@ -278,35 +336,24 @@ class RelationalAttentionBlock(nn.Module):
 
     def __init__(self, dim: int, bond_vocab_sizes: Sequence[int], heads: int = 4,
                  dropout: float = 0.0) -> None:
-        super().__init__()
         if dim % heads:
             raise ValueError(f"hidden_dim {dim} is not divisible by {heads} attention heads")
-        self.dim, self.heads, self.head_dim, self.dropout = dim, heads, dim // heads, dropout
+        super().__init__(dim, dropout)
+        self.heads, self.head_dim = heads, dim // heads
         relations = int(bond_vocab_sizes[0])
         # one weight set per bond type, stored as one tensor each (indexed by the type column)
-        self.message_weight = nn.Parameter(torch.empty(relations, 2 * dim, dim))
+        self.message_weight = _relation_weights(relations, 2 * dim, dim)
         self.message_bias = nn.Parameter(torch.zeros(relations, dim))
-        self.query_weight = nn.Parameter(torch.empty(relations, dim, dim))
-        self.key_weight = nn.Parameter(torch.empty(relations, dim, dim))
-        for w in (self.message_weight, self.query_weight, self.key_weight):
-            for r in range(relations):  # nn.Linear's default initialisation, per relation
-                nn.init.kaiming_uniform_(w.data[r].T, a=5**0.5)
+        self.query_weight = _relation_weights(relations, dim, dim)
+        self.key_weight = _relation_weights(relations, dim, dim)
         self.edge_encoder = CategoricalEmbedding(bond_vocab_sizes, dim)
-        self.out = nn.Linear(dim, dim)
-        self.boom_norm = nn.LayerNorm(dim)
-        self.boom_in = nn.Linear(dim, 4 * dim)
-        self.boom_out = nn.Linear(4 * dim, dim)
-        self.alpha = nn.Parameter(torch.full((1,), 1e-7))
+        self._make_residual(dim)
 
-    def forward(self, h: Tensor, edge_index: Tensor, edge_attr: Tensor) -> Tensor:
-        """Any edge order is correct; edges grouped by bond type (as :meth:`FSMolGNN.edges`
-        gives them) make one matrix product per type instead of one per run of equal types."""
-        src, dst = edge_index
-        n_edges = src.shape[0]
-        types, counts = torch.unique_consecutive(edge_attr[:, 0], return_counts=True)
+    def aggregate(self, h: Tensor, edge_index: Tensor, edge_attr: Tensor) -> Tensor:
+        dst = edge_index[1]
+        n_edges = dst.shape[0]
         message_parts, score_parts = [], []
-        for r, s, d in zip(types.tolist(), src.split(counts.tolist()), dst.split(counts.tolist()),
-                           strict=True):
+        for r, s, d in _bond_type_runs(edge_index, edge_attr):
             h_src, h_dst = h[s], h[d]
             message_parts.append(
                 torch.cat([h_src, h_dst], dim=1) @ self.message_weight[r] + self.message_bias[r]
@@ -321,12 +368,73 @@ class RelationalAttentionBlock(nn.Module):
         scores = torch.cat(score_parts)
         weights = softmax(scores, dst, num_nodes=h.shape[0])  # [E, K]
         weighted = (weights.unsqueeze(-1) * messages.view(-1, self.heads, self.head_dim))
-        aggregated = h.new_zeros(h.shape[0], self.dim).index_add(0, dst, weighted.view(n_edges, self.dim))
-        h = h + self.alpha * dropout(self.out(aggregated), self.dropout, self.training)
-        boom = self.boom_out(
-            dropout(F.leaky_relu(self.boom_in(self.boom_norm(h))), self.dropout, self.training)
-        )
-        return h + self.alpha * dropout(boom, self.dropout, self.training)
+        return h.new_zeros(h.shape[0], self.dim).index_add(0, dst, weighted.view(n_edges, self.dim))
+
+
+class RelationalPNABlock(RelationalBlock):
+    """FS-Mol's PNA-type GNN block, the one of its ProtoNet (``GNNConfig(type="PNA")`` in
+    ``fs_mol/models/protonet.py``; ``RelationalMultiAggrMP`` with ``use_pna_scalers``): the
+    relational message passing of Gilmer et al.'s "towers" with the aggregators and degree
+    scalers of Corso et al., "Principal Neighbourhood Aggregation for Graph Nets" (NeurIPS 2020),
+    in the residual block of :class:`RelationalBlock`.
+
+    The node state is cut into ``T`` towers of width ``d / T``. In tower ``t``, a bond
+    ``j → i`` of type ``r`` sends three messages of width ``m``,
+
+    .. math::
+        [a_{ji} \\| b_{ji} \\| c_{ji}] = \\mathrm{ReLU}\\big(W_{r,t} [h_j^t \\| h_i^t] + b_{r,t}
+        + \\mathrm{Emb}^{bond}_t(e_{ji})\\big),
+
+    aggregated over the ``n_i`` incoming bonds of ``i`` as a sum, a mean, FS-Mol's spread
+    :math:`\\sqrt{\\sum_j (\\mathrm{ReLU}(b_{ji}^2 - \\bar b_i^2) + 10^{-7})}` and a max,
+    :math:`x_i = [\\sum_j a_{ji} \\| \\bar b_i \\| \\sigma_i \\| \\max_j c_{ji}]`, then scaled by
+    degree, :math:`[x_i \\| \\tfrac{\\log(n_i + 1)}{\\delta} x_i \\| \\tfrac{\\delta}{\\log(n_i + 1)
+    + 10^{-7}} x_i]` with FS-Mol's ``δ = 1.1515``; the ``T`` towers' ``12 m`` values are
+    joined and mapped back to ``d`` by the block's ``W_o``. An atom without bonds aggregates
+    zeros. FS-Mol's ProtoNet: ``d = 64``, ``T = 2``, ``m = 32``, 8 layers. As in
+    :class:`RelationalAttentionBlock`, every bond column is also embedded into the messages.
+
+    Shapes: ``h [N, d]``, ``edge_index [2, E]``, ``edge_attr [E, F_bond]`` → ``[N, d]``.
+    """
+
+    DELTA = 1.1515  # FS-Mol's mean log-degree, "computed over LSC dataset"
+
+    def __init__(self, dim: int, bond_vocab_sizes: Sequence[int], towers: int = 2,
+                 message_dim: int = 32, dropout: float = 0.0) -> None:
+        if dim % towers:
+            raise ValueError(f"hidden_dim {dim} is not divisible by {towers} towers")
+        super().__init__(dim, dropout)
+        self.towers, self.message_dim = towers, message_dim
+        relations = int(bond_vocab_sizes[0])
+        self.message_weight = _relation_weights(relations, towers, 2 * (dim // towers), 3 * message_dim)
+        self.message_bias = nn.Parameter(torch.zeros(relations, towers, 3 * message_dim))
+        self.edge_encoder = CategoricalEmbedding(bond_vocab_sizes, towers * 3 * message_dim)
+        self._make_residual(towers * 12 * message_dim)
+
+    def aggregate(self, h: Tensor, edge_index: Tensor, edge_attr: Tensor) -> Tensor:
+        n, dst = h.shape[0], edge_index[1]
+        t, m = self.towers, self.message_dim
+        towers = h.view(n, t, -1)
+        parts = [  # [E_r, T, 2 d/T] @ [T, 2 d/T, 3m] per tower
+            torch.bmm(torch.cat([towers[s], towers[d]], dim=2).transpose(0, 1), self.message_weight[r])
+            .transpose(0, 1) + self.message_bias[r]
+            for r, s, d in _bond_type_runs(edge_index, edge_attr)
+        ] or [h.new_zeros(0, t, 3 * m)]
+        messages = F.relu(torch.cat(parts) + self.edge_encoder(edge_attr).view(-1, t, 3 * m))
+        summed, averaged, maxed = messages.split(m, dim=2)  # [E, T, m] each
+        degree = torch.bincount(dst, minlength=n).to(h.dtype).view(n, 1, 1)
+        zeros = h.new_zeros(n, t, m)
+        mean = zeros.index_add(0, dst, averaged) / degree.clamp(min=1)
+        spread = (F.relu(averaged.square() - mean[dst].square()) + 1e-7)
+        x = torch.cat([
+            zeros.index_add(0, dst, summed),
+            mean,
+            zeros.index_add(0, dst, spread).sqrt(),
+            scatter(maxed, dst, dim=0, dim_size=n, reduce="max"),  # 0 where no bond arrives
+        ], dim=2)  # [N, T, 4m]
+        log_degree = torch.log(degree + 1)
+        x = torch.cat([x, x * (log_degree / self.DELTA), x * (self.DELTA / (log_degree + 1e-7))], dim=2)
+        return x.reshape(n, t * 12 * m)
 
 
 class CombinedReadout(nn.Module):
@@ -406,7 +514,7 @@ class Encoder(nn.Module):
         hparams: the constructor arguments (JSON-friendly), so that
             ``type(enc)(**enc.hparams)`` or ``build_encoder(enc.name, **enc.hparams)``
             rebuilds the architecture.
-        name: the registry key (``gin``, ``gcn``, ``gat``, ``sage``, ``fsmol``).
+        name: the registry key (``gin``, ``gcn``, ``gat``, ``sage``, ``fsmol``, ``fsmol-pna``).
     """
 
     name: ClassVar[str] = ""
@@ -603,10 +711,23 @@ class FSMolGNN(Encoder):
         return self.gnns[i](h, edge_index, edge_attr)
 
 
+@ENCODERS.register("fsmol-pna")
+class FSMolPNAGNN(FSMolGNN):
+    """The GNN of FS-Mol's ProtoNet: :class:`FSMolGNN` with :class:`RelationalPNABlock` blocks
+    (2 towers, messages of width 32; ``fs_mol/models/protonet.py``: 8 layers × 64, read out by
+    ``CombinedGraphReadout`` over every layer, i.e. ``jk="concat"``, ``pooling="combined"``).
+    """
+
+    name = "fsmol-pna"
+
+    def make_conv(self, dim: int, bond_vocab_sizes: Sequence[int]) -> nn.Module:
+        return RelationalPNABlock(dim, bond_vocab_sizes, towers=2, message_dim=32, dropout=self.dropout)
+
+
 def build_encoder(
     name: str, atom_vocab_sizes: Sequence[int], bond_vocab_sizes: Sequence[int], **hparams: Any
 ) -> Encoder:
-    """Build the encoder registered as ``name`` (``gin``, ``gcn``, ``gat``, ``sage``, ``fsmol``)."""
+    """Build the encoder registered as ``name`` (``gin``, ``gcn``, ``gat``, ``sage``, ``fsmol``, ``fsmol-pna``)."""
     return ENCODERS.get(name)(atom_vocab_sizes, bond_vocab_sizes, **hparams)
 
 
