@@ -181,8 +181,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pooling", default="mean", help="graph readout: mean | sum | max | attention | combined (FS-Mol's)")
     p.add_argument("--featurizer", default="basic")
     p.add_argument("--ecfp-counts", action="store_true",
-                   help="fingerprint-fused (+ecfp) encoders take ECFP occurrence counts, FS-Mol's input, "
-                        "instead of bits")
+                   help="fingerprint-fused (+ecfp) encoders and the RF/kNN baselines take ECFP occurrence "
+                        "counts, FS-Mol's input, instead of bits")
     p.add_argument("--meta-steps", type=int, default=2000)
     p.add_argument("--valid", default="none",
                    help="held-out tasks for model selection during meta-training (FS-Mol's rule), "
@@ -544,7 +544,12 @@ def eval_spec(args: argparse.Namespace, method: str, ckpts: dict[str, Path]) -> 
     if method == SCRATCH:
         return {"method": "finetune", "hparams": {"mode": "full"}, "encoder_cfg": model_cfg(args),
                 "featurizer": args.featurizer}
-    return {"method": method}
+    return {"method": method, "hparams": baseline_hparams(args)}
+
+
+def baseline_hparams(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The RF/kNN baselines' hyper-parameters: their defaults, on counts with ``--ecfp-counts``."""
+    return {"counts": True} if args.ecfp_counts else None
 
 
 def evaluate(args: argparse.Namespace, method: str, spec: str, tasks: list[Task],
@@ -575,7 +580,7 @@ def _episode_time(fit_predict, graphs, y, support: np.ndarray, query: np.ndarray
 
 def _warmup_fit_predict(args: argparse.Namespace, method: str):
     if method in BASELINE_METHODS:
-        return build_baseline(method, seed=args.seed)
+        return build_baseline(method, baseline_hparams(args), seed=args.seed)
     encoder = new_encoder(args, args.seed, method)
     if is_meta(method):
         adapter = build_adapter(base_method(method), method_hparams(args, method), args.seed)

@@ -213,6 +213,8 @@ def test_resume_adds_nothing_and_refuses_a_different_run(tmp_path):
         few_shot("rf-ecfp", [task], **{**args, "seed": 1})
     with pytest.raises(ValueError, match="params.n_estimators: 10 there, 20 now"):
         few_shot("rf-ecfp", [task], **{**args, "hparams": {"n_estimators": 20}})
+    with pytest.raises(ValueError, match="params.counts: .* there, True now"):
+        few_shot("rf-ecfp", [task], **{**args, "hparams": {"n_estimators": 10, "counts": True}})
     # another task file that reuses the id 't' for other molecules is not served the old rows
     other = Task("t", smiles[::-1], task.labels, group="h")
     with pytest.raises(ValueError, match=r"rows of other tasks with the same id \(t: other molecules"):

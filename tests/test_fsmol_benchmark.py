@@ -81,6 +81,10 @@ def test_ecfp_variants_and_hparams(bench):
     assert bench.meta_hparams(args, "protonet+ecfp") == {"meta_steps": 7, "meta_batch_size": 4,
                                                          "distance": "mahalanobis", "train_k": 64}
     assert bench.eval_spec(args, "protonet+ecfp", {"protonet+ecfp": Path("m.pt")})["method"] == "protonet"
+    assert bench.eval_spec(args, "rf-ecfp", {}) == {"method": "rf-ecfp", "hparams": None}
+    counts = bench.parse_args(["--methods", "rf-ecfp,knn-ecfp,protonet+ecfp", "--ecfp-counts"])
+    assert bench.eval_spec(counts, "knn-ecfp", {})["hparams"] == {"counts": True}
+    assert bench.model_cfg(counts, "protonet+ecfp").fingerprint_counts
     for bad in (["--methods", "rf-ecfp+ecfp"], ["--hparam", "protonet=1"], ["--hparam", "rf-ecfp.x=1"],
                 ["--methods", "rf-ecfp@v2"], ["--methods", "protonet@"], ["--methods", "protonet@a b"]):
         with pytest.raises(SystemExit):

@@ -6,16 +6,20 @@ sizes a random forest on Morgan fingerprints is hard to beat. Each baseline here
 callback of :func:`moladapt.evaluate.protocol.evaluate_few_shot`; only the graphs'
 ``smiles`` are used, so no encoder (and no checkpoint) is involved.
 
-* Fingerprints: ECFP4 — RDKit Morgan fingerprints, radius 2, 2048 bits (bit vectors; FS-Mol's
-  baselines fit on occurrence counts instead, :mod:`moladapt.data.fingerprints`), computed once
-  per SMILES and kept packed (256 bytes a molecule) in a bounded in-memory cache shared by the
-  calls of one baseline object.
+* Fingerprints: ECFP4 — RDKit Morgan fingerprints, radius 2, 2048 positions
+  (:mod:`moladapt.data.fingerprints`): bit vectors by default, or occurrence counts with
+  ``counts=True``, the input of FS-Mol's RF and kNN (``get_fingerprint``: RDKit's Morgan count
+  fingerprint). Computed once per SMILES and kept packed in a bounded in-memory cache shared
+  by the calls of one baseline object.
 * :class:`RandomForestECFP`: scikit-learn ``RandomForestClassifier`` with
   ``class_weight="balanced"`` (both classes count equally, like the support ``pos_weight``
   of the neural adapters), seeded; score = predicted probability of the positive class.
-* :class:`KNNECFP`: scikit-learn ``KNeighborsClassifier`` with the Jaccard (= 1 − Tanimoto)
-  distance on the bit vectors, ``n_neighbors`` capped by the support size, distance-weighted
-  votes by default; score = weighted fraction of positive neighbours. Reweighting the votes
+* :class:`KNNECFP`: scikit-learn ``KNeighborsClassifier`` with the Tanimoto distance
+  ``1 − Σ min(a, b) / Σ max(a, b)`` (on bits: the Jaccard distance; on counts: its MinMax
+  generalisation, Ralaivola et al. 2005), ``n_neighbors`` capped by the support size,
+  distance-weighted votes by default; score = weighted fraction of positive neighbours.
+  (FS-Mol's kNN uses the Euclidean distance on counts with ``n_neighbors`` chosen by grid
+  search; Tanimoto is the chemists' similarity for fingerprints.) Reweighting the votes
   by class frequency would not change the ranking of the query (the score is a monotone
   function of the positive fraction), so ranking metrics (ROC-AUC, AUPRC) are unaffected.
 
@@ -30,14 +34,14 @@ import numpy as np
 from moladapt.data.fingerprints import ECFP_BITS, ECFP_RADIUS, ECFPFeaturizer, ecfp
 from moladapt.types import MolGraphs
 
-__all__ = ["ECFPFeaturizer", "KNNECFP", "RandomForestECFP", "ecfp"]
+__all__ = ["ECFPFeaturizer", "KNNECFP", "RandomForestECFP", "ecfp", "minmax_distances"]
 
 class _ECFPBaseline:
     """Shared plumbing: fingerprints of support and query, one-class fallback."""
 
-    def __init__(self, radius: int, n_bits: int) -> None:
-        self.radius, self.n_bits = int(radius), int(n_bits)
-        self._fingerprints = ECFPFeaturizer(radius, n_bits)
+    def __init__(self, radius: int, n_bits: int, counts: bool) -> None:
+        self.radius, self.n_bits, self.counts = int(radius), int(n_bits), bool(counts)
+        self._fingerprints = ECFPFeaturizer(radius, n_bits, counts=self.counts)
 
     def _fit_scores(self, x_support: np.ndarray, y: np.ndarray, x_query: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -63,6 +67,11 @@ class _ECFPBaseline:
     def get_params(self) -> dict:
         raise NotImplementedError
 
+    def _fingerprint_params(self) -> dict:
+        # ``counts`` only when set: it came later, and a run's recorded params are its resume
+        # identity, so the bit-vector runs written before it must keep matching.
+        return {"radius": self.radius, "n_bits": self.n_bits, **({"counts": True} if self.counts else {})}
+
 
 class RandomForestECFP(_ECFPBaseline):
     """Random forest on ECFP4 (see the module docstring); a ``fit_predict`` callable.
@@ -72,6 +81,8 @@ class RandomForestECFP(_ECFPBaseline):
         class_weight: ``"balanced"`` (default) or ``None``.
         seed: the forest's ``random_state`` (the same support gives the same scores).
         n_jobs: trees fitted in parallel (1: no extra processes).
+        radius, n_bits: of the Morgan fingerprint.
+        counts: occurrence counts instead of bits (FS-Mol's input).
     """
 
     def __init__(
@@ -84,8 +95,9 @@ class RandomForestECFP(_ECFPBaseline):
         n_jobs: int = 1,
         radius: int = ECFP_RADIUS,
         n_bits: int = ECFP_BITS,
+        counts: bool = False,
     ) -> None:
-        super().__init__(radius, n_bits)
+        super().__init__(radius, n_bits, counts)
         self.n_estimators = int(n_estimators)
         self.max_features = max_features
         self.min_samples_leaf = int(min_samples_leaf)
@@ -96,7 +108,7 @@ class RandomForestECFP(_ECFPBaseline):
     def get_params(self) -> dict:
         return {"n_estimators": self.n_estimators, "max_features": self.max_features,
                 "min_samples_leaf": self.min_samples_leaf, "class_weight": self.class_weight,
-                "seed": self.seed, "n_jobs": self.n_jobs, "radius": self.radius, "n_bits": self.n_bits}
+                "seed": self.seed, "n_jobs": self.n_jobs, **self._fingerprint_params()}
 
     def _fit_scores(self, x_support: np.ndarray, y: np.ndarray, x_query: np.ndarray) -> np.ndarray:
         from sklearn.ensemble import RandomForestClassifier
@@ -117,6 +129,8 @@ class KNNECFP(_ECFPBaseline):
         weights: ``"distance"`` (default; an identical molecule takes all the weight) or
             ``"uniform"``.
         seed: unused (kNN is deterministic); accepted so every baseline takes ``seed``.
+        radius, n_bits: of the Morgan fingerprint.
+        counts: occurrence counts instead of bits (FS-Mol's input), compared by MinMax Tanimoto.
     """
 
     def __init__(
@@ -126,8 +140,9 @@ class KNNECFP(_ECFPBaseline):
         seed: int = 0,
         radius: int = ECFP_RADIUS,
         n_bits: int = ECFP_BITS,
+        counts: bool = False,
     ) -> None:
-        super().__init__(radius, n_bits)
+        super().__init__(radius, n_bits, counts)
         if int(n_neighbors) < 1:
             raise ValueError(f"n_neighbors must be >= 1, got {n_neighbors}")
         self.n_neighbors = int(n_neighbors)
@@ -136,13 +151,35 @@ class KNNECFP(_ECFPBaseline):
 
     def get_params(self) -> dict:
         return {"n_neighbors": self.n_neighbors, "weights": self.weights, "seed": self.seed,
-                "radius": self.radius, "n_bits": self.n_bits}
+                **self._fingerprint_params()}
 
     def _fit_scores(self, x_support: np.ndarray, y: np.ndarray, x_query: np.ndarray) -> np.ndarray:
         from sklearn.neighbors import KNeighborsClassifier
 
-        knn = KNeighborsClassifier(
-            n_neighbors=min(self.n_neighbors, len(y)), weights=self.weights,
-            metric="jaccard", algorithm="brute",
-        ).fit(x_support, y)
-        return knn.predict_proba(x_query)[:, list(knn.classes_).index(1)]
+        n_neighbors = min(self.n_neighbors, len(y))
+        if not self.counts:
+            knn = KNeighborsClassifier(n_neighbors=n_neighbors, weights=self.weights,
+                                       metric="jaccard", algorithm="brute").fit(x_support, y)
+            return knn.predict_proba(x_query)[:, list(knn.classes_).index(1)]
+        knn = KNeighborsClassifier(n_neighbors=n_neighbors, weights=self.weights, metric="precomputed")
+        knn.fit(minmax_distances(x_support, x_support), y)
+        return knn.predict_proba(minmax_distances(x_query, x_support))[:, list(knn.classes_).index(1)]
+
+
+def minmax_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Tanimoto (MinMax) distances ``1 − Σ_j min(a_ij, b_kj) / Σ_j max(a_ij, b_kj)`` between
+    the rows of non-negative count vectors ``a [n, d]`` and ``b [m, d]`` → ``[n, m]`` float64.
+
+    Uses ``Σ min = (|a| + |b| − ‖a − b‖₁) / 2`` and ``Σ max = (|a| + |b| + ‖a − b‖₁) / 2``, so one
+    L1 distance matrix gives both without an ``[n, m, d]`` intermediate. Two empty vectors are
+    at distance 0 (the same molecule as far as the fingerprint can tell).
+    """
+    from scipy.spatial.distance import cdist
+
+    a64, b64 = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    l1 = cdist(a64, b64, metric="cityblock")
+    total = a64.sum(axis=1)[:, None] + b64.sum(axis=1)[None, :]
+    union = total + l1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dist = 2.0 * l1 / union
+    return np.where(union > 0, dist, 0.0)
