@@ -759,6 +759,35 @@ def _table(results: pd.DataFrame, ks: Sequence[int], published: bool) -> list[st
     return lines
 
 
+def published_comparison(results: pd.DataFrame) -> list[str]:
+    """For each published FS-Mol row, moladapt's best row of the same family (the rows the table
+    lists above it; best = highest mean ΔAUPRC over the published k) and its differences."""
+    summary = summarize_few_shot(results, ("delta_auprc",))
+    lines = []
+    for family, (name, values) in PUBLISHED.items():
+        best: tuple[float, str, list[float]] | None = None
+        for method in pd.unique(summary["method"]):
+            if base_method(method) != family:
+                continue
+            part = summary[summary["method"] == method].set_index("k")["delta_auprc_mean"]
+            if not all(k in part.index for k in DEFAULT_K):
+                continue
+            diffs = [float(part.loc[k]) - v for k, v in zip(DEFAULT_K, values, strict=True)]
+            if best is None or np.mean(diffs) > best[0]:
+                best = (float(np.mean(diffs)), method, diffs)
+        if best is not None:
+            _, method, diffs = best
+            above = sum(d >= 0 for d in diffs)
+            lines.append(f"| {name} | {method} | " + "/".join(f"{d:+.3f}" for d in diffs)
+                         + f" | {above} of {len(diffs)} |")
+    if not lines:
+        return []
+    return ["Against FS-Mol's published rows (Stanley et al. 2021, Table 2), the best moladapt row of "
+            "each family on `fsmol-test` (highest mean ΔAUPRC over k; differences are moladapt − "
+            "published, ΔAUPRC at k = " + ", ".join(map(str, DEFAULT_K)) + "):", "",
+            "| published | moladapt row | difference | at or above at |", "|---|---|---|---|", *lines]
+
+
 def relative_gain(results: pd.DataFrame, method: str, baseline: str, n_boot: int = 5000,
                   seed: int = 0) -> dict[str, Any] | None:
     """(AUPRC_method − AUPRC_baseline) / AUPRC_baseline over the (task, k) cells both have.
@@ -899,59 +928,16 @@ def report_notes(args: argparse.Namespace) -> list[str]:
     return [*kept, *new]
 
 
-def write_report(args: argparse.Namespace) -> Path | None:
-    specs = report_groups(args)
-    data = {spec: _collect(args, spec) for spec in specs}
-    record_ood_groups(args, data)
-    if all(d.empty for d in data.values()):
-        print("no results yet: nothing to report", flush=True)
-        return None
-    ks = sorted(set(DEFAULT_K) | {int(k) for d in data.values() if not d.empty for k in d["k"]})
-    cfg = model_cfg(args)
-    methods_run = {m for d in data.values() if not d.empty for m in d["method"].unique()}
-    gnn_run = bool(methods_run - set(BASELINE_METHODS))
-    lines = [
-        f"# FS-Mol few-shot benchmark — {dt.date.today()}",
-        "",
-        f"Written by `benchmarks/fsmol.py` on {platform.machine()} ({os.cpu_count()} cores). "
-        + (f"Encoder {cfg.encoder.upper()} {cfg.num_layers}×{cfg.hidden_dim} ({args.featurizer} features), "
-           f"meta-training {args.meta_steps} steps × {args.meta_batch_size} episodes on `{args.train}`, "
-           f"multi-task pretraining {args.mt_epochs} epochs. " if gnn_run else
-           "Only the fingerprint baselines have been run so far. ")
-        + "Cells: mean ΔAUPRC over tasks ± half "
-        "the 95% percentile-bootstrap CI over tasks (a task's value is its mean over draws); "
-        "tasks too small for a k are left out of that k (see the task counts). Methods: "
-        "`mt-finetune` / `mt-head` = supervised multi-task pretraining then full / head-only "
-        "fine-tuning; `scratch-finetune` = single-task fine-tuning of a random encoder; "
-        "`<method>+ecfp` = the method on the fingerprint-fused encoder (FS-Mol's ProtoNet "
-        "features gnn+ecfp+fc).",
-        "",
-        *[line for note in report_notes(args) for line in (note, "")],
-    ]
-    for i, spec in enumerate(specs):
-        frame = data[spec]
-        kind = "in distribution" if i == 0 else "out of distribution"
-        lines += [f"## ΔAUPRC on `{spec}` ({kind})", ""]
-        if frame.empty:
-            lines += ["(no results yet)", ""]
-            continue
-        lines += _table(frame, ks, published=(i == 0 and spec.startswith("fsmol-test")))
-        if i == 0 and spec.startswith("fsmol-test"):
-            lines += ["", "Published rows: Stanley et al., FS-Mol (NeurIPS 2021), Table 2 — "
-                      "157 test tasks, 10 draws; their episodes differ from ours (other sampler)."]
-        png = args.out / f"fsmol_{group_dir_name(spec)}_delta_auprc_vs_k.png"
-        if (frame["status"] == "ok").any():
-            plot_delta_auprc_vs_k(frame, png)
-            lines += ["", f"![ΔAUPRC vs k, {spec}]({png.name})"]
-        lines.append("")
-
-    lines += ["## Meta-initialisation vs multi-task: relative AUPRC gain", "",
-              "(AUPRC_meta − AUPRC_multitask) / AUPRC_multitask, pooled over the (task, k) "
-              "cells both methods have; 95% bootstrap CI over tasks. Nguyen, Kreatsoulas & "
-              f"Branson (2020) report {_pct(NGUYEN_GAIN['in'])} in distribution and "
-              f"{_pct(NGUYEN_GAIN['ood'])} out of distribution. *Same features* = both use the "
-              "same encoder (graph only, or both fingerprint-fused); only those pairs isolate "
-              "meta-learning from the fingerprint.", ""]
+def _gain_lines(data: dict[str, pd.DataFrame], specs: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The relative-gain section (meta-initialisations against multi-task baselines) and its
+    headline answer to Nguyen et al.'s question (empty when there is no fair pair yet)."""
+    lines = ["## Meta-initialisation vs multi-task: relative AUPRC gain", "",
+             "(AUPRC_meta − AUPRC_multitask) / AUPRC_multitask, pooled over the (task, k) "
+             "cells both methods have; 95% bootstrap CI over tasks. Nguyen, Kreatsoulas & "
+             f"Branson (2020) report {_pct(NGUYEN_GAIN['in'])} in distribution and "
+             f"{_pct(NGUYEN_GAIN['ood'])} out of distribution. *Same features* = both use the "
+             "same encoder (graph only, or both fingerprint-fused); only those pairs isolate "
+             "meta-learning from the fingerprint.", ""]
     head = ("| meta-initialisation | vs | same features | "
             + " | ".join(f"{s} gain [95% CI]" for s in specs) + " |")
     lines += [head, "|---" * (len(specs) + 3) + "|"]
@@ -971,11 +957,64 @@ def write_report(args: argparse.Namespace) -> Path | None:
             if any(c != "–" for c in cells):
                 lines.append(f"| {method} | {baseline} | {same} | " + " | ".join(cells) + " |")
     if not any(gains.values()):
-        lines = lines[:-2] + ["Not available yet: it needs a meta-learned method and a multi-task "
-                              "baseline evaluated on the same tasks."]
-    lines += headline_gain(gains, specs)
-    lines.append("")
+        return [*lines[:-2], "Not available yet: it needs a meta-learned method and a multi-task "
+                "baseline evaluated on the same tasks.", ""], []
+    headline = headline_gain(gains, specs)
+    return [*lines, *headline, ""], headline
 
+
+def write_report(args: argparse.Namespace) -> Path | None:
+    specs = report_groups(args)
+    data = {spec: _collect(args, spec) for spec in specs}
+    record_ood_groups(args, data)
+    if all(d.empty for d in data.values()):
+        print("no results yet: nothing to report", flush=True)
+        return None
+    ks = sorted(set(DEFAULT_K) | {int(k) for d in data.values() if not d.empty for k in d["k"]})
+    cfg = model_cfg(args)
+    methods_run = {m for d in data.values() if not d.empty for m in d["method"].unique()}
+    gnn_run = bool(methods_run - set(BASELINE_METHODS))
+    notes = report_notes(args)
+    lines = [
+        f"# FS-Mol few-shot benchmark — {dt.date.today()}",
+        "",
+        f"Written by `benchmarks/fsmol.py` on {platform.machine()} ({os.cpu_count()} cores). "
+        + (f"Encoder {cfg.encoder.upper()} {cfg.num_layers}×{cfg.hidden_dim} ({args.featurizer} features), "
+           f"meta-training {args.meta_steps} steps × {args.meta_batch_size} episodes on `{args.train}`, "
+           f"multi-task pretraining {args.mt_epochs} epochs. " if gnn_run else
+           "Only the fingerprint baselines have been run so far. ")
+        + "Cells: mean ΔAUPRC over tasks ± half "
+        "the 95% percentile-bootstrap CI over tasks (a task's value is its mean over draws); "
+        "tasks too small for a k are left out of that k (see the task counts). Methods: "
+        "`mt-finetune` / `mt-head` = supervised multi-task pretraining then full / head-only "
+        "fine-tuning; `scratch-finetune` = single-task fine-tuning of a random encoder; "
+        "`<method>+ecfp` = the method on the fingerprint-fused encoder (FS-Mol's ProtoNet "
+        "features gnn+ecfp+fc)." + (" What each run changed and found is under *Run notes* at the end."
+                                    if notes else ""),
+        "",
+    ]
+    gain_lines, headline = _gain_lines(data, specs)
+    in_frame = data[specs[0]]
+    comparison = published_comparison(in_frame) if specs[0].startswith("fsmol-test") and not in_frame.empty else []
+    if comparison or headline:
+        lines += ["## Summary", "", *comparison, *headline, ""]
+    for i, spec in enumerate(specs):
+        frame = data[spec]
+        kind = "in distribution" if i == 0 else "out of distribution"
+        lines += [f"## ΔAUPRC on `{spec}` ({kind})", ""]
+        if frame.empty:
+            lines += ["(no results yet)", ""]
+            continue
+        lines += _table(frame, ks, published=(i == 0 and spec.startswith("fsmol-test")))
+        if i == 0 and spec.startswith("fsmol-test"):
+            lines += ["", "Published rows: Stanley et al., FS-Mol (NeurIPS 2021), Table 2 — "
+                      "157 test tasks, 10 draws; their episodes differ from ours (other sampler)."]
+        png = args.out / f"fsmol_{group_dir_name(spec)}_delta_auprc_vs_k.png"
+        if (frame["status"] == "ok").any():
+            plot_delta_auprc_vs_k(frame, png)
+            lines += ["", f"![ΔAUPRC vs k, {spec}]({png.name})"]
+        lines.append("")
+    lines += gain_lines
     lines += _configuration_lines(args)
     lines += _reproduce_lines(args, specs)
     lines += ["## Meta-training speed", "",
@@ -1025,6 +1064,10 @@ def write_report(args: argparse.Namespace) -> Path | None:
             lines.append(f"| {spec} | {method} | {len(part)} | {_dur(secs)} | {_dur(wall)} "
                          f"| {secs / max(1, len(part)):.2f} |")
     lines.append("")
+    if notes:
+        lines += ["## Run notes", "", "What each run changed and found, oldest first; a later note can "
+                  "supersede an earlier one (it says so). A run a note calls *not a row* is not in the tables.", "",
+                  *[line for note in notes for line in (note, "")]]
     path = args.out / "fsmol.md"
     atomic_write_text(path, "\n".join(lines))
     print(f"wrote {path}", flush=True)

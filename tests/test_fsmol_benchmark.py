@@ -232,3 +232,53 @@ def test_report_notes_are_kept_for_every_later_rewrite(bench, tmp_path):
     assert bench.report_notes(bench.parse_args([*out, "--note", "Second.", "--note", "Third."])) == [
         "First.", "Second.", "Third."]  # a repeated note is not added twice
     assert (tmp_path / "raw" / "fsmol" / "notes.md").read_text() == "First.\n\nSecond.\n\nThird.\n"
+
+
+def test_summary_compares_each_published_row_with_the_best_row_of_its_family(bench):
+    from moladapt.evaluate.protocol import COLUMNS
+
+    published = dict(zip(bench.DEFAULT_K, bench.PUBLISHED["protonet"][1], strict=True))
+    offsets = {"protonet": -0.05, "protonet+ecfp@fsmol": -0.01, "maml": +0.2, "rf-ecfp": 0.0}
+    rows = []
+    for method, offset in offsets.items():
+        for k in bench.DEFAULT_K:
+            if method == "maml" and k == 256:
+                continue  # a family row without every published k is not compared
+            for t in range(3):
+                row = dict.fromkeys(COLUMNS, math.nan)
+                value = published[k] + offset if method.startswith("protonet") else bench.PUBLISHED[
+                    "rf-ecfp"][1][bench.DEFAULT_K.index(k)] + (0.01 if k == 16 else -0.01)
+                row.update(task_id=f"t{t}", group="g", method=method, k=k, draw=0, status="ok",
+                           delta_auprc=value, auprc=value + 0.3, roc_auc=0.7, query_positive_rate=0.3)
+                rows.append(row)
+    lines = bench.published_comparison(pd.DataFrame(rows))
+    table = [line for line in lines if line.startswith("| ") and "moladapt row" not in line]
+    assert table == ["| ProtoNet | protonet+ecfp@fsmol | -0.010/-0.010/-0.010/-0.010/-0.010 | 0 of 5 |",
+                     "| RF | rf-ecfp | +0.010/-0.010/-0.010/-0.010/-0.010 | 1 of 5 |"]
+    assert bench.published_comparison(pd.DataFrame(rows[:0], columns=COLUMNS)) == []
+
+
+def test_report_puts_the_answer_first_and_the_run_notes_last(bench, tmp_path):
+    from moladapt.evaluate.protocol import COLUMNS
+
+    out = ["--out", str(tmp_path), "--layers", "2", "--hidden", "16"]
+    rows = []
+    for method, value in (("maml", 0.5), ("mt-head", 0.4)):
+        for k in bench.DEFAULT_K:
+            for t in range(4):
+                row = dict.fromkeys(COLUMNS, math.nan)
+                row.update(task_id=f"t{t}", group="fsmol-test", method=method, k=k, draw=0, status="ok",
+                           reason="", n_support=k, n_query=100, delta_auprc=value - 0.3 + 0.01 * t,
+                           auprc=value + 0.01 * t, roc_auc=0.7, query_positive_rate=0.3, seconds=0.1)
+                rows.append(row)
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    for method in ("maml", "mt-head"):
+        folder = tmp_path / "raw" / "fsmol" / "fsmol-test" / method
+        folder.mkdir(parents=True)
+        frame[frame["method"] == method].to_csv(folder / "results.csv", index=False)
+    bench.report_notes(bench.parse_args([*out, "--note", "A run that changed one thing."]))
+    report = bench.write_report(bench.parse_args([*out, "--ood", "none"])).read_text()
+    order = [report.index(text) for text in (
+        "## Summary", "| GNN-MAML | maml |", "**maml** vs mt-head", "## ΔAUPRC on `fsmol-test`",
+        "## Meta-initialisation vs multi-task", "## Run notes", "A run that changed one thing.")]
+    assert order == sorted(order)
