@@ -788,6 +788,20 @@ def published_comparison(results: pd.DataFrame) -> list[str]:
             "| published | moladapt row | difference | at or above at |", "|---|---|---|---|", *lines]
 
 
+def leaders(results: pd.DataFrame, spec: str) -> str:
+    """One line: the row with the highest mean ΔAUPRC at each k of a group, and its margin over
+    the runner-up (a glance only: the runs differ in draws, and paired tests decide)."""
+    summary = summarize_few_shot(results, ("delta_auprc",))
+    cells = []
+    for k, part in summary.groupby("k"):
+        ranked = part.sort_values("delta_auprc_mean", ascending=False)
+        first = ranked.iloc[0]
+        margin = (f" (+{first['delta_auprc_mean'] - ranked.iloc[1]['delta_auprc_mean']:.3f} over "
+                  f"{ranked.iloc[1]['method']})" if len(ranked) > 1 else "")
+        cells.append(f"k = {int(k)}: {first['method']} {first['delta_auprc_mean']:.3f}{margin}")
+    return f"Highest mean ΔAUPRC on `{spec}` — " + "; ".join(cells) + "."
+
+
 def relative_gain(results: pd.DataFrame, method: str, baseline: str, n_boot: int = 5000,
                   seed: int = 0) -> dict[str, Any] | None:
     """(AUPRC_method − AUPRC_baseline) / AUPRC_baseline over the (task, k) cells both have.
@@ -891,6 +905,8 @@ def _reproduce_lines(args: argparse.Namespace, specs: list[str]) -> list[str]:
         options = [f"--draws {cfg.get('draws', args.draws)}"]
         if enc.get("num_layers"):
             options.append(f"--layers {enc['num_layers']} --hidden {enc['hidden_dim']}")
+        if enc.get("fingerprint_counts") or (cfg.get("params") or {}).get("counts"):
+            options.append("--ecfp-counts")
         hparams = {k: v for k, v in (ident.get("hparams") or {}).items() if defaults.get(k) != v}
         hparams |= {k: v for k, v in (cfg.get("params") or {}).items()
                     if k in ADAPTATION_HPARAMS and v is not None}
@@ -926,6 +942,19 @@ def report_notes(args: argparse.Namespace) -> list[str]:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, "\n\n".join([*kept, *new]) + "\n")
     return [*kept, *new]
+
+
+def _baseline_input(args: argparse.Namespace, spec: str) -> str:
+    """How the stored RF/kNN rows read the fingerprint, from their configurations."""
+    kinds = set()
+    for method in BASELINE_METHODS:
+        path = raw_dir(args) / group_dir_name(spec) / method / "config.yaml"
+        if path.exists():
+            params = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("params") or {}
+            kinds.add("counts (FS-Mol's input)" if params.get("counts") else "bits")
+    if not kinds:
+        return ""
+    return "; `rf-ecfp` / `knn-ecfp` = random forest / Tanimoto kNN on ECFP4 " + " and ".join(sorted(kinds))
 
 
 def _gain_lines(data: dict[str, pd.DataFrame], specs: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -989,15 +1018,15 @@ def write_report(args: argparse.Namespace) -> Path | None:
         "`mt-finetune` / `mt-head` = supervised multi-task pretraining then full / head-only "
         "fine-tuning; `scratch-finetune` = single-task fine-tuning of a random encoder; "
         "`<method>+ecfp` = the method on the fingerprint-fused encoder (FS-Mol's ProtoNet "
-        "features gnn+ecfp+fc)." + (" What each run changed and found is under *Run notes* at the end."
+        "features gnn+ecfp+fc)" + _baseline_input(args, specs[0]) + "." + (" What each run changed and found is under *Run notes* at the end."
                                     if notes else ""),
         "",
     ]
     gain_lines, headline = _gain_lines(data, specs)
     in_frame = data[specs[0]]
     comparison = published_comparison(in_frame) if specs[0].startswith("fsmol-test") and not in_frame.empty else []
-    if comparison or headline:
-        lines += ["## Summary", "", *comparison, *headline, ""]
+    glance = [line for spec in specs if not data[spec].empty for line in ("", leaders(data[spec], spec))]
+    lines += ["## Summary", "", *comparison, *headline, *glance, ""]
     for i, spec in enumerate(specs):
         frame = data[spec]
         kind = "in distribution" if i == 0 else "out of distribution"

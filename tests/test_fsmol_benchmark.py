@@ -263,7 +263,7 @@ def test_report_puts_the_answer_first_and_the_run_notes_last(bench, tmp_path):
 
     out = ["--out", str(tmp_path), "--layers", "2", "--hidden", "16"]
     rows = []
-    for method, value in (("maml", 0.5), ("mt-head", 0.4)):
+    for method, value in (("maml", 0.5), ("mt-head", 0.4), ("rf-ecfp", 0.35)):
         for k in bench.DEFAULT_K:
             for t in range(4):
                 row = dict.fromkeys(COLUMNS, math.nan)
@@ -272,13 +272,17 @@ def test_report_puts_the_answer_first_and_the_run_notes_last(bench, tmp_path):
                            auprc=value + 0.01 * t, roc_auc=0.7, query_positive_rate=0.3, seconds=0.1)
                 rows.append(row)
     frame = pd.DataFrame(rows, columns=COLUMNS)
-    for method in ("maml", "mt-head"):
+    for method in ("maml", "mt-head", "rf-ecfp"):
         folder = tmp_path / "raw" / "fsmol" / "fsmol-test" / method
         folder.mkdir(parents=True)
         frame[frame["method"] == method].to_csv(folder / "results.csv", index=False)
+    (folder / "config.yaml").write_text("method: rf-ecfp\ndraws: 1\nparams:\n  n_estimators: 100\n  counts: true\n")
     bench.report_notes(bench.parse_args([*out, "--note", "A run that changed one thing."]))
     report = bench.write_report(bench.parse_args([*out, "--ood", "none"])).read_text()
     order = [report.index(text) for text in (
-        "## Summary", "| GNN-MAML | maml |", "**maml** vs mt-head", "## ΔAUPRC on `fsmol-test`",
+        "## Summary", "| GNN-MAML | maml |", "**maml** vs mt-head",
+        "Highest mean ΔAUPRC on `fsmol-test` — k = 16: maml 0.215 (+0.100 over mt-head)", "## ΔAUPRC on `fsmol-test`",
         "## Meta-initialisation vs multi-task", "## Run notes", "A run that changed one thing.")]
     assert order == sorted(order)
+    assert "`rf-ecfp` / `knn-ecfp` = random forest / Tanimoto kNN on ECFP4 counts (FS-Mol's input)" in report
+    assert "--methods rf-ecfp --draws 1 --ecfp-counts --ood none --no-estimate" in report
