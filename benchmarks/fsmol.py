@@ -739,8 +739,8 @@ def _fmt_cell(row: pd.Series) -> str:
     return f"{row['delta_auprc_mean']:.3f}{half}"
 
 
-def _table(results: pd.DataFrame, ks: Sequence[int], published: bool) -> list[str]:
-    summary = summarize_few_shot(results, ("delta_auprc",))
+def _table(summary: pd.DataFrame, ks: Sequence[int], published: bool) -> list[str]:
+    """The ΔAUPRC table of one group from its ``summarize_few_shot`` frame."""
     head = "| method | " + " | ".join(f"k={k}" for k in ks) + " | tasks (per k) | draws |"
     lines = [head, "|---" * (len(ks) + 3) + "|"]
     methods = list(pd.unique(summary["method"]))
@@ -759,10 +759,10 @@ def _table(results: pd.DataFrame, ks: Sequence[int], published: bool) -> list[st
     return lines
 
 
-def published_comparison(results: pd.DataFrame) -> list[str]:
+def published_comparison(summary: pd.DataFrame) -> list[str]:
     """For each published FS-Mol row, moladapt's best row of the same family (the rows the table
-    lists above it; best = highest mean ΔAUPRC over the published k) and its differences."""
-    summary = summarize_few_shot(results, ("delta_auprc",))
+    lists above it; best = highest mean ΔAUPRC over the published k) and its differences, from
+    the in-distribution group's ``summarize_few_shot`` frame."""
     lines = []
     for family, (name, values) in PUBLISHED.items():
         best: tuple[float, str, list[float]] | None = None
@@ -788,10 +788,10 @@ def published_comparison(results: pd.DataFrame) -> list[str]:
             "| published | moladapt row | difference | at or above at |", "|---|---|---|---|", *lines]
 
 
-def leaders(results: pd.DataFrame, spec: str) -> str:
-    """One line: the row with the highest mean ΔAUPRC at each k of a group, and its margin over
-    the runner-up (a glance only: the runs differ in draws, and paired tests decide)."""
-    summary = summarize_few_shot(results, ("delta_auprc",))
+def leaders(summary: pd.DataFrame, spec: str) -> str:
+    """One line: the row with the highest mean ΔAUPRC at each k of a group (from its
+    ``summarize_few_shot`` frame) and its margin over the runner-up (a glance only: the runs
+    differ in draws, and paired tests decide)."""
     cells = []
     for k, part in summary.groupby("k"):
         ranked = part.sort_values("delta_auprc_mean", ascending=False)
@@ -1023,9 +1023,9 @@ def write_report(args: argparse.Namespace) -> Path | None:
         "",
     ]
     gain_lines, headline = _gain_lines(data, specs)
-    in_frame = data[specs[0]]
-    comparison = published_comparison(in_frame) if specs[0].startswith("fsmol-test") and not in_frame.empty else []
-    glance = [line for spec in specs if not data[spec].empty for line in ("", leaders(data[spec], spec))]
+    summaries = {spec: summarize_few_shot(frame, ("delta_auprc",)) for spec, frame in data.items() if not frame.empty}
+    comparison = published_comparison(summaries[specs[0]]) if specs[0].startswith("fsmol-test") and specs[0] in summaries else []
+    glance = [line for spec in specs if spec in summaries for line in ("", leaders(summaries[spec], spec))]
     lines += ["## Summary", "", *comparison, *headline, *glance, ""]
     for i, spec in enumerate(specs):
         frame = data[spec]
@@ -1034,7 +1034,7 @@ def write_report(args: argparse.Namespace) -> Path | None:
         if frame.empty:
             lines += ["(no results yet)", ""]
             continue
-        lines += _table(frame, ks, published=(i == 0 and spec.startswith("fsmol-test")))
+        lines += _table(summaries[spec], ks, published=(i == 0 and spec.startswith("fsmol-test")))
         if i == 0 and spec.startswith("fsmol-test"):
             lines += ["", "Published rows: Stanley et al., FS-Mol (NeurIPS 2021), Table 2 — "
                       "157 test tasks, 10 draws; their episodes differ from ours (other sampler)."]

@@ -251,11 +251,11 @@ def test_summary_compares_each_published_row_with_the_best_row_of_its_family(ben
                 row.update(task_id=f"t{t}", group="g", method=method, k=k, draw=0, status="ok",
                            delta_auprc=value, auprc=value + 0.3, roc_auc=0.7, query_positive_rate=0.3)
                 rows.append(row)
-    lines = bench.published_comparison(pd.DataFrame(rows))
+    lines = bench.published_comparison(bench.summarize_few_shot(pd.DataFrame(rows), ("delta_auprc",)))
     table = [line for line in lines if line.startswith("| ") and "moladapt row" not in line]
     assert table == ["| ProtoNet | protonet+ecfp@fsmol | -0.010/-0.010/-0.010/-0.010/-0.010 | 0 of 5 |",
                      "| RF | rf-ecfp | +0.010/-0.010/-0.010/-0.010/-0.010 | 1 of 5 |"]
-    assert bench.published_comparison(pd.DataFrame(rows[:0], columns=COLUMNS)) == []
+    assert bench.published_comparison(bench.summarize_few_shot(pd.DataFrame(rows[:2]), ("delta_auprc",))) == []
 
 
 def test_report_puts_the_answer_first_and_the_run_notes_last(bench, tmp_path):
