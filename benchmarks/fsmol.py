@@ -1009,10 +1009,12 @@ def write_report(args: argparse.Namespace) -> Path | None:
         "",
         f"Written by `benchmarks/fsmol.py` on {platform.machine()} ({os.cpu_count()} cores). "
         + (f"Encoder {cfg.encoder.upper()} {cfg.num_layers}×{cfg.hidden_dim} ({args.featurizer} features), "
-           f"meta-training {args.meta_steps} steps × {args.meta_batch_size} episodes on `{args.train}`, "
+           f"meta-training {args.meta_steps} steps × {args.meta_batch_size} episodes on `{args.train}` "
+           "(FS-Mol's published ProtoNet: 10,000 steps × 16 tasks), "
            f"multi-task pretraining {args.mt_epochs} epochs. " if gnn_run else
            "Only the fingerprint baselines have been run so far. ")
-        + "Cells: mean ΔAUPRC over tasks ± half "
+        + "Draws per task differ by method (the draws column); paired comparisons and relative gains "
+        "use only the episodes both methods share. Cells: mean ΔAUPRC over tasks ± half "
         "the 95% percentile-bootstrap CI over tasks (a task's value is its mean over draws); "
         "tasks too small for a k are left out of that k (see the task counts). Methods: "
         "`mt-finetune` / `mt-head` = supervised multi-task pretraining then full / head-only "
