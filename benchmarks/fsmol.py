@@ -1020,8 +1020,8 @@ def write_report(args: argparse.Namespace) -> Path | None:
         "`mt-finetune` / `mt-head` = supervised multi-task pretraining then full / head-only "
         "fine-tuning; `scratch-finetune` = single-task fine-tuning of a random encoder; "
         "`<method>+ecfp` = the method on the fingerprint-fused encoder (FS-Mol's ProtoNet "
-        "features gnn+ecfp+fc)" + _baseline_input(args, specs[0]) + "." + (" What each run changed and found is under *Run notes* at the end."
-                                    if notes else ""),
+        "features gnn+ecfp+fc)" + _baseline_input(args, specs[0]) + "."
+        + (" What each run changed and found is under *Run notes* at the end." if notes else ""),
         "",
     ]
     gain_lines, headline = _gain_lines(data, specs)
