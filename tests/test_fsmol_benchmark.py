@@ -234,9 +234,14 @@ def test_report_notes_are_kept_for_every_later_rewrite(bench, tmp_path):
     assert (tmp_path / "raw" / "fsmol" / "notes.md").read_text() == "First.\n\nSecond.\n\nThird.\n"
 
 
-def test_summary_compares_each_published_row_with_the_best_row_of_its_family(bench):
-    from moladapt.evaluate.protocol import COLUMNS
+def _result_row(method: str, task: str, k: int, delta_auprc: float) -> dict:
+    """One complete few-shot result row (``moladapt.evaluate.protocol.COLUMNS``)."""
+    return {"task_id": task, "group": "fsmol-test", "method": method, "k": k, "draw": 0, "status": "ok",
+            "reason": "", "n_support": k, "n_query": 100, "query_positive_rate": 0.3, "roc_auc": 0.7,
+            "auprc": delta_auprc + 0.3, "delta_auprc": delta_auprc, "seconds": 0.1}
 
+
+def test_summary_compares_each_published_row_with_the_best_row_of_its_family(bench):
     published = dict(zip(bench.DEFAULT_K, bench.PUBLISHED["protonet"][1], strict=True))
     offsets = {"protonet": -0.05, "protonet+ecfp@fsmol": -0.01, "maml": +0.2, "rf-ecfp": 0.0}
     rows = []
@@ -244,13 +249,9 @@ def test_summary_compares_each_published_row_with_the_best_row_of_its_family(ben
         for k in bench.DEFAULT_K:
             if method == "maml" and k == 256:
                 continue  # a family row without every published k is not compared
-            for t in range(3):
-                row = dict.fromkeys(COLUMNS, math.nan)
-                value = published[k] + offset if method.startswith("protonet") else bench.PUBLISHED[
-                    "rf-ecfp"][1][bench.DEFAULT_K.index(k)] + (0.01 if k == 16 else -0.01)
-                row.update(task_id=f"t{t}", group="g", method=method, k=k, draw=0, status="ok",
-                           delta_auprc=value, auprc=value + 0.3, roc_auc=0.7, query_positive_rate=0.3)
-                rows.append(row)
+            value = published[k] + offset if method.startswith("protonet") else bench.PUBLISHED[
+                "rf-ecfp"][1][bench.DEFAULT_K.index(k)] + (0.01 if k == 16 else -0.01)
+            rows += [_result_row(method, f"t{t}", k, value) for t in range(3)]
     lines = bench.published_comparison(bench.summarize_few_shot(pd.DataFrame(rows), ("delta_auprc",)))
     table = [line for line in lines if line.startswith("| ") and "moladapt row" not in line]
     assert table == ["| ProtoNet | protonet+ecfp@fsmol | -0.010/-0.010/-0.010/-0.010/-0.010 | 0 of 5 |",
@@ -262,15 +263,9 @@ def test_report_puts_the_answer_first_and_the_run_notes_last(bench, tmp_path):
     from moladapt.evaluate.protocol import COLUMNS
 
     out = ["--out", str(tmp_path), "--layers", "2", "--hidden", "16"]
-    rows = []
-    for method, value in (("maml", 0.5), ("mt-head", 0.4), ("rf-ecfp", 0.35)):
-        for k in bench.DEFAULT_K:
-            for t in range(4):
-                row = dict.fromkeys(COLUMNS, math.nan)
-                row.update(task_id=f"t{t}", group="fsmol-test", method=method, k=k, draw=0, status="ok",
-                           reason="", n_support=k, n_query=100, delta_auprc=value - 0.3 + 0.01 * t,
-                           auprc=value + 0.01 * t, roc_auc=0.7, query_positive_rate=0.3, seconds=0.1)
-                rows.append(row)
+    rows = [_result_row(method, f"t{t}", k, value - 0.3 + 0.01 * t)
+            for method, value in (("maml", 0.5), ("mt-head", 0.4), ("rf-ecfp", 0.35))
+            for k in bench.DEFAULT_K for t in range(4)]
     frame = pd.DataFrame(rows, columns=COLUMNS)
     for method in ("maml", "mt-head", "rf-ecfp"):
         folder = tmp_path / "raw" / "fsmol" / "fsmol-test" / method

@@ -158,12 +158,8 @@ class KNNECFP(_ECFPBaseline):
     def _fit_scores(self, x_support: np.ndarray, y: np.ndarray, x_query: np.ndarray) -> np.ndarray:
         from sklearn.neighbors import KNeighborsClassifier
 
-        n_neighbors = min(self.n_neighbors, len(y))
-        if not self.counts:
-            knn = KNeighborsClassifier(n_neighbors=n_neighbors, weights=self.weights,
-                                       metric="jaccard", algorithm="brute").fit(x_support, y)
-            return knn.predict_proba(x_query)[:, list(knn.classes_).index(1)]
-        knn = KNeighborsClassifier(n_neighbors=n_neighbors, weights=self.weights, metric="precomputed")
+        knn = KNeighborsClassifier(n_neighbors=min(self.n_neighbors, len(y)), weights=self.weights,
+                                   metric="precomputed")
         knn.fit(minmax_distances(x_support, x_support), y)
         return knn.predict_proba(minmax_distances(x_query, x_support))[:, list(knn.classes_).index(1)]
 
@@ -173,8 +169,11 @@ def minmax_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     the rows of non-negative count vectors ``a [n, d]`` and ``b [m, d]`` → ``[n, m]`` float64.
 
     Uses ``Σ min = (|a| + |b| − ‖a − b‖₁) / 2`` and ``Σ max = (|a| + |b| + ‖a − b‖₁) / 2``, so one
-    L1 distance matrix gives both without an ``[n, m, d]`` intermediate. Two empty vectors are
-    at distance 0 (the same molecule as far as the fingerprint can tell).
+    L1 distance matrix gives both without an ``[n, m, d]`` intermediate. On bit vectors this is
+    the Jaccard distance, equal to the last bit (L1 and the sums are exact integers, and the
+    factor 2 is exact), so bit-vector kNN runs reproduce those computed with scikit-learn's
+    ``metric="jaccard"``. Two empty vectors are at distance 0 (the same molecule as far as the
+    fingerprint can tell).
     """
     from scipy.spatial.distance import cdist
 
