@@ -10,7 +10,9 @@ Methods (``--methods``; each is a directory name under ``raw/fsmol/<group>/``):
   molecules × training-tasks label matrix, then per episode ``finetune`` with
   ``mode="full"`` (encoder and head) or ``mode="head"`` (MLP head on the frozen encoder);
 * ``scratch-finetune`` — single-task from scratch: ``finetune`` (full) on a random encoder;
-* ``rf-ecfp``, ``knn-ecfp`` — fingerprint baselines;
+* ``rf-ecfp``, ``knn-ecfp`` — fingerprint baselines; ``rf-ecfp@<tag>`` — another configuration
+  (``--hparam rf-ecfp@<tag>.NAME=VALUE``), e.g. FS-Mol's per-episode grid search
+  (``param_grid=fsmol``);
 * ``mt-finetune+ecfp``, ``mt-head+ecfp`` — the same on the fingerprint-fused encoder, multi-task
   pretrained whole (GNN and fusion MLP: model ``multitask+ecfp``), the baseline that isolates
   meta-learning for the ``+ecfp`` meta-methods;
@@ -51,11 +53,13 @@ import argparse
 import dataclasses
 import datetime as dt
 import functools
+import inspect
 import json
 import math
 import os
 import platform
 import re
+import shlex
 import shutil
 import sys
 import time
@@ -97,8 +101,9 @@ ALL_METHODS = (*META_METHODS, *MT_METHODS, SCRATCH, *BASELINE_METHODS)
 #: ``<meta-method>+ecfp``: the same method on the fingerprint-fused encoder (FS-Mol's
 #: "gnn+ecfp+fc": GNN readout ⊕ ECFP4 2048 bits → MLP 1024 → 512).
 ECFP_SUFFIX = "+ecfp"
-#: ``<meta-method>[+ecfp]@<tag>``: another configuration of the method (its own ``--hparam``
-#: entries, model and result rows), e.g. ``protonet+ecfp@fsmol`` beside ``protonet+ecfp``.
+#: ``<meta-method>[+ecfp]@<tag>`` or ``<baseline>@<tag>``: another configuration of the method
+#: (its own ``--hparam`` entries, model and result rows), e.g. ``protonet+ecfp@fsmol`` beside
+#: ``protonet+ecfp``.
 VARIANT_SEP = "@"
 #: Hyper-parameters of the meta-methods used only at adaptation time (MAML/ANIL: inner steps
 #: on a test task's support set); a variant that changes only these reuses its base's model.
@@ -125,13 +130,18 @@ def known_method(method: str) -> bool:
     """One of :data:`ALL_METHODS`, a meta-method with ``+ecfp`` and/or ``@<tag>``, or a
     multi-task method with ``+ecfp``."""
     name, sep, tag = method.partition(VARIANT_SEP)
-    if sep and not (re.fullmatch(r"[A-Za-z0-9_-]+", tag) and is_meta(name)):
+    if sep and not (re.fullmatch(r"[A-Za-z0-9_-]+", tag) and (is_meta(name) or is_baseline(name))):
         return False
     return name in ALL_METHODS or (is_fused(name) and (is_meta(name) or is_multitask(name)))
 
 
 def is_meta(method: str) -> bool:
     return base_method(method) in META_METHODS
+
+
+def is_baseline(method: str) -> bool:
+    """``rf-ecfp``, ``knn-ecfp`` and their ``@<tag>`` variants."""
+    return without_variant(method) in BASELINE_METHODS
 
 
 def is_multitask(method: str) -> bool:
@@ -163,8 +173,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", default=",".join(ALL_METHODS),
                    help=f"comma-separated subset of: {', '.join(ALL_METHODS)}; a meta-method may "
-                        f"carry {ECFP_SUFFIX} (fingerprint-fused encoder) and {VARIANT_SEP}TAG (another "
-                        "configuration with its own --hparam entries, model and rows)")
+                        f"carry {ECFP_SUFFIX} (fingerprint-fused encoder); a meta-method or baseline "
+                        f"{VARIANT_SEP}TAG (another configuration with its own --hparam entries, model and rows)")
     p.add_argument("--support", default=",".join(map(str, DEFAULT_K)), help="k values")
     p.add_argument("--draws", type=int, default=10, help="episodes per task and k")
     p.add_argument("--max-tasks", type=int, default=None,
@@ -220,14 +230,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     unknown = sorted(m for m in args.methods if not known_method(m))
     if unknown or not args.methods:
         p.error(f"unknown method(s) {unknown}; choose from {', '.join(ALL_METHODS)} "
-                f"(a meta-method may carry '{ECFP_SUFFIX}' and a variant tag '{VARIANT_SEP}name')")
+                f"(a meta-method may carry '{ECFP_SUFFIX}', a meta-method or baseline a variant tag "
+                f"'{VARIANT_SEP}name')")
     hparams: dict[str, dict[str, Any]] = {}
     for item in args.hparam:
         key, eq, value = item.partition("=")
         method, dot, name = key.partition(".")
-        if not (eq and dot and name) or not is_meta(method):
+        if not (eq and dot and name) or not (is_meta(method) or is_baseline(method)):
             p.error(f"--hparam {item!r}: expected METHOD.NAME=VALUE with METHOD one of "
-                    f"{', '.join(META_METHODS)} (optionally with {ECFP_SUFFIX} and {VARIANT_SEP}tag)")
+                    f"{', '.join(META_METHODS)} (optionally with {ECFP_SUFFIX} and {VARIANT_SEP}tag) "
+                    f"or {', '.join(BASELINE_METHODS)} (optionally with {VARIANT_SEP}tag)")
         hparams.setdefault(method, {})[name] = yaml.safe_load(value)
     args.hparam = hparams
     args.support = sorted({int(k) for k in args.support.split(",") if k.strip()})
@@ -544,12 +556,16 @@ def eval_spec(args: argparse.Namespace, method: str, ckpts: dict[str, Path]) -> 
     if method == SCRATCH:
         return {"method": "finetune", "hparams": {"mode": "full"}, "encoder_cfg": model_cfg(args),
                 "featurizer": args.featurizer}
-    return {"method": method, "hparams": baseline_hparams(args)}
+    return {"method": without_variant(method), "hparams": baseline_hparams(args, method)}
 
 
-def baseline_hparams(args: argparse.Namespace) -> dict[str, Any] | None:
-    """The RF/kNN baselines' hyper-parameters: their defaults, on counts with ``--ecfp-counts``."""
-    return {"counts": True} if args.ecfp_counts else None
+def baseline_hparams(args: argparse.Namespace, method: str) -> dict[str, Any] | None:
+    """An RF/kNN baseline's hyper-parameters: counts with ``--ecfp-counts``, then its ``--hparam``
+    entries (``rf-ecfp`` < ``rf-ecfp@tag``); ``None`` leaves every default."""
+    hp = {"counts": True} if args.ecfp_counts else {}
+    for name in dict.fromkeys((without_variant(method), method)):
+        hp.update(args.hparam.get(name, {}))
+    return hp or None
 
 
 def evaluate(args: argparse.Namespace, method: str, spec: str, tasks: list[Task],
@@ -579,8 +595,8 @@ def _episode_time(fit_predict, graphs, y, support: np.ndarray, query: np.ndarray
 
 
 def _warmup_fit_predict(args: argparse.Namespace, method: str):
-    if method in BASELINE_METHODS:
-        return build_baseline(method, baseline_hparams(args), seed=args.seed)
+    if is_baseline(method):
+        return build_baseline(without_variant(method), baseline_hparams(args, method), seed=args.seed)
     encoder = new_encoder(args, args.seed, method)
     if is_meta(method):
         adapter = build_adapter(base_method(method), method_hparams(args, method), args.seed)
@@ -910,7 +926,9 @@ def _reproduce_lines(args: argparse.Namespace, specs: list[str]) -> list[str]:
         hparams = {k: v for k, v in (ident.get("hparams") or {}).items() if defaults.get(k) != v}
         hparams |= {k: v for k, v in (cfg.get("params") or {}).items()
                     if k in ADAPTATION_HPARAMS and v is not None}
-        extra = [f"--hparam {method}.{k}={v}" for k, v in hparams.items()]
+        if is_baseline(method):
+            hparams |= _changed_baseline_params(method, cfg.get("params") or {})
+        extra = [_hparam_option(method, k, v) for k, v in hparams.items()]
         if is_multitask(method) and ident.get("epochs") not in (None, args.mt_epochs):
             extra.append(f"--mt-epochs {ident['epochs']}")
         entry = commands.setdefault(tuple(options), {"methods": [], "extra": []})
@@ -928,6 +946,19 @@ def _reproduce_lines(args: argparse.Namespace, specs: list[str]) -> list[str]:
                      + ",".join(entry["methods"]) + " " + " ".join([*options, *entry["extra"]])
                      + ood + " --no-estimate")
     return [*lines, "```", ""]
+
+
+def _changed_baseline_params(method: str, params: dict[str, Any]) -> dict[str, Any]:
+    """A stored baseline row's parameters that differ from its class's defaults (less ``seed``,
+    the run's, and ``counts``, which ``--ecfp-counts`` gives)."""
+    defaults = inspect.signature(type(build_baseline(without_variant(method)))).parameters
+    return {k: v for k, v in params.items()
+            if k not in ("seed", "counts") and (k not in defaults or defaults[k].default != v)}
+
+
+def _hparam_option(method: str, name: str, value: Any) -> str:
+    text = value if isinstance(value, (str, int, float, bool)) else json.dumps(value)
+    return "--hparam " + shlex.quote(f"{method}.{name}={text}")
 
 
 def report_notes(args: argparse.Namespace) -> list[str]:
@@ -1002,7 +1033,7 @@ def write_report(args: argparse.Namespace) -> Path | None:
     ks = sorted(set(DEFAULT_K) | {int(k) for d in data.values() if not d.empty for k in d["k"]})
     cfg = model_cfg(args)
     methods_run = {m for d in data.values() if not d.empty for m in d["method"].unique()}
-    gnn_run = bool(methods_run - set(BASELINE_METHODS))
+    gnn_run = not all(is_baseline(m) for m in methods_run)
     notes = report_notes(args)
     lines = [
         f"# FS-Mol few-shot benchmark — {dt.date.today()}",

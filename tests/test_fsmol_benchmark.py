@@ -85,8 +85,8 @@ def test_ecfp_variants_and_hparams(bench):
     counts = bench.parse_args(["--methods", "rf-ecfp,knn-ecfp,protonet+ecfp", "--ecfp-counts"])
     assert bench.eval_spec(counts, "knn-ecfp", {})["hparams"] == {"counts": True}
     assert bench.model_cfg(counts, "protonet+ecfp").fingerprint_counts
-    for bad in (["--methods", "rf-ecfp+ecfp"], ["--hparam", "protonet=1"], ["--hparam", "rf-ecfp.x=1"],
-                ["--methods", "rf-ecfp@v2"], ["--methods", "protonet@"], ["--methods", "protonet@a b"]):
+    for bad in (["--methods", "rf-ecfp+ecfp"], ["--hparam", "protonet=1"], ["--hparam", "scratch-finetune.x=1"],
+                ["--methods", "mt-head@v2"], ["--methods", "protonet@"], ["--methods", "protonet@a b"]):
         with pytest.raises(SystemExit):
             bench.parse_args(bad)
 
@@ -223,6 +223,32 @@ def test_tiny_adaptation_variant_reuses_the_model_and_reports_its_command(bench,
     assert "test_inner_steps: 3" in configs["anil@t3"] and "test_inner_steps: null" in configs["anil"]
     report = (out / "fsmol.md").read_text()
     assert "--hparam anil@t3.test_inner_steps=3" in report and "| anil@t3 |" in report
+
+
+def test_baseline_variants_take_their_own_hparams_on_top_of_the_baselines(bench):
+    args = bench.parse_args(["--methods", "rf-ecfp,rf-ecfp@fsmol", "--ecfp-counts",
+                             "--hparam", "rf-ecfp.n_estimators=50",
+                             "--hparam", "rf-ecfp@fsmol.param_grid=fsmol", "--hparam", "rf-ecfp@fsmol.class_weight=null"])
+    assert bench.eval_spec(args, "rf-ecfp", {}) == {"method": "rf-ecfp", "hparams": {"counts": True, "n_estimators": 50}}
+    assert bench.eval_spec(args, "rf-ecfp@fsmol", {}) == {
+        "method": "rf-ecfp", "hparams": {"counts": True, "n_estimators": 50, "param_grid": "fsmol", "class_weight": None}}
+
+
+def test_tiny_baseline_variant_run_records_and_reports_its_search(bench, data_dir, tmp_path):
+    out = tmp_path / "results"
+    argv = ["--methods", "knn-ecfp,knn-ecfp@fsmol", "--hparam", "knn-ecfp@fsmol.param_grid=fsmol",
+            "--hparam", "knn-ecfp@fsmol.grid_scoring=average_precision", "--test", "fsmol-valid", "--ood", "none",
+            "--max-tasks", "2", "--support", "16,32", "--draws", "1", "--ecfp-counts", "--out", str(out), "--no-estimate"]
+    assert bench.main(argv) == 0
+    group = out / "raw" / "fsmol" / "fsmol-valid"
+    frame = load_results(group / "knn-ecfp@fsmol" / "results.csv")
+    assert len(frame) == 4 and set(frame["method"]) == {"knn-ecfp@fsmol"} and frame["delta_auprc"].notna().all()
+    config = (group / "knn-ecfp@fsmol" / "config.yaml").read_text()
+    assert "param_grid: fsmol" in config and "grid_scoring: average_precision" in config
+    assert "param_grid" not in (group / "knn-ecfp" / "config.yaml").read_text()
+    report = (out / "fsmol.md").read_text()
+    assert ("--methods knn-ecfp,knn-ecfp@fsmol --draws 1 --ecfp-counts --hparam knn-ecfp@fsmol.param_grid=fsmol "
+            "--hparam knn-ecfp@fsmol.grid_scoring=average_precision --ood none") in report
 
 
 def test_report_notes_are_kept_for_every_later_rewrite(bench, tmp_path):

@@ -74,3 +74,69 @@ def test_count_knn_gives_an_identical_molecule_its_label(bbbp_task):
     assert len(support) == 40 and len(set(y[support])) == 2
     scores = KNNECFP(n_neighbors=5, counts=True)(graphs.subset(support), y[support], graphs.subset(support))
     np.testing.assert_array_equal(scores, y[support].astype(float))
+
+
+def _episode(bbbp_task, k: int, seed: int = 0):
+    graphs, y = bbbp_task
+    order = np.random.default_rng(seed).permutation(len(y))
+    support, query = order[:k], order[k:]
+    return graphs.subset(support), y[support], graphs.subset(query), y[query]
+
+
+@pytest.mark.parametrize("baseline, grid", [(RandomForestECFP, {"n_estimators": [100]}),
+                                            (KNNECFP, {"n_neighbors": 5})])
+def test_a_one_point_grid_gives_the_fixed_model(bbbp_task, baseline, grid):
+    support, y, query, _ = _episode(bbbp_task, 64)
+    fixed = baseline(counts=True)(support, y, query)
+    np.testing.assert_array_equal(baseline(counts=True, param_grid=grid)(support, y, query), fixed)
+
+
+def test_fsmol_knn_grid_keeps_fewer_neighbours_than_half_the_support(bbbp_task):
+    support, y, query, y_query = _episode(bbbp_task, 16)
+    # at k = 16 FS-Mol's grid 4, 8, ..., 128 leaves n_neighbors = 4 only
+    searched = KNNECFP(counts=True, param_grid="fsmol")(support, y, query)
+    np.testing.assert_array_equal(searched, KNNECFP(n_neighbors=4, counts=True)(support, y, query))
+    support, y, query, y_query = _episode(bbbp_task, 128)
+    scores = KNNECFP(counts=True, param_grid="fsmol", grid_scoring="average_precision")(support, y, query)
+    assert roc_auc_score(y_query, scores) > 0.65
+
+
+def test_rf_grid_search_picks_by_cross_validation_and_learns(bbbp_task):
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+    support, y, query, y_query = _episode(bbbp_task, 64)
+    grid = {"max_depth": [1, None], "min_samples_leaf": [1, 8]}
+    model = RandomForestECFP(n_estimators=30, counts=True, param_grid=grid)
+    scores = model(support, y, query)
+    assert roc_auc_score(y_query, scores) > 0.65
+    x = ecfp(list(support.smiles), counts=True)
+    search = GridSearchCV(RandomForestClassifier(30, class_weight="balanced", random_state=0), grid,
+                          cv=StratifiedKFold(5)).fit(x, y)
+    expected = search.best_estimator_.predict_proba(ecfp(list(query.smiles), counts=True))[:, 1]
+    np.testing.assert_array_equal(scores, expected)
+    params = model.get_params()
+    assert params["param_grid"] == grid and params["grid_scoring"] == "accuracy" and params["cv_folds"] == 5
+    assert "param_grid" not in RandomForestECFP().get_params()  # earlier runs keep their identity
+
+
+def test_grid_search_needs_two_of_each_class_to_cross_validate(bbbp_task):
+    graphs, y = bbbp_task
+    positives, negatives = np.flatnonzero(y == 1)[:15], np.flatnonzero(y == 0)[:1]
+    support = np.concatenate([positives, negatives])
+    query = np.setdiff1d(np.arange(100), support)
+    args = (graphs.subset(support), y[support], graphs.subset(query))
+    np.testing.assert_array_equal(KNNECFP(param_grid="fsmol")(*args), KNNECFP()(*args))
+
+
+def test_bad_grids_are_refused_by_name():
+    with pytest.raises(ValueError, match="unknown parameter.*max_dept.*RandomForestClassifier"):
+        RandomForestECFP(param_grid={"max_dept": [5]})
+    with pytest.raises(ValueError, match="unknown preset 'sklearn'"):
+        KNNECFP(param_grid="sklearn")
+    with pytest.raises(ValueError, match="at least one value"):
+        KNNECFP(param_grid={"n_neighbors": []})
+    with pytest.raises(ValueError, match="not a valid scoring"):
+        KNNECFP(param_grid="fsmol", grid_scoring="auprc")
+    with pytest.raises(ValueError, match="cv_folds"):
+        RandomForestECFP(cv_folds=1)

@@ -25,28 +25,101 @@ callback of :func:`moladapt.evaluate.protocol.evaluate_few_shot`; only the graph
   by class frequency would not change the ranking of the query (the score is a monotone
   function of the positive fraction), so ranking metrics (ROC-AUC, AUPRC) are unaffected.
 
+Per-episode hyper-parameter search (``param_grid``): FS-Mol chooses each baseline's
+hyper-parameters on every support set by scikit-learn's ``GridSearchCV`` (stratified 5-fold,
+the classifier's default score, i.e. accuracy; ``fs_mol/baseline_test.py``). ``param_grid="fsmol"``
+is that grid (:data:`FSMOL_PARAM_GRIDS`), a mapping is any grid of the estimator's parameters;
+the refit on the whole support set scores the query. FS-Mol's rule for kNN keeps only
+``n_neighbors`` below half the support size. Folds are capped by the minority class count (a
+fold then holds each class at least once); with fewer than two of the minority class there is
+nothing to cross-validate and the fixed hyper-parameters are used. The search multiplies the
+cost of an episode by about (grid size × folds): FS-Mol's RF grid is 36 forests × 5 folds.
+
 A support set holding one class only (the protocol's sampler never builds one) gets a
 constant score.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import numpy as np
 
 from moladapt.data.fingerprints import ECFP_BITS, ECFP_RADIUS, ECFPFeaturizer, ecfp
 from moladapt.types import MolGraphs
 
-__all__ = ["ECFPFeaturizer", "KNNECFP", "RandomForestECFP", "ecfp", "minmax_distances"]
+__all__ = ["ECFPFeaturizer", "FSMOL_PARAM_GRIDS", "KNNECFP", "RandomForestECFP", "ecfp", "minmax_distances"]
+
+#: FS-Mol's per-episode search grids (``DEFAULT_GRID_SEARCH`` of ``fs_mol/baseline_test.py``),
+#: by baseline. FS-Mol's kNN also fixes ``metric="minkowski"``; ours keeps its Tanimoto distance.
+FSMOL_PARAM_GRIDS: dict[str, dict[str, list[Any]]] = {
+    "RandomForestECFP": {"n_estimators": [100, 200], "max_depth": [5, 10, 20],
+                         "max_features": [None, "sqrt", "log2"], "min_samples_leaf": [2, 5]},
+    "KNNECFP": {"n_neighbors": [4, 8, 16, 32, 64, 128]},
+}
+
 
 class _ECFPBaseline:
-    """Shared plumbing: fingerprints of support and query, one-class fallback."""
+    """Shared plumbing: fingerprints of support and query, one-class fallback, and the
+    optional per-episode grid search. Subclasses give the scikit-learn estimator and the
+    inputs it reads (the fingerprints, or distances to the support)."""
 
-    def __init__(self, radius: int, n_bits: int, counts: bool) -> None:
+    def __init__(self, radius: int, n_bits: int, counts: bool,
+                 param_grid: str | Mapping[str, Sequence[Any]] | None, grid_scoring: str, cv_folds: int) -> None:
         self.radius, self.n_bits, self.counts = int(radius), int(n_bits), bool(counts)
         self._fingerprints = ECFPFeaturizer(radius, n_bits, counts=self.counts)
+        self.param_grid, self.grid_scoring, self.cv_folds = param_grid, str(grid_scoring), int(cv_folds)
+        self._grid = self._resolve_grid(param_grid)
+        if self.cv_folds < 2:
+            raise ValueError(f"cv_folds must be >= 2, got {cv_folds}")
+        if param_grid is not None:
+            from sklearn.metrics import get_scorer
+
+            get_scorer(self.grid_scoring)  # an unknown name fails here, not in the first episode
+
+    def _resolve_grid(self, param_grid: str | Mapping[str, Sequence[Any]] | None) -> dict[str, list[Any]] | None:
+        if param_grid is None:
+            return None
+        if isinstance(param_grid, str):
+            if param_grid != "fsmol":
+                raise ValueError(f"param_grid: unknown preset {param_grid!r} (the preset is 'fsmol', "
+                                 "or give a mapping of parameter -> values)")
+            return FSMOL_PARAM_GRIDS[type(self).__name__]
+        known = set(self._estimator(2).get_params())
+        grid = {str(k): list(v) if isinstance(v, (list, tuple)) else [v] for k, v in dict(param_grid).items()}
+        unknown = sorted(set(grid) - known)
+        if unknown or not grid or not all(grid.values()):
+            raise ValueError(f"param_grid {dict(param_grid)!r}: " + (
+                f"unknown parameter(s) {', '.join(unknown)} of {type(self._estimator(2)).__name__}"
+                if unknown else "needs at least one parameter with at least one value"))
+        return grid
+
+    def _estimator(self, n_support: int):
+        """The scikit-learn classifier with the fixed hyper-parameters."""
+        raise NotImplementedError
+
+    def _inputs(self, x_support: np.ndarray, x_query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return x_support, x_query
+
+    def _episode_grid(self, grid: dict[str, list[Any]], n_support: int) -> dict[str, list[Any]]:
+        return grid
+
+    def _fit(self, x: np.ndarray, y: np.ndarray):
+        estimator = self._estimator(len(y))
+        folds = min(self.cv_folds, int(np.bincount(y, minlength=2).min()))
+        if self._grid is None or folds < 2:
+            return estimator.fit(x, y)
+        from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+        search = GridSearchCV(estimator, self._episode_grid(self._grid, len(y)), scoring=self.grid_scoring,
+                              cv=StratifiedKFold(folds), n_jobs=1, error_score="raise")
+        return search.fit(x, y).best_estimator_
 
     def _fit_scores(self, x_support: np.ndarray, y: np.ndarray, x_query: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        train, test = self._inputs(x_support, x_query)
+        model = self._fit(train, y)
+        return model.predict_proba(test)[:, list(model.classes_).index(1)]
 
     def __call__(self, support: MolGraphs, support_y: np.ndarray, query: MolGraphs) -> np.ndarray:
         y = np.asarray(support_y, dtype=np.float64).reshape(-1)
@@ -69,10 +142,13 @@ class _ECFPBaseline:
     def get_params(self) -> dict:
         raise NotImplementedError
 
-    def _fingerprint_params(self) -> dict:
-        # ``counts`` only when set: it came later, and a run's recorded params are its resume
-        # identity, so the bit-vector runs written before it must keep matching.
-        return {"radius": self.radius, "n_bits": self.n_bits, **({"counts": True} if self.counts else {})}
+    def _shared_params(self) -> dict:
+        # ``counts`` and the search only when set: they came later, and a run's recorded params
+        # are its resume identity, so the runs written before them must keep matching.
+        search = ({} if self.param_grid is None else
+                  {"param_grid": self.param_grid if isinstance(self.param_grid, str) else self._grid,
+                   "grid_scoring": self.grid_scoring, "cv_folds": self.cv_folds})
+        return {"radius": self.radius, "n_bits": self.n_bits, **({"counts": True} if self.counts else {}), **search}
 
 
 class RandomForestECFP(_ECFPBaseline):
@@ -85,6 +161,10 @@ class RandomForestECFP(_ECFPBaseline):
         n_jobs: trees fitted in parallel (1: no extra processes).
         radius, n_bits: of the Morgan fingerprint.
         counts: occurrence counts instead of bits (FS-Mol's input).
+        param_grid: ``None`` (fixed hyper-parameters), ``"fsmol"`` or a mapping
+            ``{parameter of RandomForestClassifier: [values]}`` searched on each support set.
+        grid_scoring: the scikit-learn scorer the search ranks by (FS-Mol: accuracy).
+        cv_folds: stratified folds of the search (capped by the minority class count).
     """
 
     def __init__(
@@ -98,29 +178,31 @@ class RandomForestECFP(_ECFPBaseline):
         radius: int = ECFP_RADIUS,
         n_bits: int = ECFP_BITS,
         counts: bool = False,
+        param_grid: str | Mapping[str, Sequence[Any]] | None = None,
+        grid_scoring: str = "accuracy",
+        cv_folds: int = 5,
     ) -> None:
-        super().__init__(radius, n_bits, counts)
         self.n_estimators = int(n_estimators)
         self.max_features = max_features
         self.min_samples_leaf = int(min_samples_leaf)
         self.class_weight = class_weight
         self.seed = int(seed)
         self.n_jobs = int(n_jobs)
+        super().__init__(radius, n_bits, counts, param_grid, grid_scoring, cv_folds)
 
     def get_params(self) -> dict:
         return {"n_estimators": self.n_estimators, "max_features": self.max_features,
                 "min_samples_leaf": self.min_samples_leaf, "class_weight": self.class_weight,
-                "seed": self.seed, "n_jobs": self.n_jobs, **self._fingerprint_params()}
+                "seed": self.seed, "n_jobs": self.n_jobs, **self._shared_params()}
 
-    def _fit_scores(self, x_support: np.ndarray, y: np.ndarray, x_query: np.ndarray) -> np.ndarray:
+    def _estimator(self, n_support: int):
         from sklearn.ensemble import RandomForestClassifier
 
-        forest = RandomForestClassifier(
+        return RandomForestClassifier(
             n_estimators=self.n_estimators, max_features=self.max_features,
             min_samples_leaf=self.min_samples_leaf, class_weight=self.class_weight,
             random_state=self.seed, n_jobs=self.n_jobs,
-        ).fit(x_support, y)
-        return forest.predict_proba(x_query)[:, list(forest.classes_).index(1)]
+        )
 
 
 class KNNECFP(_ECFPBaseline):
@@ -133,6 +215,8 @@ class KNNECFP(_ECFPBaseline):
         seed: unused (kNN is deterministic); accepted so every baseline takes ``seed``.
         radius, n_bits: of the Morgan fingerprint.
         counts: occurrence counts instead of bits (FS-Mol's input), compared by MinMax Tanimoto.
+        param_grid, grid_scoring, cv_folds: the per-episode search, as for
+            :class:`RandomForestECFP` (parameters of ``KNeighborsClassifier``).
     """
 
     def __init__(
@@ -143,25 +227,38 @@ class KNNECFP(_ECFPBaseline):
         radius: int = ECFP_RADIUS,
         n_bits: int = ECFP_BITS,
         counts: bool = False,
+        param_grid: str | Mapping[str, Sequence[Any]] | None = None,
+        grid_scoring: str = "accuracy",
+        cv_folds: int = 5,
     ) -> None:
-        super().__init__(radius, n_bits, counts)
         if int(n_neighbors) < 1:
             raise ValueError(f"n_neighbors must be >= 1, got {n_neighbors}")
         self.n_neighbors = int(n_neighbors)
         self.weights = weights
         self.seed = int(seed)
+        super().__init__(radius, n_bits, counts, param_grid, grid_scoring, cv_folds)
 
     def get_params(self) -> dict:
         return {"n_neighbors": self.n_neighbors, "weights": self.weights, "seed": self.seed,
-                **self._fingerprint_params()}
+                **self._shared_params()}
 
-    def _fit_scores(self, x_support: np.ndarray, y: np.ndarray, x_query: np.ndarray) -> np.ndarray:
+    def _estimator(self, n_support: int):
         from sklearn.neighbors import KNeighborsClassifier
 
-        knn = KNeighborsClassifier(n_neighbors=min(self.n_neighbors, len(y)), weights=self.weights,
-                                   metric="precomputed")
-        knn.fit(minmax_distances(x_support, x_support), y)
-        return knn.predict_proba(minmax_distances(x_query, x_support))[:, list(knn.classes_).index(1)]
+        return KNeighborsClassifier(n_neighbors=min(self.n_neighbors, n_support), weights=self.weights,
+                                    metric="precomputed")
+
+    def _inputs(self, x_support: np.ndarray, x_query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # Distances to the support rows; the search's folds slice this square matrix on both
+        # axes (scikit-learn does so for a precomputed metric).
+        return minmax_distances(x_support, x_support), minmax_distances(x_query, x_support)
+
+    def _episode_grid(self, grid: dict[str, list[Any]], n_support: int) -> dict[str, list[Any]]:
+        if "n_neighbors" not in grid:
+            return grid
+        # FS-Mol's rule: fewer neighbours than half the support (a training fold holds more).
+        allowed = [v for v in grid["n_neighbors"] if v < n_support / 2] or [1]
+        return {**grid, "n_neighbors": allowed}
 
 
 def minmax_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
