@@ -79,6 +79,7 @@ from moladapt.data.episodes import EpisodeSampler, TaskTooSmall
 from moladapt.data.featurize import get_featurizer
 from moladapt.evaluate.protocol import load_results
 from moladapt.fewshot import (
+    BASELINES,
     build_adapter,
     build_baseline,
     encoder_config,
@@ -127,8 +128,8 @@ def base_method(method: str) -> str:
 
 
 def known_method(method: str) -> bool:
-    """One of :data:`ALL_METHODS`, a meta-method with ``+ecfp`` and/or ``@<tag>``, or a
-    multi-task method with ``+ecfp``."""
+    """One of :data:`ALL_METHODS`, a meta-method with ``+ecfp`` and/or ``@<tag>``, a baseline
+    with ``@<tag>``, or a multi-task method with ``+ecfp``."""
     name, sep, tag = method.partition(VARIANT_SEP)
     if sep and not (re.fullmatch(r"[A-Za-z0-9_-]+", tag) and (is_meta(name) or is_baseline(name))):
         return False
@@ -951,7 +952,7 @@ def _reproduce_lines(args: argparse.Namespace, specs: list[str]) -> list[str]:
 def _changed_baseline_params(method: str, params: dict[str, Any]) -> dict[str, Any]:
     """A stored baseline row's parameters that differ from its class's defaults (less ``seed``,
     the run's, and ``counts``, which ``--ecfp-counts`` gives)."""
-    defaults = inspect.signature(type(build_baseline(without_variant(method)))).parameters
+    defaults = inspect.signature(BASELINES.get(without_variant(method))).parameters
     return {k: v for k, v in params.items()
             if k not in ("seed", "counts") and (k not in defaults or defaults[k].default != v)}
 
