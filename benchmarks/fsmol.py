@@ -977,16 +977,23 @@ def report_notes(args: argparse.Namespace) -> list[str]:
 
 
 def _baseline_input(args: argparse.Namespace, spec: str) -> str:
-    """How the stored RF/kNN rows read the fingerprint, from their configurations."""
-    kinds = set()
-    for method in BASELINE_METHODS:
-        path = raw_dir(args) / group_dir_name(spec) / method / "config.yaml"
-        if path.exists():
-            params = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("params") or {}
+    """How the stored RF/kNN rows read the fingerprint, and which variants search their
+    hyper-parameters per episode, from their configurations."""
+    kinds, searched = set(), []
+    for path in sorted((raw_dir(args) / group_dir_name(spec)).glob("*/config.yaml")):
+        method = path.parent.name
+        if not is_baseline(method):
+            continue
+        params = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("params") or {}
+        if method in BASELINE_METHODS:
             kinds.add("counts (FS-Mol's input)" if params.get("counts") else "bits")
-    if not kinds:
-        return ""
-    return "; `rf-ecfp` / `knn-ecfp` = random forest / Tanimoto kNN on ECFP4 " + " and ".join(sorted(kinds))
+        elif params.get("param_grid") is not None:
+            grid = "FS-Mol's grid" if params["param_grid"] == "fsmol" else "a grid"
+            searched.append(f"`{method}` = `{without_variant(method)}` with {grid} searched on each support "
+                            f"set ({params.get('cv_folds')}-fold, {params.get('grid_scoring')})")
+    text = ("; `rf-ecfp` / `knn-ecfp` = random forest / Tanimoto kNN on ECFP4 " + " and ".join(sorted(kinds))
+            if kinds else "")
+    return text + "".join(f"; {s}" for s in searched)
 
 
 def _gain_lines(data: dict[str, pd.DataFrame], specs: Sequence[str]) -> tuple[list[str], list[str]]:

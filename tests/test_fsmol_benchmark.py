@@ -249,6 +249,8 @@ def test_tiny_baseline_variant_run_records_and_reports_its_search(bench, data_di
     report = (out / "fsmol.md").read_text()
     assert ("--methods knn-ecfp,knn-ecfp@fsmol --draws 1 --ecfp-counts --hparam knn-ecfp@fsmol.param_grid=fsmol "
             "--hparam knn-ecfp@fsmol.grid_scoring=average_precision --ood none") in report
+    assert ("`knn-ecfp@fsmol` = `knn-ecfp` with FS-Mol's grid searched on each support set "
+            "(5-fold, average_precision)") in report
 
 
 def test_report_notes_are_kept_for_every_later_rewrite(bench, tmp_path):
