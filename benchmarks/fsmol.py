@@ -259,13 +259,19 @@ def model_cfg(args: argparse.Namespace, method: str = "") -> ModelConfig:
     return dataclasses.replace(cfg, head_hidden_dims=(), **fusion)
 
 
-def method_hparams(args: argparse.Namespace, method: str) -> dict[str, Any]:
-    """``--meta-steps``/``--meta-batch-size`` and the ``--hparam`` entries of ``method``, the
-    more specific name winning: ``protonet`` < ``protonet+ecfp`` < ``protonet+ecfp@tag``."""
-    hp = {"meta_steps": int(args.meta_steps), "meta_batch_size": int(args.meta_batch_size)}
+def hparam_entries(args: argparse.Namespace, method: str) -> dict[str, Any]:
+    """The ``--hparam`` entries that apply to ``method``, the more specific name winning:
+    ``protonet`` < ``protonet+ecfp`` < ``protonet+ecfp@tag`` (``rf-ecfp`` < ``rf-ecfp@tag``)."""
+    hp: dict[str, Any] = {}
     for name in dict.fromkeys((base_method(method), without_variant(method), method)):
         hp.update(args.hparam.get(name, {}))
     return hp
+
+
+def method_hparams(args: argparse.Namespace, method: str) -> dict[str, Any]:
+    """``--meta-steps``/``--meta-batch-size``, then the ``--hparam`` entries of ``method``."""
+    return {"meta_steps": int(args.meta_steps), "meta_batch_size": int(args.meta_batch_size),
+            **hparam_entries(args, method)}
 
 
 def meta_hparams(args: argparse.Namespace, method: str) -> dict[str, Any]:
@@ -564,9 +570,7 @@ def baseline_hparams(args: argparse.Namespace, method: str) -> dict[str, Any] | 
     """An RF/kNN baseline's hyper-parameters: counts with ``--ecfp-counts``, then its ``--hparam``
     entries (``rf-ecfp`` < ``rf-ecfp@tag``); ``None`` leaves every default."""
     hp = {"counts": True} if args.ecfp_counts else {}
-    for name in dict.fromkeys((without_variant(method), method)):
-        hp.update(args.hparam.get(name, {}))
-    return hp or None
+    return {**hp, **hparam_entries(args, method)} or None
 
 
 def evaluate(args: argparse.Namespace, method: str, spec: str, tasks: list[Task],
@@ -905,14 +909,18 @@ def _configuration_lines(args: argparse.Namespace) -> list[str]:
             *rows, ""]
 
 
+def _stored_configs(args: argparse.Namespace, spec: str) -> dict[str, dict[str, Any]]:
+    """The ``config.yaml`` of every stored method directory of a group, by method."""
+    return {path.parent.name: yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            for path in sorted((raw_dir(args) / group_dir_name(spec)).glob("*/config.yaml"))}
+
+
 def _reproduce_lines(args: argparse.Namespace, specs: list[str]) -> list[str]:
     """The commands that give the stored rows (they resume: only what is missing runs), one
     per set of methods sharing encoder dimensions and draws, read from the stored configs."""
     defaults = {"meta_steps": args.meta_steps, "meta_batch_size": args.meta_batch_size}
     commands: dict[tuple, dict[str, list[str]]] = {}
-    for method_dir in sorted((raw_dir(args) / group_dir_name(specs[0])).glob("*/config.yaml")):
-        method = method_dir.parent.name
-        cfg = yaml.safe_load(method_dir.read_text(encoding="utf-8")) or {}
+    for method, cfg in _stored_configs(args, specs[0]).items():
         model = method if is_meta(method) else multitask_model(method) if is_multitask(method) else None
         ident_path = raw_dir(args) / "models" / str(model) / "identity.json"
         if is_meta(method) and not ident_path.exists():  # a variant sharing its base's model
@@ -980,11 +988,10 @@ def _baseline_input(args: argparse.Namespace, spec: str) -> str:
     """How the stored RF/kNN rows read the fingerprint, and which variants search their
     hyper-parameters per episode, from their configurations."""
     kinds, searched = set(), []
-    for path in sorted((raw_dir(args) / group_dir_name(spec)).glob("*/config.yaml")):
-        method = path.parent.name
+    for method, cfg in _stored_configs(args, spec).items():
         if not is_baseline(method):
             continue
-        params = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("params") or {}
+        params = cfg.get("params") or {}
         if method in BASELINE_METHODS:
             kinds.add("counts (FS-Mol's input)" if params.get("counts") else "bits")
         elif params.get("param_grid") is not None:
