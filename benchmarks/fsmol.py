@@ -20,7 +20,9 @@ Methods (``--methods``; each is a directory name under ``raw/fsmol/<group>/``):
   another configuration of it (own ``--hparam <method>@<tag>.NAME=VALUE`` entries, model and
   rows), e.g. FS-Mol's ProtoNet settings beside the default ones. ``--valid fsmol-valid`` keeps
   the best validated meta-training step, and meta-training resumes after a kill
-  (``models/<method>/resume.pt``).
+  (``models/<method>/resume.pt``). ``--meta-init <method>`` meta-trains it from the multi-task
+  pretrained model of its features (``multitask`` or ``multitask+ecfp``) instead of random
+  weights: meta-learning on top of multi-task pretraining, e.g. ``protonet+ecfp@mt``.
 
 Every method is evaluated with :func:`moladapt.fewshot.few_shot` (same episodes for all
 methods: ``draws`` per task and k) on the FS-Mol test tasks and on an out-of-distribution
@@ -202,6 +204,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--validation-support", default="16",
                    help="support sizes of the validation episodes (FS-Mol's trainers: 16,128)")
     p.add_argument("--meta-batch-size", type=int, default=4)
+    p.add_argument("--meta-init", action="append", default=[], metavar="METHOD",
+                   help="meta-train METHOD (a meta-method, e.g. protonet+ecfp@mt; repeatable) from the "
+                        "multi-task pretrained model of its features instead of random weights")
     p.add_argument("--hparam", action="append", default=[],
                    help="METHOD.NAME=VALUE: an adapter hyper-parameter (repeatable), e.g. "
                         "protonet.distance=mahalanobis; 'protonet.' also applies to protonet+ecfp, "
@@ -243,6 +248,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     f"or {', '.join(BASELINE_METHODS)} (optionally with {VARIANT_SEP}tag)")
         hparams.setdefault(method, {})[name] = yaml.safe_load(value)
     args.hparam = hparams
+    not_meta = [m for m in args.meta_init if not (known_method(m) and is_meta(m))]
+    if not_meta:
+        p.error(f"--meta-init {', '.join(not_meta)}: expected a meta-method ({', '.join(META_METHODS)}, "
+                f"optionally with {ECFP_SUFFIX} and {VARIANT_SEP}tag)")
+    args.meta_init = frozenset(args.meta_init)
     args.support = sorted({int(k) for k in args.support.split(",") if k.strip()})
     args.validation_support = [int(k) for k in args.validation_support.split(",") if k.strip()]
     if args.draws < 1 or not args.support or args.support[0] < 2:
@@ -290,7 +300,8 @@ def model_name(args: argparse.Namespace, method: str) -> str:
     whose meta-training hyper-parameters equal its base's shares the base's model, so that
     changing only how a test task is adapted never meta-trains again."""
     base = without_variant(method)
-    if base != method and meta_hparams(args, method) == meta_hparams(args, base):
+    if (base != method and meta_hparams(args, method) == meta_hparams(args, base)
+            and (method in args.meta_init) == (base in args.meta_init)):
         return base
     return method
 
@@ -414,6 +425,9 @@ def meta_identity(args: argparse.Namespace, method: str) -> dict[str, Any]:
     if args.valid != "none":  # absent otherwise, so models trained before validation existed still match
         identity["validation"] = {"tasks": args.valid, "every": int(args.validate_every),
                                   "support_sizes": args.validation_support}
+    if method in args.meta_init:  # absent otherwise, as for validation
+        init = multitask_model(method)
+        identity["init"] = {"model": init, **mt_identity(args, init)}
     return identity
 
 
@@ -429,14 +443,18 @@ def ensure_meta_trained(args: argparse.Namespace, method: str, train_tasks: list
     if ckpt.exists() and not args.retrain:
         raise SystemExit(f"{ckpt} was meta-trained with another configuration "
                          f"(see {out / 'identity.json'}); pass --retrain or another --out")
+    init = None
+    if method in args.meta_init:  # pretrained only when the meta-trained model is missing
+        init, train_tasks = ensure_multitask(args, train_tasks, multitask_model(method))
     if train_tasks is None:
         train_tasks = resolve_tasks(args.train)
     setup = stream_setup_seconds(args, train_tasks, cache)
     hparams = meta_hparams(args, method)
-    print(f"[{method}] meta-training {hparams['meta_steps']} steps on {len(train_tasks)} tasks", flush=True)
+    print(f"[{method}] meta-training {hparams['meta_steps']} steps on {len(train_tasks)} tasks"
+          + (f" from {init}" if init else ""), flush=True)
     start = time.perf_counter()
     result = meta_train(base_method(method), train_tasks, model_cfg(args, method), cache.featurizer,
-                        hparams,
+                        hparams, init=init,
                         output=out, seed=args.seed, tasks_name=args.train,
                         valid_tasks=None if args.valid == "none" else args.valid,
                         validate_every=args.validate_every, validation_support=args.validation_support)
@@ -900,6 +918,8 @@ def _configuration_lines(args: argparse.Namespace) -> list[str]:
             kept = json.loads((path.parent / "meta.json").read_text(encoding="utf-8"))["validation"]["best_step"]
             hp_text += (f"; best of validations on {ident['validation']['tasks']} every "
                         f"{ident['validation']['every']} steps: step {kept}")
+        if ident.get("init"):
+            hp_text += f"; from the multi-task model `{ident['init']['model']}`"
         rows.append(f"| {path.parent.name} | {arch} | {ident['featurizer']} | {hp_text} | {ident['seed']} |")
     if not rows:
         return []
@@ -938,6 +958,8 @@ def _reproduce_lines(args: argparse.Namespace, specs: list[str]) -> list[str]:
         if is_baseline(method):
             hparams |= _changed_baseline_params(method, cfg.get("params") or {})
         extra = [_hparam_option(method, k, v) for k, v in hparams.items()]
+        if is_meta(method) and ident.get("init"):
+            extra.append(f"--meta-init {method}")
         if is_multitask(method) and ident.get("epochs") not in (None, args.mt_epochs):
             extra.append(f"--mt-epochs {ident['epochs']}")
         entry = commands.setdefault(tuple(options), {"methods": [], "extra": []})

@@ -237,6 +237,25 @@ def test_meta_training_reports_the_tasks_too_small_for_its_episodes(valid_tasks)
     assert "TINY" in result.info["skipped_examples"]
 
 
+def test_meta_training_from_an_init_takes_the_encoder_as_a_model_config(valid_tasks, tmp_path):
+    """An ``encoder_cfg`` given as a ModelConfig (as the FS-Mol benchmark passes it) is checked
+    against the init checkpoint's architecture like a mapping is."""
+    from moladapt.config import ModelConfig
+    from moladapt.data.featurize import get_featurizer
+    from moladapt.fewshot import meta_train
+    from moladapt.training import build_model, save_checkpoint
+
+    feat = get_featurizer("basic")
+    cfg = ModelConfig(hidden_dim=16, num_layers=1, head_hidden_dims=())
+    start = tmp_path / "start.pt"
+    save_checkpoint(start, build_model(cfg, feat, 3), feat, cfg, ["a", "b", "c"], "classification")
+    tasks, hp = valid_tasks[:2], {"meta_steps": 0}
+    result = meta_train("protonet", tasks, encoder_cfg=cfg, hparams=hp, init=start)
+    assert result.info["init"] == str(start) and result.model_config.hidden_dim == 16
+    with pytest.raises(ValueError, match="hidden_dim: asked 32, checkpoint 16"):
+        meta_train("protonet", tasks, encoder_cfg=ModelConfig(hidden_dim=32, num_layers=1), hparams=hp, init=start)
+
+
 def test_a_task_csv_with_other_columns_is_refused_with_the_layout_it_needs(tmp_path):
     from moladapt.data.sources import DataError
 

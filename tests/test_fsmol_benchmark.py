@@ -225,6 +225,40 @@ def test_tiny_adaptation_variant_reuses_the_model_and_reports_its_command(bench,
     assert "--hparam anil@t3.test_inner_steps=3" in report and "| anil@t3 |" in report
 
 
+def test_a_meta_init_variant_has_its_own_model_and_identity(bench):
+    args = bench.parse_args(["--methods", "protonet+ecfp,protonet+ecfp@mt", "--meta-init", "protonet+ecfp@mt"])
+    assert bench.model_name(args, "protonet+ecfp@mt") == "protonet+ecfp@mt"  # same hparams, other start
+    init = bench.meta_identity(args, "protonet+ecfp@mt")["init"]
+    assert init == {"model": "multitask+ecfp", **bench.mt_identity(args, "multitask+ecfp")}
+    assert "init" not in bench.meta_identity(args, "protonet+ecfp")  # stored identities still match
+    for bad in ("mt-head", "rf-ecfp", "nope"):
+        with pytest.raises(SystemExit):
+            bench.parse_args(["--meta-init", bad])
+
+
+def test_tiny_meta_init_run_starts_from_the_multitask_model(bench, data_dir, tmp_path, capsys):
+    out = tmp_path / "results"
+    argv = ["--methods", "protonet+ecfp@mt,mt-head+ecfp", "--meta-init", "protonet+ecfp@mt",
+            "--hparam", "protonet+ecfp@mt.meta_steps=0", "--train", "fsmol-valid:4", "--test", "fsmol-valid",
+            "--ood", "none", "--max-tasks", "2", "--support", "16", "--draws", "1", "--layers", "2",
+            "--hidden", "16", "--mt-epochs", "1", "--mt-batch-size", "64", "--out", str(out),
+            "--work-dir", str(tmp_path / "work"), "--no-estimate"]
+    assert bench.main(argv) == 0
+    printed = capsys.readouterr().out
+    models = out / "raw" / "fsmol" / "models"
+    assert f"meta-training 0 steps on 4 tasks from {models / 'multitask+ecfp' / 'model.pt'}" in printed
+    assert "[multitask+ecfp] reusing" in printed  # pretrained once, for the init and for mt-head+ecfp
+    meta = json.loads((models / "protonet+ecfp@mt" / "meta.json").read_text())
+    assert meta["init"] == str(models / "multitask+ecfp" / "model.pt")
+    start = torch.load(models / "multitask+ecfp" / "model.pt", weights_only=True)["state_dict"]
+    kept = torch.load(models / "protonet+ecfp@mt" / "model.pt", weights_only=True)["state_dict"]
+    encoder_keys = [k for k in start if k.startswith("encoder.")]
+    assert encoder_keys and all(torch.equal(start[k], kept[k]) for k in encoder_keys)  # 0 steps: the init itself
+    report = (out / "fsmol.md").read_text()
+    assert "from the multi-task model `multitask+ecfp`" in report
+    assert "--meta-init protonet+ecfp@mt" in report
+
+
 def test_baseline_variants_take_their_own_hparams_on_top_of_the_baselines(bench):
     args = bench.parse_args(["--methods", "rf-ecfp,rf-ecfp@fsmol", "--ecfp-counts",
                              "--hparam", "rf-ecfp.n_estimators=50",

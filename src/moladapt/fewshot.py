@@ -303,7 +303,8 @@ def meta_train(
 
         loaded, init_record = load_init(init, feat)
         model_cfg = dataclasses.replace(loaded.model_config, head_hidden_dims=())
-        asked = {_ENCODER_ALIASES.get(k, k): v for k, v in dict(encoder_cfg or {}).items()}
+        given = model_config_dict(encoder_cfg) if isinstance(encoder_cfg, ModelConfig) else dict(encoder_cfg or {})
+        asked = {_ENCODER_ALIASES.get(k, k): v for k, v in given.items()}
         arch = ("encoder", "hidden_dim", "num_layers", "jk", "pooling", "fingerprint_bits", "fingerprint_counts")
         diff = {a: (asked[a], getattr(model_cfg, a)) for a in arch
                 if a in asked and asked[a] != getattr(model_cfg, a)}
