@@ -902,8 +902,7 @@ def _pct(x: float) -> str:
 def _configuration_lines(args: argparse.Namespace) -> list[str]:
     """One row per trained model: its encoder and hyper-parameters, from identity.json."""
     rows = []
-    for path in sorted((raw_dir(args) / "models").glob("*/identity.json")):
-        ident = json.loads(path.read_text(encoding="utf-8"))
+    for name, ident in _model_identities(args).items():
         enc = ident["encoder"]
         arch = f"{enc['encoder'].upper()} {enc['num_layers']}×{enc['hidden_dim']}"
         if (enc["jk"], enc["pooling"]) != ("last", "mean"):
@@ -915,18 +914,25 @@ def _configuration_lines(args: argparse.Namespace) -> list[str]:
         hp = ident.get("hparams") or {k: ident[k] for k in ("epochs", "batch_size", "lr") if k in ident}
         hp_text = ", ".join(f"{k}={v}" for k, v in hp.items())
         if ident.get("validation"):
-            kept = json.loads((path.parent / "meta.json").read_text(encoding="utf-8"))["validation"]["best_step"]
+            meta_path = raw_dir(args) / "models" / name / "meta.json"
+            kept = json.loads(meta_path.read_text(encoding="utf-8"))["validation"]["best_step"]
             hp_text += (f"; best of validations on {ident['validation']['tasks']} every "
                         f"{ident['validation']['every']} steps: step {kept}")
         if ident.get("init"):
             hp_text += f"; from the multi-task model `{ident['init']['model']}`"
-        rows.append(f"| {path.parent.name} | {arch} | {ident['featurizer']} | {hp_text} | {ident['seed']} |")
+        rows.append(f"| {name} | {arch} | {ident['featurizer']} | {hp_text} | {ident['seed']} |")
     if not rows:
         return []
     return ["## Trained models", "",
             "Every hyper-parameter not listed is the adapter's default (`moladapt.adapt`).", "",
             "| model | encoder | features | hyper-parameters | seed |", "|---|---|---|---|---|",
             *rows, ""]
+
+
+def _model_identities(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """The ``identity.json`` of every trained model (meta-trained or multi-task), by model."""
+    return {path.parent.name: json.loads(path.read_text(encoding="utf-8"))
+            for path in sorted((raw_dir(args) / "models").glob("*/identity.json"))}
 
 
 def _stored_configs(args: argparse.Namespace, spec: str) -> dict[str, dict[str, Any]]:
@@ -1004,6 +1010,12 @@ def report_notes(args: argparse.Namespace) -> list[str]:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, "\n\n".join([*kept, *new]) + "\n")
     return [*kept, *new]
+
+
+def _meta_init_text(args: argparse.Namespace) -> str:
+    """The meta-trained models that started from a multi-task model (``--meta-init``)."""
+    return "".join(f"; `{name}` = meta-trained from the multi-task model `{ident['init']['model']}` "
+                   "instead of random weights" for name, ident in _model_identities(args).items() if ident.get("init"))
 
 
 def _baseline_input(args: argparse.Namespace, spec: str) -> str:
@@ -1088,7 +1100,7 @@ def write_report(args: argparse.Namespace) -> Path | None:
         "`mt-finetune` / `mt-head` = supervised multi-task pretraining then full / head-only "
         "fine-tuning; `scratch-finetune` = single-task fine-tuning of a random encoder; "
         "`<method>+ecfp` = the method on the fingerprint-fused encoder (FS-Mol's ProtoNet "
-        "features gnn+ecfp+fc)" + _baseline_input(args, specs[0]) + "."
+        "features gnn+ecfp+fc)" + _meta_init_text(args) + _baseline_input(args, specs[0]) + "."
         + (" What each run changed and found is under *Run notes* at the end." if notes else ""),
         "",
     ]

@@ -256,6 +256,7 @@ def test_tiny_meta_init_run_starts_from_the_multitask_model(bench, data_dir, tmp
     assert encoder_keys and all(torch.equal(start[k], kept[k]) for k in encoder_keys)  # 0 steps: the init itself
     report = (out / "fsmol.md").read_text()
     assert "from the multi-task model `multitask+ecfp`" in report
+    assert "`protonet+ecfp@mt` = meta-trained from the multi-task model `multitask+ecfp` instead of random" in report
     assert "--meta-init protonet+ecfp@mt" in report
 
 
