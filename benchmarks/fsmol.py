@@ -946,12 +946,13 @@ def _reproduce_lines(args: argparse.Namespace, specs: list[str]) -> list[str]:
     per set of methods sharing encoder dimensions and draws, read from the stored configs."""
     defaults = {"meta_steps": args.meta_steps, "meta_batch_size": args.meta_batch_size}
     commands: dict[tuple, dict[str, list[str]]] = {}
+    identities = _model_identities(args)
     for method, cfg in _stored_configs(args, specs[0]).items():
         model = method if is_meta(method) else multitask_model(method) if is_multitask(method) else None
-        ident_path = raw_dir(args) / "models" / str(model) / "identity.json"
-        if is_meta(method) and not ident_path.exists():  # a variant sharing its base's model
-            ident_path = raw_dir(args) / "models" / without_variant(method) / "identity.json"
-        ident = json.loads(ident_path.read_text(encoding="utf-8")) if ident_path.exists() else {}
+        ident = identities.get(str(model))
+        if is_meta(method) and ident is None:  # a variant sharing its base's model
+            ident = identities.get(without_variant(method))
+        ident = ident or {}
         enc = ident.get("encoder") or cfg.get("encoder") or {}
         options = [f"--draws {cfg.get('draws', args.draws)}"]
         if enc.get("num_layers"):
