@@ -57,8 +57,8 @@ def test_relative_gain(bench):
     # a baseline with fewer draws: only the episodes both have are compared (paired)
     extra = [{"method": "maml", "task_id": f"t{t}", "k": 16, "draw": 2, "status": "ok", "auprc": 1.0}
              for t in range(3)]
-    assert bench.relative_gain(pd.DataFrame(rows + extra), "maml", "mt-finetune",
-                               n_boot=200)["gain"] == pytest.approx(g["gain"])
+    g3 = bench.relative_gain(pd.DataFrame(rows + extra), "maml", "mt-finetune", n_boot=200)
+    assert g3["gain"] == pytest.approx(g["gain"]) and g3["draws"] == g["draws"] == 2
 
 
 def test_parse_args_rejects_unknown_method(bench):
@@ -122,6 +122,22 @@ def test_headline_compares_like_with_like_against_the_strongest_baseline(bench):
     line = bench.headline_gain(gains, ["in", "ood"])[-1]
     assert "**maml** vs mt-head" in line and "in: -4.0%" in line  # the stronger of its two baselines
     assert "No answer yet" in bench.headline_gain({("anil+ecfp", "mt-head", "in"): g(0.1)}, ["in"])[-1]
+
+
+def test_headline_names_a_better_prototype_learner_after_the_meta_initialisation(bench):
+    def g(gain):
+        return {"gain": gain, "ci": (gain - 0.01, gain + 0.01), "n_tasks": 3, "draws": 1}
+
+    gains = {("maml", "mt-head", "in"): g(-0.02), ("maml", "mt-head", "ood"): g(0.01),
+             ("protonet+ecfp", "mt-head+ecfp", "in"): g(0.03), ("protonet+ecfp", "mt-finetune+ecfp", "in"): g(0.02),
+             ("protonet+ecfp", "mt-finetune+ecfp", "ood"): g(-0.01), ("protonet", "mt-head+ecfp", "in"): g(0.5)}
+    lines = [line for line in bench.headline_gain(gains, ["in", "ood"]) if line]
+    # the paper's question (fine-tuned initialisations) first; protonet's +50% is against a fused baseline
+    assert lines[0].startswith("Best meta-initialisation") and "**maml** vs mt-head" in lines[0]
+    assert "**protonet+ecfp** vs mt-finetune+ecfp" in lines[1] and "in: +2.0%" in lines[1]
+    assert "ood: -1.0% [-2.0%, +0.0%] (1 shared draw)" in lines[1] and "no fine-tuning" in lines[1]
+    del gains[("protonet+ecfp", "mt-head+ecfp", "in")], gains[("protonet+ecfp", "mt-finetune+ecfp", "in")]
+    assert len([line for line in bench.headline_gain(gains, ["in", "ood"]) if line]) == 1
 
 
 def test_variant_tags_get_their_own_hparams_on_top_of_the_methods(bench):
@@ -340,7 +356,7 @@ def test_report_puts_the_answer_first_and_the_run_notes_last(bench, tmp_path):
     order = [report.index(text) for text in (
         "## Summary", "| GNN-MAML | maml |", "**maml** vs mt-head",
         "Highest mean ΔAUPRC on `fsmol-test` — k = 16: maml 0.215 (+0.100 over mt-head)", "## ΔAUPRC on `fsmol-test`",
-        "## Meta-initialisation vs multi-task", "## Run notes", "A run that changed one thing.")]
+        "## Meta-learning vs multi-task", "## Run notes", "A run that changed one thing.")]
     assert order == sorted(order)
     assert "`rf-ecfp` / `knn-ecfp` = random forest / Tanimoto kNN on ECFP4 counts (FS-Mol's input)" in report
     assert "--methods rf-ecfp --draws 1 --ecfp-counts --ood none --no-estimate" in report
