@@ -75,7 +75,7 @@ import torch
 import yaml
 
 from moladapt.adapt import TaskFeatureCache
-from moladapt.config import ModelConfig, model_config_dict
+from moladapt.config import ModelConfig, model_config_dict, parse_scalar
 from moladapt.data.cache import featurize_cached
 from moladapt.data.episodes import EpisodeSampler, TaskTooSmall
 from moladapt.data.featurize import get_featurizer
@@ -246,7 +246,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             p.error(f"--hparam {item!r}: expected METHOD.NAME=VALUE with METHOD one of "
                     f"{', '.join(META_METHODS)} (optionally with {ECFP_SUFFIX} and {VARIANT_SEP}tag) "
                     f"or {', '.join(BASELINE_METHODS)} (optionally with {VARIANT_SEP}tag)")
-        hparams.setdefault(method, {})[name] = yaml.safe_load(value)
+        hparams.setdefault(method, {})[name] = parse_scalar(value)
     args.hparam = hparams
     not_meta = [m for m in args.meta_init if not (known_method(m) and is_meta(m))]
     if not_meta:

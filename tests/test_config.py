@@ -1,10 +1,18 @@
-"""moladapt.config: fields added later keep stored runs' identities."""
+"""moladapt.config: fields added later keep stored runs' identities; command-line values."""
 
 from __future__ import annotations
 
 import dataclasses
 
-from moladapt.config import LATER_MODEL_FIELDS, ModelConfig, RunConfig, model_config_dict
+import pytest
+
+from moladapt.config import (
+    LATER_MODEL_FIELDS,
+    ModelConfig,
+    RunConfig,
+    model_config_dict,
+    parse_scalar,
+)
 
 
 def test_a_later_field_at_its_old_value_is_left_out_and_restored():
@@ -19,3 +27,11 @@ def test_a_later_field_at_its_old_value_is_left_out_and_restored():
     assert list(on.to_dict()) == ["data", "model", "train"]
     assert {f.name for f in dataclasses.fields(ModelConfig)} - set(model_config_dict(ModelConfig())) \
         == set(LATER_MODEL_FIELDS)
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("1e-4", 1e-4), ("-2.5E+3", -2500.0), (".5e1", 5.0), ("0.0001", 1e-4), ("16", 16), (" true ", True),
+    ("[16, 128]", [16, 128]), ("mahalanobis", "mahalanobis"), ("e5", "e5"), ("1e", "1e"), ("", None),
+])
+def test_parse_scalar_reads_exponents_that_pyyaml_leaves_as_strings(text, value):
+    assert parse_scalar(text) == value and type(parse_scalar(text)) is type(value)

@@ -105,6 +105,11 @@ def test_method_registries():
     assert build_adapter("fomaml", {"meta_steps": 3}, seed=7).get_params()["seed"] == 7
     with pytest.raises(ValueError, match="no hyper-parameter"):
         build_adapter("protonet", {"inner_lr": 0.1})
+    # numbers written as strings (PyYAML reads "1e-4" as one) become the annotated type
+    typed = build_adapter("protonet", {"meta_lr": "1e-4", "meta_steps": "20", "grad_clip": None}).get_params()
+    assert typed["meta_lr"] == 1e-4 and typed["meta_steps"] == 20 and typed["grad_clip"] is None
+    with pytest.raises(ValueError, match="protonet hyper-parameter meta_lr must be a number"):
+        build_adapter("protonet", {"meta_lr": "fast"})
     with pytest.raises(ValueError, match="unknown few-shot method"):
         build_adapter("reptile")
     with pytest.raises(ValueError, match="takes no checkpoint"):

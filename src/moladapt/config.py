@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -183,6 +184,22 @@ def to_plain(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [to_plain(v) for v in obj]
     return obj
+
+
+#: 1e-4, -2.5E+3: numbers that YAML 1.1 (PyYAML) reads as strings, for want of a decimal point
+_EXPONENT_NUMBER = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+")
+
+
+def parse_scalar(text: str) -> Any:
+    """One value written on a command line (``name=value``), read as YAML — ``0.5`` → 0.5,
+    ``true`` → True, ``[16, 64]`` → a list, ``mahalanobis`` → a string; empty → None — except
+    that ``1e-4`` is the number PyYAML would leave a string."""
+    text = text.strip()
+    if not text:
+        return None
+    if _EXPONENT_NUMBER.fullmatch(text):
+        return float(text)
+    return yaml.safe_load(text)
 
 
 def split_list(value: str | None) -> tuple[str, ...] | None:

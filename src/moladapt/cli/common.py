@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from moladapt.config import split_list  # noqa: F401  (the CLI modules import it from here)
+from moladapt.config import parse_scalar, split_list  # noqa: F401  (the CLI modules import split_list from here)
 
 # click ParameterSource names (typer vendors click, so compare by name)
 _DEFAULT_SOURCES = ("DEFAULT", "DEFAULT_MAP")
@@ -119,3 +119,15 @@ def study_grid(spec: Path | None) -> tuple[str | None, set[str] | None]:
 
     loaded = StudySpec.load(spec)
     return loaded.name, {run.key for run in loaded.runs()}
+
+
+def parse_params(values: list[str] | None) -> dict:
+    """``--param name=value`` options (repeatable) → ``{name: value}`` (values as
+    :func:`moladapt.config.parse_scalar` reads them)."""
+    params: dict = {}
+    for item in values or []:
+        name, sep, raw = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--param expects name=value, got {item!r}")
+        params[name.strip()] = parse_scalar(raw)
+    return params

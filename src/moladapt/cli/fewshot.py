@@ -13,6 +13,7 @@ from moladapt.cli.common import (
     ENCODER_HELP,
     POOLING_HELP,
     friendly_errors,
+    parse_params,
     split_list,
     typed_options,
 )
@@ -22,18 +23,6 @@ _TASKS_HELP = ("fsmol-train | fsmol-valid | fsmol-test, a multi-task classificat
                "(tox21, toxcast, ...) or your CSV (a smiles column, one 0/1 column per task); "
                "'<tasks>:<n>' keeps a seeded random subset of n tasks.")
 _PARAM_HELP = "Another hyper-parameter of the method, as name=value (repeatable), e.g. distance=mahalanobis."
-
-
-def _parse_params(values: list[str] | None) -> dict:
-    import yaml
-
-    params: dict = {}
-    for item in values or []:
-        name, sep, raw = item.partition("=")
-        if not sep or not name.strip():
-            raise ValueError(f"--param expects name=value, got {item!r}")
-        params[name.strip()] = yaml.safe_load(raw) if raw.strip() else None
-    return params
 
 
 def _spec(tasks: str, max_tasks: int | None) -> str:
@@ -111,7 +100,7 @@ def meta_train_command(
     hparams = {name: value for name, value in (
         ("meta_steps", meta_steps), ("inner_steps", inner_steps), ("inner_lr", inner_lr),
         ("meta_batch_size", meta_batch_size), ("meta_lr", meta_lr)) if value is not None}
-    hparams.update(_parse_params(param))
+    hparams.update(parse_params(param))
     build_adapter(method, hparams, seed)  # a bad method or hyper-parameter fails before loading tasks
     task_list = resolve_tasks(tasks, max_tasks=max_tasks, log=lambda m: typer.echo(m, err=True))
     typer.echo(f"meta-training {method} on {len(task_list)} tasks ({_spec(tasks, max_tasks)})", err=True)
@@ -185,7 +174,7 @@ def few_shot_command(
     bar = tqdm(total=total, desc=f"{label or method}", unit="episode", disable=not progress, leave=False)
     try:
         run = few_shot(method, task_list, checkpoint=checkpoint, support_sizes=ks, draws=draws,
-                       output=output, seed=seed, hparams=_parse_params(param), label=label, plot=plot,
+                       output=output, seed=seed, hparams=parse_params(param), label=label, plot=plot,
                        progress=lambda row: bar.update(1), tasks_name=_spec(tasks, max_tasks))
     finally:
         bar.close()

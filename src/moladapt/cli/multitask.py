@@ -9,25 +9,13 @@ from pathlib import Path
 
 import typer
 
-from moladapt.cli.common import ENCODER_HELP, friendly_errors
+from moladapt.cli.common import ENCODER_HELP, friendly_errors, parse_params
 
 _METHOD_HELP = "single-task | multi-task | uncertainty | gradnorm | sgnn | sgnn-ebm."
 _GRAPH_HELP = ("coactivity (label co-activity on the training rows) | toxcast-names | none | "
                "an edge-list CSV/TSV with columns task_a, task_b[, weight].")
 _PARAM_HELP = ("Another hyper-parameter of the method, as name=value (repeatable), e.g. "
                "coupling=0.5 or n_noise=8 (SGNN-EBM), alpha=1.5 (gradnorm).")
-
-
-def _parse_params(values: list[str] | None) -> dict:
-    import yaml
-
-    params: dict = {}
-    for item in values or []:
-        name, sep, raw = item.partition("=")
-        if not sep or not name.strip():
-            raise ValueError(f"--param expects name=value, got {item!r}")
-        params[name.strip()] = yaml.safe_load(raw) if raw.strip() else None
-    return params
 
 
 def _split_frac(value: str) -> tuple[float, float, float]:
@@ -79,7 +67,7 @@ def multitask_command(
         split_seed=split_seed, epochs=epochs, ebm_epochs=ebm_epochs, encoder=encoder,
         hidden_dim=hidden_dim, num_layers=num_layers, dropout=dropout, batch_size=batch_size,
         lr=lr, featurizer=featurizer, graph_method=graph_method, graph_threshold=graph_threshold,
-        graph_min_common=graph_min_common, num_threads=threads, params=_parse_params(param),
+        graph_min_common=graph_min_common, num_threads=threads, params=parse_params(param),
     )
     g = result.graph_stats
     typer.echo(f"{result.dataset}: {result.n_molecules} molecules × {result.n_tasks} tasks; "

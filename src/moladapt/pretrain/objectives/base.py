@@ -122,7 +122,7 @@ def parse_objective_options(
             ``objectives``, or an option the objective does not take (the message lists those
             it does).
     """
-    import yaml
+    from moladapt.config import parse_scalar
 
     used = {canonical_objective(n) for n in objectives}
     pairs: list[tuple[str, str, Any]] = []
@@ -139,7 +139,7 @@ def parse_objective_options(
             if not (sep and dot and name and option):
                 raise ValueError(f"objective option {item!r}: write it as objective.option=value, "
                                  "e.g. attribute_masking.mask_rate=0.25")
-            pairs.append((name, option.strip(), yaml.safe_load(text.strip()) if text.strip() else None))
+            pairs.append((name, option.strip(), parse_scalar(text)))
     out: dict[str, dict[str, Any]] = {}
     for raw_name, option, value in pairs:
         name = canonical_objective(raw_name)
