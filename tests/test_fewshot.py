@@ -234,12 +234,19 @@ def test_meta_training_reports_the_tasks_too_small_for_its_episodes(valid_tasks)
     from moladapt.fewshot import meta_train
     from moladapt.types import Task
 
-    tiny = Task("TINY", valid_tasks[0].smiles[:20], valid_tasks[0].labels[:20], group="x")
-    result = meta_train("protonet", [*valid_tasks[:2], tiny],
-                        encoder_cfg={"hidden_dim": 16, "num_layers": 1},
-                        hparams={"meta_steps": 1, "train_k": 16, "query_size": 16})
+    labels = np.asarray(valid_tasks[0].labels)
+    rows = np.r_[np.flatnonzero(labels == 1)[:5], np.flatnonzero(labels == 0)[:15]]
+    tiny = Task("TINY", [valid_tasks[0].smiles[i] for i in rows], labels[rows], group="x")
+    small = {"meta_steps": 1, "train_k": 16, "query_size": 16}
+    result = meta_train("protonet", [*valid_tasks[:2], tiny], encoder_cfg={"hidden_dim": 16, "num_layers": 1},
+                        hparams=small)
     assert result.info["n_train_tasks"] == 2 and result.info["skipped_train_tasks"] == 1
-    assert "TINY" in result.info["skipped_examples"]
+    assert "only 4 query molecules would remain, need 16" in result.info["skipped_examples"]["TINY"]
+    # FS-Mol's floor: a task serves while its support leaves 2 query molecules
+    for method in ("protonet", "maml", "anil"):
+        kept = meta_train(method, [*valid_tasks[:2], tiny], encoder_cfg={"hidden_dim": 16, "num_layers": 1},
+                          hparams={**small, "min_query": 2})
+        assert kept.info["n_train_tasks"] == 3 and kept.info["skipped_train_tasks"] == 0, method
 
 
 def test_meta_training_from_an_init_takes_the_encoder_as_a_model_config(valid_tasks, tmp_path):

@@ -27,7 +27,6 @@ from torch.func import functional_call
 from moladapt.adapt.base import (
     ADAPTERS,
     Adapter,
-    EpisodeStream,
     HeadMixin,
     MetaCheckpoint,
     MetaValidation,
@@ -37,6 +36,7 @@ from moladapt.adapt.base import (
     balanced_bce,
     embed,
     labels_tensor,
+    meta_training_stream,
     new_head,
     run_outer_loop,
     support_pos_weight,
@@ -95,6 +95,7 @@ class ANIL(HeadMixin, Adapter):
         query_size: int = 64,
         grad_clip: float | None = 10.0,
         seed: int = 0,
+        min_query: int = 16,
     ) -> None:
         self.inner_steps = inner_steps
         self.inner_lr = inner_lr
@@ -107,6 +108,7 @@ class ANIL(HeadMixin, Adapter):
         self.query_size = query_size
         self.grad_clip = grad_clip
         self.seed = seed
+        self.min_query = min_query
 
     def meta_train(
         self,
@@ -116,7 +118,7 @@ class ANIL(HeadMixin, Adapter):
         validation: MetaValidation | None = None,
         checkpoint: MetaCheckpoint | None = None,
     ) -> ANIL:
-        stream = EpisodeStream(train_tasks, featurizer, self.train_k, self.query_size, self.seed)
+        stream = meta_training_stream(self, train_tasks, featurizer)
         self.skipped_tasks_ = dict(stream.skipped)  # too small for a train_k episode
         head = self._train_head(encoder)
         was_training = encoder.training

@@ -583,6 +583,16 @@ def outer_loop(
     return log
 
 
+def meta_training_stream(adapter: Adapter, train_tasks: Sequence[Task],
+                         featurizer: str | Featurizer | TaskFeatureCache) -> EpisodeStream:
+    """The episode stream of an episodic meta-learner: its ``train_k``-shot supports, queries of
+    at most ``query_size``, tasks kept when they leave at least ``min_query`` query molecules,
+    drawn under its ``seed``."""
+    a: Any = adapter
+    return EpisodeStream(train_tasks, featurizer, a.train_k, a.query_size, a.seed,
+                         sampler=EpisodeSampler(min_query=a.min_query))
+
+
 def run_outer_loop(
     adapter: Adapter,
     parameters: Sequence[Tensor],

@@ -40,7 +40,6 @@ from torch.func import functional_call
 from moladapt.adapt.base import (
     ADAPTERS,
     Adapter,
-    EpisodeStream,
     HeadMixin,
     MetaCheckpoint,
     MetaValidation,
@@ -50,6 +49,7 @@ from moladapt.adapt.base import (
     balanced_bce,
     full_batch,
     labels_tensor,
+    meta_training_stream,
     run_outer_loop,
     support_pos_weight,
 )
@@ -142,6 +142,9 @@ class MAML(HeadMixin, Adapter):
         train_k, query_size: support size and largest query of the meta-training episodes.
         grad_clip: max norm of the outer gradient (``None``: no clipping).
         seed: episode stream, head initialisation and adaptation randomness.
+        min_query: a training task serves only if it leaves at least this many query
+            molecules after its ``train_k`` support (a smaller task's query is all the rest).
+            FS-Mol's trainers keep any task that leaves 2 (their stratified sampler's floor).
 
     Attributes:
         head_: the meta-learned head initialisation (``None`` before :meth:`meta_train`;
@@ -162,6 +165,7 @@ class MAML(HeadMixin, Adapter):
         query_size: int = 64,
         grad_clip: float | None = 10.0,
         seed: int = 0,
+        min_query: int = 16,
     ) -> None:
         self.inner_steps = inner_steps
         self.inner_lr = inner_lr
@@ -174,6 +178,7 @@ class MAML(HeadMixin, Adapter):
         self.query_size = query_size
         self.grad_clip = grad_clip
         self.seed = seed
+        self.min_query = min_query
 
     def meta_train(
         self,
@@ -183,7 +188,7 @@ class MAML(HeadMixin, Adapter):
         validation: MetaValidation | None = None,
         checkpoint: MetaCheckpoint | None = None,
     ) -> MAML:
-        stream = EpisodeStream(train_tasks, featurizer, self.train_k, self.query_size, self.seed)
+        stream = meta_training_stream(self, train_tasks, featurizer)
         self.skipped_tasks_ = dict(stream.skipped)  # too small for a train_k episode
         model = MolecularModel(encoder, self._train_head(encoder))  # type: ignore[arg-type]
         was_training = model.training
@@ -241,8 +246,9 @@ class FOMAML(MAML):
         query_size: int = 64,
         grad_clip: float | None = 10.0,
         seed: int = 0,
+        min_query: int = 16,
     ) -> None:
         super().__init__(
             inner_steps, inner_lr, test_inner_steps, first_order, meta_steps,
-            meta_batch_size, meta_lr, train_k, query_size, grad_clip, seed,
+            meta_batch_size, meta_lr, train_k, query_size, grad_clip, seed, min_query,
         )

@@ -42,13 +42,13 @@ from torch import Tensor, nn
 from moladapt.adapt.base import (
     ADAPTERS,
     Adapter,
-    EpisodeStream,
     MetaCheckpoint,
     MetaValidation,
     TaskFeatureCache,
     TrainingEpisode,
     embed,
     labels_tensor,
+    meta_training_stream,
     run_outer_loop,
 )
 from moladapt.data.featurize import Featurizer
@@ -182,7 +182,7 @@ class ProtoNet(Adapter):
             (FS-Mol's; see the module docstring).
         shrinkage: λ of the ``mahalanobis`` covariance (in ``[0, 1]``; unused otherwise).
         meta_steps: episodic meta-training steps (0: use the encoder as given).
-        meta_batch_size, meta_lr, train_k, query_size, grad_clip, seed: as for MAML.
+        meta_batch_size, meta_lr, train_k, query_size, grad_clip, seed, min_query: as for MAML.
         precision: ``"fp32"`` or ``"bf16"``: bfloat16 autocast of the encoder's forward passes
             in meta-training (mixed precision: weights, Adam and the distances stay float32;
             1.1–1.3× faster per step measured on this project's AVX512-BF16 CPU).
@@ -201,6 +201,7 @@ class ProtoNet(Adapter):
         grad_clip: float | None = 10.0,
         seed: int = 0,
         precision: str = "fp32",
+        min_query: int = 16,
     ) -> None:
         self.distance = distance
         self.shrinkage = shrinkage
@@ -212,6 +213,7 @@ class ProtoNet(Adapter):
         self.grad_clip = grad_clip
         self.seed = seed
         self.precision = precision
+        self.min_query = min_query
 
     def meta_train(
         self,
@@ -223,7 +225,7 @@ class ProtoNet(Adapter):
     ) -> ProtoNet:
         if self.meta_steps <= 0:
             return self
-        stream = EpisodeStream(train_tasks, featurizer, self.train_k, self.query_size, self.seed)
+        stream = meta_training_stream(self, train_tasks, featurizer)
         self.skipped_tasks_ = dict(stream.skipped)  # too small for a train_k episode
         device = next(encoder.parameters()).device
         autocast(device, self.precision)  # an unknown precision fails before any training
