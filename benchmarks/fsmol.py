@@ -210,14 +210,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hparam", action="append", default=[],
                    help="METHOD.NAME=VALUE: an adapter hyper-parameter (repeatable), e.g. "
                         "protonet.distance=mahalanobis; 'protonet.' also applies to protonet+ecfp, "
-                        "'protonet+ecfp.' only to it")
+                        "'protonet+ecfp.' only to it. METHOD.seed=S meta-trains from seed S (encoder "
+                        "initialisation and episodes) while the evaluation episodes stay --seed's, so "
+                        "seeds of one configuration (e.g. protonet@s1.seed=1) compare paired")
     p.add_argument("--mt-epochs", type=int, default=10, help="multi-task pretraining epochs")
     p.add_argument("--mt-batch-size", type=int, default=256)
     p.add_argument("--mt-lr", type=float, default=1e-3)
     p.add_argument("--mt-min-per-class", type=int, default=1,
                    help="training tasks with fewer positives or negatives are left out of the "
                         "multi-task label matrix")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="evaluation episodes, and every model's initialisation unless METHOD.seed says")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     p.add_argument("--work-dir", type=Path, default=Path("runs/fsmol"),
@@ -455,7 +458,7 @@ def ensure_meta_trained(args: argparse.Namespace, method: str, train_tasks: list
     start = time.perf_counter()
     result = meta_train(base_method(method), train_tasks, model_cfg(args, method), cache.featurizer,
                         hparams, init=init,
-                        output=out, seed=args.seed, tasks_name=args.train,
+                        output=out, seed=int(hparams.get("seed", args.seed)), tasks_name=args.train,
                         valid_tasks=None if args.valid == "none" else args.valid,
                         validate_every=args.validate_every, validation_support=args.validation_support)
     meta_path = out / "meta.json"
@@ -933,7 +936,7 @@ def _configuration_lines(args: argparse.Namespace) -> list[str]:
                      f"{'counts' if enc.get('fingerprint_counts') else 'bits'} → MLP "
                      + "→".join(str(d) for d in enc["fingerprint_dims"]))
         hp = ident.get("hparams") or {k: ident[k] for k in ("epochs", "batch_size", "lr") if k in ident}
-        hp_text = ", ".join(f"{k}={v}" for k, v in hp.items())
+        hp_text = ", ".join(f"{k}={v}" for k, v in hp.items() if k != "seed")
         if ident.get("validation"):
             meta_path = raw_dir(args) / "models" / name / "meta.json"
             kept = json.loads(meta_path.read_text(encoding="utf-8"))["validation"]["best_step"]
@@ -941,7 +944,7 @@ def _configuration_lines(args: argparse.Namespace) -> list[str]:
                         f"{ident['validation']['every']} steps: step {kept}")
         if ident.get("init"):
             hp_text += f"; from the multi-task model `{ident['init']['model']}`"
-        rows.append(f"| {name} | {arch} | {ident['featurizer']} | {hp_text} | {ident['seed']} |")
+        rows.append(f"| {name} | {arch} | {ident['featurizer']} | {hp_text} | {hp.get('seed', ident['seed'])} |")
     if not rows:
         return []
     return ["## Trained models", "",

@@ -241,6 +241,23 @@ def test_tiny_adaptation_variant_reuses_the_model_and_reports_its_command(bench,
     assert "--hparam anil@t3.test_inner_steps=3" in report and "| anil@t3 |" in report
 
 
+def test_a_seed_variant_trains_from_its_seed_and_is_evaluated_on_the_same_episodes(bench, data_dir, tmp_path):
+    out = tmp_path / "results"
+    argv = ["--methods", "protonet,protonet@s1", "--hparam", "protonet@s1.seed=1", "--train", "fsmol-valid:4",
+            "--test", "fsmol-valid", "--ood", "none", "--max-tasks", "2", "--support", "16", "--draws", "1",
+            "--layers", "2", "--hidden", "16", "--meta-steps", "0", "--out", str(out), "--no-estimate"]
+    assert bench.main(argv) == 0
+    raw = out / "raw" / "fsmol"
+    weights = {m: torch.load(raw / "models" / m / "model.pt", weights_only=True)["state_dict"]
+               for m in ("protonet", "protonet@s1")}
+    assert any(not torch.equal(weights["protonet"][k], weights["protonet@s1"][k]) for k in weights["protonet"])
+    episodes = {m: json.loads((raw / "fsmol-valid" / m / "results.csv.episodes.json").read_text())
+                for m in ("protonet", "protonet@s1")}
+    assert episodes["protonet"] == episodes["protonet@s1"]
+    report = (out / "fsmol.md").read_text()
+    assert "| meta_steps=0, meta_batch_size=4 | 1 |" in report and "| meta_steps=0, meta_batch_size=4 | 0 |" in report
+
+
 def test_a_meta_init_variant_has_its_own_model_and_identity(bench):
     args = bench.parse_args(["--methods", "protonet+ecfp,protonet+ecfp@mt", "--meta-init", "protonet+ecfp@mt"])
     assert bench.model_name(args, "protonet+ecfp@mt") == "protonet+ecfp@mt"  # same hparams, other start
