@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import numbers
 import re
 from dataclasses import asdict, dataclass, field, fields
@@ -230,6 +231,20 @@ def from_dict(cls: type, d: dict[str, Any], prefix: str = ""):
             raise ValueError(f"{prefix}{key} must be a list, got {value!r}")
         kwargs[key] = checked_value(f"{prefix}{key}", annotation, value)
     return cls(**kwargs)
+
+
+def checked_arguments(factory: Any, params: dict[str, Any], what: str) -> dict[str, Any]:
+    """``params`` for ``factory(**params)``, each checked and converted by :func:`checked_value`
+    against the annotation of ``factory``'s parameter of that name (a ``-p`` value, or a
+    number a YAML file wrote as a string, becomes the annotated type before any training);
+    errors name ``what`` and the parameter. The names must be ``factory``'s."""
+    signature = inspect.signature(factory)
+
+    def annotation(name: str) -> str:
+        ann = signature.parameters[name].annotation  # a string under postponed evaluation
+        return ann if isinstance(ann, str) else ann.__name__ if isinstance(ann, type) else str(ann)
+
+    return {k: checked_value(f"{what} {k}", annotation(k), v) for k, v in params.items()}
 
 
 def checked_value(name: str, annotation: str, value: Any) -> Any:

@@ -53,7 +53,7 @@ from moladapt.adapt import ADAPTERS, Adapter, TaskFeatureCache
 from moladapt.adapt.base import FitPredict, MetaCheckpoint, MetaValidation, new_head
 from moladapt.adapt.fingerprint_baselines import KNNECFP, RandomForestECFP
 from moladapt.bundled_models import sha256_file
-from moladapt.config import ModelConfig, checked_value, from_dict, model_config_dict, to_plain
+from moladapt.config import ModelConfig, checked_arguments, from_dict, model_config_dict, to_plain
 from moladapt.data.featurize import Featurizer, get_featurizer
 from moladapt.data.sources import CLASSIFICATION, DataError, load_dataset
 from moladapt.data.tasks import FSMOL_SPLITS, load_fsmol_tasks, tasks_from_table
@@ -172,18 +172,7 @@ def _construct(factory: Callable[..., Any], params: Mapping[str, Any], method: s
     unknown = sorted(set(params) - set(known))
     if unknown:
         raise ValueError(f"{method} has no hyper-parameter(s) {unknown}; it takes: {', '.join(known)}")
-    # a YAML file or a caller may give a number as a string ("1e-4"): make it the annotated type
-    typed = {name: checked_value(f"{method} hyper-parameter {name}", _annotation(sig.parameters[name]), value)
-             for name, value in params.items()}
-    return factory(**typed)
-
-
-def _annotation(parameter: inspect.Parameter) -> str:
-    """``float | None`` for the annotation of a parameter (a string under postponed evaluation)."""
-    ann = parameter.annotation
-    if isinstance(ann, str):
-        return ann
-    return ann.__name__ if isinstance(ann, type) else str(ann)
+    return factory(**checked_arguments(factory, dict(params), f"{method} hyper-parameter"))
 
 
 def check_method(method: str, checkpoint: str | Path | None = None) -> None:

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from moladapt.config import checked_arguments
 from moladapt.study.executors import RUNNERS, Runner, _coerce
 
 if TYPE_CHECKING:
@@ -526,7 +527,7 @@ def _balanced(cfg: MultitaskConfig, graph: TaskGraph, names: list[str]):
     bad = sorted(set(cfg.params) - allowed)
     if bad:
         raise ValueError(f"unknown {cfg.method} param(s) {bad}; known: {sorted(allowed)}")
-    params = _checked_params(BalancedMultiTaskTrainer, cfg.params, cfg.method)
+    params = checked_arguments(BalancedMultiTaskTrainer, cfg.params, f"{cfg.method} param")
     model = build_model(_model_config(cfg), get_featurizer(cfg.featurizer), len(names))
     trainer = BalancedMultiTaskTrainer(model, "classification", _train_config(cfg),
                                        method=cfg.method, **params)
@@ -537,17 +538,6 @@ def _balanced(cfg: MultitaskConfig, graph: TaskGraph, names: list[str]):
         return {"log_vars" if cfg.method == "uncertainty" else "task_weights": w.tolist()}
 
     return fit, trainer.predict
-
-
-def _checked_params(cls: type, params: dict[str, Any], method: str) -> dict[str, Any]:
-    """``-p`` values checked against ``cls``'s annotations (as config files are), before any
-    training: a wrong one found in the EBM stage would waste the whole SGNN stage."""
-    import inspect
-
-    from moladapt.config import checked_value
-
-    annotations = {k: str(p.annotation) for k, p in inspect.signature(cls).parameters.items()}
-    return {k: checked_value(f"{method} param {k}", annotations[k], v) for k, v in params.items()}
 
 
 _SGNN_FIXED = ("task_graph", "use_ebm", "encoder", "hidden_dim", "num_layers", "dropout",
@@ -564,7 +554,7 @@ def _sgnn(cfg: MultitaskConfig, graph: TaskGraph, names: list[str]):
     if bad:
         raise ValueError(f"unknown {cfg.method} param(s) {bad}; known: {sorted(allowed)} "
                          "(the others come from the run's options)")
-    params = _checked_params(SGNNEBM, cfg.params, cfg.method)
+    params = checked_arguments(SGNNEBM, cfg.params, f"{cfg.method} param")
     use_ebm = cfg.method == "sgnn-ebm"
     ebm_epochs = cfg.ebm_epochs if cfg.ebm_epochs is not None else max(1, cfg.epochs // 2)
     model = SGNNEBM(task_graph=graph, use_ebm=use_ebm, encoder=cfg.encoder,
