@@ -915,6 +915,71 @@ def headline_gain(gains: dict[tuple[str, str, str], dict[str, Any] | None], spec
     return lines
 
 
+def replicate_sets(identities: dict[str, dict[str, Any]]) -> list[list[tuple[int, str]]]:
+    """Meta-trained models that differ only in their seed (same base method, training tasks,
+    encoder, features, hyper-parameters, start), as ``[(seed, model), ...]`` sorted by seed, for
+    every configuration trained from two seeds or more."""
+    sets: dict[str, list[tuple[int, str]]] = {}
+    for name, ident in identities.items():
+        if not is_meta(name):
+            continue
+        hparams = dict(ident.get("hparams") or {})
+        seed = int(hparams.pop("seed", ident.get("seed", 0)))
+        rest = {k: v for k, v in ident.items() if k not in ("method", "seed", "hparams")}
+        key = json.dumps({"base": base_method(name), "hparams": hparams, **rest}, sort_keys=True)
+        sets.setdefault(key, []).append((seed, name))
+    return [sorted(members) for members in sets.values() if len({seed for seed, _ in members}) > 1]
+
+
+def seed_means(results: pd.DataFrame, models: Sequence[str]) -> dict[str, Any] | None:
+    """Mean ΔAUPRC per k of each model on the episodes every one of them has (a (task, k) is the
+    mean over those draws, then the mean over tasks), with the mean over models and their spread."""
+    ok = results[(results["status"] == "ok") & results["method"].isin(models)]
+    episodes = ok.pivot_table(index=["task_id", "k", "draw"], columns="method", values="delta_auprc")
+    if any(m not in episodes for m in models):
+        return None
+    shared = episodes[list(models)].dropna()
+    if shared.empty:
+        return None
+    per_k = shared.groupby(level=["task_id", "k"]).mean().groupby(level="k").mean()
+    return {"per_k": per_k, "mean": per_k.mean(axis=1), "spread": per_k.max(axis=1) - per_k.min(axis=1),
+            "n_tasks": int(shared.index.get_level_values("task_id").nunique()),
+            "draws": int(shared.index.get_level_values("draw").nunique())}
+
+
+def _seed_lines(args: argparse.Namespace, data: dict[str, pd.DataFrame], specs: Sequence[str],
+                ks: Sequence[int]) -> list[str]:
+    """The seed-replicate section: each configuration meta-trained from several seeds, its mean
+    ΔAUPRC over seeds and their spread (run-to-run variation, which the paired tests over tasks
+    do not see), and on fsmol-test the seed mean against FS-Mol's published row."""
+    rows = []
+    for members in replicate_sets(_model_identities(args)):
+        models = [name for _, name in members]
+        label = f"{models[0]} (seeds {', '.join(str(seed) for seed, _ in members)})"
+        for spec in specs:
+            if data[spec].empty or (s := seed_means(data[spec], models)) is None:
+                continue
+            cells = [f"{s['mean'][k]:.3f} ({s['spread'][k]:.3f})" if k in s["mean"].index else "–" for k in ks]
+            rows.append(f"| {label} | {spec} | " + " | ".join(cells) + f" | {s['n_tasks']}×{s['draws']} |")
+            family = base_method(models[0])
+            if spec.startswith("fsmol-test") and family in PUBLISHED:
+                name, values = PUBLISHED[family]
+                diffs = [f"{s['mean'][k] - v:+.3f}" if k in s["mean"].index else "–"
+                         for k, v in zip(DEFAULT_K, values, strict=True)]
+                cells = [diffs[DEFAULT_K.index(k)] if k in DEFAULT_K else "–" for k in ks]
+                rows.append(f"| ↳ *seed mean − FS-Mol's {name}* | | " + " | ".join(cells) + " | |")
+    if not rows:
+        return []
+    return ["## Seed replicates", "",
+            "Configurations meta-trained from more than one seed (models differing only in `seed`; "
+            "evaluated on the same episodes). Cells: mean ΔAUPRC over the seeds (spread: highest − "
+            "lowest seed), each seed's value taken over the (task × draw) episodes all seeds share. "
+            "The spread is run-to-run variation, which the tables' confidence intervals and the paired "
+            "tests over tasks do not include.", "",
+            "| configuration | group | " + " | ".join(f"k={k}" for k in ks) + " | tasks×draws |",
+            "|---" * (len(ks) + 3) + "|", *rows, ""]
+
+
 def _draws(g: dict[str, Any]) -> str:
     return f"{g['draws']} shared draw" + ("s" if g["draws"] != 1 else "")
 
@@ -1161,6 +1226,7 @@ def write_report(args: argparse.Namespace) -> Path | None:
             lines += ["", f"![ΔAUPRC vs k, {spec}]({png.name})"]
         lines.append("")
     lines += gain_lines
+    lines += _seed_lines(args, data, specs, ks)
     lines += _configuration_lines(args)
     lines += _reproduce_lines(args, specs)
     lines += ["## Meta-training speed", "",

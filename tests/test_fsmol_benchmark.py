@@ -377,3 +377,38 @@ def test_report_puts_the_answer_first_and_the_run_notes_last(bench, tmp_path):
     assert order == sorted(order)
     assert "`rf-ecfp` / `knn-ecfp` = random forest / Tanimoto kNN on ECFP4 counts (FS-Mol's input)" in report
     assert "--methods rf-ecfp --draws 1 --ecfp-counts --ood none --no-estimate" in report
+
+
+def test_seed_replicates_group_models_differing_only_in_seed_and_average_them(bench, tmp_path):
+    from moladapt.evaluate.protocol import COLUMNS
+
+    ident = {"train": "fsmol-train", "encoder": {"encoder": "gin"}, "featurizer": "basic", "seed": 0,
+             "hparams": {"meta_lr": 0.0001}}
+    identities = {"protonet+ecfp@a": {**ident, "method": "protonet+ecfp@a"},
+                  "protonet+ecfp@a-s1": {**ident, "method": "protonet+ecfp@a-s1",
+                                         "hparams": {"meta_lr": 0.0001, "seed": 1}},
+                  "protonet+ecfp@b": {**ident, "method": "protonet+ecfp@b", "hparams": {"meta_lr": 0.001}},
+                  "maml@a": {**ident, "method": "maml@a"}}
+    assert bench.replicate_sets(identities) == [[(0, "protonet+ecfp@a"), (1, "protonet+ecfp@a-s1")]]
+    for name, value in identities.items():
+        folder = tmp_path / "raw" / "fsmol" / "models" / name
+        folder.mkdir(parents=True)
+        (folder / "identity.json").write_text(json.dumps(value))
+
+    published = dict(zip(bench.DEFAULT_K, bench.PUBLISHED["protonet"][1], strict=True))
+    rows = [_result_row(m, f"t{t}", k, published[k] + offset) for m, offset in (
+        ("protonet+ecfp@a", -0.01), ("protonet+ecfp@a-s1", +0.03)) for k in bench.DEFAULT_K for t in range(3)]
+    rows.append({**_result_row("protonet+ecfp@a", "t0", 16, 0.9), "draw": 1})  # a draw only one seed has
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    means = bench.seed_means(frame, ["protonet+ecfp@a", "protonet+ecfp@a-s1"])
+    assert means["draws"] == 1 and means["n_tasks"] == 3
+    assert means["mean"][16] == pytest.approx(published[16] + 0.01)
+    assert means["spread"][16] == pytest.approx(0.04)
+    lines = bench._seed_lines(bench.parse_args(["--out", str(tmp_path)]), {"fsmol-test": frame},
+                              ["fsmol-test"], bench.DEFAULT_K)
+    assert lines[0] == "## Seed replicates"
+    row = next(line for line in lines if line.startswith("| protonet+ecfp@a (seeds 0, 1) | fsmol-test |"))
+    assert f"| {published[16] + 0.01:.3f} (0.040) |" in row and row.endswith("| 3×1 |")
+    assert "| ↳ *seed mean − FS-Mol's ProtoNet* | | +0.010 | +0.010 | +0.010 | +0.010 | +0.010 | |" in lines
+    assert bench._seed_lines(bench.parse_args(["--out", str(tmp_path)]), {"fsmol-test": frame[:0]},
+                             ["fsmol-test"], bench.DEFAULT_K) == []
