@@ -404,11 +404,13 @@ def test_seed_replicates_group_models_differing_only_in_seed_and_average_them(be
     assert means["draws"] == 1 and means["n_tasks"] == 3
     assert means["mean"][16] == pytest.approx(published[16] + 0.01)
     assert means["spread"][16] == pytest.approx(0.04)
-    lines = bench._seed_lines(bench.parse_args(["--out", str(tmp_path)]), {"fsmol-test": frame},
-                              ["fsmol-test"], bench.DEFAULT_K)
+    lines, summary = bench._seed_lines(bench.parse_args(["--out", str(tmp_path)]), {"fsmol-test": frame},
+                                       ["fsmol-test"], bench.DEFAULT_K)
     assert lines[0] == "## Seed replicates"
     row = next(line for line in lines if line.startswith("| protonet+ecfp@a (seeds 0, 1) | fsmol-test |"))
     assert f"| {published[16] + 0.01:.3f} (0.040) |" in row and row.endswith("| 3×1 |")
     assert "| ↳ *seed mean − FS-Mol's ProtoNet* | | +0.010 | +0.010 | +0.010 | +0.010 | +0.010 | |" in lines
+    assert summary == ["", "Mean over seeds of protonet+ecfp@a (seeds 0, 1) (1 shared draw) against FS-Mol's "
+                       "published ProtoNet: +0.010/+0.010/+0.010/+0.010/+0.010 (*Seed replicates*)."]
     assert bench._seed_lines(bench.parse_args(["--out", str(tmp_path)]), {"fsmol-test": frame[:0]},
-                             ["fsmol-test"], bench.DEFAULT_K) == []
+                             ["fsmol-test"], bench.DEFAULT_K) == ([], [])
