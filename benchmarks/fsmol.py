@@ -458,7 +458,7 @@ def ensure_meta_trained(args: argparse.Namespace, method: str, train_tasks: list
     start = time.perf_counter()
     result = meta_train(base_method(method), train_tasks, model_cfg(args, method), cache.featurizer,
                         hparams, init=init,
-                        output=out, seed=int(hparams.get("seed", args.seed)), tasks_name=args.train,
+                        output=out, seed=training_seed(hparams, args.seed), tasks_name=args.train,
                         valid_tasks=None if args.valid == "none" else args.valid,
                         validate_every=args.validate_every, validation_support=args.validation_support)
     meta_path = out / "meta.json"
@@ -497,6 +497,12 @@ def mt_identity(args: argparse.Namespace, model: str = "multitask") -> dict[str,
             "featurizer": args.featurizer, "epochs": int(args.mt_epochs),
             "batch_size": int(args.mt_batch_size), "lr": float(args.mt_lr),
             "min_per_class": int(args.mt_min_per_class), "seed": int(args.seed)}
+
+
+def training_seed(hparams: dict[str, Any], default: int) -> int:
+    """The seed a model is trained from: its ``METHOD.seed`` hyper-parameter, else ``--seed``
+    (``default``; an identity's ``seed``)."""
+    return int(hparams.get("seed", default))
 
 
 def new_encoder(args: argparse.Namespace, seed: int, method: str = "") -> torch.nn.Module:
@@ -844,6 +850,18 @@ def leaders(summary: pd.DataFrame, spec: str) -> str:
     return f"Highest mean ΔAUPRC on `{spec}` — " + "; ".join(cells) + "."
 
 
+def shared_episodes(results: pd.DataFrame, methods: Sequence[str], metric: str) -> pd.DataFrame | None:
+    """``metric`` of each method (columns) on the scored episodes, (task_id, k, draw), that every
+    one of them has (the same episode is the same support set for every method), or None when
+    there are none."""
+    ok = results[(results["status"] == "ok") & results["method"].isin(methods)]
+    episodes = ok.pivot_table(index=["task_id", "k", "draw"], columns="method", values=metric)
+    if any(m not in episodes for m in methods):
+        return None
+    shared = episodes[list(methods)].dropna()
+    return None if shared.empty else shared
+
+
 def relative_gain(results: pd.DataFrame, method: str, baseline: str, n_boot: int = 5000,
                   seed: int = 0) -> dict[str, Any] | None:
     """(AUPRC_method − AUPRC_baseline) / AUPRC_baseline over the (task, k) cells both have.
@@ -853,14 +871,10 @@ def relative_gain(results: pd.DataFrame, method: str, baseline: str, n_boot: int
     comparison. Each (task, k) is the mean over those draws; the ratio of the means is
     bootstrapped over tasks.
     """
-    ok = results[(results["status"] == "ok") & results["method"].isin([method, baseline])]
-    episodes = ok.pivot_table(index=["task_id", "k", "draw"], columns="method", values="auprc")
-    if method not in episodes or baseline not in episodes:
+    shared = shared_episodes(results, [method, baseline], "auprc")
+    if shared is None:
         return None
-    shared = episodes[[method, baseline]].dropna()
     both = shared.groupby(level=["task_id", "k"]).mean()
-    if both.empty:
-        return None
     per_task = both.groupby(level="task_id").agg(["sum", "count"])
     a = per_task[(method, "sum")].to_numpy()
     b = per_task[(baseline, "sum")].to_numpy()
@@ -923,26 +937,21 @@ def replicate_sets(identities: dict[str, dict[str, Any]]) -> list[list[tuple[int
     for name, ident in identities.items():
         if not is_meta(name):
             continue
-        hparams = dict(ident.get("hparams") or {})
-        seed = int(hparams.pop("seed", ident.get("seed", 0)))
+        hparams = {k: v for k, v in (ident.get("hparams") or {}).items() if k != "seed"}
         rest = {k: v for k, v in ident.items() if k not in ("method", "seed", "hparams")}
         key = json.dumps({"base": base_method(name), "hparams": hparams, **rest}, sort_keys=True)
-        sets.setdefault(key, []).append((seed, name))
+        sets.setdefault(key, []).append((training_seed(ident.get("hparams") or {}, ident.get("seed", 0)), name))
     return [sorted(members) for members in sets.values() if len({seed for seed, _ in members}) > 1]
 
 
 def seed_means(results: pd.DataFrame, models: Sequence[str]) -> dict[str, Any] | None:
     """Mean ΔAUPRC per k of each model on the episodes every one of them has (a (task, k) is the
     mean over those draws, then the mean over tasks), with the mean over models and their spread."""
-    ok = results[(results["status"] == "ok") & results["method"].isin(models)]
-    episodes = ok.pivot_table(index=["task_id", "k", "draw"], columns="method", values="delta_auprc")
-    if any(m not in episodes for m in models):
-        return None
-    shared = episodes[list(models)].dropna()
-    if shared.empty:
+    shared = shared_episodes(results, models, "delta_auprc")
+    if shared is None:
         return None
     per_k = shared.groupby(level=["task_id", "k"]).mean().groupby(level="k").mean()
-    return {"per_k": per_k, "mean": per_k.mean(axis=1), "spread": per_k.max(axis=1) - per_k.min(axis=1),
+    return {"mean": per_k.mean(axis=1), "spread": per_k.max(axis=1) - per_k.min(axis=1),
             "n_tasks": int(shared.index.get_level_values("task_id").nunique()),
             "draws": int(shared.index.get_level_values("draw").nunique())}
 
@@ -1013,7 +1022,7 @@ def _configuration_lines(args: argparse.Namespace) -> list[str]:
                         f"{ident['validation']['every']} steps: step {kept}")
         if ident.get("init"):
             hp_text += f"; from the multi-task model `{ident['init']['model']}`"
-        rows.append(f"| {name} | {arch} | {ident['featurizer']} | {hp_text} | {hp.get('seed', ident['seed'])} |")
+        rows.append(f"| {name} | {arch} | {ident['featurizer']} | {hp_text} | {training_seed(hp, ident['seed'])} |")
     if not rows:
         return []
     return ["## Trained models", "",
